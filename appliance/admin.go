@@ -1,0 +1,94 @@
+package appliance
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// adminPrefix is where the appliance's own endpoints live, beside
+// OpenBao's /v1/. They carry what the bao API has no words for
+// (multi-unseal, appliance status) and are what the CLI talks to.
+const adminPrefix = "/appliance/v1/"
+
+// The appliance API. Responses are JSON; errors are {"errors": ["..."]}
+// like OpenBao's, with 400 for a refused request, 409 for a wrong state.
+//
+//	GET  /appliance/v1/status  -> Status (no token needed, no secret in it)
+//	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
+//	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
+func (a *Appliance) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status(r.Context()))
+	})
+	mux.HandleFunc("POST "+adminPrefix+"init", func(w http.ResponseWriter, r *http.Request) {
+		var req InitRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		res, err := a.Init(r.Context(), req)
+		if err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrAlreadyInitialized) {
+				code = http.StatusConflict
+			}
+			writeError(w, code, err)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST "+adminPrefix+"unseal", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Share string `json:"share"`
+			Reset bool   `json:"reset"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.Reset {
+			a.ResetUnseal()
+			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
+			return
+		}
+		p, err := a.Unseal(r.Context(), req.Share)
+		if err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrNotInitialized) {
+				code = http.StatusConflict
+			}
+			writeJSON(w, code, struct {
+				Errors []string `json:"errors"`
+				UnsealProgress
+			}{[]string{err.Error()}, p})
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
+	})
+	return mux
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil && len(body) > 0 {
+		err = json.Unmarshal(body, v)
+	}
+	if err != nil {
+		// The body may hold a share: never echo it.
+		writeError(w, http.StatusBadRequest, errors.New("the request body is not the JSON this endpoint takes"))
+		return false
+	}
+	return true
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string][]string{"errors": {err.Error()}})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,333 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/go-hclog"
+	aeadwrapper "github.com/openbao/go-kms-wrapping/wrappers/aead/v2"
+	"github.com/openbao/openbao/audit"
+	auditFile "github.com/openbao/openbao/builtin/audit/file"
+	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
+	auditSyslog "github.com/openbao/openbao/builtin/audit/syslog"
+	"github.com/openbao/openbao/command/server"
+	vaulthttp "github.com/openbao/openbao/http"
+	"github.com/openbao/openbao/internalshared/listenerutil"
+	"github.com/openbao/openbao/physical/raft"
+	"github.com/openbao/openbao/vault"
+	vaultseal "github.com/openbao/openbao/vault/seal"
+	"github.com/openbao/openbao/sdk/v2/logical"
+)
+
+// Appliance is one running node: the embedded OpenBao core on Raft storage,
+// its API listeners and the appliance's own endpoints under /appliance/v1/.
+//
+// Close stops it in this order: stop accepting API requests and let those
+// in flight finish (up to ShutdownTimeout), seal and shut down the core
+// (which stops Raft and the cluster listener), close the Raft and FSM
+// databases. A write the API acknowledged is in the Raft log on disk before
+// its response is sent, so it survives.
+type Appliance struct {
+	cfg         *Config
+	logger      hclog.InterceptLogger
+	core        *vault.Core
+	raft        *raft.RaftBackend
+	servers     []*http.Server
+	listeners   []listenerutil.Listener
+	apiAddr     string
+	clusterAddr string
+	started     time.Time
+
+	ready     chan struct{}
+	stopped   chan struct{}
+	errc      chan error
+	closeOnce sync.Once
+	closeErr  error
+	bg        sync.WaitGroup
+	bgCancel  context.CancelFunc
+}
+
+// ShutdownTimeout bounds how long Close waits for API requests in flight.
+const ShutdownTimeout = 10 * time.Second
+
+// ErrNotInitialized and ErrAlreadyInitialized mark the two states an
+// operation can be refused in.
+var (
+	ErrNotInitialized     = errors.New("the cluster is not initialized: run `gitlab-secrets-appliance init`")
+	ErrAlreadyInitialized = errors.New("the cluster is already initialized")
+)
+
+// Start validates cfg, opens storage, builds the core and starts serving.
+// If any step fails, Start undoes the steps before it and returns the error;
+// a *ConfigError when cfg is invalid. The node starts sealed: unseal it with
+// Unseal (or the API) once it is initialized.
+func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a = &Appliance{
+		cfg:     cfg,
+		started: time.Now(),
+		ready:   make(chan struct{}),
+		stopped: make(chan struct{}),
+		errc:    make(chan error, 1),
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+			a = nil
+		}
+	}()
+
+	out := cfg.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	a.logger = hclog.NewInterceptLogger(&hclog.LoggerOptions{
+		Name:       "appliance",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		Output:     out,
+		JSONFormat: cfg.LogFormat == "json",
+	})
+	if ignored := scrubEnvironment(); len(ignored) > 0 {
+		a.logger.Warn("ignoring OpenBao/Vault environment variables: the appliance takes its settings from its config file only",
+			"variables", strings.Join(ignored, ","))
+	}
+	quietGRPC()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, unwrapPathError(err))
+	}
+
+	// API listeners first: a port in use is the commonest failure and the
+	// cheapest to find.
+	raw := a.openBaoConfig()
+	ui := &cli.BasicUi{Reader: strings.NewReader(""), Writer: io.Discard, ErrorWriter: io.Discard}
+	for i, lc := range raw.Listeners {
+		ln, _, _, err := server.NewListener(lc, a.logger, io.Discard, ui)
+		if err != nil {
+			return nil, fmt.Errorf("listener[%d]: cannot listen on %s: %w", i, lc.Address, err)
+		}
+		undo = append(undo, func() { ln.Close() })
+		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
+		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
+		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
+	}
+	a.apiAddr = cfg.APIAddr
+	if a.apiAddr == "" {
+		l := cfg.Listeners[0]
+		l.Address = a.listeners[0].Listener.Addr().String()
+		a.apiAddr = l.url()
+	}
+	clusterTCP, err := a.resolveClusterAddr()
+	if err != nil {
+		return nil, err
+	}
+	raw.APIAddr, raw.ClusterAddr = a.apiAddr, a.clusterAddr
+	raw.Storage.RedirectAddr, raw.Storage.ClusterAddr = a.apiAddr, a.clusterAddr
+
+	metrics, err := setupTelemetry(cfg.Telemetry)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+
+	backend, err := raft.NewRaftBackend(raw.Storage.Config, a.logger.Named("storage.raft"))
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: cannot open Raft storage in %s: %w", cfg.DataDir, err)
+	}
+	a.raft = backend.(*raft.RaftBackend)
+	undo = append(undo, func() { a.raft.Close() })
+
+	barrierSeal := vault.NewDefaultSeal(vaultseal.NewAccess(aeadwrapper.NewShamirWrapper()))
+	coreConfig := &vault.CoreConfig{
+		RawConfig:          raw,
+		Physical:           a.raft,
+		HAPhysical:         a.raft,
+		StorageType:        "raft",
+		RedirectAddr:       a.apiAddr,
+		ClusterAddr:        a.clusterAddr,
+		Seal:               barrierSeal,
+		AuditBackends:      auditBackends,
+		LogicalBackends:    map[string]logical.Factory{"kv": builtinSecrets["kv"], "database": builtinSecrets["database"]},
+		CredentialBackends: map[string]logical.Factory{},
+		BuiltinRegistry:    registry{},
+		Logger:             a.logger,
+		LogLevel:           cfg.LogLevel,
+		AllLoggers:         []hclog.Logger{a.logger},
+		MetricsHelper:      metrics.helper,
+		MetricSink:         metrics.sink,
+		DisableSSCTokens:   true,
+	}
+	core, err := vault.NewCore(coreConfig)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the OpenBao core: %w", err)
+	}
+	a.core = core
+	undo = append(undo, func() { core.Shutdown() })
+
+	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
+	core.SetClusterHandler(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core}))
+
+	bgCtx, cancel := context.WithCancel(context.Background())
+	a.bgCancel = cancel
+	undo = append(undo, cancel)
+	if len(cfg.Raft.RetryJoin) > 0 {
+		if err := core.InitiateRetryJoin(bgCtx); err != nil {
+			return nil, fmt.Errorf("raft.retry_join: %w", err)
+		}
+	}
+
+	admin := a.adminHandler()
+	for _, ln := range a.listeners {
+		h := vaulthttp.Handler.Handler(&vault.HandlerProperties{
+			Core:           core,
+			ListenerConfig: ln.Config,
+			AllListeners:   a.listeners,
+		})
+		if len(ln.Config.XForwardedForAuthorizedAddrs) > 0 {
+			h = vaulthttp.WrapForwardedForHandler(h, ln.Config)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(adminPrefix, admin)
+		mux.Handle("/", h)
+		srv := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       5 * time.Minute,
+			ErrorLog:          a.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		}
+		a.servers = append(a.servers, srv)
+		a.bg.Add(1)
+		go func(l net.Listener) {
+			defer a.bg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.fail(fmt.Errorf("API listener %s: %w", l.Addr(), err))
+			}
+		}(ln.Listener)
+	}
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		select {
+		case <-core.ShutdownDone():
+			a.fail(errors.New("the OpenBao core shut down"))
+		case <-bgCtx.Done():
+		}
+	}()
+
+	a.logger.Info("appliance started", "node_id", cfg.NodeID, "api_addr", a.apiAddr,
+		"cluster_addr", a.clusterAddr, "data_dir", cfg.DataDir, "version", Version)
+	close(a.ready)
+	return a, nil
+}
+
+// auditBackends are the audit device types the config may declare.
+var auditBackends = map[string]audit.Factory{
+	"file":   auditFile.Factory,
+	"socket": auditSocket.Factory,
+	"syslog": auditSyslog.Factory,
+}
+
+// resolveClusterAddr picks the cluster listen address (a free port if the
+// config says port 0) and the advertised cluster URL.
+func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
+	listen := a.cfg.Cluster.Address
+	if strings.HasSuffix(listen, ":0") {
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.address: cannot find a free port on %s: %w", listen, err)
+		}
+		listen = l.Addr().String()
+		l.Close()
+	}
+	tcp, err := net.ResolveTCPAddr("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.address: %w", err)
+	}
+	a.clusterAddr = a.cfg.ClusterAddr
+	if a.clusterAddr == "" {
+		a.clusterAddr = "https://" + advertisable(listen)
+	}
+	return tcp, nil
+}
+
+// fail reports an error that stops the node from serving; the first wins.
+func (a *Appliance) fail(err error) {
+	select {
+	case a.errc <- err:
+	default:
+	}
+}
+
+// Ready is closed once the API listeners serve (the node may be sealed).
+func (a *Appliance) Ready() <-chan struct{} { return a.ready }
+
+// Stopped is closed when Close has finished.
+func (a *Appliance) Stopped() <-chan struct{} { return a.stopped }
+
+// Err delivers a fatal error from a running node (a listener died, the core
+// shut itself down). The caller should Close the node.
+func (a *Appliance) Err() <-chan error { return a.errc }
+
+// APIAddr is the URL of this node's API.
+func (a *Appliance) APIAddr() string { return a.apiAddr }
+
+// Close stops the node in the documented order. It is safe to call more
+// than once and from several goroutines; all get the first call's result.
+func (a *Appliance) Close() error {
+	a.closeOnce.Do(func() {
+		a.logger.Info("stopping: draining API requests")
+		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		var errs []error
+		for _, s := range a.servers {
+			if err := s.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("API listener: %w", err))
+				s.Close()
+			}
+		}
+		a.bgCancel()
+		a.logger.Info("stopping: sealing and shutting down the core")
+		if err := a.core.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("core shutdown: %w", err))
+		}
+		a.bg.Wait()
+		if err := a.raft.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing Raft storage: %w", err))
+		}
+		a.closeErr = errors.Join(errs...)
+		a.logger.Info("stopped", "error", a.closeErr)
+		close(a.stopped)
+	})
+	<-a.stopped
+	return a.closeErr
+}
+
+// scrubEnvironment removes BAO_* and VAULT_* variables from this process's
+// environment and returns their names. OpenBao's core reads many of them
+// (raft path, node id, seal type, ...) and must not be reconfigured behind
+// the config file's back.
+func scrubEnvironment() []string {
+	var names []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "BAO_") || strings.HasPrefix(name, "VAULT_") {
+			names = append(names, name)
+			os.Unsetenv(name)
+		}
+	}
+	return names
+}

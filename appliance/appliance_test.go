@@ -1,0 +1,323 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openbao/openbao/api/v2"
+)
+
+// syncBuffer collects a node's log for the secret scans.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freeAddr returns a loopback host:port nobody listens on, with the port
+// after it free too (for the cluster listener).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		next, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", addr.Port+1))
+		if err != nil {
+			continue
+		}
+		next.Close()
+		return addr.String()
+	}
+	t.Fatal("no free port pair on 127.0.0.1")
+	return ""
+}
+
+func testConfig(t *testing.T, log *syncBuffer) *Config {
+	t.Helper()
+	cfg := NewConfig()
+	cfg.NodeID = "node-1"
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	addr := freeAddr(t)
+	cfg.Listeners = []Listener{{Address: addr, TLSDisable: true, TLSMinVersion: DefaultTLSMinVersion}}
+	cfg.Cluster.Address = nextPort(addr)
+	cfg.LogOutput = log
+	return cfg
+}
+
+func startNode(t *testing.T, cfg *Config) *Appliance {
+	t.Helper()
+	a, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func client(t *testing.T, a *Appliance, token string) *api.Client {
+	t.Helper()
+	conf := api.DefaultConfig()
+	conf.Address = a.APIAddr()
+	c, err := api.NewClient(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(token)
+	return c
+}
+
+func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := a.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	for i, s := range res.Shares[:2] {
+		p, err := a.Unseal(ctx, s)
+		if err != nil {
+			t.Fatalf("Unseal share %d: %v", i, err)
+		}
+		if want := i < 1; p.Sealed != want {
+			t.Fatalf("after share %d sealed=%v, want %v", i, p.Sealed, want)
+		}
+	}
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestKVv2Lifecycle(t *testing.T) {
+	log := &syncBuffer{}
+	a := startNode(t, testConfig(t, log))
+	if st := a.Status(context.Background()); st.State != StateUninitialized || !st.Sealed {
+		t.Fatalf("fresh node: state %q sealed %v", st.State, st.Sealed)
+	}
+	res := initAndUnseal(t, a)
+	if st := a.Status(context.Background()); st.State != StateActive || st.Sealed || !st.Raft.Voter {
+		t.Fatalf("after unseal: %+v", st)
+	}
+	c := client(t, a, res.RootToken)
+	ctx := context.Background()
+	if err := c.Sys().MountWithContext(ctx, "secret", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatalf("mount kv v2: %v", err)
+	}
+	kv := c.KVv2("secret")
+	const v1, v2 = "value-one-8f2a", "value-two-3c9d"
+	if _, err := kv.Put(ctx, "app/db", map[string]interface{}{"password": v1}); err != nil {
+		t.Fatalf("put v1: %v", err)
+	}
+	if _, err := kv.Put(ctx, "app/db", map[string]interface{}{"password": v2}); err != nil {
+		t.Fatalf("put v2: %v", err)
+	}
+	got, err := kv.Get(ctx, "app/db")
+	if err != nil || got.Data["password"] != v2 || got.VersionMetadata.Version != 2 {
+		t.Fatalf("read latest: %v %+v", err, got)
+	}
+	old, err := kv.GetVersion(ctx, "app/db", 1)
+	if err != nil || old.Data["password"] != v1 {
+		t.Fatalf("read version 1: %v %+v", err, old)
+	}
+	if err := kv.Delete(ctx, "app/db"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if got, err := kv.Get(ctx, "app/db"); err != nil || got.Data != nil || got.VersionMetadata.DeletionTime.IsZero() {
+		t.Fatalf("read after delete: want no data and a deletion time, got %v %+v", err, got)
+	}
+	if err := kv.Undelete(ctx, "app/db", []int{2}); err != nil {
+		t.Fatalf("undelete: %v", err)
+	}
+	if got, err := kv.Get(ctx, "app/db"); err != nil || got.Data["password"] != v2 {
+		t.Fatalf("read after undelete: %v %+v", err, got)
+	}
+	if err := kv.Destroy(ctx, "app/db", []int{1}); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	if got, err := kv.GetVersion(ctx, "app/db", 1); err != nil || got.Data != nil || !got.VersionMetadata.Destroyed {
+		t.Fatalf("read destroyed version: want no data and destroyed, got %v %+v", err, got)
+	}
+	meta, err := kv.GetMetadata(ctx, "app/db")
+	if err != nil || !meta.Versions["1"].Destroyed || meta.Versions["2"].Destroyed {
+		t.Fatalf("metadata after destroy: %v %+v", err, meta)
+	}
+
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	for _, secret := range append([]string{v1, v2, res.RootToken}, res.Shares...) {
+		if strings.Contains(log.String(), secret) {
+			t.Errorf("the node's log holds a secret value, share or token")
+		}
+	}
+}
+
+func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	a := startNode(t, cfg)
+	res := initAndUnseal(t, a)
+	ctx := context.Background()
+	c := client(t, a, res.RootToken)
+	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Init(ctx, InitRequest{}); !errors.Is(err, ErrAlreadyInitialized) {
+		t.Fatalf("second init: want ErrAlreadyInitialized, got %v", err)
+	}
+	a.Close()
+
+	b := startNode(t, cfg)
+	if st := b.Status(ctx); st.State != StateSealed || st.Seal.Mechanisms[0].Threshold != 2 {
+		t.Fatalf("restarted node: %+v", st)
+	}
+	if _, err := b.Unseal(ctx, "not a share!"); !errors.Is(err, ErrMalformedShare) {
+		t.Fatalf("malformed share: got %v", err)
+	}
+	if _, err := b.Unseal(ctx, res.Shares[0]); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Unseal(ctx, res.Shares[0])
+	if !errors.Is(err, ErrDuplicateShare) || p.Progress != 1 || !p.Sealed {
+		t.Fatalf("duplicate share: %v %+v", err, p)
+	}
+	// A share of the right length from another split: wrong.
+	other := startNode(t, testConfig(t, log))
+	otherRes, err := other.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = b.Unseal(ctx, otherRes.Shares[1])
+	if !errors.Is(err, ErrWrongShares) || !p.Sealed || p.Progress != 0 {
+		t.Fatalf("share from another cluster: %v %+v", err, p)
+	}
+	for _, s := range res.Shares[1:] {
+		if _, err := b.Unseal(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := client(t, b, res.RootToken).KVv2("kv").Get(ctx, "k")
+	if err != nil || got.Data["v"] != "kept" {
+		t.Fatalf("after restart: %v %+v", err, got)
+	}
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	busy, err := net.Listen("tcp", cfg.Listeners[0].Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if _, err := Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "listener[0]: cannot listen") {
+		t.Fatalf("port in use: got %v", err)
+	}
+	busy.Close()
+	// Nothing was left open: the same config starts now.
+	a := startNode(t, cfg)
+	a.Close()
+
+	bad := testConfig(t, log)
+	bad.NodeID = ""
+	var ce *ConfigError
+	if _, err := Start(context.Background(), bad); !errors.As(err, &ce) || ce.Problems[0].Key != "node_id" {
+		t.Fatalf("invalid config: got %v", err)
+	}
+}
+
+func TestEnvironmentDoesNotReconfigure(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	elsewhere := t.TempDir()
+	t.Setenv("BAO_RAFT_PATH", elsewhere)
+	t.Setenv("VAULT_RAFT_NODE_ID", "intruder")
+	a := startNode(t, cfg)
+	initAndUnseal(t, a)
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "vault.db")); err != nil {
+		t.Fatalf("Raft data not in data_dir: %v", err)
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Fatalf("BAO_RAFT_PATH was used: %v", entries)
+	}
+	if !strings.Contains(log.String(), "BAO_RAFT_PATH") || !strings.Contains(log.String(), "ignoring") {
+		t.Fatalf("no warning about the ignored variables in the log")
+	}
+	if os.Getenv("BAO_RAFT_PATH") != "" {
+		t.Fatal("BAO_RAFT_PATH still set in the process")
+	}
+}
+
+func TestDevReusesDataDir(t *testing.T) {
+	log := &syncBuffer{}
+	dir := filepath.Join(t.TempDir(), "dev")
+	listen := freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a, info, err := StartDev(ctx, DevOptions{Listen: listen, DataDir: dir, LogOutput: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Reused {
+		t.Fatal("new dev data dir reported as reused")
+	}
+	tok, err := os.ReadFile(info.RootTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(info.RootTokenFile); st.Mode().Perm() != 0o600 {
+		t.Fatalf("root token file mode %04o", st.Mode().Perm())
+	}
+	token := strings.TrimSpace(string(tok))
+	if _, err := client(t, a, token).KVv2("secret").Put(ctx, "hello", map[string]interface{}{"v": "world"}); err != nil {
+		t.Fatalf("write to secret/: %v", err)
+	}
+	a.Close()
+
+	b, info, err := StartDev(ctx, DevOptions{Listen: listen, DataDir: dir, LogOutput: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !info.Reused {
+		t.Fatal("second dev start did not reuse the data dir")
+	}
+	got, err := client(t, b, token).KVv2("secret").Get(ctx, "hello")
+	if err != nil || got.Data["v"] != "world" {
+		t.Fatalf("read after dev restart: %v %+v", err, got)
+	}
+}

@@ -1,0 +1,206 @@
+package appliance
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert makes a self-signed certificate and key for 127.0.0.1.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "appliance test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+func TestParseFullConfigHCLAndJSON(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	data := filepath.Join(dir, "data")
+	hclSrc := `
+node_id   = "gitlab-1"
+data_dir  = "` + data + `"
+api_addr  = "https://gitlab-1.example.com:8200"
+log_level = "debug"
+log_format = "json"
+
+listener {
+  address       = "0.0.0.0:8200"
+  tls_cert_file = "` + cert + `"
+  tls_key_file  = "` + key + `"
+  x_forwarded_for_authorized_addrs = ["10.0.0.0/8"]
+}
+cluster { address = "0.0.0.0:8201" }
+raft {
+  performance_multiplier = 2
+  retry_join { leader_api_addr = "https://gitlab-2.example.com:8200" }
+}
+audit "file" {
+  options = { file_path = "` + filepath.Join(dir, "audit.log") + `" }
+}
+telemetry { prometheus_retention_time = "24h" }
+seal {
+  shamir {
+    shares    = 7
+    threshold = 4
+  }
+}
+`
+	jsonSrc := `{
+  "node_id": "gitlab-1", "data_dir": "` + data + `",
+  "api_addr": "https://gitlab-1.example.com:8200",
+  "log_level": "debug", "log_format": "json",
+  "listener": [{"address": "0.0.0.0:8200", "tls_cert_file": "` + cert + `", "tls_key_file": "` + key + `",
+                "x_forwarded_for_authorized_addrs": ["10.0.0.0/8"]}],
+  "cluster": {"address": "0.0.0.0:8201"},
+  "raft": {"performance_multiplier": 2, "retry_join": [{"leader_api_addr": "https://gitlab-2.example.com:8200"}]},
+  "audit": {"file": {"options": {"file_path": "` + filepath.Join(dir, "audit.log") + `"}}},
+  "telemetry": {"prometheus_retention_time": "24h"},
+  "seal": {"shamir": {"shares": 7, "threshold": 4}}
+}`
+	for name, src := range map[string]string{"appliance.hcl": hclSrc, "appliance.json": jsonSrc} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse([]byte(src), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.NodeID != "gitlab-1" || c.LogFormat != "json" || c.Listeners[0].TLSMinVersion != "tls12" ||
+				c.Raft.PerformanceMultiplier != 2 || c.Raft.RetryJoin[0].LeaderAPIAddr != "https://gitlab-2.example.com:8200" ||
+				c.Audit[0].Type != "file" || c.Audit[0].Path != "file" || c.Seal.Shamir.Threshold != 4 ||
+				c.Telemetry.PrometheusRetentionTime != "24h" || c.Cluster.Address != "0.0.0.0:8201" {
+				t.Fatalf("parsed config: %+v", c)
+			}
+		})
+	}
+}
+
+func TestMinimalConfigTakesDefaults(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	c, err := Parse([]byte(`node_id = "n1"
+data_dir = "`+data+`"`), "min.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listeners[0].Address != DefaultAPIAddress || !c.Listeners[0].TLSDisable || c.Cluster.Address != "127.0.0.1:8201" ||
+		c.LogLevel != "info" || c.Raft.PerformanceMultiplier != 1 || c.Seal.Shamir.Shares != 5 || c.Seal.Shamir.Threshold != 3 {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// Each bad config yields its own message naming the key.
+func TestBadConfigs(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir)
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	data := filepath.Join(dir, "data")
+	base := "node_id = \"n1\"\ndata_dir = \"" + data + "\"\n"
+	garbage := filepath.Join(dir, "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o644)
+	cases := []struct {
+		name, file, src string
+		key, want       string
+	}{
+		{"unknown key", "c.hcl", base + "listner { address = \"127.0.0.1:8200\" }", "listner", "unknown key (line 3); Did you mean \"listener\"?"},
+		{"unknown nested key", "c.hcl", base + "listener {\n  adress = \"127.0.0.1:8200\"\n}", "adress", "unknown key (line 4)"},
+		{"unknown key json", "c.json", `{"node_id":"n1","data_dir":"` + data + `","colour":"red"}`, "colour", "unknown key (line 1)"},
+		{"missing node id", "c.hcl", "data_dir = \"" + data + "\"", "node_id", "missing; set a name"},
+		{"missing data dir", "c.hcl", "node_id = \"n1\"", "data_dir", "missing; set the directory"},
+		{"bad node id", "c.hcl", "node_id = \"no spaces\"\ndata_dir = \"" + data + "\"", "node_id", "is not a valid node id"},
+		{"unsafe data dir", "c.hcl", "node_id = \"n1\"\ndata_dir = \"" + open + "\"", "data_dir", "unsafe permissions 0777"},
+		{"data dir parent missing", "c.hcl", "node_id = \"n1\"\ndata_dir = \"/nonexistent/x/y\"", "data_dir", "neither does its parent"},
+		{"bad address", "c.hcl", base + "listener {\n address = \"localhost\"\n tls_disable = true\n}", "listener[0].address", "is not host:port"},
+		{"bad port", "c.hcl", base + "listener {\n address = \"127.0.0.1:99999\"\n tls_disable = true\n}", "listener[0].address", "invalid port"},
+		{"plain http off loopback", "c.hcl", base + "listener {\n address = \"0.0.0.0:8200\"\n tls_disable = true\n}", "listener[0].tls_disable", "loopback addresses only"},
+		{"no cert", "c.hcl", base + "listener { address = \"0.0.0.0:8200\" }", "listener[0]", "no TLS certificate"},
+		{"unreadable cert", "c.hcl", base + "listener {\n address = \"0.0.0.0:8200\"\n tls_cert_file = \"/nonexistent.pem\"\n tls_key_file = \"" + key + "\"\n}", "listener[0].tls_cert_file", "cannot read /nonexistent.pem: no such file or directory"},
+		{"garbage cert", "c.hcl", base + "listener {\n address = \"0.0.0.0:8200\"\n tls_cert_file = \"" + garbage + "\"\n tls_key_file = \"" + key + "\"\n}", "listener[0].tls_cert_file", "not a usable certificate and key pair"},
+		{"key without cert", "c.hcl", base + "listener {\n address = \"0.0.0.0:8200\"\n tls_key_file = \"" + key + "\"\n}", "listener[0].tls_cert_file", "missing; tls_key_file is set"},
+		{"bad api addr", "c.hcl", base + "api_addr = \"gitlab-1:8200\"", "api_addr", "is not a URL"},
+		{"http cluster addr", "c.hcl", base + "cluster_addr = \"http://127.0.0.1:8201\"", "cluster_addr", "has scheme \"http\"; use [https]"},
+		{"bad log level", "c.hcl", base + "log_level = \"loud\"", "log_level", "\"loud\" is not a log level"},
+		{"same cluster and api port", "c.hcl", base + "cluster { address = \"127.0.0.1:8200\" }", "cluster.address", "already used by listener[0]"},
+		{"bad audit type", "c.hcl", base + "audit \"kafka\" {}", "audit[0].type", "not an audit device type"},
+		{"audit without path", "c.hcl", base + "audit \"file\" {}", "audit[0].options.file_path", "missing"},
+		{"bad retention", "c.hcl", base + "telemetry { prometheus_retention_time = \"forever\" }", "telemetry.prometheus_retention_time", "not a positive duration"},
+		{"threshold above shares", "c.hcl", base + "seal {\n shamir {\n shares = 3\n threshold = 4\n }\n}", "seal.shamir.threshold", "out of range"},
+		{"non voter without join", "c.hcl", base + "raft { non_voter = true }", "raft.non_voter", "add a retry_join block"},
+		{"wrong type", "c.hcl", base + "raft { performance_multiplier = \"fast\" }", "", "Unsuitable value type"},
+		{"syntax error", "c.hcl", base + "listener {", "", "Unclosed configuration block"},
+	}
+	_ = cert
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.src), tc.file)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("want a *ConfigError, got %v", err)
+			}
+			for _, p := range ce.Problems {
+				if p.Key == tc.key && strings.Contains(p.Message, tc.want) {
+					return
+				}
+			}
+			t.Fatalf("no problem %s: ...%s...; got:\n%v", tc.key, tc.want, err)
+		})
+	}
+}
+
+func TestAllProblemsAtOnce(t *testing.T) {
+	_, err := Parse([]byte(`
+node_id = "bad id"
+log_level = "loud"
+colour = "red"
+listener {
+  address = "0.0.0.0:8200"
+  tls_disable = true
+}`), "many.hcl")
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, p := range ce.Problems {
+		keys[p.Key] = true
+	}
+	for _, k := range []string{"colour", "node_id", "data_dir", "log_level", "listener[0].tls_disable"} {
+		if !keys[k] {
+			t.Errorf("problem for %s missing from:\n%v", k, err)
+		}
+	}
+	if !strings.HasPrefix(err.Error(), "config file many.hcl has 5 problem(s):") {
+		t.Errorf("message: %s", err)
+	}
+}

@@ -1,0 +1,139 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/openbao/openbao/helper/namespace"
+	"github.com/openbao/openbao/sdk/v2/logical"
+)
+
+// Files a dev node keeps in its data directory, both mode 0600. The unseal
+// key in a file is what makes dev mode unfit for real secrets.
+const (
+	DevRootTokenFile = "root-token"
+	DevUnsealKeyFile = "dev-unseal-key"
+)
+
+// DevOptions configure a dev node. Zero values take the defaults.
+type DevOptions struct {
+	Listen    string // loopback host:port; default DefaultAPIAddress
+	DataDir   string // required
+	LogLevel  string
+	LogOutput io.Writer
+}
+
+// DevInfo tells the caller how to use the dev node.
+type DevInfo struct {
+	RootTokenFile string
+	Reused        bool // the data dir held a dev cluster already
+}
+
+// StartDev starts a single-node appliance for trying things out: plain HTTP
+// on loopback, Raft in opts.DataDir, one unseal share kept in the data dir.
+// A new data dir is initialized, unsealed, given KV v2 at secret/ and a
+// root token file; an existing one is unsealed again.
+func StartDev(ctx context.Context, opts DevOptions) (*Appliance, *DevInfo, error) {
+	cfg := NewConfig()
+	cfg.NodeID = "dev"
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("data dir: %w", err)
+	}
+	cfg.DataDir = dir
+	if opts.Listen != "" {
+		cfg.Listeners = []Listener{{Address: opts.Listen, TLSDisable: true, TLSMinVersion: DefaultTLSMinVersion}}
+		cfg.Cluster.Address = nextPort(opts.Listen)
+	}
+	if opts.LogLevel != "" {
+		cfg.LogLevel = opts.LogLevel
+	}
+	cfg.LogOutput = opts.LogOutput
+	cfg.Seal.Shamir.Shares, cfg.Seal.Shamir.Threshold = 1, 1
+
+	a, err := Start(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := a.devSetUp(ctx)
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, info, nil
+}
+
+func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
+	info := &DevInfo{RootTokenFile: filepath.Join(a.cfg.DataDir, DevRootTokenFile)}
+	keyFile := filepath.Join(a.cfg.DataDir, DevUnsealKeyFile)
+	inited, err := a.core.Initialized(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if inited {
+		info.Reused = true
+		key, err := os.ReadFile(keyFile)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s holds a cluster not made by dev mode (no %s): start it with `server` and unseal it with `unseal`, or choose another --data-dir", a.cfg.DataDir, DevUnsealKeyFile)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the dev unseal key: %w", unwrapPathError(err))
+		}
+		if _, err := a.Unseal(ctx, string(key)); err != nil {
+			return nil, fmt.Errorf("cannot unseal the dev cluster in %s: %w", a.cfg.DataDir, err)
+		}
+		return info, a.WaitUnsealed(ctx)
+	}
+
+	res, err := a.Init(ctx, InitRequest{Shares: 1, Threshold: 1})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSecretFile(keyFile, res.Shares[0]); err != nil {
+		return nil, err
+	}
+	if err := writeSecretFile(info.RootTokenFile, res.RootToken); err != nil {
+		return nil, err
+	}
+	if _, err := a.Unseal(ctx, res.Shares[0]); err != nil {
+		return nil, err
+	}
+	if err := a.WaitUnsealed(ctx); err != nil {
+		return nil, err
+	}
+	resp, err := a.core.HandleRequest(namespace.RootContext(ctx), &logical.Request{
+		Operation:   logical.UpdateOperation,
+		ClientToken: res.RootToken,
+		Path:        "sys/mounts/secret",
+		Data: map[string]interface{}{
+			"type":        "kv",
+			"description": "key/value secret storage (dev)",
+			"options":     map[string]string{"version": "2"},
+		},
+	})
+	if err == nil && resp.IsError() {
+		err = resp.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot mount KV v2 at secret/: %w", err)
+	}
+	return info, nil
+}
+
+// writeSecretFile writes a token or key with mode 0600, atomically.
+func writeSecretFile(path, value string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.TrimSpace(value)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, unwrapPathError(err))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("cannot write %s: %w", path, unwrapPathError(err))
+	}
+	return nil
+}

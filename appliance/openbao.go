@@ -1,0 +1,136 @@
+package appliance
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/go-secure-stdlib/parseutil"
+	sockaddr "github.com/hashicorp/go-sockaddr"
+	"github.com/openbao/openbao/command/server"
+	"github.com/openbao/openbao/helper/metricsutil"
+	"github.com/openbao/openbao/internalshared/configutil"
+	"google.golang.org/grpc/grpclog"
+)
+
+// Version is the appliance's version, set at build time with
+// -ldflags "-X gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance.Version=...".
+var Version = "0.1.0-dev"
+
+// OpenBaoVersion is the release of the embedded OpenBao server. go.mod pins
+// the root module at v0.0.0-20250828202315-f9407a27fbee, which is v2.4.0;
+// the Makefile also stamps it into OpenBao's own version package (what
+// sys/seal-status reports).
+const OpenBaoVersion = "2.4.0"
+
+// openBaoConfig translates the appliance config into the OpenBao server
+// config the core reads (listeners, audit devices, storage).
+func (a *Appliance) openBaoConfig() *server.Config {
+	c := a.cfg
+	raw := &server.Config{
+		SharedConfig: &configutil.SharedConfig{
+			LogLevel:  c.LogLevel,
+			LogFormat: c.LogFormat,
+		},
+		Storage: &server.Storage{Type: "raft", Config: a.raftConfig()},
+	}
+	for _, l := range c.Listeners {
+		lc := &configutil.Listener{
+			Type:                          "tcp",
+			Address:                       l.Address,
+			TLSDisable:                    l.TLSDisable,
+			TLSCertFile:                   l.TLSCertFile,
+			TLSKeyFile:                    l.TLSKeyFile,
+			TLSClientCAFile:               l.TLSClientCAFile,
+			TLSMinVersion:                 l.TLSMinVersion,
+			TLSRequireAndVerifyClientCert: l.TLSRequireClientCert,
+			TLSDisableClientCerts:         l.TLSClientCAFile == "",
+		}
+		lc.Telemetry.UnauthenticatedMetricsAccess = l.UnauthenticatedMetricsAccess
+		for _, cidr := range l.XForwardedForAuthorizedAddrs {
+			if sa, err := sockaddr.NewSockAddr(cidr); err == nil {
+				lc.XForwardedForAuthorizedAddrs = append(lc.XForwardedForAuthorizedAddrs, &sockaddr.SockAddrMarshaler{SockAddr: sa})
+			}
+		}
+		raw.Listeners = append(raw.Listeners, lc)
+	}
+	for _, d := range c.Audit {
+		raw.Audits = append(raw.Audits, &server.AuditDevice{
+			Type:        d.Type,
+			Path:        d.Path,
+			Description: d.Description,
+			Options:     d.Options,
+		})
+	}
+	return raw
+}
+
+// raftConfig is the storage "raft" stanza in OpenBao's string-map form.
+func (a *Appliance) raftConfig() map[string]string {
+	c := a.cfg
+	m := map[string]string{
+		"path":                   c.DataDir,
+		"node_id":                c.NodeID,
+		"performance_multiplier": strconv.Itoa(c.Raft.PerformanceMultiplier),
+	}
+	if c.Raft.NonVoter {
+		m["retry_join_as_non_voter"] = "true"
+	}
+	if len(c.Raft.RetryJoin) > 0 {
+		type join struct {
+			LeaderAPIAddr        string `json:"leader_api_addr"`
+			LeaderCACertFile     string `json:"leader_ca_cert_file,omitempty"`
+			LeaderClientCertFile string `json:"leader_client_cert_file,omitempty"`
+			LeaderClientKeyFile  string `json:"leader_client_key_file,omitempty"`
+			LeaderTLSServerName  string `json:"leader_tls_servername,omitempty"`
+		}
+		var joins []join
+		for _, j := range c.Raft.RetryJoin {
+			joins = append(joins, join(j))
+		}
+		b, _ := json.Marshal(joins)
+		m["retry_join"] = string(b)
+	}
+	return m
+}
+
+type telemetry struct {
+	helper *metricsutil.MetricsHelper
+	sink   *metricsutil.ClusterMetricSink
+}
+
+// setupTelemetry starts the in-memory and (if configured) Prometheus
+// sinks. go-metrics keeps one global sink per process; the last node
+// started in a process owns it.
+func setupTelemetry(t *Telemetry) (telemetry, error) {
+	tc := &configutil.Telemetry{DisableHostname: t.DisableHostname}
+	if t.PrometheusRetentionTime != "" {
+		d, err := parseutil.ParseDurationSecond(t.PrometheusRetentionTime)
+		if err != nil {
+			return telemetry{}, fmt.Errorf("prometheus_retention_time: %w", err)
+		}
+		tc.PrometheusRetentionTime = d
+	}
+	inm, sink, prom, err := configutil.SetupTelemetry(&configutil.SetupTelemetryOpts{
+		Config:      tc,
+		Ui:          &cli.BasicUi{Writer: io.Discard, ErrorWriter: io.Discard},
+		ServiceName: "vault",
+		DisplayName: "OpenBao",
+		UserAgent:   "gitlab-secrets-appliance/" + Version,
+	})
+	if err != nil {
+		return telemetry{}, err
+	}
+	return telemetry{helper: metricsutil.NewMetricsHelper(inm, prom), sink: sink}, nil
+}
+
+var grpcOnce sync.Once
+
+// quietGRPC stops the gRPC library (request forwarding between nodes) from
+// writing its own log lines to stderr.
+func quietGRPC() {
+	grpcOnce.Do(func() { grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard)) })
+}
