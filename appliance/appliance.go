@@ -23,9 +23,9 @@ import (
 	vaulthttp "github.com/openbao/openbao/http"
 	"github.com/openbao/openbao/internalshared/listenerutil"
 	"github.com/openbao/openbao/physical/raft"
+	"github.com/openbao/openbao/sdk/v2/logical"
 	"github.com/openbao/openbao/vault"
 	vaultseal "github.com/openbao/openbao/vault/seal"
-	"github.com/openbao/openbao/sdk/v2/logical"
 )
 
 // Appliance is one running node: the embedded OpenBao core on Raft storage,

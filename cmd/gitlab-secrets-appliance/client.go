@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"golang.org/x/term"
+)
+
+// apiClient talks to the /appliance/v1/ endpoints of one node.
+type apiClient struct {
+	addr string
+	http *http.Client
+}
+
+func newClient(c *cli.Context) (*apiClient, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f := c.String("ca-cert"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, exit(exitUsage, fmt.Errorf("--ca-cert: %w", err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, exit(exitUsage, fmt.Errorf("--ca-cert: %s holds no PEM certificate", f))
+		}
+		tlsConf.RootCAs = pool
+	}
+	return &apiClient{
+		addr: strings.TrimRight(c.String("address"), "/"),
+		http: &http.Client{
+			Timeout:   2 * time.Minute,
+			Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: nil},
+		},
+	}, nil
+}
+
+// call sends a request and decodes a JSON answer into out. An error answer
+// becomes an error with the appliance's message; no answer at all becomes
+// an exitUnreachable error.
+func (a *apiClient) call(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return exit(exitFailed, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, a.addr+"/appliance/v1/"+path, body)
+	if err != nil {
+		return exit(exitUsage, fmt.Errorf("--address %q: %w", a.addr, err))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return exit(exitUnreachable, fmt.Errorf("no appliance answered at %s: %w; check --address (or %s) and that the node runs", a.addr, err, envAddr))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return exit(exitUnreachable, fmt.Errorf("reading the answer from %s: %w", a.addr, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Errors []string `json:"errors"`
+		}
+		if json.Unmarshal(raw, &e) == nil && len(e.Errors) > 0 {
+			// The answer may still carry progress (unseal): decode it too.
+			if out != nil {
+				json.Unmarshal(raw, out)
+			}
+			return exit(exitFailed, errors.New(strings.Join(e.Errors, "; ")))
+		}
+		return exit(exitUnreachable, fmt.Errorf("%s answered %s, not as an appliance would: check --address", a.addr, resp.Status))
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return exit(exitFailed, fmt.Errorf("unexpected answer from %s: %w", a.addr, err))
+		}
+	}
+	return nil
+}
+
+func jsonOut(c *cli.Context) (bool, error) {
+	switch f := c.String("format"); f {
+	case "json":
+		return true, nil
+	case "table":
+		return false, nil
+	default:
+		return false, exit(exitUsage, fmt.Errorf("--format %q: use table or json", f))
+	}
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func statusAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	var st appliance.Status
+	if err := cl.call("GET", "status", nil, &st); err != nil {
+		return err
+	}
+	if asJSON {
+		printJSON(c.App.Writer, st)
+	} else {
+		printStatus(c.App.Writer, st)
+	}
+	if st.Sealed || !st.Initialized {
+		return exit(exitSealed, nil)
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st appliance.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("Node", st.NodeID)
+	row("State", st.State)
+	row("Initialized", st.Initialized)
+	row("Sealed", st.Sealed)
+	for _, m := range st.Seal.Mechanisms {
+		switch m.Type {
+		case "shamir":
+			row("Seal (shamir)", fmt.Sprintf("%d of %d shares unseal; %d submitted; last used: %v", m.Threshold, m.Shares, m.Progress, m.LastUsed))
+		default:
+			row("Seal ("+m.Type+")", fmt.Sprintf("last used: %v", m.LastUsed))
+		}
+	}
+	row("API address", st.APIAddr)
+	row("Cluster address", st.ClusterAddr)
+	if st.LeaderAPIAddr != "" {
+		row("Leader", st.LeaderAPIAddr)
+	}
+	row("Raft", fmt.Sprintf("voter: %v, peers: %d, applied index: %d", st.Raft.Voter, st.Raft.Peers, st.Raft.AppliedIndex))
+	row("Version", fmt.Sprintf("%s (OpenBao %s)", st.Version, st.OpenBaoVersion))
+	tw.Flush()
+}
+
+func initAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	var res appliance.InitResult
+	req := appliance.InitRequest{Shares: c.Int("shares"), Threshold: c.Int("threshold")}
+	if err := cl.call("POST", "init", req, &res); err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if asJSON {
+		printJSON(w, res)
+		return nil
+	}
+	for i, s := range res.Shares {
+		fmt.Fprintf(w, "Unseal share %d: %s\n", i+1, s)
+	}
+	fmt.Fprintf(w, "\nInitial root token: %s\n\n", res.RootToken)
+	fmt.Fprintf(w, `The cluster is initialized with %d unseal shares; any %d of them unseal it.
+These shares and this token are shown only now: hand each share to a different
+operator, keep the root token offline, and do not store them together.
+
+The node is sealed. Unseal it by running, once per share (%d times):
+    gitlab-secrets-appliance unseal --address %s
+`, len(res.Shares), res.Threshold, res.Threshold, cl.addr)
+	return nil
+}
+
+func unsealAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	if c.NArg() > 0 {
+		return exit(exitUsage, errors.New("unseal takes no arguments: a share on the command line would be visible to every user of this machine; type it at the prompt or pipe it to standard input"))
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	var p appliance.UnsealProgress
+	if c.Bool("reset") {
+		err = cl.call("POST", "unseal", map[string]bool{"reset": true}, &p)
+	} else {
+		share, rerr := readShare(c)
+		if rerr != nil {
+			return rerr
+		}
+		err = cl.call("POST", "unseal", map[string]string{"share": share}, &p)
+	}
+	if asJSON {
+		printJSON(c.App.Writer, p)
+	} else if err == nil {
+		if p.Sealed {
+			fmt.Fprintf(c.App.Writer, "Share accepted: %d of %d submitted; the node is still sealed.\n", p.Progress, p.Threshold)
+		} else {
+			fmt.Fprintln(c.App.Writer, "The node is unsealed.")
+		}
+	}
+	return err
+}
+
+// readShare reads one share from a terminal prompt (without echo) or, when
+// standard input is not a terminal, from its first line.
+func readShare(c *cli.Context) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if term.IsTerminal(fd) {
+		fmt.Fprint(c.App.ErrWriter, "Unseal share (input hidden): ")
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(c.App.ErrWriter)
+		if err != nil {
+			return "", exit(exitFailed, fmt.Errorf("reading the share: %w", err))
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", exit(exitFailed, fmt.Errorf("reading the share from standard input: %w", err))
+	}
+	if strings.TrimSpace(line) == "" {
+		return "", exit(exitUsage, errors.New("no share on standard input: pipe one in or run unseal in a terminal to be prompted"))
+	}
+	return strings.TrimSpace(line), nil
+}

@@ -1,0 +1,34 @@
+package main
+
+// Exit codes, the same for every command; `--help` prints them.
+const (
+	exitOK          = 0  // success; for status: unsealed and serving
+	exitFailed      = 1  // the operation failed; the message says why
+	exitSealed      = 2  // status: the node answered but is sealed or not initialized
+	exitConfig      = 3  // the configuration is invalid; nothing was started
+	exitUnreachable = 4  // no appliance answered at --address
+	exitUsage       = 64 // unknown command or flag, or a missing argument
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0   success; for status: unsealed and serving
+   1   the operation failed; the message says why
+   2   status: the node answered but is sealed or not initialized
+   3   the configuration is invalid; nothing was started
+   4   no appliance answered at --address
+   64  unknown command or flag, or a missing argument`
+
+// exitError carries an exit code out of a command's action.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return "exit"
+	}
+	return e.err.Error()
+}
+
+func exit(code int, err error) error { return &exitError{code: code, err: err} }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+)
+
+func configValidateAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	if c.NArg() != 1 {
+		return exit(exitUsage, errors.New("config validate takes one argument: the config file"))
+	}
+	file := c.Args().First()
+	_, err = appliance.Load(file)
+	var ce *appliance.ConfigError
+	if err != nil && !errors.As(err, &ce) {
+		return exit(exitFailed, err)
+	}
+	if asJSON {
+		out := struct {
+			File     string              `json:"file"`
+			Valid    bool                `json:"valid"`
+			Problems []appliance.Problem `json:"problems"`
+		}{File: file, Valid: ce == nil, Problems: []appliance.Problem{}}
+		if ce != nil {
+			out.Problems = ce.Problems
+		}
+		printJSON(c.App.Writer, out)
+		if ce != nil {
+			return exit(exitConfig, nil)
+		}
+		return nil
+	}
+	if ce != nil {
+		return exit(exitConfig, ce)
+	}
+	fmt.Fprintf(c.App.Writer, "%s is valid\n", file)
+	return nil
+}
+
+func versionAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	v := struct {
+		Version   string `json:"version"`
+		OpenBao   string `json:"openbao_version"`
+		GoVersion string `json:"go_version"`
+	}{appliance.Version, appliance.OpenBaoVersion, runtime.Version()}
+	if asJSON {
+		printJSON(c.App.Writer, v)
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "gitlab-secrets-appliance %s (OpenBao %s, %s)\n", v.Version, v.OpenBao, v.GoVersion)
+	return nil
+}

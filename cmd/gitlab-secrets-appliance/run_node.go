@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+)
+
+func serverAction(c *cli.Context) error {
+	cfg, err := appliance.Load(c.String("config"))
+	if err != nil {
+		return exit(exitConfig, err)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a, err := appliance.Start(ctx, cfg)
+	if err != nil {
+		return startError(err)
+	}
+	return serve(ctx, a)
+}
+
+func devAction(c *cli.Context) error {
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a, info, err := appliance.StartDev(ctx, appliance.DevOptions{
+		Listen:   c.String("listen"),
+		DataDir:  c.String("data-dir"),
+		LogLevel: c.String("log-level"),
+	})
+	if err != nil {
+		return startError(err)
+	}
+	printDevBanner(c, a.APIAddr(), info)
+	return serve(ctx, a)
+}
+
+func startError(err error) error {
+	var ce *appliance.ConfigError
+	if errors.As(err, &ce) {
+		return exit(exitConfig, err)
+	}
+	return exit(exitFailed, err)
+}
+
+// serve runs until a signal or a fatal error, then stops the node cleanly.
+func serve(ctx context.Context, a *appliance.Appliance) error {
+	var failure error
+	select {
+	case <-ctx.Done():
+	case failure = <-a.Err():
+	}
+	if err := a.Close(); err != nil && failure == nil {
+		failure = err
+	}
+	if failure != nil {
+		return exit(exitFailed, failure)
+	}
+	return nil
+}
+
+func printDevBanner(c *cli.Context, addr string, info *appliance.DevInfo) {
+	token, _ := filepath.Rel(mustGetwd(), info.RootTokenFile)
+	if token == "" || token[0] == '.' {
+		token = info.RootTokenFile
+	}
+	state := "new cluster initialized, unsealed, KV v2 mounted at secret/"
+	if info.Reused {
+		state = "existing dev cluster unsealed again"
+	}
+	fmt.Fprintf(c.App.Writer, `==> gitlab-secrets-appliance dev node is running (%s)
+
+    API address:  %s
+    Root token:   in %s (mode 0600)
+
+    Dev mode keeps its only unseal key in the data directory: do not put real secrets in it.
+
+Try it with curl:
+
+    TOKEN=$(cat %[3]s)
+    curl -s -H "X-Vault-Token: $TOKEN" -X POST -d '{"data":{"password":"s3cr3t"}}' %[2]s/v1/secret/data/hello
+    curl -s -H "X-Vault-Token: $TOKEN" %[2]s/v1/secret/data/hello
+
+or with the bao (or vault) CLI:
+
+    export BAO_ADDR=%[2]s BAO_TOKEN=$(cat %[3]s)
+    bao kv put -mount=secret hello password=s3cr3t
+    bao kv get -mount=secret hello
+
+Status: gitlab-secrets-appliance status --address %[2]s
+Stop with Ctrl-C; run dev again with the same --data-dir to carry on where you left off.
+`, state, addr, token)
+}
+
+func mustGetwd() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "/"
+	}
+	return wd
+}

@@ -1,0 +1,169 @@
+// Command bench measures the appliance against the stock OpenBao server
+// built from the same module, in the same run on the same machine, and
+// prints the figures and the ratio appliance/openbao. `make bench` runs it.
+//
+// Both servers run as processes on loopback, single node, Raft storage,
+// Shamir 1-of-1, plain HTTP, and are driven through the same bao API
+// calls. The phases alternate between the two so drift in the machine's
+// load hits both alike.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	appliance := flag.String("appliance", "bin/gitlab-secrets-appliance", "appliance binary to measure")
+	peer := flag.String("peer", "", "stock OpenBao server binary (default: build ./test/bench/openbao)")
+	workDir := flag.String("dir", ".bench", "working directory for data and logs (emptied first)")
+	duration := flag.Duration("duration", 5*time.Second, "length of each load phase per server per round")
+	rounds := flag.Int("rounds", 2, "load rounds (alternating servers)")
+	workers := flag.Int("concurrency", 16, "concurrent clients in the load phases")
+	starts := flag.Int("starts", 5, "process starts to time per server")
+	flag.Parse()
+	if err := run(*appliance, *peer, *workDir, *duration, *rounds, *workers, *starts); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, starts int) error {
+	os.RemoveAll(workDir)
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return err
+	}
+	if peerBin == "" {
+		peerBin = filepath.Join(workDir, "openbao-server")
+		fmt.Fprintln(os.Stderr, "building the stock OpenBao server from the same module ...")
+		cmd := exec.Command("go", "build", "-ldflags", "-s -w -X github.com/openbao/openbao/version.fullVersion=2.4.0", "-o", peerBin, "./test/bench/openbao")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building the peer: %w", err)
+		}
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: 2 * workers, MaxIdleConnsPerHost: workers, Proxy: nil,
+	}}
+	var targets []*target
+	for _, s := range []struct{ name, bin string }{{"appliance", appBin}, {"openbao", peerBin}} {
+		t, err := newTarget(s.name, s.bin, filepath.Join(workDir, s.name), client)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
+	defer func() {
+		for _, t := range targets {
+			t.stop()
+		}
+	}()
+
+	m := map[string]*measures{}
+	for _, t := range targets {
+		m[t.name] = &measures{}
+		st, err := os.Stat(t.bin)
+		if err != nil {
+			return err
+		}
+		m[t.name].binary = st.Size()
+		// First boot initializes, mounts KV v2 and writes the keys.
+		if _, err := t.bootToServing(); err != nil {
+			return err
+		}
+		if err := t.mountKV(); err != nil {
+			return err
+		}
+		if err := prepopulate(t); err != nil {
+			return err
+		}
+		if err := t.stop(); err != nil {
+			return err
+		}
+	}
+
+	fmt.Fprintf(os.Stderr, "timing %d starts per server ...\n", starts)
+	for range starts {
+		for _, t := range targets {
+			took, err := t.bootToServing()
+			if err != nil {
+				return err
+			}
+			m[t.name].starts = append(m[t.name].starts, took)
+			if err := t.stop(); err != nil {
+				return err
+			}
+		}
+	}
+
+	for _, t := range targets {
+		if _, err := t.bootToServing(); err != nil {
+			return err
+		}
+	}
+	time.Sleep(3 * time.Second) // let both settle before reading idle RSS
+	for _, t := range targets {
+		rss, err := t.rssBytes()
+		if err != nil {
+			return err
+		}
+		m[t.name].rss = rss
+	}
+
+	fmt.Fprintf(os.Stderr, "load: %d rounds x %s per phase per server, %d clients ...\n", rounds, d, workers)
+	for range rounds {
+		for _, t := range targets {
+			m[t.name].write.add(runLoad(t, workers, d, kvWrite))
+			m[t.name].read.add(runLoad(t, workers, d, kvRead))
+		}
+	}
+	report(m["appliance"], m["openbao"], workers)
+	return nil
+}
+
+type measures struct {
+	write, read result
+	starts      []time.Duration
+	rss, binary int64
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func report(a, p *measures, workers int) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "metric\tappliance\topenbao\tratio a/o\t\n")
+	row := func(name string, av, pv float64, format string) {
+		ratio := 0.0
+		if pv != 0 {
+			ratio = av / pv
+		}
+		fmt.Fprintf(w, "%s\t"+format+"\t"+format+"\t%.2f\t\n", name, av, pv, ratio)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	row(fmt.Sprintf("KV v2 write ops/s (%d clients)", workers), a.write.throughput(), p.write.throughput(), "%.0f")
+	row("KV v2 write p50 ms", ms(a.write.percentile(.50)), ms(p.write.percentile(.50)), "%.2f")
+	row("KV v2 write p99 ms", ms(a.write.percentile(.99)), ms(p.write.percentile(.99)), "%.2f")
+	row(fmt.Sprintf("KV v2 read ops/s (%d clients)", workers), a.read.throughput(), p.read.throughput(), "%.0f")
+	row("KV v2 read p50 ms", ms(a.read.percentile(.50)), ms(p.read.percentile(.50)), "%.2f")
+	row("KV v2 read p99 ms", ms(a.read.percentile(.99)), ms(p.read.percentile(.99)), "%.2f")
+	row("start to unsealed+serving ms (median)", ms(median(a.starts)), ms(median(p.starts)), "%.0f")
+	row("idle RSS MiB", mib(a.rss), mib(p.rss), "%.1f")
+	row("binary size MiB", mib(a.binary), mib(p.binary), "%.1f")
+	w.Flush()
+	if a.write.errors+a.read.errors+p.write.errors+p.read.errors > 0 {
+		fmt.Printf("errors during load: appliance %d, openbao %d\n", a.write.errors+a.read.errors, p.write.errors+p.read.errors)
+	}
+	fmt.Println("goal: throughput ratio >= 0.95, latency and start ratios <= 1.05, binary ratio < 1")
+}

@@ -1,0 +1,240 @@
+// Package harness runs real appliance processes for the tests under test/:
+// it builds the binary once, writes config files, starts and stops nodes
+// and runs CLI commands against them. Nothing in it is a fake.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EnvBinary names a prebuilt binary to test instead of building one.
+const EnvBinary = "GSA_TEST_BINARY"
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary returns the path of the appliance binary under test: $GSA_TEST_BINARY,
+// or one built from this checkout once per test process.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(EnvBinary); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "gsa-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "gitlab-secrets-appliance")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/gitlab-secrets-appliance")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the appliance module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// FreeAddr returns host:port on a loopback address with that port and the
+// next one (the cluster port) free.
+func FreeAddr(t testing.TB, host string) string {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		next, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port+1)))
+		if err != nil {
+			continue
+		}
+		next.Close()
+		return net.JoinHostPort(host, fmt.Sprint(port))
+	}
+	t.Fatalf("no free port pair on %s", host)
+	return ""
+}
+
+// Eventually polls cond until it holds or the deadline passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Buffer is a goroutine-safe output sink.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Transcript collects everything the processes of one test printed, so a
+// test can scan it for secrets at the end.
+type Transcript struct {
+	mu    sync.Mutex
+	parts []*Buffer
+}
+
+func (tr *Transcript) add(b *Buffer) *Buffer {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.parts = append(tr.parts, b)
+	return b
+}
+
+// String is every output collected so far.
+func (tr *Transcript) String() string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var s strings.Builder
+	for _, p := range tr.parts {
+		s.WriteString(p.String())
+	}
+	return s.String()
+}
+
+// Node is one appliance process started from a config file.
+type Node struct {
+	Bin    string
+	Config string
+	Addr   string // API URL
+	Output *Buffer
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+}
+
+// StartNode runs `server --config cfg` and returns once the process runs;
+// use WaitServing before talking to it. The process is killed at cleanup
+// if the test left it running.
+func StartNode(t testing.TB, tr *Transcript, bin, cfg, addr string, env ...string) *Node {
+	t.Helper()
+	n := &Node{Bin: bin, Config: cfg, Addr: addr, Output: tr.add(&Buffer{}), done: make(chan struct{})}
+	n.cmd = exec.Command(bin, "server", "--config", cfg)
+	n.cmd.Stdout, n.cmd.Stderr = n.Output, n.Output
+	n.cmd.Env = append(os.Environ(), env...)
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		n.err = n.cmd.Wait()
+		close(n.done)
+	}()
+	t.Cleanup(func() {
+		n.cmd.Process.Kill()
+		<-n.done
+	})
+	return n
+}
+
+// WaitServing polls `status` until the node's API answers (sealed or not).
+func (n *Node) WaitServing(t testing.TB, tr *Transcript) {
+	t.Helper()
+	Eventually(t, 2*time.Minute, n.Addr+" to serve", func() bool {
+		select {
+		case <-n.done:
+			t.Fatalf("node exited before serving (%v):\n%s", n.err, n.Output)
+		default:
+		}
+		_, _, code := Run(t, tr, nil, n.Bin, "status", "--address", n.Addr)
+		return code == 0 || code == 2
+	})
+}
+
+// Signal sends sig and waits for the process to exit; it returns the exit
+// code (-1 if killed by a signal).
+func (n *Node) Signal(t testing.TB, sig syscall.Signal, timeout time.Duration) int {
+	t.Helper()
+	n.cmd.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		t.Fatalf("node did not exit within %s of %v:\n%s", timeout, sig, n.Output)
+	}
+	return n.cmd.ProcessState.ExitCode()
+}
+
+// Exited reports whether the process has ended.
+func (n *Node) Exited() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run runs the binary with args (and stdin, if any) to completion and
+// returns its stdout, stderr and exit code.
+func Run(t testing.TB, tr *Transcript, stdin []byte, bin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out, errb Buffer
+	cmd.Stdout, cmd.Stderr = tr.add(&out), tr.add(&errb)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("running %s %v: %v", bin, args, err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
