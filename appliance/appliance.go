@@ -127,8 +127,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	}
 	a.apiAddr = cfg.APIAddr
 	if a.apiAddr == "" {
+		// The configured host (a name for TLS) with the bound port (the
+		// config may say 0).
 		l := cfg.Listeners[0]
-		l.Address = a.listeners[0].Listener.Addr().String()
+		host, _, _ := net.SplitHostPort(l.Address)
+		_, port, _ := net.SplitHostPort(a.listeners[0].Listener.Addr().String())
+		l.Address = net.JoinHostPort(host, port)
 		a.apiAddr = l.url()
 	}
 	clusterTCP, err := a.resolveClusterAddr()

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -319,5 +321,88 @@ func TestDevReusesDataDir(t *testing.T) {
 	got, err := client(t, b, token).KVv2("secret").Get(ctx, "hello")
 	if err != nil || got.Data["v"] != "world" {
 		t.Fatalf("read after dev restart: %v %+v", err, got)
+	}
+}
+
+// A TLS listener with the given certificate, a socket audit device that
+// receives every request, and Prometheus metrics without a token.
+func TestTLSAuditSocketAndMetrics(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	certFile, keyFile := writeCert(t, t.TempDir())
+	cfg.Listeners[0].TLSDisable = false
+	cfg.Listeners[0].Address = strings.Replace(cfg.Listeners[0].Address, "127.0.0.1", "localhost", 1)
+	cfg.Listeners[0].TLSCertFile, cfg.Listeners[0].TLSKeyFile = certFile, keyFile
+	cfg.Listeners[0].UnauthenticatedMetricsAccess = true
+	cfg.Telemetry.PrometheusRetentionTime = "1h"
+
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	audit := &syncBuffer{}
+	go func() {
+		for {
+			conn, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(audit, conn) }()
+		}
+	}()
+	cfg.Audit = []AuditDevice{{Type: "socket", Path: "socket", Options: map[string]string{"address": sink.Addr().String(), "socket_type": "tcp"}}}
+
+	a := startNode(t, cfg)
+	if !strings.HasPrefix(a.APIAddr(), "https://localhost:") {
+		t.Fatalf("API address %s", a.APIAddr())
+	}
+	res := initAndUnseal(t, a)
+
+	conf := api.DefaultConfig()
+	conf.Address = a.APIAddr()
+	if err := conf.ConfigureTLS(&api.TLSConfig{CACert: certFile}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := api.NewClient(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(res.RootToken)
+	if _, err := c.Auth().Token().LookupSelf(); err != nil {
+		t.Fatalf("request over TLS: %v", err)
+	}
+	waitFor(t, "the audit entry on the socket", func() bool { return strings.Contains(audit.String(), "auth/token/lookup-self") })
+	if strings.Contains(audit.String(), res.RootToken) {
+		t.Fatal("the audit log holds the token in clear")
+	}
+
+	resp, err := c.CloneConfig().HttpClient.Get(a.APIAddr() + "/v1/sys/metrics?format=prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "# TYPE") {
+		t.Fatalf("prometheus metrics: %d %.200s", resp.StatusCode, body)
+	}
+
+	plain, err := http.Get(strings.Replace(a.APIAddr(), "https://", "http://", 1) + "/v1/sys/health")
+	if err == nil {
+		plain.Body.Close()
+		if plain.StatusCode < 400 {
+			t.Fatal("the TLS listener answered plain HTTP")
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
