@@ -8,13 +8,15 @@ require (
 	github.com/hashicorp/go-secure-stdlib/parseutil v0.2.0
 	github.com/hashicorp/go-sockaddr v1.0.7
 	github.com/hashicorp/hcl/v2 v2.23.0
-	github.com/openbao/go-kms-wrapping/wrappers/aead/v2 v2.2.0
+	github.com/miekg/pkcs11 v1.1.2-0.20231115102856-9078ad6b9d4b
+	github.com/openbao/go-kms-wrapping/v2 v2.5.0
 	github.com/openbao/openbao v0.0.0-20250828202315-f9407a27fbee
 	github.com/openbao/openbao/api/v2 v2.4.0
 	github.com/openbao/openbao/sdk/v2 v2.4.0
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/term v0.47.0
 	google.golang.org/grpc v1.75.0
+	google.golang.org/protobuf v1.36.6
 )
 
 require (
@@ -203,7 +205,6 @@ require (
 	github.com/mholt/acmez/v3 v3.1.2 // indirect
 	github.com/michaelklishin/rabbit-hole/v3 v3.1.0 // indirect
 	github.com/miekg/dns v1.1.63 // indirect
-	github.com/miekg/pkcs11 v1.1.2-0.20231115102856-9078ad6b9d4b // indirect
 	github.com/mitchellh/copystructure v1.2.0 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/mitchellh/go-testing-interface v1.14.1 // indirect
@@ -225,7 +226,7 @@ require (
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/okta/okta-sdk-golang/v2 v2.20.0 // indirect
 	github.com/openbao/go-kms-wrapping/entropy/v2 v2.1.0 // indirect
-	github.com/openbao/go-kms-wrapping/v2 v2.5.0 // indirect
+	github.com/openbao/go-kms-wrapping/wrappers/aead/v2 v2.2.0 // indirect
 	github.com/openbao/go-kms-wrapping/wrappers/alicloudkms/v2 v2.2.0 // indirect
 	github.com/openbao/go-kms-wrapping/wrappers/awskms/v2 v2.3.0 // indirect
 	github.com/openbao/go-kms-wrapping/wrappers/azurekeyvault/v2 v2.2.0 // indirect
@@ -316,7 +317,6 @@ require (
 	google.golang.org/genproto v0.0.0-20250603155806-513f23925822 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20250707201910-8d1bb00bc6a7 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20250728155136-f173205681a0 // indirect
-	google.golang.org/protobuf v1.36.6 // indirect
 	gopkg.in/evanphx/json-patch.v4 v4.12.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/ini.v1 v1.67.0 // indirect

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,6 +19,14 @@ const adminPrefix = "/appliance/v1/"
 //	GET  /appliance/v1/status  -> Status (no token needed, no secret in it)
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
 //	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
+//
+// Seal changes need an X-Vault-Token with sudo on sys/appliance/seal and
+// run on the active node; they answer SealChangeResult:
+//
+//	POST /appliance/v1/seal/rotate-shares {"shares":5,"threshold":3,"pgp_keys":[...]}
+//	POST /appliance/v1/seal/add           {"mechanism":"pkcs11"|"shamir", ...}
+//	POST /appliance/v1/seal/remove        {"mechanism":"pkcs11"|"shamir"}
+//	POST /appliance/v1/seal/rewrap-hsm    {}
 func (a *Appliance) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
@@ -67,6 +76,36 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
+	sealOps := map[string]func(context.Context, SealChange) (*SealChangeResult, error){
+		"rotate-shares": a.RotateShares,
+		"add":           a.AddMechanism,
+		"remove":        a.RemoveMechanism,
+		"rewrap-hsm":    func(ctx context.Context, _ SealChange) (*SealChangeResult, error) { return a.RewrapHSM(ctx) },
+	}
+	for name, op := range sealOps {
+		mux.HandleFunc("POST "+adminPrefix+"seal/"+name, func(w http.ResponseWriter, r *http.Request) {
+			var req SealChange
+			if !readJSON(w, r, &req) {
+				return
+			}
+			if err := a.authorizeSealChange(r.Context(), r.Header.Get("X-Vault-Token")); err != nil {
+				writeError(w, http.StatusForbidden, err)
+				return
+			}
+			res, err := op(r.Context(), req)
+			if err != nil {
+				code := http.StatusBadRequest
+				if errors.Is(err, ErrNotActive) {
+					code = http.StatusConflict
+				}
+				writeError(w, code, err)
+				return
+			}
+			a.logger.Info("seal changed through the API", "operation", name, "mechanisms", res.Mechanisms, "generation", res.Generation)
+			w.Header().Set("Cache-Control", "no-store")
+			writeJSON(w, http.StatusOK, res)
+		})
+	}
 	return mux
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
-	aeadwrapper "github.com/openbao/go-kms-wrapping/wrappers/aead/v2"
 	"github.com/openbao/openbao/audit"
 	auditFile "github.com/openbao/openbao/builtin/audit/file"
 	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
@@ -26,6 +25,7 @@ import (
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"github.com/openbao/openbao/vault"
 	vaultseal "github.com/openbao/openbao/vault/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
 // Appliance is one running node: the embedded OpenBao core on Raft storage,
@@ -41,6 +41,9 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
+	seal        *seal.Seal
+	barrier     vault.Seal
+	kick        chan struct{} // wakes the unseal loop
 	servers     []*http.Server
 	listeners   []listenerutil.Listener
 	apiAddr     string
@@ -80,6 +83,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		ready:   make(chan struct{}),
 		stopped: make(chan struct{}),
 		errc:    make(chan error, 1),
+		kick:    make(chan struct{}, 1),
 	}
 	var undo []func()
 	defer func() {
@@ -154,7 +158,15 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	a.raft = backend.(*raft.RaftBackend)
 	undo = append(undo, func() { a.raft.Close() })
 
-	barrierSeal := vault.NewDefaultSeal(vaultseal.NewAccess(aeadwrapper.NewShamirWrapper()))
+	if err := a.newSeal(); err != nil {
+		return nil, err
+	}
+	barrierSeal, err := vault.NewAutoSeal(vaultseal.NewAccess(a.seal))
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	a.barrier = barrierSeal
+	undo = append(undo, func() { a.seal.Finalize(context.Background()) })
 	coreConfig := &vault.CoreConfig{
 		RawConfig:          raw,
 		Physical:           a.raft,
@@ -222,6 +234,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 			}
 		}(ln.Listener)
 	}
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.unsealLoop(bgCtx)
+	}()
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
@@ -309,6 +326,9 @@ func (a *Appliance) Close() error {
 			errs = append(errs, fmt.Errorf("core shutdown: %w", err))
 		}
 		a.bg.Wait()
+		if err := a.seal.Finalize(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("closing the HSM session: %w", err))
+		}
 		if err := a.raft.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing Raft storage: %w", err))
 		}

@@ -3,6 +3,7 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
 // syncBuffer collects a node's log for the secret scans.
@@ -92,6 +94,8 @@ func client(t *testing.T, a *Appliance, token string) *api.Client {
 	return c
 }
 
+// initAndUnseal initializes a cluster (3 shares, threshold 2); the node
+// unseals itself with the new seal key.
 func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -100,19 +104,32 @@ func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	for i, s := range res.Shares[:2] {
-		p, err := a.Unseal(ctx, s)
-		if err != nil {
-			t.Fatalf("Unseal share %d: %v", i, err)
-		}
-		if want := i < 1; p.Sealed != want {
-			t.Fatalf("after share %d sealed=%v, want %v", i, p.Sealed, want)
-		}
+	if len(res.UnsealShares) != 3 || res.UnsealThreshold != 2 || len(res.RecoveryKeys) != 5 || res.RecoveryThreshold != 3 {
+		t.Fatalf("init result: %d shares of %d, %d recovery keys of %d", len(res.UnsealShares), res.UnsealThreshold, len(res.RecoveryKeys), res.RecoveryThreshold)
 	}
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// unsealWithShares submits shares and waits for the node's role.
+func unsealWithShares(t *testing.T, a *Appliance, shares ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i, s := range shares {
+		p, err := a.Unseal(ctx, s)
+		if err != nil {
+			t.Fatalf("share %d: %v", i, err)
+		}
+		if last := i == len(shares)-1; p.Sealed == last {
+			t.Fatalf("after share %d: sealed=%v", i, p.Sealed)
+		}
+	}
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestKVv2Lifecycle(t *testing.T) {
@@ -175,7 +192,7 @@ func TestKVv2Lifecycle(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	for _, secret := range append([]string{v1, v2, res.RootToken}, res.Shares...) {
+	for _, secret := range append(append([]string{v1, v2, res.RootToken}, res.UnsealShares...), res.RecoveryKeys...) {
 		if strings.Contains(log.String(), secret) {
 			t.Errorf("the node's log holds a secret value, share or token")
 		}
@@ -201,37 +218,35 @@ func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 	a.Close()
 
 	b := startNode(t, cfg)
-	if st := b.Status(ctx); st.State != StateSealed || st.Seal.Mechanisms[0].Threshold != 2 {
+	st := b.Status(ctx)
+	if st.State != StateSealed || len(st.Seal.Mechanisms) != 1 || st.Seal.Mechanisms[0].Threshold != 2 || !st.Seal.Mechanisms[0].Enrolled {
 		t.Fatalf("restarted node: %+v", st)
 	}
 	if _, err := b.Unseal(ctx, "not a share!"); !errors.Is(err, ErrMalformedShare) {
 		t.Fatalf("malformed share: got %v", err)
 	}
-	if _, err := b.Unseal(ctx, res.Shares[0]); err != nil {
+	raw, _ := base64.StdEncoding.DecodeString(res.UnsealShares[1])
+	raw[40] ^= 1 // one bit off in the share itself
+	if _, err := b.Unseal(ctx, base64.StdEncoding.EncodeToString(raw)); !errors.Is(err, seal.ErrCorruptShare) {
+		t.Fatalf("corrupted share: got %v", err)
+	}
+	if _, err := b.Unseal(ctx, res.UnsealShares[0]); err != nil {
 		t.Fatal(err)
 	}
-	p, err := b.Unseal(ctx, res.Shares[0])
+	p, err := b.Unseal(ctx, res.UnsealShares[0])
 	if !errors.Is(err, ErrDuplicateShare) || p.Progress != 1 || !p.Sealed {
 		t.Fatalf("duplicate share: %v %+v", err, p)
 	}
-	// A share of the right length from another split: wrong.
 	other := startNode(t, testConfig(t, log))
 	otherRes, err := other.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = b.Unseal(ctx, otherRes.Shares[1])
-	if !errors.Is(err, ErrWrongShares) || !p.Sealed || p.Progress != 0 {
+	p, err = b.Unseal(ctx, otherRes.UnsealShares[1])
+	if !errors.Is(err, seal.ErrForeignShare) || !p.Sealed || p.Progress != 1 {
 		t.Fatalf("share from another cluster: %v %+v", err, p)
 	}
-	for _, s := range res.Shares[1:] {
-		if _, err := b.Unseal(ctx, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.WaitUnsealed(ctx); err != nil {
-		t.Fatal(err)
-	}
+	unsealWithShares(t, b, res.UnsealShares[2])
 	got, err := client(t, b, res.RootToken).KVv2("kv").Get(ctx, "k")
 	if err != nil || got.Data["v"] != "kept" {
 		t.Fatalf("after restart: %v %+v", err, got)
@@ -404,5 +419,64 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Rotating the shares voids the old ones; recovery keys keep working; the
+// last mechanism cannot be removed; an unconfigured HSM cannot be added.
+func TestRotateSharesVoidsOldShares(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	a := startNode(t, cfg)
+	res := initAndUnseal(t, a)
+	ctx := context.Background()
+	c := client(t, a, res.RootToken)
+	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	rot, err := a.RotateShares(ctx, SealChange{Shares: 4, Threshold: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rot.UnsealShares) != 4 || rot.UnsealThreshold != 3 || rot.Generation != 2 {
+		t.Fatalf("rotation result: %d shares, threshold %d, generation %d", len(rot.UnsealShares), rot.UnsealThreshold, rot.Generation)
+	}
+	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "shamir"}); err == nil || !strings.Contains(err.Error(), "last") {
+		t.Fatalf("removing the only mechanism: %v", err)
+	}
+	if _, err := a.AddMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err == nil || !strings.Contains(err.Error(), "no seal \"pkcs11\" block") {
+		t.Fatalf("adding an unconfigured HSM: %v", err)
+	}
+	a.Close()
+
+	b := startNode(t, cfg)
+	if st := b.Status(ctx); st.Seal.Mechanisms[0].Threshold != 3 || st.Seal.Mechanisms[0].Shares != 4 || st.Seal.Generation != 2 {
+		t.Fatalf("after rotation and restart: %+v", st.Seal)
+	}
+	if _, err := b.Unseal(ctx, res.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
+		t.Fatalf("old share after rotation: %v", err)
+	}
+	unsealWithShares(t, b, rot.UnsealShares[3], rot.UnsealShares[0], rot.UnsealShares[2])
+	c = client(t, b, res.RootToken)
+	if got, err := c.KVv2("kv").Get(ctx, "k"); err != nil || got.Data["v"] != "kept" {
+		t.Fatalf("data after rotation: %v", err)
+	}
+
+	// The recovery keys survived the re-encryption: generate-root works.
+	gen, err := c.Sys().GenerateRootInit("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *api.GenerateRootStatusResponse
+	for _, k := range res.RecoveryKeys[:3] {
+		if st, err = c.Sys().GenerateRootUpdate(k, gen.Nonce); err != nil {
+			t.Fatalf("generate-root with a recovery key: %v", err)
+		}
+	}
+	if !st.Complete || st.EncodedToken == "" {
+		t.Fatalf("generate-root did not complete: %+v", st)
 	}
 }

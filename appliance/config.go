@@ -113,12 +113,31 @@ type Telemetry struct {
 	DisableHostname         bool   `hcl:"disable_hostname,optional"`
 }
 
-// Seal says how the barrier root key is protected.
+// Seal says which mechanisms can recover the cluster's key-encryption key
+// (KEK) and so unseal: an HSM, Shamir shares, or both, each on its own.
+// With neither block, Shamir shares (5, threshold 3) are the default.
 type Seal struct {
+	PKCS11 *PKCS11Seal `hcl:"pkcs11,block"`
 	Shamir *ShamirSeal `hcl:"shamir,block"`
 }
 
-// ShamirSeal splits the root key into shares held by operators.
+// PKCS11Seal is how this node reaches the HSM that wraps the KEK.
+type PKCS11Seal struct {
+	// Library is the token's PKCS#11 module (.so).
+	Library string `hcl:"library,optional"`
+	// TokenLabel or Slot picks the token (exactly one).
+	TokenLabel string `hcl:"token_label,optional"`
+	Slot       *int   `hcl:"slot,optional"`
+	// PINFile (mode 0600 or 0400) or PINEnv (a variable's name) holds the
+	// user PIN (exactly one). The PIN itself is never in the config.
+	PINFile string `hcl:"pin_file,optional"`
+	PINEnv  string `hcl:"pin_env,optional"`
+	// KeyLabel is the AES-256 key on the token that wraps the KEK at init,
+	// add and rewrap. Unwrapping uses the key the cluster recorded.
+	KeyLabel string `hcl:"key_label,optional"`
+}
+
+// ShamirSeal splits the KEK into shares held by operators.
 type ShamirSeal struct {
 	// Shares and Threshold are the defaults `init` uses.
 	Shares    int `hcl:"shares,optional"`
@@ -168,14 +187,16 @@ func (c *Config) applyDefaults() {
 	if c.Seal == nil {
 		c.Seal = &Seal{}
 	}
-	if c.Seal.Shamir == nil {
+	if c.Seal.Shamir == nil && c.Seal.PKCS11 == nil {
 		c.Seal.Shamir = &ShamirSeal{}
 	}
-	if c.Seal.Shamir.Shares == 0 {
-		c.Seal.Shamir.Shares = DefaultShamirShares
-	}
-	if c.Seal.Shamir.Threshold == 0 {
-		c.Seal.Shamir.Threshold = min(DefaultShamirThreshold, c.Seal.Shamir.Shares)
+	if s := c.Seal.Shamir; s != nil {
+		if s.Shares == 0 {
+			s.Shares = DefaultShamirShares
+		}
+		if s.Threshold == 0 {
+			s.Threshold = min(DefaultShamirThreshold, s.Shares)
+		}
 	}
 	for i := range c.Audit {
 		if c.Audit[i].Path == "" {

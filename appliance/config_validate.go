@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -94,17 +95,61 @@ func (c *Config) validate(v *validator) {
 			v.add("telemetry.prometheus_retention_time", "%q is not a positive duration such as \"24h\"", t.PrometheusRetentionTime)
 		}
 	}
-	if c.Seal != nil && c.Seal.Shamir != nil {
-		s := c.Seal.Shamir
-		if s.Shares < 1 || s.Shares > 255 {
-			v.add("seal.shamir.shares", "%d is out of range; use 1 to 255", s.Shares)
+	if c.Seal != nil {
+		c.Seal.validate(v)
+	}
+}
+
+func (s *Seal) validate(v *validator) {
+	if s.Shamir == nil && s.PKCS11 == nil {
+		v.add("seal", "no mechanism: configure a \"pkcs11\" block, a \"shamir\" block, or both")
+	}
+	if sh := s.Shamir; sh != nil {
+		if sh.Shares < 1 || sh.Shares > 255 {
+			v.add("seal.shamir.shares", "%d is out of range; use 1 to 255", sh.Shares)
 		}
-		if s.Threshold < 1 || s.Threshold > s.Shares {
-			v.add("seal.shamir.threshold", "%d is out of range; use 1 to shares (%d)", s.Threshold, s.Shares)
+		if sh.Threshold < 1 || sh.Threshold > sh.Shares {
+			v.add("seal.shamir.threshold", "%d is out of range; use 1 to shares (%d)", sh.Threshold, sh.Shares)
 		}
-		if s.Shares > 1 && s.Threshold == 1 {
-			v.add("seal.shamir.threshold", "1 of %d shares would let any single share unseal; use at least 2", s.Shares)
+		if sh.Shares > 1 && sh.Threshold == 1 {
+			v.add("seal.shamir.threshold", "1 of %d shares would let any single share unseal; use at least 2", sh.Shares)
 		}
+	}
+	p := s.PKCS11
+	if p == nil {
+		return
+	}
+	if p.Library == "" {
+		v.add("seal.pkcs11.library", "missing; set the path of the token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so")
+	} else {
+		v.readable("seal.pkcs11.library", p.Library)
+	}
+	switch {
+	case p.TokenLabel == "" && p.Slot == nil:
+		v.add("seal.pkcs11", "no token: set token_label (or slot)")
+	case p.TokenLabel != "" && p.Slot != nil:
+		v.add("seal.pkcs11.slot", "set either token_label or slot, not both")
+	case p.Slot != nil && *p.Slot < 0:
+		v.add("seal.pkcs11.slot", "%d is not a slot number", *p.Slot)
+	}
+	if p.KeyLabel == "" {
+		v.add("seal.pkcs11.key_label", "missing; set the label of the AES-256 key on the token that wraps the seal key")
+	}
+	switch {
+	case p.PINFile == "" && p.PINEnv == "":
+		v.add("seal.pkcs11", "no PIN: set pin_file (a file only this user can read) or pin_env (the name of a variable holding it)")
+	case p.PINFile != "" && p.PINEnv != "":
+		v.add("seal.pkcs11.pin_env", "set either pin_file or pin_env, not both")
+	case p.PINFile != "":
+		if v.readable("seal.pkcs11.pin_file", p.PINFile) {
+			if st, err := os.Stat(p.PINFile); err == nil && st.Mode().Perm()&0o037 != 0 {
+				v.add("seal.pkcs11.pin_file", "%s has unsafe permissions %04o: the group may read it at most, others nothing; run chmod 0600 %s", p.PINFile, st.Mode().Perm(), p.PINFile)
+			}
+		}
+	case strings.HasPrefix(p.PINEnv, "BAO_") || strings.HasPrefix(p.PINEnv, "VAULT_"):
+		v.add("seal.pkcs11.pin_env", "%q is removed from the environment at start (BAO_* and VAULT_* are OpenBao's); use another name", p.PINEnv)
+	case os.Getenv(p.PINEnv) == "":
+		v.add("seal.pkcs11.pin_env", "the variable %s is not set or empty", p.PINEnv)
 	}
 }
 

@@ -54,7 +54,7 @@ func StartDev(ctx context.Context, opts DevOptions) (*Appliance, *DevInfo, error
 		cfg.LogLevel = opts.LogLevel
 	}
 	cfg.LogOutput = opts.LogOutput
-	cfg.Seal.Shamir.Shares, cfg.Seal.Shamir.Threshold = 1, 1
+	cfg.Seal = &Seal{Shamir: &ShamirSeal{Shares: 1, Threshold: 1}}
 
 	a, err := Start(ctx, cfg)
 	if err != nil {
@@ -90,17 +90,14 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 		return info, a.WaitUnsealed(ctx)
 	}
 
-	res, err := a.Init(ctx, InitRequest{Shares: 1, Threshold: 1})
+	res, err := a.Init(ctx, InitRequest{Shares: 1, Threshold: 1, RecoveryShares: 1, RecoveryThreshold: 1})
 	if err != nil {
 		return nil, err
 	}
-	if err := writeSecretFile(keyFile, res.Shares[0]); err != nil {
+	if err := writeSecretFile(keyFile, res.UnsealShares[0]); err != nil {
 		return nil, err
 	}
 	if err := writeSecretFile(info.RootTokenFile, res.RootToken); err != nil {
-		return nil, err
-	}
-	if _, err := a.Unseal(ctx, res.Shares[0]); err != nil {
 		return nil, err
 	}
 	if err := a.WaitUnsealed(ctx); err != nil {

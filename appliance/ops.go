@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,38 +10,65 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
-// InitRequest says how to split the root key at init. Zero values take the
-// config's seal.shamir defaults.
+// InitRequest says how to initialize a cluster. Zero values take the
+// config's seal.shamir defaults; recovery keys default to 5 of 3.
 type InitRequest struct {
-	Shares    int `json:"shares"`
-	Threshold int `json:"threshold"`
+	Shares            int      `json:"shares"`
+	Threshold         int      `json:"threshold"`
+	PGPKeys           []string `json:"pgp_keys,omitempty"`
+	RecoveryShares    int      `json:"recovery_shares"`
+	RecoveryThreshold int      `json:"recovery_threshold"`
+	RecoveryPGPKeys   []string `json:"recovery_pgp_keys,omitempty"`
 }
 
-// InitResult is handed out exactly once, at init. Shares are the operators'
-// unseal shares (base64); RootToken is the initial root token.
+// Defaults for OpenBao's recovery keys (needed for generate-root).
+const (
+	DefaultRecoveryShares    = 5
+	DefaultRecoveryThreshold = 3
+)
+
+// InitResult is handed out exactly once, at init.
 type InitResult struct {
-	Shares    []string `json:"unseal_shares"`
-	Threshold int      `json:"unseal_threshold"`
-	RootToken string   `json:"root_token"`
+	// Mechanisms enrolled: "pkcs11", "shamir".
+	Mechanisms []string `json:"mechanisms"`
+	// UnsealShares are the operators' Shamir shares of the seal key
+	// (base64; PGP-encrypted if keys were given). Any UnsealThreshold of
+	// them unseal every node when the HSM cannot.
+	UnsealShares    []string `json:"unseal_shares,omitempty"`
+	UnsealThreshold int      `json:"unseal_threshold,omitempty"`
+	// RecoveryKeys are OpenBao's recovery keys: they never unseal; they
+	// authorize generate-root and rekey.
+	RecoveryKeys      []string `json:"recovery_keys"`
+	RecoveryThreshold int      `json:"recovery_threshold"`
+	RootToken         string   `json:"root_token"`
 }
 
-// Init initializes a new cluster on this node: it creates the barrier, the
-// root key and its Shamir shares, and bootstraps Raft with this node as
-// the only voter. The node stays sealed.
+// Init initializes a new cluster on this node: the seal key with every
+// configured mechanism enrolled at once, the barrier and root key, Raft
+// with this node as the only voter. The node then unseals itself with the
+// new key.
 func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, error) {
-	if req.Shares == 0 {
-		req.Shares = a.cfg.Seal.Shamir.Shares
+	spec := seal.InitSpec{HSM: a.cfg.Seal.PKCS11 != nil, Shamir: a.cfg.Seal.Shamir != nil, PGPKeys: req.PGPKeys}
+	if spec.Shamir {
+		spec.Shares, spec.Threshold = req.Shares, req.Threshold
+		if spec.Shares == 0 {
+			spec.Shares = a.cfg.Seal.Shamir.Shares
+		}
+		if spec.Threshold == 0 {
+			spec.Threshold = min(a.cfg.Seal.Shamir.Threshold, spec.Shares)
+		}
+	} else if req.Shares != 0 || req.Threshold != 0 {
+		return nil, errors.New("shares were asked for but the config has no seal \"shamir\" block")
 	}
-	if req.Threshold == 0 {
-		req.Threshold = min(a.cfg.Seal.Shamir.Threshold, req.Shares)
+	rs, rt := req.RecoveryShares, req.RecoveryThreshold
+	if rs == 0 {
+		rs = DefaultRecoveryShares
 	}
-	if req.Shares < 1 || req.Shares > 255 || req.Threshold < 1 || req.Threshold > req.Shares {
-		return nil, fmt.Errorf("invalid share split %d of %d: use 1 <= threshold <= shares <= 255", req.Threshold, req.Shares)
-	}
-	if req.Shares > 1 && req.Threshold == 1 {
-		return nil, fmt.Errorf("threshold 1 of %d shares would let any single share unseal: use a threshold of at least 2", req.Shares)
+	if rt == 0 {
+		rt = min(DefaultRecoveryThreshold, rs)
 	}
 	inited, err := a.core.Initialized(ctx)
 	if err != nil {
@@ -51,34 +77,48 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	if inited {
 		return nil, ErrAlreadyInitialized
 	}
-	ctx = namespace.RootContext(ctx)
-	res, err := a.core.Initialize(ctx, &vault.InitParams{
-		BarrierConfig: &vault.SealConfig{
-			Type:            "shamir",
-			SecretShares:    req.Shares,
-			SecretThreshold: req.Threshold,
-			StoredShares:    1,
+	shares, err := a.seal.Initialize(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("init failed: %w", err)
+	}
+	res, err := a.core.Initialize(namespace.RootContext(ctx), &vault.InitParams{
+		BarrierConfig: &vault.SealConfig{Type: seal.Type.String(), SecretShares: 1, SecretThreshold: 1, StoredShares: 1},
+		RecoveryConfig: &vault.SealConfig{
+			SecretShares: rs, SecretThreshold: rt, PGPKeys: req.RecoveryPGPKeys,
 		},
 	})
 	if err != nil {
-		if strings.Contains(err.Error(), "already initialized") {
+		a.seal.Forget()
+		if errors.Is(err, vault.ErrAlreadyInit) || strings.Contains(err.Error(), "already initialized") {
 			return nil, ErrAlreadyInitialized
 		}
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
-	out := &InitResult{Threshold: req.Threshold, RootToken: res.RootToken}
-	for _, s := range res.SecretShares {
-		out.Shares = append(out.Shares, base64.StdEncoding.EncodeToString(s))
+	out := &InitResult{
+		UnsealShares: shares, RecoveryThreshold: rt, RootToken: res.RootToken,
 	}
-	a.logger.Info("cluster initialized", "shares", req.Shares, "threshold", req.Threshold)
+	if spec.Shamir {
+		out.UnsealThreshold = spec.Threshold
+	}
+	if spec.HSM {
+		out.Mechanisms = append(out.Mechanisms, seal.MechanismPKCS11)
+	}
+	if spec.Shamir {
+		out.Mechanisms = append(out.Mechanisms, seal.MechanismShamir)
+	}
+	for _, k := range res.RecoveryShares {
+		out.RecoveryKeys = append(out.RecoveryKeys, base64.StdEncoding.EncodeToString(k))
+	}
+	a.logger.Info("cluster initialized", "mechanisms", out.Mechanisms, "recovery_keys", rs)
+	a.kickUnseal()
 	return out, nil
 }
 
 // Errors from Unseal. Each says what to do; none carries the share.
 var (
-	ErrMalformedShare = errors.New("the share is malformed: paste it exactly as init printed it (base64 or hex)")
-	ErrDuplicateShare = errors.New("this share was already submitted in this unseal attempt: submit a different operator's share")
-	ErrWrongShares    = errors.New("the submitted shares do not unseal this cluster: one is wrong, corrupted or from another cluster; progress was reset, start again with correct shares")
+	ErrMalformedShare = seal.ErrMalformedShare
+	ErrDuplicateShare = seal.ErrDuplicateShare
+	ErrWrongShares    = seal.ErrWrongShares
 )
 
 // UnsealProgress is where an unseal attempt stands after a share.
@@ -86,80 +126,58 @@ type UnsealProgress struct {
 	Sealed    bool `json:"sealed"`
 	Progress  int  `json:"progress"`
 	Threshold int  `json:"threshold"`
+	// Recovered: the shares recovered the seal key; a node still joining
+	// its cluster unseals as soon as it has joined.
+	Recovered bool `json:"recovered"`
 }
 
-// Unseal submits one operator share. A wrong, malformed or duplicate share
-// is refused with its own error and changes nothing but, for a wrong share
-// that completes the threshold, the progress (which starts over).
+// unsealWait bounds how long Unseal waits for the core after the last
+// share.
+const unsealWait = 30 * time.Second
+
+// Unseal submits one operator share. A wrong, malformed, corrupted,
+// foreign, void or duplicate share is refused with its own error and
+// changes nothing (a wrong set at the threshold starts the attempt over).
+// After the last share it waits for the node to unseal.
 func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, error) {
-	key, err := decodeShare(share)
-	if err != nil {
-		return a.unsealProgress(ctx), err
-	}
 	if !a.core.Sealed() {
-		return a.unsealProgress(ctx), nil
+		return UnsealProgress{}, nil
 	}
-	inited, err := a.core.Initialized(ctx)
-	if err != nil {
-		return UnsealProgress{Sealed: true}, fmt.Errorf("cannot read the cluster's state: %w", err)
+	p, err := a.seal.SubmitShare(ctx, share)
+	out := UnsealProgress{Sealed: true, Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}
+	if err != nil || !p.Recovered {
+		return out, err
 	}
+	a.kickUnseal()
+	inited, _ := a.core.Initialized(ctx)
 	if !inited {
-		return UnsealProgress{Sealed: true}, ErrNotInitialized
+		return out, nil // joining: the retry_join loop answers with the key now
 	}
-	before, _ := a.core.SecretProgress(true)
-	unsealed, err := a.core.Unseal(key)
-	if err != nil {
-		var ik *vault.ErrInvalidKey
-		msg := err.Error()
-		switch {
-		case errors.As(err, &ik) && (strings.Contains(msg, "shorter than") || strings.Contains(msg, "longer than")):
-			return a.unsealProgress(ctx), ErrMalformedShare
-		case errors.As(err, &ik), strings.Contains(msg, "message authentication failed"),
-			strings.Contains(msg, "decrypt"), strings.Contains(msg, "stored keys"):
-			// The core has dropped the submitted shares already.
-			a.logger.Warn("unseal failed: the combined shares did not open the root key; progress reset")
-			return a.unsealProgress(ctx), ErrWrongShares
+	wctx, cancel := context.WithTimeout(ctx, unsealWait)
+	defer cancel()
+	for a.core.Sealed() {
+		select {
+		case <-wctx.Done():
+			return out, errors.New("the shares recovered the seal key but the node did not unseal in time; see its log")
+		case <-time.After(20 * time.Millisecond):
 		}
-		return a.unsealProgress(ctx), fmt.Errorf("unseal failed: %w", err)
 	}
-	p := a.unsealProgress(ctx)
-	if !unsealed && p.Progress == before {
-		return p, ErrDuplicateShare
-	}
-	if unsealed {
-		a.logger.Info("unsealed with operator shares")
-	}
-	return p, nil
+	out.Sealed = false
+	return out, nil
 }
 
 // ResetUnseal discards the shares submitted so far.
-func (a *Appliance) ResetUnseal() { a.core.ResetUnsealProcess() }
+func (a *Appliance) ResetUnseal() { a.seal.ResetShares() }
 
 func (a *Appliance) unsealProgress(ctx context.Context) UnsealProgress {
+	st := a.seal.Status(ctx, a.cfg.Seal.Shamir != nil)
 	p := UnsealProgress{Sealed: a.core.Sealed()}
-	if p.Sealed {
-		p.Progress, _ = a.core.SecretProgress(true)
-	}
-	if conf, err := a.core.SealAccess().BarrierConfig(ctx); err == nil && conf != nil {
-		p.Threshold = conf.SecretThreshold
+	for _, m := range st.Mechanisms {
+		if m.Type == seal.MechanismShamir {
+			p.Progress, p.Threshold = m.Progress, m.Threshold
+		}
 	}
 	return p
-}
-
-// decodeShare accepts a share as init printed it (base64) or in hex, as
-// the bao CLI does.
-func decodeShare(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, ErrMalformedShare
-	}
-	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
-		return b, nil
-	}
-	if b, err := hex.DecodeString(s); err == nil {
-		return b, nil
-	}
-	return nil, ErrMalformedShare
 }
 
 // WaitUnsealed polls until the node is unsealed and knows its role
@@ -169,7 +187,7 @@ func (a *Appliance) WaitUnsealed(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if !a.core.Sealed() {
-			if st := a.Status(ctx); st.State == StateActive || st.State == StateStandby {
+			if st := a.state(); st == StateActive || st == StateStandby {
 				return nil
 			}
 		}

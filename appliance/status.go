@@ -6,12 +6,13 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
 // States a node is in, as Status reports them.
 const (
 	StateUninitialized = "uninitialized" // no cluster yet: run init (or join)
-	StateSealed        = "sealed"        // waiting for unseal shares
+	StateSealed        = "sealed"        // waiting for the HSM or unseal shares
 	StateStandby       = "standby"       // unsealed, following the active node
 	StateActive        = "active"        // unsealed, serving as the active node
 	StateUnsealing     = "unsealing"     // unsealed, HA role not settled yet
@@ -20,18 +21,18 @@ const (
 // Status is a node's state as `status --format json` prints it. It holds
 // no secret and is served without authentication, like sys/seal-status.
 type Status struct {
-	NodeID         string     `json:"node_id"`
-	Version        string     `json:"version"`
-	OpenBaoVersion string     `json:"openbao_version"`
-	State          string     `json:"state"`
-	Initialized    bool       `json:"initialized"`
-	Sealed         bool       `json:"sealed"`
-	APIAddr        string     `json:"api_addr"`
-	ClusterAddr    string     `json:"cluster_addr"`
-	LeaderAPIAddr  string     `json:"leader_api_addr,omitempty"`
-	Raft           RaftStatus `json:"raft"`
-	Seal           SealStatus `json:"seal"`
-	UptimeSeconds  int64      `json:"uptime_seconds"`
+	NodeID         string      `json:"node_id"`
+	Version        string      `json:"version"`
+	OpenBaoVersion string      `json:"openbao_version"`
+	State          string      `json:"state"`
+	Initialized    bool        `json:"initialized"`
+	Sealed         bool        `json:"sealed"`
+	APIAddr        string      `json:"api_addr"`
+	ClusterAddr    string      `json:"cluster_addr"`
+	LeaderAPIAddr  string      `json:"leader_api_addr,omitempty"`
+	Raft           RaftStatus  `json:"raft"`
+	Seal           seal.Status `json:"seal"`
+	UptimeSeconds  int64       `json:"uptime_seconds"`
 }
 
 // RaftStatus is this node's view of integrated storage.
@@ -41,21 +42,8 @@ type RaftStatus struct {
 	Peers        int    `json:"peers"` // members in this node's Raft configuration
 }
 
-// SealStatus lists the mechanisms that can recover the root key.
-type SealStatus struct {
-	Mechanisms []Mechanism `json:"mechanisms"`
-}
-
-// Mechanism is one way to unseal and its state now.
-type Mechanism struct {
-	Type      string `json:"type"`
-	Threshold int    `json:"threshold,omitempty"`
-	Shares    int    `json:"shares,omitempty"`
-	Progress  int    `json:"progress"`
-	LastUsed  bool   `json:"last_used"`
-}
-
-// Status reports the node's state. It never blocks on the active node.
+// Status reports the node's state, probing the HSM (briefly) if this node
+// has one. It never blocks on the active node.
 func (a *Appliance) Status(ctx context.Context) Status {
 	st := Status{
 		NodeID:         a.cfg.NodeID,
@@ -65,6 +53,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		ClusterAddr:    a.clusterAddr,
 		Sealed:         a.core.Sealed(),
 		UptimeSeconds:  int64(time.Since(a.started).Seconds()),
+		Seal:           a.seal.Status(ctx, a.cfg.Seal.Shamir != nil),
 	}
 	st.Initialized, _ = a.core.Initialized(ctx)
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
@@ -76,35 +65,33 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		}
 		st.Raft.Peers = len(conf.Servers)
 	}
-	shamir := Mechanism{Type: "shamir"}
-	if conf, err := a.core.SealAccess().BarrierConfig(ctx); err == nil && conf != nil {
-		shamir.Threshold, shamir.Shares = conf.SecretThreshold, conf.SecretShares
-	}
-	if st.Sealed {
-		shamir.Progress, _ = a.core.SecretProgress(true)
-	} else {
-		shamir.LastUsed = true
-	}
-	st.Seal.Mechanisms = []Mechanism{shamir}
-
-	switch {
-	case !st.Initialized:
-		st.State = StateUninitialized
-	case st.Sealed:
-		st.State = StateSealed
-	default:
-		isLeader, leader, _, err := a.core.Leader()
-		switch {
-		case err == nil && isLeader:
-			st.State = StateActive
-		case err == nil && leader != "":
-			st.State = StateStandby
-		default:
-			st.State = StateUnsealing
-		}
-		st.LeaderAPIAddr = leader
-	}
+	st.State, st.LeaderAPIAddr = a.stateAndLeader(ctx, st.Initialized)
 	return st
+}
+
+// state is the node's state alone, without probing anything.
+func (a *Appliance) state() string {
+	inited, _ := a.core.Initialized(context.Background())
+	s, _ := a.stateAndLeader(context.Background(), inited)
+	return s
+}
+
+func (a *Appliance) stateAndLeader(ctx context.Context, initialized bool) (string, string) {
+	switch {
+	case !initialized:
+		return StateUninitialized, ""
+	case a.core.Sealed():
+		return StateSealed, ""
+	}
+	isLeader, leader, _, err := a.core.Leader()
+	switch {
+	case err == nil && isLeader:
+		return StateActive, leader
+	case err == nil && leader != "":
+		return StateStandby, leader
+	default:
+		return StateUnsealing, leader
+	}
 }
 
 // raftConfiguration reads the Raft membership from the running Raft

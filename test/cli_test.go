@@ -18,9 +18,10 @@ import (
 )
 
 type initOutput struct {
-	Shares    []string `json:"unseal_shares"`
-	Threshold int      `json:"unseal_threshold"`
-	RootToken string   `json:"root_token"`
+	Shares       []string `json:"unseal_shares"`
+	Threshold    int      `json:"unseal_threshold"`
+	RecoveryKeys []string `json:"recovery_keys"`
+	RootToken    string   `json:"root_token"`
 }
 
 type statusOutput struct {
@@ -31,6 +32,10 @@ type statusOutput struct {
 	Seal        struct {
 		Mechanisms []struct {
 			Type      string `json:"type"`
+			Enrolled  bool   `json:"enrolled"`
+			Healthy   *bool  `json:"healthy"`
+			LastUsed  bool   `json:"last_used"`
+			Error     string `json:"error"`
 			Threshold int    `json:"threshold"`
 			Shares    int    `json:"shares"`
 			Progress  int    `json:"progress"`
@@ -125,30 +130,11 @@ func TestCLIInitUnsealStatusRestart(t *testing.T) {
 		t.Fatalf("second init: exit %d: %s", code, errOut)
 	}
 
-	st, code = status(t, tr, bin, addr)
-	if code != 2 || st.State != "sealed" || st.Seal.Mechanisms[0].Threshold != 2 || st.Seal.Mechanisms[0].Shares != 3 {
-		t.Fatalf("after init: exit %d, %+v", code, st)
-	}
-	// A share on the command line is refused before it goes anywhere.
-	if _, errOut, code := harness.Run(t, tr, nil, bin, "unseal", "--address", addr, "c2hhcmU="); code != 64 || !strings.Contains(errOut, "takes no arguments") {
-		t.Fatalf("share in argv: exit %d: %s", code, errOut)
-	}
-	out, _, code = harness.Run(t, tr, []byte(res.Shares[0]+"\n"), bin, "unseal", "--address", addr)
-	if code != 0 || !strings.Contains(out, "1 of 2 submitted") {
-		t.Fatalf("first share: exit %d: %s", code, out)
-	}
-	if _, errOut, code := harness.Run(t, tr, []byte(res.Shares[0]+"\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, "already submitted") {
-		t.Fatalf("duplicate share: exit %d: %s", code, errOut)
-	}
-	if _, errOut, code := harness.Run(t, tr, []byte("garbage!\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, "malformed") {
-		t.Fatalf("malformed share: exit %d: %s", code, errOut)
-	}
-	st, _ = status(t, tr, bin, addr)
-	if st.Seal.Mechanisms[0].Progress != 1 {
-		t.Fatalf("progress after refused shares: %+v", st)
-	}
-	unsealWith(t, tr, bin, addr, res.Shares[1:2])
-
+	// The node unsealed itself with the key init made.
+	harness.Eventually(t, time.Minute, "the node to become active after init", func() bool {
+		st, code := status(t, tr, bin, addr)
+		return code == 0 && st.State == "active"
+	})
 	const secretValue = "hunter2-e7c1f0"
 	c := apiClient(t, addr, res.RootToken)
 	if err := c.Sys().Mount("secret", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
@@ -163,10 +149,29 @@ func TestCLIInitUnsealStatusRestart(t *testing.T) {
 	}
 	n = harness.StartNode(t, tr, bin, cfg, addr)
 	n.WaitServing(t, tr)
-	if st, code := status(t, tr, bin, addr); code != 2 || st.State != "sealed" {
+	st, code = status(t, tr, bin, addr)
+	if code != 2 || st.State != "sealed" || st.Seal.Mechanisms[0].Threshold != 2 || st.Seal.Mechanisms[0].Shares != 3 {
 		t.Fatalf("restarted: exit %d %+v", code, st)
 	}
-	unsealWith(t, tr, bin, addr, []string{res.Shares[2], res.Shares[0]})
+	// A share on the command line is refused before it goes anywhere.
+	if _, errOut, code := harness.Run(t, tr, nil, bin, "unseal", "--address", addr, "c2hhcmU="); code != 64 || !strings.Contains(errOut, "takes no arguments") {
+		t.Fatalf("share in argv: exit %d: %s", code, errOut)
+	}
+	out, _, code = harness.Run(t, tr, []byte(res.Shares[2]+"\n"), bin, "unseal", "--address", addr)
+	if code != 0 || !strings.Contains(out, "1 of 2 submitted") {
+		t.Fatalf("first share: exit %d: %s", code, out)
+	}
+	if _, errOut, code := harness.Run(t, tr, []byte(res.Shares[2]+"\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, "already submitted") {
+		t.Fatalf("duplicate share: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := harness.Run(t, tr, []byte("garbage!\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, "malformed") {
+		t.Fatalf("malformed share: exit %d: %s", code, errOut)
+	}
+	st, _ = status(t, tr, bin, addr)
+	if st.Seal.Mechanisms[0].Progress != 1 {
+		t.Fatalf("progress after refused shares: %+v", st)
+	}
+	unsealWith(t, tr, bin, addr, res.Shares[:1])
 	got, err := c.KVv2("secret").Get(context.Background(), "db")
 	if err != nil || got.Data["password"] != secretValue {
 		t.Fatalf("after restart: %v %+v", err, got)
@@ -180,7 +185,7 @@ func TestCLIInitUnsealStatusRestart(t *testing.T) {
 		t.Fatalf("audit log missing the request: %v", err)
 	}
 	scanned := tr.String() + string(audit)
-	for _, s := range append([]string{secretValue, res.RootToken}, res.Shares...) {
+	for _, s := range append(append([]string{secretValue, res.RootToken}, res.Shares...), res.RecoveryKeys...) {
 		if strings.Contains(scanned, s) {
 			t.Errorf("a secret value, share or token appears in a log or output")
 		}
@@ -200,7 +205,7 @@ func TestSIGTERMKeepsAcknowledgedWrites(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
 		t.Fatalf("init: exit %d", code)
 	}
-	unsealWith(t, tr, bin, addr, res.Shares)
+	unsealWith(t, tr, bin, addr, nil)
 	c := apiClient(t, addr, res.RootToken)
 	c.SetMaxRetries(0)
 	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {

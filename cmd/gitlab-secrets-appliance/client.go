@@ -11,12 +11,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"golang.org/x/term"
 )
 
@@ -51,7 +53,7 @@ func newClient(c *cli.Context) (*apiClient, error) {
 // call sends a request and decodes a JSON answer into out. An error answer
 // becomes an error with the appliance's message; no answer at all becomes
 // an exitUnreachable error.
-func (a *apiClient) call(method, path string, in, out any) error {
+func (a *apiClient) call(method, path string, in, out any, token string) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -65,6 +67,9 @@ func (a *apiClient) call(method, path string, in, out any) error {
 		return exit(exitUsage, fmt.Errorf("--address %q: %w", a.addr, err))
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
 	resp, err := a.http.Do(req)
 	if err != nil {
 		return exit(exitUnreachable, fmt.Errorf("no appliance answered at %s: %w; check --address (or %s) and that the node runs", a.addr, err, envAddr))
@@ -122,7 +127,7 @@ func statusAction(c *cli.Context) error {
 		return err
 	}
 	var st appliance.Status
-	if err := cl.call("GET", "status", nil, &st); err != nil {
+	if err := cl.call("GET", "status", nil, &st, ""); err != nil {
 		return err
 	}
 	if asJSON {
@@ -144,12 +149,7 @@ func printStatus(w io.Writer, st appliance.Status) {
 	row("Initialized", st.Initialized)
 	row("Sealed", st.Sealed)
 	for _, m := range st.Seal.Mechanisms {
-		switch m.Type {
-		case "shamir":
-			row("Seal (shamir)", fmt.Sprintf("%d of %d shares unseal; %d submitted; last used: %v", m.Threshold, m.Shares, m.Progress, m.LastUsed))
-		default:
-			row("Seal ("+m.Type+")", fmt.Sprintf("last used: %v", m.LastUsed))
-		}
+		row("Seal ("+m.Type+")", describeMechanism(m))
 	}
 	row("API address", st.APIAddr)
 	row("Cluster address", st.ClusterAddr)
@@ -166,32 +166,101 @@ func initAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	req := appliance.InitRequest{
+		Shares: c.Int("shares"), Threshold: c.Int("threshold"),
+		RecoveryShares: c.Int("recovery-shares"), RecoveryThreshold: c.Int("recovery-threshold"),
+	}
+	if req.PGPKeys, err = readPGPKeys(c.StringSlice("pgp-keys")); err != nil {
+		return err
+	}
+	if req.RecoveryPGPKeys, err = readPGPKeys(c.StringSlice("recovery-pgp-keys")); err != nil {
+		return err
+	}
+	dir, err := prepareShareDir(c)
+	if err != nil {
+		return err
+	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err
 	}
 	var res appliance.InitResult
-	req := appliance.InitRequest{Shares: c.Int("shares"), Threshold: c.Int("threshold")}
-	if err := cl.call("POST", "init", req, &res); err != nil {
+	if err := cl.call("POST", "init", req, &res, ""); err != nil {
 		return err
 	}
 	w := c.App.Writer
+	if dir != "" {
+		files, err := writeShares(dir, "unseal-share", res.UnsealShares)
+		if err == nil {
+			var more []string
+			more, err = writeShares(dir, "recovery-key", res.RecoveryKeys)
+			files = append(files, more...)
+		}
+		if err != nil {
+			// The cluster exists now: the shares must not be lost.
+			fmt.Fprintln(c.App.ErrWriter, "Writing the share files failed; printing them instead.")
+			dir = ""
+		} else {
+			res.UnsealShares, res.RecoveryKeys = files, nil
+		}
+	}
 	if asJSON {
 		printJSON(w, res)
 		return nil
 	}
-	for i, s := range res.Shares {
+	for i, s := range res.UnsealShares {
 		fmt.Fprintf(w, "Unseal share %d: %s\n", i+1, s)
 	}
+	for i, k := range res.RecoveryKeys {
+		fmt.Fprintf(w, "Recovery key %d: %s\n", i+1, k)
+	}
 	fmt.Fprintf(w, "\nInitial root token: %s\n\n", res.RootToken)
-	fmt.Fprintf(w, `The cluster is initialized with %d unseal shares; any %d of them unseal it.
-These shares and this token are shown only now: hand each share to a different
-operator, keep the root token offline, and do not store them together.
-
-The node is sealed. Unseal it by running, once per share (%d times):
-    gitlab-secrets-appliance unseal --address %s
-`, len(res.Shares), res.Threshold, res.Threshold, cl.addr)
+	fmt.Fprintf(w, "The cluster is initialized and this node unsealed itself. Seal mechanisms: %s.\n", strings.Join(res.Mechanisms, ", "))
+	if len(res.UnsealShares) > 0 {
+		when := "unseal a node after every restart"
+		if slices.Contains(res.Mechanisms, seal.MechanismPKCS11) {
+			when = "unseal a node when the HSM cannot"
+		}
+		what := "are shown only now"
+		if dir != "" {
+			what = "are in the files listed above, mode 0600"
+		}
+		fmt.Fprintf(w, `
+Unseal shares: any %d of the %d %s (gitlab-secrets-appliance unseal).
+Recovery keys: any %d authorize generate-root and rekey; they never unseal.
+Shares and recovery keys %s: hand each to a different operator, keep the
+root token offline, and do not store them together.
+`, res.UnsealThreshold, len(res.UnsealShares), when, res.RecoveryThreshold, what)
+	}
 	return nil
+}
+
+// describeMechanism is one status line for a seal mechanism.
+func describeMechanism(m seal.MechanismStatus) string {
+	var parts []string
+	if !m.Enrolled {
+		parts = append(parts, "not enrolled")
+	}
+	switch m.Type {
+	case seal.MechanismPKCS11:
+		if m.KeyLabel != "" {
+			parts = append(parts, "key "+m.KeyLabel)
+		}
+		if m.Healthy != nil && *m.Healthy {
+			parts = append(parts, "healthy")
+		} else if m.Error != "" {
+			parts = append(parts, "unavailable: "+m.Error)
+		}
+	case seal.MechanismShamir:
+		if m.Threshold > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d shares unseal", m.Threshold, m.Shares))
+		}
+		parts = append(parts, fmt.Sprintf("%d submitted", m.Progress))
+	}
+	if m.LastUsed {
+		parts = append(parts, "used for the last unseal")
+	}
+	return strings.Join(parts, "; ")
 }
 
 func unsealAction(c *cli.Context) error {
@@ -208,20 +277,23 @@ func unsealAction(c *cli.Context) error {
 	}
 	var p appliance.UnsealProgress
 	if c.Bool("reset") {
-		err = cl.call("POST", "unseal", map[string]bool{"reset": true}, &p)
+		err = cl.call("POST", "unseal", map[string]bool{"reset": true}, &p, "")
 	} else {
 		share, rerr := readShare(c)
 		if rerr != nil {
 			return rerr
 		}
-		err = cl.call("POST", "unseal", map[string]string{"share": share}, &p)
+		err = cl.call("POST", "unseal", map[string]string{"share": share}, &p, "")
 	}
 	if asJSON {
 		printJSON(c.App.Writer, p)
 	} else if err == nil {
-		if p.Sealed {
+		switch {
+		case p.Sealed && p.Recovered:
+			fmt.Fprintln(c.App.Writer, "The shares recovered the seal key; the node unseals once it has joined its cluster.")
+		case p.Sealed:
 			fmt.Fprintf(c.App.Writer, "Share accepted: %d of %d submitted; the node is still sealed.\n", p.Progress, p.Threshold)
-		} else {
+		default:
 			fmt.Fprintln(c.App.Writer, "The node is unsealed.")
 		}
 	}

@@ -11,6 +11,7 @@ import (
 const (
 	envAddr   = "GITLAB_SECRETS_APPLIANCE_ADDR"
 	envCACert = "GITLAB_SECRETS_APPLIANCE_CACERT"
+	envToken  = "GITLAB_SECRETS_APPLIANCE_TOKEN"
 )
 
 const defaultAddr = "http://127.0.0.1:8200"
@@ -27,6 +28,24 @@ func clientFlags() []cli.Flag {
 
 func formatFlag() cli.Flag {
 	return &cli.StringFlag{Name: "format", Value: "table", Usage: "output format: table or json"}
+}
+
+func shareDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "share-dir", Usage: "write each share (and recovery key) to its own file (mode 0600) in this directory instead of printing it"}
+}
+
+// sealFlags are the flags of the seal subcommands.
+func sealFlags(shares bool) []cli.Flag {
+	f := append(clientFlags(), formatFlag(),
+		&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on sys/appliance/seal (default: $" + envToken + ", or a prompt)"})
+	if shares {
+		f = append(f,
+			&cli.IntFlag{Name: "shares", Usage: "number of new Shamir shares (default: the config's)"},
+			&cli.IntFlag{Name: "threshold", Usage: "shares needed to unseal (default: the config's)"},
+			&cli.StringSliceFlag{Name: "pgp-keys", Usage: "files of base64 PGP public keys, one per share"},
+			shareDirFlag())
+	}
+	return f
 }
 
 func newApp() *cli.App {
@@ -71,21 +90,58 @@ func newApp() *cli.App {
 			},
 			{
 				Name:  "init",
-				Usage: "initialize a new cluster and print its unseal shares and root token, once",
+				Usage: "initialize a new cluster: enroll every configured seal mechanism and print the shares, recovery keys and root token, once",
 				Flags: append(clientFlags(), formatFlag(),
-					&cli.IntFlag{Name: "shares", Usage: "number of unseal shares (default: the config's seal.shamir.shares)"},
+					&cli.IntFlag{Name: "shares", Usage: "number of Shamir unseal shares (default: the config's seal.shamir.shares)"},
 					&cli.IntFlag{Name: "threshold", Usage: "shares needed to unseal (default: the config's seal.shamir.threshold)"},
+					&cli.StringSliceFlag{Name: "pgp-keys", Usage: "files of base64 PGP public keys, one per share, to encrypt each share to its operator"},
+					&cli.IntFlag{Name: "recovery-shares", Usage: "number of OpenBao recovery keys (for generate-root; default 5)"},
+					&cli.IntFlag{Name: "recovery-threshold", Usage: "recovery keys needed (default 3)"},
+					&cli.StringSliceFlag{Name: "recovery-pgp-keys", Usage: "files of base64 PGP public keys, one per recovery key"},
+					shareDirFlag(),
 				),
 				Action: initAction,
 			},
 			{
 				Name:      "unseal",
-				Usage:     "submit one unseal share, read from standard input or a prompt (never from arguments)",
+				Usage:     "submit one Shamir unseal share, read from standard input or a prompt (never from arguments)",
 				ArgsUsage: " ",
 				Flags: append(clientFlags(), formatFlag(),
 					&cli.BoolFlag{Name: "reset", Usage: "discard the shares submitted so far"},
 				),
 				Action: unsealAction,
+			},
+			{
+				Name:  "seal",
+				Usage: "change the seal mechanisms of an unsealed cluster (on the active node; token with sudo on " + "sys/appliance/seal)",
+				Subcommands: []*cli.Command{
+					{
+						Name:   "rotate-shares",
+						Usage:  "replace the seal key and issue new Shamir shares; every earlier share is void",
+						Flags:  sealFlags(true),
+						Action: sealAction("rotate-shares"),
+					},
+					{
+						Name:      "add",
+						Usage:     "enroll a mechanism: pkcs11 (this node's configured HSM) or shamir (new shares)",
+						ArgsUsage: "pkcs11|shamir",
+						Flags:     sealFlags(true),
+						Action:    sealAction("add"),
+					},
+					{
+						Name:      "remove",
+						Usage:     "stop a mechanism from opening the cluster (the seal key is replaced; removing pkcs11 issues new shares)",
+						ArgsUsage: "pkcs11|shamir",
+						Flags:     sealFlags(true),
+						Action:    sealAction("remove"),
+					},
+					{
+						Name:   "rewrap-hsm",
+						Usage:  "wrap the seal key with the HSM key the config names now (after an HSM key change)",
+						Flags:  sealFlags(false),
+						Action: sealAction("rewrap-hsm"),
+					},
+				},
 			},
 			{
 				Name:   "status",

@@ -59,6 +59,14 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+// RemoveBuild deletes the binary Binary built, if any; call it from
+// TestMain after m.Run.
+func RemoveBuild() {
+	if buildPath != "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
