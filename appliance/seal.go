@@ -106,7 +106,8 @@ func (a *Appliance) unsealLoop(ctx context.Context) {
 }
 
 func sealedHint(err error) string {
-	if errors.Is(err, seal.ErrLocked) {
+	// OpenBao's NonFatalError does not unwrap: match the message.
+	if strings.Contains(err.Error(), seal.ErrLocked.Error()) {
 		return "waiting for the HSM or for Shamir shares (`gitlab-secrets-appliance unseal`)"
 	}
 	return "unseal failed; retrying"

@@ -1,0 +1,211 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// hsmSeal is the seal section for a node using token s with key label.
+func hsmSeal(t *testing.T, s *harness.SoftHSM, dir, keyLabel string, shamir bool) string {
+	t.Helper()
+	out := fmt.Sprintf(`seal {
+  pkcs11 {
+    library     = %q
+    token_label = %q
+    pin_file    = %q
+    key_label   = %q
+  }
+`, s.Library, s.TokenLabel, s.WritePINFile(t, dir), keyLabel)
+	if shamir {
+		out += "  shamir {\n    shares    = 3\n    threshold = 2\n  }\n"
+	}
+	return out + "}\n"
+}
+
+func mechanism(st statusOutput, typ string) (m struct {
+	Type      string `json:"type"`
+	Enrolled  bool   `json:"enrolled"`
+	Healthy   *bool  `json:"healthy"`
+	LastUsed  bool   `json:"last_used"`
+	Error     string `json:"error"`
+	Threshold int    `json:"threshold"`
+	Shares    int    `json:"shares"`
+	Progress  int    `json:"progress"`
+}, ok bool) {
+	for _, x := range st.Seal.Mechanisms {
+		if x.Type == typ {
+			return x, true
+		}
+	}
+	return m, false
+}
+
+func submitShares(t *testing.T, tr *harness.Transcript, bin, addr string, shares ...string) {
+	t.Helper()
+	for _, s := range shares {
+		if out, errOut, code := harness.Run(t, tr, []byte(s+"\n"), bin, "unseal", "--address", addr); code != 0 {
+			t.Fatalf("unseal: exit %d: %s %s", code, out, errOut)
+		}
+	}
+}
+
+// The issue's main path: HSM and Shamir configured; the HSM unseals at
+// every restart; without the token the node stays sealed and says why;
+// shares open it; with the token back it unseals by itself again. Then the
+// shares are rotated (old ones void), and with the HSM gone from the
+// config Shamir alone still works.
+func TestHSMAndSharesEachUnseal(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", hsmSeal(t, hsm, dir, "kek", true))
+	start := func() *harness.Node {
+		n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+		n.WaitServing(t, tr)
+		return n
+	}
+	stop := func(n *harness.Node) {
+		t.Helper()
+		if code := n.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {
+			t.Fatalf("SIGTERM: exit %d", code)
+		}
+	}
+
+	n := start()
+	res := initCluster(t, bin, addr)
+	if len(res.Shares) != 3 || res.Threshold != 2 {
+		t.Fatalf("init: %d shares, threshold %d", len(res.Shares), res.Threshold)
+	}
+	st := waitState(t, tr, bin, addr, "active")
+	if p, _ := mechanism(st, "pkcs11"); !p.Enrolled || p.Healthy == nil || !*p.Healthy {
+		t.Fatalf("after init: %+v", st.Seal)
+	}
+	const secretValue = "s3cret-7a1b93"
+	c := apiClient(t, addr, res.RootToken)
+	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KVv2("kv").Put(context.Background(), "db", map[string]interface{}{"password": secretValue}); err != nil {
+		t.Fatal(err)
+	}
+	stop(n)
+
+	// Restart: the HSM unseals, no human involved.
+	n = start()
+	st = waitState(t, tr, bin, addr, "active")
+	if p, _ := mechanism(st, "pkcs11"); !p.LastUsed {
+		t.Fatalf("restart with the HSM: not unsealed by it: %+v", st.Seal)
+	}
+	stop(n)
+
+	// The token is gone: sealed, and status says why.
+	hsm.RemoveToken(t)
+	n = start()
+	st, code := status(t, tr, bin, addr)
+	p, _ := mechanism(st, "pkcs11")
+	if code != 2 || st.State != "sealed" || p.Healthy == nil || *p.Healthy || !strings.Contains(p.Error, "token was not found") {
+		t.Fatalf("without the token: exit %d %+v", code, st.Seal)
+	}
+	harness.Eventually(t, time.Minute, "the log to say why the node is sealed", func() bool {
+		return strings.Contains(n.Output.String(), "waiting for the HSM or for Shamir shares")
+	})
+	submitShares(t, tr, bin, addr, res.Shares[0])
+	st, _ = status(t, tr, bin, addr)
+	if s, _ := mechanism(st, "shamir"); !st.Sealed || s.Progress != 1 {
+		t.Fatalf("after T-1 shares: %+v", st)
+	}
+	submitShares(t, tr, bin, addr, res.Shares[2])
+	st = waitState(t, tr, bin, addr, "active")
+	if s, _ := mechanism(st, "shamir"); !s.LastUsed {
+		t.Fatalf("unsealed by shares: %+v", st.Seal)
+	}
+	if got, err := c.KVv2("kv").Get(context.Background(), "db"); err != nil || got.Data["password"] != secretValue {
+		t.Fatalf("secret after unseal by shares: %v", err)
+	}
+	stop(n)
+
+	// The token is back: the next restart unseals by itself.
+	hsm.RestoreToken(t)
+	n = start()
+	st = waitState(t, tr, bin, addr, "active")
+	if p, _ := mechanism(st, "pkcs11"); !p.LastUsed {
+		t.Fatalf("HSM restored: %+v", st.Seal)
+	}
+
+	// Rotate the shares: old ones void, new ones work.
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
+	shareDir := filepath.Join(dir, "new-shares")
+	out, errOut, code := harness.Run(t, tr, nil, bin, "seal", "rotate-shares", "--address", addr, "--token-file", tokenFile,
+		"--shares", "4", "--threshold", "3", "--share-dir", shareDir)
+	if code != 0 || !strings.Contains(out, "pkcs11, shamir") {
+		t.Fatalf("rotate-shares: exit %d: %s %s", code, out, errOut)
+	}
+	var newShares []string
+	for i := 1; i <= 4; i++ {
+		f := filepath.Join(shareDir, fmt.Sprintf("unseal-share-g2-%d", i))
+		b, err := os.ReadFile(f)
+		if st, _ := os.Stat(f); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("share file %s: %v", f, err)
+		}
+		newShares = append(newShares, strings.TrimSpace(string(b)))
+	}
+	stop(n)
+
+	// HSM taken out of the config: Shamir alone.
+	replaceSeal(t, cfg, "seal {\n  shamir {}\n}\n")
+	n = start()
+	st, _ = status(t, tr, bin, addr)
+	if p, _ := mechanism(st, "pkcs11"); st.State != "sealed" || !p.Enrolled || !strings.Contains(p.Error, "no seal \"pkcs11\" block") {
+		t.Fatalf("without HSM config: %+v", st)
+	}
+	if _, errOut, code := harness.Run(t, tr, []byte(res.Shares[1]+"\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, "voided by a share rotation") {
+		t.Fatalf("old share after rotation: exit %d: %s", code, errOut)
+	}
+	submitShares(t, tr, bin, addr, newShares[0], newShares[3], newShares[1])
+	waitState(t, tr, bin, addr, "active")
+	if got, err := c.KVv2("kv").Get(context.Background(), "db"); err != nil || got.Data["password"] != secretValue {
+		t.Fatalf("secret after Shamir-only unseal: %v", err)
+	}
+	stop(n)
+
+	scanForSecrets(t, tr.String()+readAll(t, dir, "audit.log"), append(append([]string{secretValue, hsm.PIN, res.RootToken}, res.Shares...), newShares...))
+}
+
+// replaceSeal swaps the seal section of a config written by nodeConfig.
+func replaceSeal(t *testing.T, cfg, section string) {
+	t.Helper()
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, _ := strings.Cut(string(b), "seal {")
+	if err := os.WriteFile(cfg, []byte(head+section), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAll(t *testing.T, dir, name string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, name))
+	return string(b)
+}
+
+func scanForSecrets(t *testing.T, haystack string, secrets []string) {
+	t.Helper()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(haystack, s) {
+			t.Errorf("a secret value, share, PIN or token appears in a log or output (%d chars)", len(s))
+		}
+	}
+}
