@@ -1,6 +1,9 @@
 package seal
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // MechanismStatus is one mechanism's state on this node. No field holds
 // key material, a share or a PIN.
@@ -65,6 +68,14 @@ func (s *Seal) Status(ctx context.Context, shamirConfigured bool) Status {
 			m.Healthy = &ok
 			if err != nil {
 				m.Error = err.Error()
+			} else if cfgLabel := s.opts.HSM.KeyLabel; cfgLabel != label {
+				// Unwrapping uses the key the cluster recorded; the
+				// configured one is for the next wrap (rewrap-hsm).
+				if cerr := s.checkHSM(ctx, cfgLabel); cerr != nil {
+					m.Error = fmt.Sprintf("seal.pkcs11.key_label %q is not usable (%v); the seal key is wrapped with %q, which works: fix the config, or create the key and run `seal rewrap-hsm`", cfgLabel, cerr, label)
+				} else {
+					m.Error = fmt.Sprintf("seal.pkcs11.key_label is %q but the seal key is still wrapped with %q: run `seal rewrap-hsm`", cfgLabel, label)
+				}
 			}
 		} else {
 			m.Error = "this node has no seal \"pkcs11\" block configured"

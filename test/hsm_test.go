@@ -209,3 +209,181 @@ func scanForSecrets(t *testing.T, haystack string, secrets []string) {
 		}
 	}
 }
+
+// Every node can unseal with either mechanism: a second node with the HSM
+// configured joins and unseals by itself; a third without it joins with
+// operators' shares. After a restart the third waits for shares again.
+func TestJoiningNodesUnsealByHSMAndByShares(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	cfg1, addr1 := nodeConfig(t, dir, "node-1", "127.0.0.1", "", hsmSeal(t, hsm, dir, "kek", true))
+	cfg2, addr2 := nodeConfig(t, dir, "node-2", "127.0.0.2", addr1, hsmSeal(t, hsm, dir, "kek", true))
+	cfg3, addr3 := nodeConfig(t, dir, "node-3", "127.0.0.3", addr1, "seal {\n  shamir {}\n}\n")
+
+	n1 := harness.StartNode(t, tr, bin, cfg1, addr1, hsm.Env()...)
+	n1.WaitServing(t, tr)
+	res := initCluster(t, bin, addr1)
+	waitState(t, tr, bin, addr1, "active")
+
+	n2 := harness.StartNode(t, tr, bin, cfg2, addr2, hsm.Env()...)
+	n2.WaitServing(t, tr)
+	st := waitState(t, tr, bin, addr2, "standby")
+	if p, _ := mechanism(st, "pkcs11"); !p.LastUsed {
+		t.Fatalf("node-2 did not unseal by the HSM: %+v", st.Seal)
+	}
+
+	n3 := harness.StartNode(t, tr, bin, cfg3, addr3)
+	n3.WaitServing(t, tr)
+	if st, _ := status(t, tr, bin, addr3); st.Initialized {
+		t.Fatalf("node-3 joined without a key: %+v", st)
+	}
+	submitShares(t, tr, bin, addr3, res.Shares[1], res.Shares[0])
+	st = waitState(t, tr, bin, addr3, "standby")
+	if s, _ := mechanism(st, "shamir"); !s.LastUsed {
+		t.Fatalf("node-3 did not unseal by shares: %+v", st.Seal)
+	}
+
+	// Writes through any node reach all three.
+	c3 := apiClient(t, addr3, res.RootToken)
+	if err := c3.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c3.KVv2("kv").Put(context.Background(), "x", map[string]interface{}{"v": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := apiClient(t, addr2, res.RootToken).KVv2("kv").Get(context.Background(), "x"); err != nil || got.Data["v"] != "1" {
+		t.Fatalf("read through node-2: %v", err)
+	}
+
+	// node-3 restarts: it has storage now and waits for shares again.
+	if code := n3.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {
+		t.Fatalf("SIGTERM node-3: exit %d", code)
+	}
+	n3 = harness.StartNode(t, tr, bin, cfg3, addr3)
+	n3.WaitServing(t, tr)
+	if st, code := status(t, tr, bin, addr3); code != 2 || st.State != "sealed" || !st.Initialized {
+		t.Fatalf("node-3 restarted: exit %d %+v", code, st)
+	}
+	submitShares(t, tr, bin, addr3, res.Shares[2], res.Shares[1])
+	waitState(t, tr, bin, addr3, "standby")
+	for _, n := range []*harness.Node{n3, n2, n1} {
+		n.Signal(t, syscall.SIGTERM, time.Minute)
+	}
+	scanForSecrets(t, tr.String(), append([]string{hsm.PIN, res.RootToken}, res.Shares...))
+}
+
+// Wrong PIN, wrong key label, missing library, a corrupted share, a share
+// of another cluster: each its own message; nothing changes on disk.
+func TestSealErrorsChangeNothing(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	good := hsmSeal(t, hsm, dir, "kek", true)
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", good)
+	n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr)
+	waitState(t, tr, bin, addr, "active")
+	n.Signal(t, syscall.SIGTERM, time.Minute)
+	before := snapshotDir(t, filepath.Join(dir, "node-1"))
+
+	badPIN := filepath.Join(dir, "bad-pin")
+	os.WriteFile(badPIN, []byte("not-the-pin-93\n"), 0o600)
+	t.Run("wrong PIN", func(t *testing.T) {
+		replaceSeal(t, cfg, strings.Replace(good, hsm.WritePINFile(t, dir), badPIN, 1))
+		n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+		n.WaitServing(t, tr)
+		st, code := status(t, tr, bin, addr)
+		p, _ := mechanism(st, "pkcs11")
+		if code != 2 || st.State != "sealed" || !strings.Contains(p.Error, "the HSM refused the PIN") {
+			t.Fatalf("exit %d, pkcs11 %+v", code, p)
+		}
+		n.Signal(t, syscall.SIGTERM, time.Minute)
+	})
+	// Unwrapping uses the key the cluster recorded, so a wrong key_label
+	// does not lock the cluster out; status names the mistake.
+	t.Run("wrong key label", func(t *testing.T) {
+		replaceSeal(t, cfg, strings.Replace(good, `key_label   = "kek"`, `key_label   = "other-key"`, 1))
+		n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+		n.WaitServing(t, tr)
+		st := waitState(t, tr, bin, addr, "active")
+		p, _ := mechanism(st, "pkcs11")
+		if !p.LastUsed || !strings.Contains(p.Error, `seal.pkcs11.key_label "other-key" is not usable`) || !strings.Contains(p.Error, `no secret key labelled "other-key"`) {
+			t.Fatalf("pkcs11 %+v", p)
+		}
+		n.Signal(t, syscall.SIGTERM, time.Minute)
+	})
+	t.Run("init with a wrong key label", func(t *testing.T) {
+		fresh, freshAddr := nodeConfig(t, dir, "fresh", "127.0.0.5", "", strings.Replace(good, `key_label   = "kek"`, `key_label   = "nokey"`, 1))
+		n := harness.StartNode(t, tr, bin, fresh, freshAddr, hsm.Env()...)
+		n.WaitServing(t, tr)
+		_, errOut, code := harness.Run(t, tr, nil, bin, "init", "--address", freshAddr)
+		if code != 1 || !strings.Contains(errOut, `no secret key labelled "nokey"`) {
+			t.Fatalf("init: exit %d: %s", code, errOut)
+		}
+		if st, _ := status(t, tr, bin, freshAddr); st.Initialized {
+			t.Fatal("a failed init left the node initialized")
+		}
+		n.Signal(t, syscall.SIGTERM, time.Minute)
+	})
+	t.Run("missing library", func(t *testing.T) {
+		replaceSeal(t, cfg, strings.Replace(good, hsm.Library, "/nonexistent/libsofthsm2.so", 1))
+		_, errOut, code := harness.Run(t, tr, nil, bin, "server", "--config", cfg)
+		if code != 3 || !strings.Contains(errOut, "seal.pkcs11.library: cannot read /nonexistent/libsofthsm2.so") {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+	})
+
+	// Shares: a corrupted one and one of another cluster are refused
+	// one by one; progress is untouched.
+	replaceSeal(t, cfg, "seal {\n  shamir {}\n}\n")
+	n = harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	corrupt := []byte(res.Shares[0])
+	corrupt[len(corrupt)/2] = map[bool]byte{true: 'A', false: 'B'}[corrupt[len(corrupt)/2] != 'A']
+	otherCfg, otherAddr := nodeConfig(t, dir, "other", "127.0.0.4", "", "")
+	other := harness.StartNode(t, tr, bin, otherCfg, otherAddr)
+	other.WaitServing(t, tr)
+	otherRes := initCluster(t, bin, otherAddr)
+	for _, tc := range []struct{ share, want string }{
+		{string(corrupt), "corrupted"},
+		{otherRes.Shares[0], "belongs to another cluster"},
+		{res.Shares[0][:20], "malformed"},
+	} {
+		if _, errOut, code := harness.Run(t, tr, []byte(tc.share+"\n"), bin, "unseal", "--address", addr); code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Fatalf("share (%s): exit %d: %s", tc.want, code, errOut)
+		}
+	}
+	st, _ := status(t, tr, bin, addr)
+	if s, _ := mechanism(st, "shamir"); s.Progress != 0 || !st.Sealed {
+		t.Fatalf("refused shares changed the progress: %+v", st.Seal)
+	}
+	n.Signal(t, syscall.SIGTERM, time.Minute)
+	other.Signal(t, syscall.SIGTERM, time.Minute)
+	if after := snapshotDir(t, filepath.Join(dir, "node-1")); after != before {
+		t.Fatalf("the failed attempts changed the seal state on disk:\nbefore %s\nafter  %s", before, after)
+	}
+	scanForSecrets(t, tr.String(), append([]string{hsm.PIN, "not-the-pin-93", res.RootToken}, res.Shares...))
+}
+
+// snapshotDir returns what must not change: the seal header of the stored
+// keys (cluster, generation, KEK check, mechanisms) as it lies in the Raft
+// FSM's database file.
+func snapshotDir(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "vault.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(b), `{"v":1,"cluster":`)
+	if i < 0 {
+		t.Fatal("no seal header in the data dir")
+	}
+	j := strings.Index(string(b[i:]), "}")
+	return string(b[i : i+j])
+}
