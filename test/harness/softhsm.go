@@ -97,3 +97,10 @@ func (s *SoftHSM) run(t testing.TB, name string, args ...string) {
 		t.Fatalf("%s %s: %v\n%s", name, args[0], err, strings.ReplaceAll(string(out), s.PIN, "<pin>"))
 	}
 }
+
+// DeleteKey removes the secret key labelled label from the token.
+func (s *SoftHSM) DeleteKey(t testing.TB, label string) {
+	t.Helper()
+	s.run(t, "pkcs11-tool", "--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN,
+		"--delete-object", "--type", "secrkey", "--label", label)
+}

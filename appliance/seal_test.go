@@ -1,0 +1,122 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+func hsmConfig(t *testing.T, s *harness.SoftHSM, keyLabel string) *PKCS11Seal {
+	t.Helper()
+	return &PKCS11Seal{Library: s.Library, TokenLabel: s.TokenLabel, PINFile: s.WritePINFile(t, t.TempDir()), KeyLabel: keyLabel}
+}
+
+func enrolled(st Status) []string {
+	var out []string
+	for _, m := range st.Seal.Mechanisms {
+		if m.Enrolled {
+			out = append(out, m.Type)
+		}
+	}
+	return out
+}
+
+func lastUsed(st Status) string {
+	for _, m := range st.Seal.Mechanisms {
+		if m.LastUsed {
+			return m.Type
+		}
+	}
+	return ""
+}
+
+// Each seal change, then a restart that proves what it left: remove
+// Shamir (HSM only), add Shamir back, remove the HSM (new shares), add
+// the HSM back, re-wrap with a new HSM key after the old one is deleted.
+func TestSealMechanismChanges(t *testing.T) {
+	hsm := harness.NewSoftHSM(t, "appliance")
+	hsm.GenerateAESKey(t, "kek-1")
+	t.Setenv("SOFTHSM2_CONF", hsm.Conf)
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	cfg.Seal = &Seal{PKCS11: hsmConfig(t, hsm, "kek-1"), Shamir: &ShamirSeal{Shares: 3, Threshold: 2}}
+	ctx := context.Background()
+	restart := func(a *Appliance) *Appliance {
+		t.Helper()
+		a.Close()
+		return startNode(t, cfg)
+	}
+
+	a := startNode(t, cfg)
+	res := initAndUnseal(t, a)
+	if got := enrolled(a.Status(ctx)); !slices.Equal(got, []string{"pkcs11", "shamir"}) {
+		t.Fatalf("after init: %v", got)
+	}
+
+	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "shamir"}); err != nil {
+		t.Fatal(err)
+	}
+	a = restart(a)
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(ctx); !slices.Equal(enrolled(st), []string{"pkcs11"}) || lastUsed(st) != "pkcs11" {
+		t.Fatalf("HSM only: %+v", st.Seal)
+	}
+	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err == nil {
+		t.Fatal("removed the last mechanism")
+	}
+
+	added, err := a.AddMechanism(ctx, SealChange{Mechanism: "shamir", Shares: 2, Threshold: 2})
+	if err != nil || len(added.UnsealShares) != 2 {
+		t.Fatalf("add shamir: %v", err)
+	}
+	removed, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "pkcs11"})
+	if err != nil || len(removed.UnsealShares) != 2 || !slices.Equal(removed.Mechanisms, []string{"shamir"}) {
+		t.Fatalf("remove pkcs11: %v %+v", err, removed)
+	}
+	a = restart(a)
+	if st := a.Status(ctx); st.State != StateSealed {
+		t.Fatalf("with the HSM removed the node unsealed by itself: %+v", st.Seal)
+	}
+	if _, err := a.Unseal(ctx, added.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
+		t.Fatalf("share voided by the HSM removal: %v", err)
+	}
+	if _, err := a.Unseal(ctx, res.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
+		t.Fatalf("share from init: %v", err)
+	}
+	unsealWithShares(t, a, removed.UnsealShares...)
+
+	if _, err := a.AddMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err != nil {
+		t.Fatal(err)
+	}
+	a = restart(a)
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// HSM key change: new key, config names it, rewrap, old key deleted.
+	hsm.GenerateAESKey(t, "kek-2")
+	cfg.Seal.PKCS11.KeyLabel = "kek-2"
+	a = restart(a) // still unseals with kek-1, which the cluster recorded
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RewrapHSM(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hsm.DeleteKey(t, "kek-1")
+	a = restart(a)
+	if err := a.WaitUnsealed(ctx); err != nil {
+		t.Fatalf("after rewrap and deleting the old key: %v", err)
+	}
+	for _, m := range a.Status(ctx).Seal.Mechanisms {
+		if m.Type == "pkcs11" && (m.KeyLabel != "kek-2" || !m.LastUsed || m.Error != "") {
+			t.Fatalf("after rewrap: %+v", m)
+		}
+	}
+}
