@@ -217,7 +217,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", h)
+		mux.Handle("/", a.baoCompat(h))
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,

@@ -480,3 +480,42 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 		t.Fatalf("generate-root did not complete: %+v", st)
 	}
 }
+
+// The bao CLI's calls: sys/init enrolls the seal and returns the shares,
+// sys/unseal takes them (hex or base64) after a restart.
+func TestBaoCompatInitAndUnseal(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	a := startNode(t, cfg)
+	c := client(t, a, "")
+	init, err := c.Sys().Init(&api.InitRequest{SecretShares: 3, SecretThreshold: 2, RecoveryShares: 1, RecoveryThreshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(init.Keys) != 3 || len(init.KeysB64) != 3 || len(init.RecoveryKeysB64) != 1 || init.RootToken == "" {
+		t.Fatalf("sys/init answer: %d keys, %d base64, %d recovery", len(init.Keys), len(init.KeysB64), len(init.RecoveryKeysB64))
+	}
+	if err := a.WaitUnsealed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Sys().Init(&api.InitRequest{SecretShares: 1, SecretThreshold: 1}); err == nil {
+		t.Fatal("second sys/init accepted")
+	}
+	a.Close()
+
+	b := startNode(t, cfg)
+	c = client(t, b, "")
+	st, err := c.Sys().Unseal(init.Keys[2])
+	if err != nil || !st.Sealed || st.Progress != 1 || st.T != 2 || st.N != 3 {
+		t.Fatalf("sys/unseal hex share: %v %+v", err, st)
+	}
+	if _, err := c.Sys().Unseal(init.KeysB64[2]); err == nil || !strings.Contains(err.Error(), "already submitted") {
+		t.Fatalf("duplicate share through sys/unseal: %v", err)
+	}
+	if st, err = c.Sys().Unseal(init.KeysB64[0]); err != nil || st.Sealed {
+		t.Fatalf("sys/unseal second share: %v %+v", err, st)
+	}
+	if st, err := c.Sys().SealStatus(); err != nil || st.Sealed || !st.Initialized {
+		t.Fatalf("sys/seal-status: %v %+v", err, st)
+	}
+}

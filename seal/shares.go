@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -62,7 +63,11 @@ func (s share) encode() string {
 
 func decodeShare(text string) (share, error) {
 	var s share
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text))
+	text = strings.TrimSpace(text)
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		b, err = hex.DecodeString(text) // as bao prints "keys"
+	}
 	if err != nil || len(b) != shareSize || b[0] != shareVersion {
 		return s, ErrMalformedShare
 	}

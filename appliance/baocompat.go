@@ -1,0 +1,124 @@
+package appliance
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+)
+
+// baoCompat answers the two bao API writes whose meaning multi-unseal
+// changes, so `bao operator init` and `bao operator unseal` work against
+// the appliance: sys/init enrolls every configured seal mechanism (as
+// Init), sys/unseal takes a Shamir share of the seal key (as Unseal).
+// Everything else, reads of these paths included, goes to OpenBao.
+func (a *Appliance) baoCompat(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, m := range []string{"PUT", "POST"} {
+		mux.HandleFunc(m+" /v1/sys/init", a.handleBaoInit)
+		mux.HandleFunc(m+" /v1/sys/unseal", a.handleBaoUnseal)
+	}
+	mux.Handle("/", next)
+	return mux
+}
+
+func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		SecretShares      int      `json:"secret_shares"`
+		SecretThreshold   int      `json:"secret_threshold"`
+		PGPKeys           []string `json:"pgp_keys"`
+		RecoveryShares    int      `json:"recovery_shares"`
+		RecoveryThreshold int      `json:"recovery_threshold"`
+		RecoveryPGPKeys   []string `json:"recovery_pgp_keys"`
+		RootTokenPGPKey   string   `json:"root_token_pgp_key"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.RootTokenPGPKey != "" {
+		writeError(w, http.StatusBadRequest, errors.New("root_token_pgp_key is not supported by the appliance"))
+		return
+	}
+	res, err := a.Init(r.Context(), InitRequest{
+		Shares: req.SecretShares, Threshold: req.SecretThreshold, PGPKeys: req.PGPKeys,
+		RecoveryShares: req.RecoveryShares, RecoveryThreshold: req.RecoveryThreshold, RecoveryPGPKeys: req.RecoveryPGPKeys,
+	})
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, ErrAlreadyInitialized) {
+			code = http.StatusConflict
+		}
+		writeError(w, code, err)
+		return
+	}
+	out := map[string]any{
+		"keys": hexOf(res.UnsealShares), "keys_base64": nonNil(res.UnsealShares),
+		"recovery_keys": hexOf(res.RecoveryKeys), "recovery_keys_base64": nonNil(res.RecoveryKeys),
+		"root_token": res.RootToken,
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Key     string `json:"key"`
+		Reset   bool   `json:"reset"`
+		Migrate bool   `json:"migrate"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Migrate:
+		writeError(w, http.StatusBadRequest, errors.New("seal migration does not apply: the appliance changes seal mechanisms with `gitlab-secrets-appliance seal`"))
+		return
+	case req.Reset:
+		a.ResetUnseal()
+	case req.Key == "":
+		writeError(w, http.StatusBadRequest, errors.New("'key' must be specified in request body as JSON, or 'reset' set to true"))
+		return
+	default:
+		if _, err := a.Unseal(r.Context(), req.Key); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, a.baoSealStatus(r))
+}
+
+// baoSealStatus is sys/seal-status's answer, with t, n and progress of
+// the Shamir shares of the seal key.
+func (a *Appliance) baoSealStatus(r *http.Request) map[string]any {
+	st := a.Status(r.Context())
+	out := map[string]any{
+		"type": seal.Type.String(), "initialized": st.Initialized, "sealed": st.Sealed,
+		"t": 0, "n": 0, "progress": 0, "nonce": "", "version": OpenBaoVersion,
+		"migration": false, "recovery_seal": true, "storage_type": "raft",
+	}
+	for _, m := range st.Seal.Mechanisms {
+		if m.Type == seal.MechanismShamir {
+			out["t"], out["n"], out["progress"] = m.Threshold, m.Shares, m.Progress
+		}
+	}
+	return out
+}
+
+func hexOf(b64 []string) []string {
+	out := []string{}
+	for _, s := range b64 {
+		if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+			out = append(out, hex.EncodeToString(b))
+		}
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
