@@ -3,9 +3,11 @@
 // prints the figures and the ratio appliance/openbao. `make bench` runs it.
 //
 // Both servers run as processes on loopback, single node, Raft storage,
-// Shamir 1-of-1, plain HTTP, and are driven through the same bao API
-// calls. The phases alternate between the two so drift in the machine's
-// load hits both alike.
+// plain HTTP, driven through the same bao API calls: each once with
+// Shamir 1-of-1 (KV load, start to unsealed by a share) and once with
+// its PKCS#11 seal on the same SoftHSM2 token (start to unsealed by the
+// HSM). The phases alternate between the servers so drift in the
+// machine's load hits both alike.
 package main
 
 import (
@@ -18,6 +20,8 @@ import (
 	"slices"
 	"text/tabwriter"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 func main() {
@@ -43,7 +47,8 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 	if peerBin == "" {
 		peerBin = filepath.Join(workDir, "openbao-server")
 		fmt.Fprintln(os.Stderr, "building the stock OpenBao server from the same module ...")
-		cmd := exec.Command("go", "build", "-ldflags", "-s -w -X github.com/openbao/openbao/version.fullVersion=2.4.0", "-o", peerBin, "./test/bench/openbao")
+		// -tags hsm: OpenBao's own PKCS#11 seal, to compare HSM unseals.
+		cmd := exec.Command("go", "build", "-tags", "hsm", "-ldflags", "-s -w -X github.com/openbao/openbao/version.fullVersion=2.4.0", "-o", peerBin, "./test/bench/openbao")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building the peer: %w", err)
@@ -52,14 +57,35 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 2 * workers, MaxIdleConnsPerHost: workers, Proxy: nil,
 	}}
+	hsm, err := harness.CreateSoftHSM(filepath.Join(workDir, "softhsm"), "bench")
+	if err != nil {
+		return err
+	}
+	for _, k := range []string{"appliance-kek", "openbao-kek"} {
+		if err := hsm.GenerateKey(k); err != nil {
+			return err
+		}
+	}
+	pinFile := filepath.Join(workDir, "softhsm", "pin")
+	if err := os.WriteFile(pinFile, []byte(hsm.PIN), 0o600); err != nil {
+		return err
+	}
+	applianceHSM := fmt.Sprintf("seal {\n  pkcs11 {\n    library = %q\n    token_label = %q\n    pin_file = %q\n    key_label = \"appliance-kek\"\n  }\n  shamir {\n    shares = 1\n    threshold = 1\n  }\n}\n",
+		hsm.Library, hsm.TokenLabel, pinFile)
+	openbaoHSM := fmt.Sprintf("seal \"pkcs11\" {\n  lib = %q\n  token_label = %q\n  pin = %q\n  key_label = \"openbao-kek\"\n  mechanism = \"CKM_AES_GCM\"\n}\n",
+		hsm.Library, hsm.TokenLabel, hsm.PIN)
 	var targets []*target
-	for _, s := range []struct{ name, bin string }{{"appliance", appBin}, {"openbao", peerBin}} {
-		t, err := newTarget(s.name, s.bin, filepath.Join(workDir, s.name), client)
+	for _, s := range []struct{ name, kind, bin, seal string }{
+		{"appliance", "appliance", appBin, ""}, {"openbao", "openbao", peerBin, ""},
+		{"appliance-hsm", "appliance", appBin, applianceHSM}, {"openbao-hsm", "openbao", peerBin, openbaoHSM},
+	} {
+		t, err := newTarget(s.name, s.kind, s.bin, filepath.Join(workDir, s.name), client, s.seal, hsm.Env())
 		if err != nil {
 			return err
 		}
 		targets = append(targets, t)
 	}
+	shamirTargets := targets[:2]
 	defer func() {
 		for _, t := range targets {
 			t.stop()
@@ -74,15 +100,18 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 			return err
 		}
 		m[t.name].binary = st.Size()
-		// First boot initializes, mounts KV v2 and writes the keys.
+		// First boot initializes (and for the KV servers mounts KV v2 and
+		// writes the keys).
 		if _, err := t.bootToServing(); err != nil {
 			return err
 		}
-		if err := t.mountKV(); err != nil {
-			return err
-		}
-		if err := prepopulate(t); err != nil {
-			return err
+		if !t.hsm {
+			if err := t.mountKV(); err != nil {
+				return err
+			}
+			if err := prepopulate(t); err != nil {
+				return err
+			}
 		}
 		if err := t.stop(); err != nil {
 			return err
@@ -103,13 +132,13 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 		}
 	}
 
-	for _, t := range targets {
+	for _, t := range shamirTargets {
 		if _, err := t.bootToServing(); err != nil {
 			return err
 		}
 	}
 	time.Sleep(3 * time.Second) // let both settle before reading idle RSS
-	for _, t := range targets {
+	for _, t := range shamirTargets {
 		rss, err := t.rssBytes()
 		if err != nil {
 			return err
@@ -119,12 +148,12 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 
 	fmt.Fprintf(os.Stderr, "load: %d rounds x %s per phase per server, %d clients ...\n", rounds, d, workers)
 	for range rounds {
-		for _, t := range targets {
+		for _, t := range shamirTargets {
 			m[t.name].write.add(runLoad(t, workers, d, kvWrite))
 			m[t.name].read.add(runLoad(t, workers, d, kvRead))
 		}
 	}
-	report(m["appliance"], m["openbao"], workers)
+	report(m["appliance"], m["openbao"], m["appliance-hsm"], m["openbao-hsm"], workers)
 	return nil
 }
 
@@ -140,7 +169,7 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func report(a, p *measures, workers int) {
+func report(a, p, ah, ph *measures, workers int) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "metric\tappliance\topenbao\tratio a/o\t\n")
 	row := func(name string, av, pv float64, format string) {
@@ -158,7 +187,8 @@ func report(a, p *measures, workers int) {
 	row(fmt.Sprintf("KV v2 read ops/s (%d clients)", workers), a.read.throughput(), p.read.throughput(), "%.0f")
 	row("KV v2 read p50 ms", ms(a.read.percentile(.50)), ms(p.read.percentile(.50)), "%.2f")
 	row("KV v2 read p99 ms", ms(a.read.percentile(.99)), ms(p.read.percentile(.99)), "%.2f")
-	row("start to unsealed+serving ms (median)", ms(median(a.starts)), ms(median(p.starts)), "%.0f")
+	row("start to unsealed by shares ms (median)", ms(median(a.starts)), ms(median(p.starts)), "%.0f")
+	row("start to unsealed by HSM ms (median)", ms(median(ah.starts)), ms(median(ph.starts)), "%.0f")
 	row("idle RSS MiB", mib(a.rss), mib(p.rss), "%.1f")
 	row("binary size MiB", mib(a.binary), mib(p.binary), "%.1f")
 	w.Flush()

@@ -21,6 +21,9 @@ import (
 // driven through the bao-compatible HTTP API only.
 type target struct {
 	name   string
+	kind   string // appliance or openbao
+	hsm    bool   // unseals itself with the HSM
+	env    []string
 	bin    string
 	dir    string
 	listen string
@@ -28,18 +31,21 @@ type target struct {
 	args   []string
 	http   *http.Client
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	token  string
-	share  string
+	cmd         *exec.Cmd
+	exited      chan struct{}
+	initialized bool
+	token       string
+	share       string
 }
 
-func newTarget(name, bin, dir string, client *http.Client) (*target, error) {
+// newTarget prepares a server of kind (appliance or openbao) with its own
+// folder; sealCfg is appended to its config (an HSM seal; none: Shamir).
+func newTarget(name, kind, bin, dir string, client *http.Client, sealCfg string, env []string) (*target, error) {
 	listen, err := freePortPair()
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: name, bin: bin, dir: dir, listen: listen, addr: "http://" + listen, http: client}
+	t := &target{name: name, kind: kind, hsm: sealCfg != "", env: env, bin: bin, dir: dir, listen: listen, addr: "http://" + listen, http: client}
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
@@ -48,7 +54,7 @@ func newTarget(name, bin, dir string, client *http.Client) (*target, error) {
 	p, _ := strconv.Atoi(port)
 	cluster := net.JoinHostPort(host, strconv.Itoa(p+1))
 	var cfg string
-	switch name {
+	switch kind {
 	case "appliance":
 		cfg = fmt.Sprintf(`node_id = "bench"
 data_dir = %q
@@ -74,12 +80,13 @@ cluster_addr = "https://%s"
 log_level    = "warn"
 `, data, listen, listen, cluster)
 	}
+	cfg += sealCfg
 	file := filepath.Join(dir, "config.hcl")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	t.args = []string{"server", "-config=" + file}
-	if name == "appliance" {
+	if kind == "appliance" {
 		t.args = []string{"server", "--config", file}
 	}
 	return t, nil
@@ -93,7 +100,7 @@ func (t *target) start() (time.Time, error) {
 	}
 	t.cmd = exec.Command(t.bin, t.args...)
 	t.cmd.Stdout, t.cmd.Stderr = log, log
-	t.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.dir}
+	t.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.dir}, t.env...)
 	t.exited = make(chan struct{})
 	began := time.Now()
 	if err := t.cmd.Start(); err != nil {
@@ -180,16 +187,19 @@ func (t *target) bootToServing() (time.Duration, error) {
 	}); err != nil {
 		return 0, err
 	}
-	if t.share == "" {
+	switch {
+	case !t.initialized:
 		if err := t.initialize(); err != nil {
 			return 0, err
 		}
-	}
-	var st struct {
-		Sealed bool `json:"sealed"`
-	}
-	if _, err := t.request("POST", "/v1/sys/unseal", map[string]string{"key": t.share}, &st); err != nil {
-		return 0, err
+	case !t.hsm:
+		// Shamir: the operator's share, submitted as soon as the API answers.
+		var st struct {
+			Sealed bool `json:"sealed"`
+		}
+		if _, err := t.request("POST", "/v1/sys/unseal", map[string]string{"key": t.share}, &st); err != nil {
+			return 0, err
+		}
 	}
 	if err := t.poll("active node", time.Minute, func() bool {
 		code, _ := t.request("GET", "/v1/sys/health", nil, nil)
@@ -200,16 +210,34 @@ func (t *target) bootToServing() (time.Duration, error) {
 	return time.Since(began), nil
 }
 
+// initialize runs sys/init; a Shamir server is then unsealed with its one
+// share, an HSM server (and the appliance, which holds its new key)
+// unseals itself.
 func (t *target) initialize() error {
 	var res struct {
 		Keys      []string `json:"keys_base64"`
 		RootToken string   `json:"root_token"`
 	}
-	code, err := t.request("POST", "/v1/sys/init", map[string]int{"secret_shares": 1, "secret_threshold": 1}, &res)
-	if err != nil || code != 200 || len(res.Keys) != 1 {
+	req := map[string]int{"secret_shares": 1, "secret_threshold": 1, "recovery_shares": 1, "recovery_threshold": 1}
+	switch {
+	case t.kind == "openbao" && t.hsm:
+		req = map[string]int{"recovery_shares": 1, "recovery_threshold": 1}
+	case t.kind == "openbao":
+		req = map[string]int{"secret_shares": 1, "secret_threshold": 1}
+	}
+	code, err := t.request("POST", "/v1/sys/init", req, &res)
+	if err != nil || code != 200 || res.RootToken == "" {
 		return fmt.Errorf("%s: sys/init answered %d: %v", t.name, code, err)
 	}
-	t.share, t.token = res.Keys[0], res.RootToken
+	t.initialized, t.token = true, res.RootToken
+	if len(res.Keys) > 0 {
+		t.share = res.Keys[0]
+	}
+	if t.kind == "openbao" && !t.hsm {
+		if _, err := t.request("POST", "/v1/sys/unseal", map[string]string{"key": t.share}, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

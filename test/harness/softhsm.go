@@ -19,37 +19,53 @@ type SoftHSM struct {
 	Conf, Dir, Library, TokenLabel, PIN string
 }
 
-// NewSoftHSM initializes a token labelled label with a fresh PIN.
+// NewSoftHSM initializes a token labelled label with a fresh PIN in a
+// test's temp dir.
 func NewSoftHSM(t testing.TB, label string) *SoftHSM {
 	t.Helper()
+	s, err := CreateSoftHSM(t.TempDir(), label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// CreateSoftHSM initializes a token labelled label under root (for
+// programs such as the benchmark; tests use NewSoftHSM).
+func CreateSoftHSM(root, label string) (*SoftHSM, error) {
 	for _, tool := range []string{"softhsm2-util", "pkcs11-tool"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: install SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)", tool)
+			return nil, fmt.Errorf("%s not found: install SoftHSM2 and OpenSC (apt-get install softhsm2 opensc)", tool)
 		}
 	}
 	if _, err := os.Stat(SoftHSMLibrary); err != nil {
-		t.Fatalf("%s not found: apt-get install softhsm2", SoftHSMLibrary)
+		return nil, fmt.Errorf("%s not found: apt-get install softhsm2", SoftHSMLibrary)
 	}
-	root := t.TempDir()
 	s := &SoftHSM{
 		Conf: filepath.Join(root, "softhsm2.conf"), Dir: filepath.Join(root, "tokens"),
 		Library: SoftHSMLibrary, TokenLabel: label, PIN: "pin-" + filepath.Base(root),
 	}
-	if err := os.Mkdir(s.Dir, 0o700); err != nil {
-		t.Fatal(err)
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, err
 	}
 	conf := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", s.Dir)
 	if err := os.WriteFile(s.Conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	s.run(t, "softhsm2-util", "--init-token", "--free", "--label", label, "--pin", s.PIN, "--so-pin", s.PIN+"-so")
-	return s
+	return s, s.run("softhsm2-util", "--init-token", "--free", "--label", label, "--pin", s.PIN, "--so-pin", s.PIN+"-so")
 }
 
 // GenerateAESKey makes an AES-256 secret key labelled label on the token.
 func (s *SoftHSM) GenerateAESKey(t testing.TB, label string) {
 	t.Helper()
-	s.run(t, "pkcs11-tool", "--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN,
+	if err := s.GenerateKey(label); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// GenerateKey is GenerateAESKey for programs.
+func (s *SoftHSM) GenerateKey(label string) error {
+	return s.run("pkcs11-tool", "--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN,
 		"--keygen", "--key-type", "AES:32", "--label", label)
 }
 
@@ -88,19 +104,20 @@ func (s *SoftHSM) WritePINFile(t testing.TB, dir string) string {
 	return p
 }
 
-func (s *SoftHSM) run(t testing.TB, name string, args ...string) {
-	t.Helper()
+func (s *SoftHSM) run(name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), s.Env()...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		// The output names no PIN: the tools do not echo it.
-		t.Fatalf("%s %s: %v\n%s", name, args[0], err, strings.ReplaceAll(string(out), s.PIN, "<pin>"))
+		return fmt.Errorf("%s %s: %v\n%s", name, args[0], err, strings.ReplaceAll(string(out), s.PIN, "<pin>"))
 	}
+	return nil
 }
 
 // DeleteKey removes the secret key labelled label from the token.
 func (s *SoftHSM) DeleteKey(t testing.TB, label string) {
 	t.Helper()
-	s.run(t, "pkcs11-tool", "--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN,
-		"--delete-object", "--type", "secrkey", "--label", label)
+	if err := s.run("pkcs11-tool", "--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN,
+		"--delete-object", "--type", "secrkey", "--label", label); err != nil {
+		t.Fatal(err)
+	}
 }
