@@ -18,6 +18,7 @@ import (
 
 	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // syncBuffer collects a node's log for the secret scans.
@@ -144,9 +145,7 @@ func TestKVv2Lifecycle(t *testing.T) {
 	}
 	c := client(t, a, res.RootToken)
 	ctx := context.Background()
-	if err := c.Sys().MountWithContext(ctx, "secret", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatalf("mount kv v2: %v", err)
-	}
+	harness.MountKVv2(t, c, "secret")
 	kv := c.KVv2("secret")
 	const v1, v2 = "value-one-8f2a", "value-two-3c9d"
 	if _, err := kv.Put(ctx, "app/db", map[string]interface{}{"password": v1}); err != nil {
@@ -206,9 +205,7 @@ func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 	res := initAndUnseal(t, a)
 	ctx := context.Background()
 	c := client(t, a, res.RootToken)
-	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c, "kv")
 	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
 		t.Fatal(err)
 	}
@@ -431,9 +428,7 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 	res := initAndUnseal(t, a)
 	ctx := context.Background()
 	c := client(t, a, res.RootToken)
-	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c, "kv")
 	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
@@ -119,7 +120,21 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot mount KV v2 at secret/: %w", err)
 	}
-	return info, nil
+	// A new KV v2 mount upgrades itself before it takes writes; the
+	// banner must not promise a store that refuses the first write.
+	for {
+		resp, err := a.core.HandleRequest(namespace.RootContext(ctx), &logical.Request{
+			Operation: logical.ReadOperation, ClientToken: res.RootToken, Path: "secret/config",
+		})
+		if err == nil && !resp.IsError() {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("KV v2 at secret/ did not become ready: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // writeSecretFile writes a token or key with mode 0600, atomically.

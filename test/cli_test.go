@@ -137,9 +137,7 @@ func TestCLIInitUnsealStatusRestart(t *testing.T) {
 	})
 	const secretValue = "hunter2-e7c1f0"
 	c := apiClient(t, addr, res.RootToken)
-	if err := c.Sys().Mount("secret", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c, "secret")
 	if _, err := c.KVv2("secret").Put(context.Background(), "db", map[string]interface{}{"password": secretValue}); err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +206,7 @@ func TestSIGTERMKeepsAcknowledgedWrites(t *testing.T) {
 	unsealWith(t, tr, bin, addr, nil)
 	c := apiClient(t, addr, res.RootToken)
 	c.SetMaxRetries(0)
-	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c, "kv")
 
 	var (
 		mu    sync.Mutex

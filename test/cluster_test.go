@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -74,9 +73,7 @@ func TestJoinWithSharesAndSnapshot(t *testing.T) {
 	res := initCluster(t, bin, addr1, "--shares", "3", "--threshold", "2")
 	waitState(t, tr, bin, addr1, "active")
 	c1 := apiClient(t, addr1, res.RootToken)
-	if err := c1.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c1, "kv")
 	if _, err := c1.KVv2("kv").Put(context.Background(), "app", map[string]interface{}{"v": "before-snapshot"}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -93,9 +92,7 @@ func TestHSMAndSharesEachUnseal(t *testing.T) {
 	}
 	const secretValue = "s3cret-7a1b93"
 	c := apiClient(t, addr, res.RootToken)
-	if err := c.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c, "kv")
 	if _, err := c.KVv2("kv").Put(context.Background(), "db", map[string]interface{}{"password": secretValue}); err != nil {
 		t.Fatal(err)
 	}
@@ -248,9 +245,7 @@ func TestJoiningNodesUnsealByHSMAndByShares(t *testing.T) {
 
 	// Writes through any node reach all three.
 	c3 := apiClient(t, addr3, res.RootToken)
-	if err := c3.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
-		t.Fatal(err)
-	}
+	harness.MountKVv2(t, c3, "kv")
 	if _, err := c3.KVv2("kv").Put(context.Background(), "x", map[string]interface{}{"v": "1"}); err != nil {
 		t.Fatal(err)
 	}

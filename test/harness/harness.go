@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openbao/openbao/api/v2"
 )
 
 // EnvBinary names a prebuilt binary to test instead of building one.
@@ -245,4 +247,18 @@ func Run(t testing.TB, tr *Transcript, stdin []byte, bin string, args ...string)
 		t.Fatalf("running %s %v: %v", bin, args, err)
 	}
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// MountKVv2 mounts KV v2 at path and waits until the mount has finished
+// its upgrade to versioned data (until then writes are refused with
+// "Upgrading from non-versioned to versioned data").
+func MountKVv2(t testing.TB, c *api.Client, path string) {
+	t.Helper()
+	if err := c.Sys().Mount(path, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatalf("mounting KV v2 at %s: %v", path, err)
+	}
+	Eventually(t, time.Minute, "KV v2 at "+path+" to be ready", func() bool {
+		_, err := c.Logical().Read(path + "/config")
+		return err == nil
+	})
 }
