@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
+
+	"github.com/openbao/openbao/sdk/v2/logical"
 )
 
 // adminPrefix is where the appliance's own endpoints live, beside
@@ -27,6 +30,10 @@ const adminPrefix = "/appliance/v1/"
 //	POST /appliance/v1/seal/add           {"mechanism":"pkcs11"|"shamir", ...}
 //	POST /appliance/v1/seal/remove        {"mechanism":"pkcs11"|"shamir"}
 //	POST /appliance/v1/seal/rewrap-hsm    {}
+//
+// The GitLab bootstrap runs with the rights of the caller's token:
+//
+//	POST /appliance/v1/gitlab/bootstrap -> {"steps":[...]}
 func (a *Appliance) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
@@ -106,6 +113,18 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeJSON(w, http.StatusOK, res)
 		})
 	}
+	mux.HandleFunc("POST "+adminPrefix+"gitlab/bootstrap", func(w http.ResponseWriter, r *http.Request) {
+		steps, err := a.BootstrapGitLab(r.Context(), r.Header.Get("X-Vault-Token"))
+		if err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, logical.ErrPermissionDenied) || strings.Contains(err.Error(), "permission denied") {
+				code = http.StatusForbidden
+			}
+			writeError(w, code, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"steps": steps})
+	})
 	return mux
 }
 

@@ -43,6 +43,7 @@ type Config struct {
 	Audit     []AuditDevice `hcl:"audit,block"`
 	Telemetry *Telemetry    `hcl:"telemetry,block"`
 	Seal      *Seal         `hcl:"seal,block"`
+	GitLab    *GitLab       `hcl:"gitlab,block"`
 
 	// LogOutput receives the node's log; default os.Stderr. Not a file key.
 	LogOutput io.Writer
@@ -197,6 +198,9 @@ func (c *Config) applyDefaults() {
 		if s.Threshold == 0 {
 			s.Threshold = min(DefaultShamirThreshold, s.Shares)
 		}
+	}
+	if c.GitLab != nil {
+		c.GitLab.applyDefaults()
 	}
 	for i := range c.Audit {
 		if c.Audit[i].Path == "" {

@@ -157,6 +157,10 @@ func TestBadConfigs(t *testing.T) {
 		{"bad retention", "c.hcl", base + "telemetry { prometheus_retention_time = \"forever\" }", "telemetry.prometheus_retention_time", "not a positive duration"},
 		{"threshold above shares", "c.hcl", base + "seal {\n shamir {\n shares = 3\n threshold = 4\n }\n}", "seal.shamir.threshold", "out of range"},
 		{"non voter without join", "c.hcl", base + "raft { non_voter = true }", "raft.non_voter", "add a retry_join block"},
+		{"gitlab without keys", "c.hcl", base + "gitlab {\n url = \"https://gitlab.example.com\"\n audience = \"https://gsa:8200\"\n}", "gitlab", "no keys: set jwks_url"},
+		{"gitlab without audience", "c.hcl", base + "gitlab {\n url = \"https://gitlab.example.com\"\n jwks_url = \"https://gitlab.example.com/oauth/discovery/keys\"\n}", "gitlab.audience", "missing"},
+		{"gitlab private key as public", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwt_validation_pubkeys_file = \"" + key + "\"\n}", "gitlab.jwt_validation_pubkeys_file", "never a private key"},
+		{"gitlab ttl above max", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwks_url = \"https://g.example.com/k\"\n token_ttl = \"1h\"\n}", "gitlab.token_ttl", "longer than token_max_ttl"},
 		{"wrong type", "c.hcl", base + "raft { performance_multiplier = \"fast\" }", "", "Unsuitable value type"},
 		{"syntax error", "c.hcl", base + "listener {", "", "Unclosed configuration block"},
 	}

@@ -98,6 +98,9 @@ func (c *Config) validate(v *validator) {
 	if c.Seal != nil {
 		c.Seal.validate(v)
 	}
+	if c.GitLab != nil {
+		c.GitLab.validate(v)
+	}
 }
 
 func (s *Seal) validate(v *validator) {

@@ -44,6 +44,9 @@ type InitResult struct {
 	RecoveryKeys      []string `json:"recovery_keys"`
 	RecoveryThreshold int      `json:"recovery_threshold"`
 	RootToken         string   `json:"root_token"`
+	// GitLabBootstrap is "applied", or why not, when the config has a
+	// gitlab block.
+	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
 }
 
 // Init initializes a new cluster on this node: the seal key with every
@@ -111,6 +114,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	}
 	a.logger.Info("cluster initialized", "mechanisms", out.Mechanisms, "recovery_keys", rs)
 	a.kickUnseal()
+	out.GitLabBootstrap = a.bootstrapAfterInit(ctx, res.RootToken)
 	return out, nil
 }
 

@@ -216,6 +216,9 @@ func initAction(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "\nInitial root token: %s\n\n", res.RootToken)
 	fmt.Fprintf(w, "The cluster is initialized and this node unsealed itself. Seal mechanisms: %s.\n", strings.Join(res.Mechanisms, ", "))
+	if res.GitLabBootstrap != "" {
+		fmt.Fprintf(w, "GitLab bootstrap (gitlab_rails_jwt, role app, policy secrets_manager): %s.\n", res.GitLabBootstrap)
+	}
 	if len(res.UnsealShares) > 0 {
 		when := "unseal a node after every restart"
 		if slices.Contains(res.Mechanisms, seal.MechanismPKCS11) {

@@ -144,6 +144,18 @@ func newApp() *cli.App {
 				},
 			},
 			{
+				Name:  "gitlab",
+				Usage: "set up OpenBao for GitLab",
+				Subcommands: []*cli.Command{{
+					Name: "bootstrap",
+					Usage: "create or update the gitlab_rails_jwt auth mount, GitLab Rails' privileged role and its policy " +
+						"from the config's gitlab block (init does it once; run it again after changing the block or GitLab's keys)",
+					Flags: append(clientFlags(), formatFlag(),
+						&cli.StringFlag{Name: "token-file", Usage: "file holding a token allowed to manage auth mounts and policies (default: $" + envToken + ", or a prompt)"}),
+					Action: gitlabBootstrapAction,
+				}},
+			},
+			{
 				Name:   "status",
 				Usage:  "show a node's state; exit code 2 if it is sealed or not initialized",
 				Flags:  append(clientFlags(), formatFlag()),

@@ -1,0 +1,91 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/openbao/openbao/helper/namespace"
+	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/gitlab"
+)
+
+// ErrNoGitLab: the config has no gitlab block.
+var ErrNoGitLab = errors.New("the config has no gitlab block: add one (url, jwks_url or jwt_validation_pubkeys_file, audience) and restart")
+
+// BootstrapGitLab applies the GitLab bootstrap (gitlab_rails_jwt mount,
+// privileged role, policy) with the rights of token. It reads the key
+// files now, so a rotated PEM key takes effect without a restart.
+func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab.Step, error) {
+	if a.cfg.GitLab == nil {
+		return nil, ErrNoGitLab
+	}
+	if st := a.state(); st != StateActive {
+		return nil, fmt.Errorf("the bootstrap runs on the active node; this node is %s", st)
+	}
+	cfg, err := a.cfg.GitLab.gitlabConfig()
+	if err != nil {
+		return nil, err
+	}
+	steps, err := gitlab.Bootstrap(ctx, &coreClient{core: a, token: token}, cfg)
+	if err != nil {
+		return steps, fmt.Errorf("GitLab bootstrap: %w", err)
+	}
+	a.logger.Info("GitLab bootstrap applied", "mount", gitlab.AuthMount, "role", gitlab.RoleName, "issuer", cfg.Issuer)
+	return steps, nil
+}
+
+// bootstrapAfterInit runs the GitLab bootstrap with the root token init
+// just made, once the node is active. The outcome goes into the init
+// result: a failure leaves a working cluster and says how to retry.
+func (a *Appliance) bootstrapAfterInit(ctx context.Context, rootToken string) string {
+	if a.cfg.GitLab == nil {
+		return ""
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for a.state() != StateActive {
+		select {
+		case <-wctx.Done():
+			return "not applied: the node did not become active in time; run `gitlab-secrets-appliance gitlab bootstrap`"
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if _, err := a.BootstrapGitLab(ctx, rootToken); err != nil {
+		a.logger.Error("GitLab bootstrap after init failed", "error", err)
+		return "failed: " + err.Error() + "; fix it and run `gitlab-secrets-appliance gitlab bootstrap`"
+	}
+	return "applied"
+}
+
+// coreClient sends requests to the in-process core with a token's rights.
+type coreClient struct {
+	core  *Appliance
+	token string
+}
+
+func (c *coreClient) do(ctx context.Context, op logical.Operation, path string, data map[string]any) (map[string]any, error) {
+	resp, err := c.core.core.HandleRequest(namespace.RootContext(ctx), &logical.Request{
+		Operation: op, Path: path, ClientToken: c.token, Data: data,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil {
+		return nil, nil
+	}
+	if resp.IsError() {
+		return nil, resp.Error()
+	}
+	return resp.Data, nil
+}
+
+func (c *coreClient) Read(ctx context.Context, path string) (map[string]any, error) {
+	return c.do(ctx, logical.ReadOperation, path, nil)
+}
+
+func (c *coreClient) Write(ctx context.Context, path string, data map[string]any) error {
+	_, err := c.do(ctx, logical.UpdateOperation, path, data)
+	return err
+}

@@ -1,0 +1,178 @@
+// Package gitlab holds what the appliance sets up for GitLab Rails: the
+// JWT auth mount GitLab Rails logs in with, its privileged role and the
+// policy of that role. Bootstrap applies it, idempotently, through any
+// Client: the in-process core right after init, or the API with an
+// operator's token (`gitlab-secrets-appliance gitlab bootstrap`).
+//
+// Everything GitLab provisions after that (namespaces, KV mounts, the
+// pipeline_jwt and user_jwt mounts and roles, policies, secrets) GitLab
+// Rails does itself through the API with the privileged token.
+package gitlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Names GitLab Rails expects (ee/lib/secrets_management: the
+// gitlab_rails_jwt mount, role "app", claim secrets_manager_scope).
+const (
+	AuthMount  = "gitlab_rails_jwt"
+	RoleName   = "app"
+	PolicyName = "secrets_manager"
+	// Subject and scope claim of GitLab Rails' privileged tokens.
+	Subject        = "gitlab_secrets_manager"
+	ScopeClaim     = "secrets_manager_scope"
+	PrivilegedRole = "privileged"
+)
+
+// Config is what the appliance knows of GitLab. Keys are verified offline:
+// from GitLab's JWKS on the local network, or from PEM public keys.
+type Config struct {
+	// Issuer is GitLab's URL, the iss of its tokens.
+	Issuer string
+	// JWKSURL is GitLab's key set (…/oauth/discovery/keys) and JWKSCAPEM
+	// the CA bundle to trust for it. OpenBao refetches the set when a token
+	// names a key it does not know, so a rotated signing key is picked up.
+	JWKSURL   string
+	JWKSCAPEM string
+	// PublicKeysPEM, instead of JWKSURL: GitLab's signing keys in PEM.
+	PublicKeysPEM []string
+	// Audience is the aud GitLab Rails puts in its tokens: the appliance's
+	// URL as GitLab knows it (gitlab.rb openbao['url']).
+	Audience string
+	// TokenTTL and TokenMaxTTL bound the tokens the privileged login gives.
+	TokenTTL, TokenMaxTTL time.Duration
+}
+
+// Client is how Bootstrap reaches OpenBao, with some token's rights.
+type Client interface {
+	Read(ctx context.Context, path string) (map[string]any, error)
+	Write(ctx context.Context, path string, data map[string]any) error
+}
+
+// Step is one thing Bootstrap did.
+type Step struct {
+	Path   string `json:"path"`
+	Action string `json:"action"` // created, exists, written
+}
+
+// Bootstrap makes OpenBao's state match cfg: the auth mount (created if
+// missing), its config, the privileged role and its policy (written every
+// time, so a changed config or rotated PEM key takes effect). It is safe
+// to repeat.
+func Bootstrap(ctx context.Context, c Client, cfg Config) ([]Step, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	var steps []Step
+	auths, err := c.Read(ctx, "sys/auth")
+	if err != nil {
+		return nil, fmt.Errorf("listing auth mounts: %w", err)
+	}
+	if _, ok := auths[AuthMount+"/"]; ok {
+		steps = append(steps, Step{"sys/auth/" + AuthMount, "exists"})
+	} else {
+		if err := c.Write(ctx, "sys/auth/"+AuthMount, map[string]any{
+			"type":        "jwt",
+			"description": "GitLab Rails (secrets manager provisioning)",
+		}); err != nil {
+			return nil, fmt.Errorf("enabling the %s auth mount: %w", AuthMount, err)
+		}
+		steps = append(steps, Step{"sys/auth/" + AuthMount, "created"})
+	}
+	writes := []struct {
+		path string
+		data map[string]any
+	}{
+		{"sys/policies/acl/" + PolicyName, map[string]any{"policy": Policy}},
+		{"auth/" + AuthMount + "/config", cfg.mountConfig()},
+		{"auth/" + AuthMount + "/role/" + RoleName, cfg.role()},
+	}
+	for _, w := range writes {
+		if err := c.Write(ctx, w.path, w.data); err != nil {
+			return steps, fmt.Errorf("writing %s: %w", w.path, err)
+		}
+		steps = append(steps, Step{w.path, "written"})
+	}
+	return steps, nil
+}
+
+func (cfg Config) check() error {
+	var errs []error
+	if cfg.Issuer == "" {
+		errs = append(errs, errors.New("no issuer (GitLab's URL)"))
+	}
+	if (cfg.JWKSURL == "") == (len(cfg.PublicKeysPEM) == 0) {
+		errs = append(errs, errors.New("give either a JWKS URL or PEM public keys"))
+	}
+	if cfg.Audience == "" {
+		errs = append(errs, errors.New("no audience"))
+	}
+	return errors.Join(errs...)
+}
+
+func (cfg Config) mountConfig() map[string]any {
+	m := map[string]any{"bound_issuer": cfg.Issuer}
+	if cfg.JWKSURL != "" {
+		m["jwks_url"] = cfg.JWKSURL
+		m["jwks_ca_pem"] = cfg.JWKSCAPEM
+		m["jwt_validation_pubkeys"] = []string{}
+	} else {
+		m["jwt_validation_pubkeys"] = cfg.PublicKeysPEM
+		m["jwks_url"] = ""
+	}
+	return m
+}
+
+func (cfg Config) role() map[string]any {
+	return map[string]any{
+		"role_type":       "jwt",
+		"user_claim":      "user_id",
+		"bound_subject":   Subject,
+		"bound_audiences": []string{cfg.Audience},
+		"bound_claims":    map[string]any{ScopeClaim: PrivilegedRole},
+		"claim_mappings": map[string]string{
+			"user_id": "user_id", "project_id": "project_id", "group_id": "group_id",
+			"namespace_id": "namespace_id", "correlation_id": "correlation_id",
+		},
+		"token_policies": []string{PolicyName},
+		"token_ttl":      int(cfg.TokenTTL.Seconds()),
+		"token_max_ttl":  int(cfg.TokenMaxTTL.Seconds()),
+		"token_type":     "service",
+	}
+}
+
+// Policy is what GitLab Rails may do: everything it provisions, in every
+// namespace, but nothing that changes the cluster or its own login.
+var Policy = strings.TrimSpace(`
+# GitLab Rails' privileged identity (auth/gitlab_rails_jwt/role/app): it
+# creates namespaces, secret engines, auth mounts and roles, policies and
+# secrets for every project and group.
+path "*" {
+  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+}
+
+# Not the cluster: seal, keys, storage, audit, the appliance's own endpoints.
+path "sys/appliance/*"             { capabilities = ["deny"] }
+path "sys/seal"                    { capabilities = ["deny"] }
+path "sys/step-down"               { capabilities = ["deny"] }
+path "sys/generate-root/*"         { capabilities = ["deny"] }
+path "sys/rekey/*"                 { capabilities = ["deny"] }
+path "sys/rekey-recovery-key/*"    { capabilities = ["deny"] }
+path "sys/rotate"                  { capabilities = ["deny"] }
+path "sys/rotate/*"                { capabilities = ["deny"] }
+path "sys/storage/*"               { capabilities = ["deny"] }
+path "sys/raw"                     { capabilities = ["deny"] }
+path "sys/raw/*"                   { capabilities = ["deny"] }
+path "sys/audit"                   { capabilities = ["deny"] }
+path "sys/audit/*"                 { capabilities = ["deny"] }
+
+# Not its own login and rights: only an operator changes those.
+path "sys/auth/gitlab_rails_jwt"               { capabilities = ["deny"] }
+path "auth/gitlab_rails_jwt/*"                 { capabilities = ["deny"] }
+path "sys/policies/acl/secrets_manager"        { capabilities = ["deny"] }
+`)
