@@ -2,10 +2,8 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,48 +12,6 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
-
-// gitlabNode starts a node whose config has a gitlab block trusting the
-// issuer's JWKS, initializes it (which applies the bootstrap) and returns
-// its API URL, root token and audit log path.
-func gitlabNode(t *testing.T, tr *harness.Transcript, is *gitlabsim.Issuer) (*harness.Node, string, string, string) {
-	t.Helper()
-	bin := harness.Binary(t)
-	dir := t.TempDir()
-	listen := harness.FreeAddr(t, "127.0.0.1")
-	addr := "http://" + listen
-	audit := filepath.Join(dir, "audit.log")
-	cfg := filepath.Join(dir, "appliance.hcl")
-	src := fmt.Sprintf(`node_id  = "gitlab-1"
-data_dir = %q
-listener {
-  address     = %q
-  tls_disable = true
-}
-audit "file" {
-  options = { file_path = %q }
-}
-gitlab {
-  url      = %q
-  jwks_url = %q
-  audience = %q
-}
-`, filepath.Join(dir, "data"), listen, audit, is.URL, is.URL+"/oauth/discovery/keys", addr)
-	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	out, errOut, code := harness.Run(t, &harness.Transcript{}, nil, bin, "init", "--format", "json", "--address", addr)
-	var res struct {
-		RootToken       string `json:"root_token"`
-		GitLabBootstrap string `json:"gitlab_bootstrap"`
-	}
-	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.GitLabBootstrap != "applied" {
-		t.Fatalf("init: exit %d, bootstrap %q: %s", code, res.GitLabBootstrap, errOut)
-	}
-	return n, addr, res.RootToken, audit
-}
 
 // GitLab's whole path: Rails logs in with its privileged token and
 // provisions projects 3 and 4 as GitLab does; job ID tokens read exactly
@@ -68,7 +24,7 @@ func TestGitLabConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer is.Close()
-	n, addr, root, auditLog := gitlabNode(t, tr, is)
+	n, addr, root, auditLog := gitlabsim.StartAppliance(t, tr, is)
 	hc := &http.Client{Timeout: 30 * time.Second}
 
 	// Rails: the privileged login works only with the privileged claims.

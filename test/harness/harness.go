@@ -69,6 +69,8 @@ func RemoveBuild() {
 	}
 }
 
+// moduleRoot finds the appliance module's directory, from this module or
+// from a test module nested in it (test/runner).
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -76,9 +78,17 @@ func moduleRoot() (string, error) {
 	}
 	mod := strings.TrimSpace(string(out))
 	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the appliance module")
+		return "", errors.New("not inside a Go module")
 	}
-	return filepath.Dir(mod), nil
+	for dir := filepath.Dir(mod); ; dir = filepath.Dir(dir) {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(b), "module gitlab.com/gitlab-org/gitlab-secrets-appliance\n") {
+			return dir, nil
+		}
+		if dir == filepath.Dir(dir) {
+			return "", errors.New("the appliance module (gitlab.com/gitlab-org/gitlab-secrets-appliance) is not above " + mod)
+		}
+	}
 }
 
 // FreeAddr returns host:port on a loopback address with that port and the
