@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -86,6 +87,11 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 		targets = append(targets, t)
 	}
 	shamirTargets := targets[:2]
+	is, err := gitlabsim.NewIssuer()
+	if err != nil {
+		return err
+	}
+	defer is.Close()
 	defer func() {
 		for _, t := range targets {
 			t.stop()
@@ -110,6 +116,9 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 				return err
 			}
 			if err := prepopulate(t); err != nil {
+				return err
+			}
+			if err := provisionCI(t, is); err != nil {
 				return err
 			}
 		}
@@ -147,18 +156,28 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 	}
 
 	fmt.Fprintf(os.Stderr, "load: %d rounds x %s per phase per server, %d clients ...\n", rounds, d, workers)
+	tokens := map[string][]string{}
+	for _, t := range shamirTargets {
+		if tokens[t.name], err = jobTokens(is, t.addr, 2000); err != nil {
+			return err
+		}
+	}
 	for range rounds {
 		for _, t := range shamirTargets {
 			m[t.name].write.add(runLoad(t, workers, d, kvWrite))
 			m[t.name].read.add(runLoad(t, workers, d, kvRead))
+			m[t.name].burst.add(runLoad(t, burstJobs, d, ciJob(tokens[t.name])))
 		}
 	}
 	report(m["appliance"], m["openbao"], m["appliance-hsm"], m["openbao-hsm"], workers)
 	return nil
 }
 
+// burstJobs is K, the concurrent CI jobs of the burst phase.
+const burstJobs = 32
+
 type measures struct {
-	write, read result
+	write, read, burst result
 	starts      []time.Duration
 	rss, binary int64
 }
@@ -187,13 +206,16 @@ func report(a, p, ah, ph *measures, workers int) {
 	row(fmt.Sprintf("KV v2 read ops/s (%d clients)", workers), a.read.throughput(), p.read.throughput(), "%.0f")
 	row("KV v2 read p50 ms", ms(a.read.percentile(.50)), ms(p.read.percentile(.50)), "%.2f")
 	row("KV v2 read p99 ms", ms(a.read.percentile(.99)), ms(p.read.percentile(.99)), "%.2f")
+	row(fmt.Sprintf("CI burst jobs/s (%d jobs: login + 3 reads)", burstJobs), a.burst.throughput(), p.burst.throughput(), "%.0f")
+	row("CI burst job p50 ms", ms(a.burst.percentile(.50)), ms(p.burst.percentile(.50)), "%.1f")
+	row("CI burst job p99 ms", ms(a.burst.percentile(.99)), ms(p.burst.percentile(.99)), "%.1f")
 	row("start to unsealed by shares ms (median)", ms(median(a.starts)), ms(median(p.starts)), "%.0f")
 	row("start to unsealed by HSM ms (median)", ms(median(ah.starts)), ms(median(ph.starts)), "%.0f")
 	row("idle RSS MiB", mib(a.rss), mib(p.rss), "%.1f")
 	row("binary size MiB", mib(a.binary), mib(p.binary), "%.1f")
 	w.Flush()
-	if a.write.errors+a.read.errors+p.write.errors+p.read.errors > 0 {
-		fmt.Printf("errors during load: appliance %d, openbao %d\n", a.write.errors+a.read.errors, p.write.errors+p.read.errors)
+	if errs := a.write.errors + a.read.errors + a.burst.errors + p.write.errors + p.read.errors + p.burst.errors; errs > 0 {
+		fmt.Printf("errors during load: appliance %d, openbao %d\n", a.write.errors+a.read.errors+a.burst.errors, p.write.errors+p.read.errors+p.burst.errors)
 	}
 	fmt.Println("goal: throughput ratio >= 0.95, latency and start ratios <= 1.05, binary ratio < 1")
 }
