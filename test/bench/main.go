@@ -178,8 +178,8 @@ const burstJobs = 32
 
 type measures struct {
 	write, read, burst result
-	starts      []time.Duration
-	rss, binary int64
+	starts             []time.Duration
+	rss, binary        int64
 }
 
 func median(d []time.Duration) time.Duration {
