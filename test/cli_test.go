@@ -182,12 +182,7 @@ func TestCLIInitUnsealStatusRestart(t *testing.T) {
 	if err != nil || !strings.Contains(string(audit), "secret/data/db") {
 		t.Fatalf("audit log missing the request: %v", err)
 	}
-	scanned := tr.String() + string(audit)
-	for _, s := range append(append([]string{secretValue, res.RootToken}, res.Shares...), res.RecoveryKeys...) {
-		if strings.Contains(scanned, s) {
-			t.Errorf("a secret value, share or token appears in a log or output")
-		}
-	}
+	scanForSecrets(t, tr.String()+string(audit), append(append([]string{secretValue, res.RootToken}, res.Shares...), res.RecoveryKeys...))
 }
 
 // SIGTERM in the middle of a write load: every write the API acknowledged

@@ -2,8 +2,10 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -249,4 +251,65 @@ func countFailedLogins(t *testing.T, auditLog string, p gitlabsim.Project) int {
 		}
 	}
 	return n
+}
+
+// PEM mode: GitLab's keys come from a file. A rotated key is picked up by
+// replacing the file and running `gitlab bootstrap`, without a restart; a
+// token without the rights is refused.
+func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	is, err := gitlabsim.NewIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer is.Close()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "gitlab-jwt.pem")
+	writePEM := func() {
+		t.Helper()
+		p, err := is.PublicKeysPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keys, []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePEM()
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", "")
+	f, _ := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	fmt.Fprintf(f, "gitlab {\n  url = %q\n  jwt_validation_pubkeys_file = %q\n  audience = %q\n}\n", is.URL, keys, addr)
+	f.Close()
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr)
+	waitState(t, tr, bin, addr, "active")
+	hc := &http.Client{Timeout: 30 * time.Second}
+	rails := &gitlabsim.Rails{Addr: addr, HTTP: hc, Issuer: is}
+	if err := rails.Login(); err != nil {
+		t.Fatalf("Rails login with the PEM key: %v", err)
+	}
+
+	if err := is.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rails.Login(); err == nil {
+		t.Fatal("a key not yet in the PEM file was accepted")
+	}
+	writePEM()
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte(rails.Token), 0o600) // Rails' own token: not allowed to change its login
+	if _, errOut, code := harness.Run(t, tr, nil, bin, "gitlab", "bootstrap", "--address", addr, "--token-file", tokenFile); code != 1 || !strings.Contains(errOut, "permission denied") {
+		t.Fatalf("bootstrap with Rails' token: exit %d: %s", code, errOut)
+	}
+	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
+	out, errOut, code := harness.Run(t, tr, nil, bin, "gitlab", "bootstrap", "--address", addr, "--token-file", tokenFile)
+	if code != 0 || !strings.Contains(out, "exists   sys/auth/gitlab_rails_jwt") {
+		t.Fatalf("bootstrap: exit %d: %s %s", code, out, errOut)
+	}
+	if err := rails.Login(); err != nil {
+		t.Fatalf("Rails login with the rotated key after bootstrap: %v", err)
+	}
+	n.Signal(t, syscall.SIGTERM, time.Minute)
 }

@@ -7,7 +7,9 @@ package gitlabsim
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -77,6 +79,22 @@ func (is *Issuer) Rotate() error {
 	is.signing = jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: "RS256", Use: "sig"}
 	is.keys = append(is.keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"})
 	return nil
+}
+
+// PublicKeysPEM is every published key in PEM, as GitLab's signing key
+// would be handed to the appliance in jwt_validation_pubkeys_file.
+func (is *Issuer) PublicKeysPEM() (string, error) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	var out []byte
+	for _, k := range is.keys {
+		der, err := x509.MarshalPKIXPublicKey(k.Key)
+		if err != nil {
+			return "", err
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...)
+	}
+	return string(out), nil
 }
 
 // Sign signs claims with the current key.
