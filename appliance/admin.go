@@ -71,11 +71,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		p, err := a.Unseal(r.Context(), req.Share)
 		if err != nil {
-			code := http.StatusBadRequest
-			if errors.Is(err, ErrNotInitialized) {
-				code = http.StatusConflict
-			}
-			writeJSON(w, code, struct {
+			writeJSON(w, http.StatusBadRequest, struct {
 				Errors []string `json:"errors"`
 				UnsealProgress
 			}{[]string{err.Error()}, p})

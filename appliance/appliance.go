@@ -62,12 +62,8 @@ type Appliance struct {
 // ShutdownTimeout bounds how long Close waits for API requests in flight.
 const ShutdownTimeout = 10 * time.Second
 
-// ErrNotInitialized and ErrAlreadyInitialized mark the two states an
-// operation can be refused in.
-var (
-	ErrNotInitialized     = errors.New("the cluster is not initialized: run `gitlab-secrets-appliance init`")
-	ErrAlreadyInitialized = errors.New("the cluster is already initialized")
-)
+// ErrAlreadyInitialized refuses a second init.
+var ErrAlreadyInitialized = errors.New("the cluster is already initialized")
 
 // Start validates cfg, opens storage, builds the core and starts serving.
 // If any step fails, Start undoes the steps before it and returns the error;
