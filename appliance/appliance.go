@@ -46,6 +46,7 @@ type Appliance struct {
 	kick        chan struct{} // wakes the unseal loop
 	servers     []*http.Server
 	listeners   []listenerutil.Listener
+	certs       []listenerutil.ReloadableCertGetter // TLS listeners' certificates, for Reload
 	apiAddr     string
 	clusterAddr string
 	started     time.Time
@@ -113,12 +114,15 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 
 	// API listeners first: a port in use is the commonest failure and the
 	// cheapest to find.
-	raw := a.openBaoConfig()
+	raw := a.openBaoConfig(cfg)
 	ui := &cli.BasicUi{Reader: strings.NewReader(""), Writer: io.Discard, ErrorWriter: io.Discard}
 	for i, lc := range raw.Listeners {
-		ln, _, _, err := server.NewListener(lc, a.logger, io.Discard, ui)
+		ln, _, certs, err := server.NewListener(lc, a.logger, io.Discard, ui)
 		if err != nil {
 			return nil, fmt.Errorf("listener[%d]: cannot listen on %s: %w", i, lc.Address, err)
+		}
+		if certs != nil {
+			a.certs = append(a.certs, certs)
 		}
 		undo = append(undo, func() { ln.Close() })
 		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
@@ -139,8 +143,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	raw.APIAddr, raw.ClusterAddr = a.apiAddr, a.clusterAddr
-	raw.Storage.RedirectAddr, raw.Storage.ClusterAddr = a.apiAddr, a.clusterAddr
+	raw = a.coreConfig(cfg) // now with the addresses and the bound listeners
 
 	metrics, err := setupTelemetry(cfg.Telemetry)
 	if err != nil {

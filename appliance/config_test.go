@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,19 +17,26 @@ import (
 	"time"
 )
 
-// writeCert makes a self-signed certificate and key for 127.0.0.1.
+// writeCert makes a self-signed certificate and key for localhost.
 func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	return writeCertSerial(t, dir, 1)
+}
+
+// writeCertSerial writes cert.pem and key.pem in dir with a serial number.
+func writeCertSerial(t *testing.T, dir string, serial int64) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
+		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: "appliance test"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -26,16 +26,17 @@ var Version = "0.1.0-dev"
 // sys/seal-status reports).
 const OpenBaoVersion = "2.4.0"
 
-// openBaoConfig translates the appliance config into the OpenBao server
-// config the core reads (listeners, audit devices, storage).
-func (a *Appliance) openBaoConfig() *server.Config {
-	c := a.cfg
+// openBaoConfig translates an appliance config into the OpenBao server
+// config the core reads (listeners, audit devices, storage, addresses).
+func (a *Appliance) openBaoConfig(c *Config) *server.Config {
 	raw := &server.Config{
 		SharedConfig: &configutil.SharedConfig{
 			LogLevel:  c.LogLevel,
 			LogFormat: c.LogFormat,
 		},
-		Storage: &server.Storage{Type: "raft", Config: a.raftConfig()},
+		Storage:     &server.Storage{Type: "raft", Config: raftConfig(c), RedirectAddr: a.apiAddr, ClusterAddr: a.clusterAddr},
+		APIAddr:     a.apiAddr,
+		ClusterAddr: a.clusterAddr,
 	}
 	for _, l := range c.Listeners {
 		lc := &configutil.Listener{
@@ -68,9 +69,19 @@ func (a *Appliance) openBaoConfig() *server.Config {
 	return raw
 }
 
+// coreConfig is openBaoConfig with the listeners as they were bound (with
+// their request limits), for the core once the node runs.
+func (a *Appliance) coreConfig(c *Config) *server.Config {
+	raw := a.openBaoConfig(c)
+	raw.Listeners = nil
+	for _, ln := range a.listeners {
+		raw.Listeners = append(raw.Listeners, ln.Config)
+	}
+	return raw
+}
+
 // raftConfig is the storage "raft" stanza in OpenBao's string-map form.
-func (a *Appliance) raftConfig() map[string]string {
-	c := a.cfg
+func raftConfig(c *Config) map[string]string {
 	m := map[string]string{
 		"path":                   c.DataDir,
 		"node_id":                c.NodeID,

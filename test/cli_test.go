@@ -289,3 +289,41 @@ func TestBadConfigFilesExitWithTheirMessage(t *testing.T) {
 		t.Fatalf("a refused config created the data dir: %v", err)
 	}
 }
+
+// SIGHUP reloads the config file: a broken file is refused and the node
+// runs on; a valid one adds an audit device without a restart.
+func TestSIGHUPReloads(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	cfg, addr, dir := singleNode(t)
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr, "--shares", "1", "--threshold", "1")
+	waitState(t, tr, bin, addr, "active")
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	os.WriteFile(cfg, append(append([]byte{}, good...), []byte("colour = \"red\"\n")...), 0o600)
+	n.Notify(syscall.SIGHUP)
+	harness.Eventually(t, time.Minute, "the refusal of a broken config", func() bool {
+		return strings.Contains(n.Output.String(), "Reload refused, the node runs on") && strings.Contains(n.Output.String(), "colour: unknown key")
+	})
+	if _, code := status(t, tr, bin, addr); code != 0 || n.Exited() {
+		t.Fatalf("the node stopped serving after a refused reload: exit %d", code)
+	}
+
+	second := filepath.Join(dir, "audit2.log")
+	os.WriteFile(cfg, append(append([]byte{}, good...), []byte(fmt.Sprintf("audit \"file\" {\n  path = \"second\"\n  options = { file_path = %q }\n}\n", second))...), 0o600)
+	n.Notify(syscall.SIGHUP)
+	c := apiClient(t, addr, res.RootToken)
+	harness.Eventually(t, time.Minute, "the second audit device to log a request", func() bool {
+		c.Auth().Token().LookupSelf()
+		b, _ := os.ReadFile(second)
+		return strings.Contains(string(b), "auth/token/lookup-self")
+	})
+	if code := n.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+}

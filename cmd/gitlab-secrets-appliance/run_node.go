@@ -14,7 +14,8 @@ import (
 )
 
 func serverAction(c *cli.Context) error {
-	cfg, err := appliance.Load(c.String("config"))
+	path := c.String("config")
+	cfg, err := appliance.Load(path)
 	if err != nil {
 		return exit(exitConfig, err)
 	}
@@ -24,7 +25,19 @@ func serverAction(c *cli.Context) error {
 	if err != nil {
 		return startError(err)
 	}
-	return serve(ctx, a)
+	// SIGHUP: read the config file again and apply what can change live
+	// (TLS certificates, log level, audit devices). A bad file changes
+	// nothing and the node keeps running.
+	reload := func() {
+		cfg, err := appliance.Load(path)
+		if err == nil {
+			err = a.Reload(cfg)
+		}
+		if err != nil {
+			fmt.Fprintln(c.App.ErrWriter, "Reload refused, the node runs on:", err)
+		}
+	}
+	return serve(ctx, a, reload)
 }
 
 func devAction(c *cli.Context) error {
@@ -39,7 +52,7 @@ func devAction(c *cli.Context) error {
 		return startError(err)
 	}
 	printDevBanner(c, a.APIAddr(), info)
-	return serve(ctx, a)
+	return serve(ctx, a, nil)
 }
 
 func startError(err error) error {
@@ -50,12 +63,25 @@ func startError(err error) error {
 	return exit(exitFailed, err)
 }
 
-// serve runs until a signal or a fatal error, then stops the node cleanly.
-func serve(ctx context.Context, a *appliance.Appliance) error {
+// serve runs until a signal or a fatal error, then stops the node cleanly;
+// on SIGHUP it calls reload, if any.
+func serve(ctx context.Context, a *appliance.Appliance, reload func()) error {
+	hup := make(chan os.Signal, 1)
+	if reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	var failure error
-	select {
-	case <-ctx.Done():
-	case failure = <-a.Err():
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case failure = <-a.Err():
+			break loop
+		case <-hup:
+			reload()
+		}
 	}
 	if err := a.Close(); err != nil && failure == nil {
 		failure = err

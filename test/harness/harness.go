@@ -229,6 +229,9 @@ func (n *Node) Signal(t testing.TB, sig syscall.Signal, timeout time.Duration) i
 	return n.cmd.ProcessState.ExitCode()
 }
 
+// Notify sends sig without waiting (SIGHUP: reload).
+func (n *Node) Notify(sig syscall.Signal) { n.cmd.Process.Signal(sig) }
+
 // Exited reports whether the process has ended.
 func (n *Node) Exited() bool {
 	select {
