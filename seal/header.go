@@ -25,7 +25,23 @@ type header struct {
 
 	PKCS11 *hsmEnrollment    `json:"pkcs11,omitempty"`
 	Shamir *shamirEnrollment `json:"shamir,omitempty"`
+
+	// Previous holds replaced KEKs, each wrapped by this header's KEK, so
+	// blobs sealed before a replacement (Raft snapshot checksums) still
+	// open. Whoever holds the current KEK may open them anyway; whoever
+	// held only an old one learns nothing new.
+	Previous []previousKEK `json:"previous,omitempty"`
 }
+
+// previousKEK is a replaced KEK, named by its check value, wrapped with
+// AES-GCM under the KEK of the header that holds it (nonce first).
+type previousKEK struct {
+	Check   []byte `json:"check"`
+	Wrapped []byte `json:"wrapped"`
+}
+
+// maxPreviousKEKs bounds the history a header carries.
+const maxPreviousKEKs = 8
 
 // hsmEnrollment is the KEK wrapped by an AES key on a PKCS#11 token.
 type hsmEnrollment struct {
@@ -80,6 +96,7 @@ func (h *header) next(now time.Time) *header {
 		s := *h.Shamir
 		n.Shamir = &s
 	}
+	n.Previous = append([]previousKEK(nil), h.Previous...)
 	return &n
 }
 

@@ -143,7 +143,7 @@ type Persist func(ctx context.Context) error
 // every earlier share is void. An enrolled HSM wraps the new KEK.
 func (s *Seal) RotateShares(ctx context.Context, n, t int, pgpKeys []string, persist Persist) ([]string, error) {
 	return s.change(ctx, persist, func(h *header, kek []byte) ([]byte, []string, error) {
-		return s.rekey(ctx, h, n, t, pgpKeys)
+		return s.rekey(ctx, h, kek, n, t, pgpKeys)
 	})
 }
 
@@ -165,7 +165,7 @@ func (s *Seal) RemoveShamir(ctx context.Context, persist Persist) error {
 		if h.Shamir == nil {
 			return nil, nil, ErrNoShamir
 		}
-		return s.rekey(ctx, h, 0, 0, nil)
+		return s.rekey(ctx, h, kek, 0, 0, nil)
 	})
 	return err
 }
@@ -193,16 +193,22 @@ func (s *Seal) RemoveHSM(ctx context.Context, pgpKeys []string, persist Persist)
 			return nil, nil, errors.New("the HSM is the only seal mechanism: add Shamir shares first (the last mechanism cannot be removed)")
 		}
 		h.PKCS11 = nil
-		return s.rekey(ctx, h, h.Shamir.Shares, h.Shamir.Threshold, pgpKeys)
+		return s.rekey(ctx, h, kek, h.Shamir.Shares, h.Shamir.Threshold, pgpKeys)
 	})
 }
 
 // rekey gives h a new KEK: shares (n > 0) and HSM wrapping as h enrolls.
-func (s *Seal) rekey(ctx context.Context, h *header, n, t int, pgpKeys []string) ([]byte, []string, error) {
+// The replaced KEK (old) joins h's history, wrapped by the new one.
+func (s *Seal) rekey(ctx context.Context, h *header, old []byte, n, t int, pgpKeys []string) ([]byte, []string, error) {
 	kek := make([]byte, kekSize)
 	if _, err := rand.Read(kek); err != nil {
 		return nil, nil, err
 	}
+	prev, err := rewrapHistory(h, old, kek)
+	if err != nil {
+		return nil, nil, err
+	}
+	h.Previous = prev
 	c := kekCheck(kek)
 	h.Check = c[:]
 	h.Shamir = nil
@@ -264,4 +270,53 @@ func (s *Seal) change(ctx context.Context, persist Persist, mutate func(h *heade
 	}
 	s.logger.Info("seal mechanisms changed", "mechanisms", h.mechanisms(), "generation", h.Gen)
 	return shares, nil
+}
+
+// rewrapHistory moves h's history (wrapped by old, h's KEK) under next and
+// adds old itself, keeping the newest maxPreviousKEKs.
+func rewrapHistory(h *header, old, next []byte) ([]previousKEK, error) {
+	var out []previousKEK
+	for _, p := range h.Previous {
+		k, err := openWrapped(old, p.Wrapped)
+		if err != nil {
+			return nil, fmt.Errorf("the seal key history does not open under the current key: %w", err)
+		}
+		w, err := sealWrapped(next, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, previousKEK{Check: p.Check, Wrapped: w})
+	}
+	w, err := sealWrapped(next, old)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, previousKEK{Check: h.Check, Wrapped: w})
+	if len(out) > maxPreviousKEKs {
+		out = out[len(out)-maxPreviousKEKs:]
+	}
+	return out, nil
+}
+
+func sealWrapped(kek, plaintext []byte) ([]byte, error) {
+	gcm, err := newGCM(kek)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, gcm.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return gcm.Seal(nonce, nonce, plaintext, []byte("gitlab-secrets-appliance previous kek")), nil
+}
+
+func openWrapped(kek, wrapped []byte) ([]byte, error) {
+	gcm, err := newGCM(kek)
+	if err != nil {
+		return nil, err
+	}
+	if len(wrapped) < gcm.NonceSize() {
+		return nil, errors.New("wrapped key too short")
+	}
+	return gcm.Open(nil, wrapped[:gcm.NonceSize()], wrapped[gcm.NonceSize():], []byte("gitlab-secrets-appliance previous kek"))
 }

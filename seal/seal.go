@@ -190,6 +190,9 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	if ok {
 		return kek, nil
 	}
+	if kek := s.fromHistory(h); kek != nil {
+		return kek, nil
+	}
 	if h.PKCS11 == nil {
 		return nil, fmt.Errorf("%w (the cluster has no HSM enrolled: submit Shamir shares with `gitlab-secrets-appliance unseal`)", ErrLocked)
 	}
@@ -206,6 +209,35 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	s.remember(kek, MechanismPKCS11)
 	s.logger.Info("seal key recovered with the HSM", "token", s.opts.HSM.TokenLabel, "key", h.PKCS11.KeyLabel)
 	return kek, nil
+}
+
+// fromHistory finds h's KEK in the history of the current header, when
+// the current KEK is in memory (a blob sealed before a KEK replacement).
+func (s *Seal) fromHistory(h *header) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil || s.cur.Cluster != h.Cluster {
+		return nil
+	}
+	cur, ok := s.keks[s.cur.kekID()]
+	if !ok {
+		return nil
+	}
+	for _, p := range s.cur.Previous {
+		if !bytes.Equal(p.Check, h.Check) {
+			continue
+		}
+		kek, err := openWrapped(cur, p.Wrapped)
+		if err != nil {
+			return nil
+		}
+		if c := kekCheck(kek); !bytes.Equal(c[:], h.Check) {
+			return nil
+		}
+		s.keks[h.kekID()] = kek
+		return kek
+	}
+	return nil
 }
 
 // remember caches a recovered KEK and notes the mechanism that gave it.
