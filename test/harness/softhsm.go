@@ -121,3 +121,18 @@ func (s *SoftHSM) DeleteKey(t testing.TB, label string) {
 		t.Fatal(err)
 	}
 }
+
+// PKCS11Tool runs pkcs11-tool logged in to the token, with args after the
+// module, token and PIN (e.g. "--keygen", "--key-type", "AES:16", "--label",
+// "k" for a key GenerateAESKey would not make), and returns its output.
+func (s *SoftHSM) PKCS11Tool(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("pkcs11-tool", append([]string{"--module", s.Library, "--token-label", s.TokenLabel, "--login", "--pin", s.PIN}, args...)...)
+	cmd.Env = append(os.Environ(), s.Env()...)
+	out, err := cmd.CombinedOutput()
+	text := strings.ReplaceAll(string(out), s.PIN, "<pin>")
+	if err != nil {
+		t.Fatalf("pkcs11-tool %s: %v\n%s", strings.Join(args, " "), err, text)
+	}
+	return text
+}
