@@ -112,7 +112,9 @@ func (h *HSM) open() error {
 	}
 	key, err := h.findKey(s)
 	if err != nil {
-		p.Logout(s)
+		// No C_Logout here nor in Close: it would log out every other
+		// session of this process on the token. Closing the last session
+		// logs out.
 		p.CloseSession(s)
 		return err
 	}
@@ -265,7 +267,7 @@ func (h *HSM) Check(ctx context.Context) error {
 	return nil
 }
 
-// Close logs out, closes the session and releases the library.
+// Close closes the session and releases the library.
 func (h *HSM) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -273,9 +275,7 @@ func (h *HSM) Close() error {
 		return nil
 	}
 	h.closed = true
-	p := h.mod.ctx
-	p.Logout(h.session)
-	err := p.CloseSession(h.session)
+	err := h.mod.ctx.CloseSession(h.session)
 	h.mod.release()
 	return err
 }

@@ -159,3 +159,38 @@ func TestHSMTokenRemovedAndRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Closing one handle must not log the others out: C_Logout ends the login
+// of every session of the process on the token, and a private key (as
+// real HSMs make them) is then out of reach.
+func TestHSMCloseLeavesOthersUsable(t *testing.T) {
+	s, cfg := softHSM(t)
+	ctx := context.Background()
+	s.PKCS11Tool(t, "--keygen", "--key-type", "AES:32", "--label", "kek-private", "--private", "--sensitive")
+	cfg.KeyLabel = "kek-private"
+	a, err := OpenHSM(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenHSM(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("the other handle after a Close: %v", err)
+	}
+	// A failed open (the key is not there) must not log the others out
+	// either.
+	bad := cfg
+	bad.KeyLabel = "absent"
+	if _, err := OpenHSM(ctx, bad); !errors.Is(err, ErrHSMKey) {
+		t.Fatal(err)
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("the other handle after a failed open: %v", err)
+	}
+}
