@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,81 +19,155 @@ import (
 // HSM is an open, logged-in session on the token with the key found. It is
 // safe for concurrent use: calls on the one session are serialized.
 type HSM struct {
-	cfg     PKCS11Config
-	mod     *module
-	mu      sync.Mutex
+	cfg PKCS11Config
+	mod *module
+
+	// sem serializes use of the session (a one-slot semaphore rather than a
+	// mutex, so that a caller waiting behind a hung token call gives up
+	// when its context ends). It guards every field below.
+	sem     chan struct{}
+	closed  bool
+	slot    uint
 	session pkcs11.SessionHandle
 	key     pkcs11.ObjectHandle
-	closed  bool
+	gen     uint64 // the module's generation the session belongs to
 }
 
-// module is one loaded, initialized PKCS#11 library. A module may be
-// initialized only once per process (C_Initialize), so HSM handles on the
-// same library share it; modules is the one process-wide table this
-// package keeps, for that reason.
+// module is one loaded, initialized PKCS#11 library.
+//
+// PKCS#11 allows one C_Initialize per library per process, and C_Finalize
+// ends every session of the process on it. So HSM handles on the same
+// library share one module, counted by refs, and the library is finalized
+// when the last handle closes. The table of modules is the one piece of
+// process-wide state in this package, for that reason.
 type module struct {
-	path string
-	ctx  *pkcs11.Ctx
-	refs int
+	path  string // canonical path, the key in the table
+	ctx   *pkcs11.Ctx
+	refs  int  // open HSM handles; guarded by modules.mu
+	owned bool // we called C_Initialize (false: someone else in the process had, so we never finalize it)
+
+	// mu is held shared by every call into the library and exclusively to
+	// re-initialize it; gen counts the re-initializations, so that a handle
+	// notices its session went with the old one and opens a new one.
+	mu     sync.RWMutex
+	gen    uint64
+	broken bool // the last re-initialization failed
 }
 
-var (
-	modulesMu sync.Mutex
-	modules   = map[string]*module{}
-)
+var modules = struct {
+	mu     sync.Mutex
+	byPath map[string]*module
+}{byPath: map[string]*module{}}
 
-func loadModule(path string) (*module, error) {
-	modulesMu.Lock()
-	defer modulesMu.Unlock()
-	if m := modules[path]; m != nil {
+// loadModule returns the module for the library at path, loading and
+// initializing it if no handle has it open. shared reports that it was
+// already open.
+func loadModule(path string) (m *module, shared bool, err error) {
+	// The same library under two names (a symlink) is one library: dlopen
+	// returns the same copy, and one C_Finalize would end both.
+	canon, err := filepath.EvalSymlinks(path)
+	if err == nil {
+		canon, err = filepath.Abs(canon)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
+	}
+
+	modules.mu.Lock()
+	defer modules.mu.Unlock()
+	if m := modules.byPath[canon]; m != nil {
 		m.refs++
-		return m, nil
+		return m, true, nil
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
-	}
-	ctx := pkcs11.New(path)
+	ctx := pkcs11.New(canon)
 	if ctx == nil {
-		return nil, fmt.Errorf("%w: %s is not a loadable PKCS#11 module", ErrHSMLibrary, path)
+		return nil, false, fmt.Errorf("%w: %s is not a loadable PKCS#11 module", ErrHSMLibrary, path)
 	}
-	if err := ctx.Initialize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		ctx.Destroy()
-		return nil, fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMLibrary, path, err)
+	owned := true
+	if err := ctx.Initialize(); err != nil {
+		if !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+			ctx.Destroy()
+			return nil, false, fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMLibrary, path, err)
+		}
+		owned = false // another part of this process (e.g. OpenBao's own pkcs11 seal) initialized it
 	}
-	m := &module{path: path, ctx: ctx, refs: 1}
-	modules[path] = m
-	return m, nil
+	m = &module{path: canon, ctx: ctx, refs: 1, owned: owned}
+	modules.byPath[canon] = m
+	return m, false, nil
 }
 
+// release drops one handle's reference; the last one finalizes and unloads
+// the library.
 func (m *module) release() {
-	modulesMu.Lock()
-	defer modulesMu.Unlock()
+	modules.mu.Lock()
+	defer modules.mu.Unlock()
 	m.refs--
 	if m.refs > 0 {
 		return
 	}
-	delete(modules, m.path)
-	m.ctx.Finalize()
+	delete(modules.byPath, m.path)
+	if m.owned {
+		m.ctx.Finalize()
+	}
 	m.ctx.Destroy()
 }
 
+// reinitialize finalizes and initializes the library again. Modules such
+// as SoftHSM list their tokens only in C_Initialize, so a token that came
+// back after being removed is invisible until then. Every session on the
+// module ends; the other handles open new ones on their next call.
+func (m *module) reinitialize() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gen++
+	m.ctx.Finalize()
+	err := m.ctx.Initialize()
+	m.broken = err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)
+	if m.broken {
+		return fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMUnavailable, m.path, err)
+	}
+	return nil
+}
+
 // OpenHSM loads the library, finds the token, logs in and finds the key.
+//
+// PKCS#11 keeps one login state per token for the whole process: while
+// another handle on the same token is open, the token accepts the login
+// without checking the PIN again.
 func OpenHSM(ctx context.Context, cfg PKCS11Config) (*HSM, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("opening the HSM: %w", err)
+	}
 	if cfg.KeyLabel == "" {
 		return nil, fmt.Errorf("%w: no key label given", ErrHSMKey)
 	}
-	mod, err := loadModule(cfg.Library)
+	mod, shared, err := loadModule(cfg.Library)
 	if err != nil {
 		return nil, err
 	}
-	h := &HSM{cfg: cfg, mod: mod}
-	if err := h.open(); err != nil {
+	h := &HSM{cfg: cfg, mod: mod, sem: make(chan struct{}, 1)}
+	mod.mu.RLock()
+	err = h.open()
+	broken := mod.broken
+	mod.mu.RUnlock()
+	if (errors.Is(err, ErrHSMToken) || broken) && shared && mod.owned {
+		// The token may have come back since the library was initialized
+		// (or an earlier re-initialization failed).
+		if err = mod.reinitialize(); err == nil {
+			mod.mu.RLock()
+			err = h.open()
+			mod.mu.RUnlock()
+		}
+	}
+	if err != nil {
 		mod.release()
 		return nil, err
 	}
 	return h, nil
 }
 
+// open finds the token, opens a session, logs in and finds the key. The
+// caller holds h.mod.mu (shared) and, once h is shared, h.sem.
 func (h *HSM) open() error {
 	p := h.mod.ctx
 	slot, err := h.findSlot()
@@ -103,6 +178,9 @@ func (h *HSM) open() error {
 	if err != nil {
 		return fmt.Errorf("%w: opening a session on %s: %v", ErrHSMUnavailable, h.Describe(), err)
 	}
+	// No C_Logout on the failure paths below (nor in Close): it would log
+	// out every other session of this process on the token. Closing the
+	// last session logs out.
 	if err := p.Login(s, pkcs11.CKU_USER, h.cfg.PIN); err != nil && !isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		p.CloseSession(s)
 		if isCode(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_LEN_RANGE, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED) {
@@ -112,13 +190,10 @@ func (h *HSM) open() error {
 	}
 	key, err := h.findKey(s)
 	if err != nil {
-		// No C_Logout here nor in Close: it would log out every other
-		// session of this process on the token. Closing the last session
-		// logs out.
 		p.CloseSession(s)
 		return err
 	}
-	h.session, h.key = s, key
+	h.slot, h.session, h.key, h.gen = slot, s, key, h.mod.gen
 	return nil
 }
 
@@ -201,7 +276,11 @@ func (h *HSM) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 	if _, err := rand.Read(iv); err != nil {
 		return nil, err
 	}
-	ct, err := h.gcm(true, iv, plaintext)
+	var ct []byte
+	err := h.use(ctx, func() (err error) {
+		ct, err = h.gcm(true, iv, plaintext)
+		return h.classify(err)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -213,40 +292,78 @@ func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
 	if len(blob) < 1+gcmIVSize+gcmTagBits/8 || blob[0] != wrapVersion {
 		return nil, fmt.Errorf("%w: the wrapped key is malformed", ErrHSMUnwrap)
 	}
-	return h.gcm(false, blob[1:1+gcmIVSize], blob[1+gcmIVSize:])
+	var out []byte
+	err := h.use(ctx, func() error {
+		var err error
+		out, err = h.gcm(false, blob[1:1+gcmIVSize], blob[1+gcmIVSize:])
+		if isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
+			return fmt.Errorf("%w (%s: %v)", ErrHSMUnwrap, h.Describe(), err)
+		}
+		return h.classify(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
-func (h *HSM) gcm(encrypt bool, iv, in []byte) ([]byte, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, fmt.Errorf("%w: the session is closed", ErrHSMUnavailable)
+// use runs f with the session to itself, opening a new session first if
+// the library was re-initialized since this one was opened.
+func (h *HSM) use(ctx context.Context, f func() error) error {
+	select {
+	case h.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %s: %w", h.Describe(), ctx.Err())
 	}
+	defer func() { <-h.sem }()
+	if h.closed {
+		return fmt.Errorf("%w: the session on %s is closed", ErrHSMUnavailable, h.Describe())
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("using %s: %w", h.Describe(), err)
+	}
+	h.mod.mu.RLock()
+	defer h.mod.mu.RUnlock()
+	if h.gen != h.mod.gen {
+		// The old session ended with the old initialization.
+		if err := h.open(); err != nil {
+			return fmt.Errorf("%w: opening a new session after the library was re-initialized: %w", ErrHSMUnavailable, err)
+		}
+	}
+	return f()
+}
+
+// gcm runs one AES-GCM operation on the session (held by the caller).
+func (h *HSM) gcm(encrypt bool, iv, in []byte) ([]byte, error) {
 	p := h.mod.ctx
 	params := pkcs11.NewGCMParams(iv, nil, gcmTagBits)
 	defer params.Free()
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}
-	var out []byte
-	var err error
 	if encrypt {
-		if err = p.EncryptInit(h.session, mech, h.key); err == nil {
-			out, err = p.Encrypt(h.session, in)
+		if err := p.EncryptInit(h.session, mech, h.key); err != nil {
+			return nil, err
 		}
-	} else {
-		if err = p.DecryptInit(h.session, mech, h.key); err == nil {
-			out, err = p.Decrypt(h.session, in)
-		}
+		return p.Encrypt(h.session, in)
 	}
-	if err == nil {
-		return out, nil
+	if err := p.DecryptInit(h.session, mech, h.key); err != nil {
+		return nil, err
 	}
-	if !encrypt && isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
-		return nil, fmt.Errorf("%w (%s: %v)", ErrHSMUnwrap, h.Describe(), err)
+	return p.Decrypt(h.session, in)
+}
+
+// classify turns a PKCS#11 error from using the key into one of ours.
+func (h *HSM) classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isCode(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_MECHANISM_INVALID):
+		return fmt.Errorf("%w (%s: %v)", ErrHSMKey, h.Describe(), err)
+	default:
+		// CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,
+		// CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, ...: the session or
+		// the key is gone; a new OpenHSM may find them again.
+		return fmt.Errorf("%w: %s: %v", ErrHSMUnavailable, h.Describe(), err)
 	}
-	if isCode(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_MECHANISM_INVALID) {
-		return nil, fmt.Errorf("%w (%s: %v)", ErrHSMKey, h.Describe(), err)
-	}
-	return nil, fmt.Errorf("%w: %s: %v", ErrHSMUnavailable, h.Describe(), err)
 }
 
 // Check tells whether the token is reachable and the key usable now, by
@@ -267,17 +384,29 @@ func (h *HSM) Check(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the session and releases the library.
+// Close closes the session and releases the library (the last handle on
+// it finalizes and unloads it). It waits for a call in progress; a second
+// Close does nothing.
 func (h *HSM) Close() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.sem <- struct{}{}
+	defer func() { <-h.sem }()
 	if h.closed {
 		return nil
 	}
 	h.closed = true
-	err := h.mod.ctx.CloseSession(h.session)
+	var err error
+	h.mod.mu.RLock()
+	if h.gen == h.mod.gen {
+		if err = h.mod.ctx.CloseSession(h.session); isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT) {
+			err = nil // already gone with the token
+		}
+	}
+	h.mod.mu.RUnlock()
 	h.mod.release()
-	return err
+	if err != nil {
+		return fmt.Errorf("closing the session on %s: %v", h.Describe(), err)
+	}
+	return nil
 }
 
 // Describe names the token and key for messages; never the PIN.
