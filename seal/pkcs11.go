@@ -63,6 +63,9 @@ var modules = struct {
 // initializing it if no handle has it open. shared reports that it was
 // already open.
 func loadModule(path string) (m *module, shared bool, err error) {
+	if path == "" {
+		return nil, false, fmt.Errorf("%w: no library path given", ErrHSMLibrary)
+	}
 	// The same library under two names (a symlink) is one library: dlopen
 	// returns the same copy, and one C_Finalize would end both.
 	canon, err := filepath.EvalSymlinks(path)
@@ -71,6 +74,11 @@ func loadModule(path string) (m *module, shared bool, err error) {
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
+	}
+	if st, err := os.Stat(canon); err != nil {
+		return nil, false, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
+	} else if !st.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("%w: %s is not a file", ErrHSMLibrary, path)
 	}
 
 	modules.mu.Lock()
@@ -138,7 +146,12 @@ func OpenHSM(ctx context.Context, cfg PKCS11Config) (*HSM, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening the HSM: %w", err)
 	}
-	if cfg.KeyLabel == "" {
+	switch {
+	case cfg.TokenLabel == "" && cfg.Slot == nil:
+		return nil, fmt.Errorf("%w: neither a token label nor a slot given", ErrHSMToken)
+	case cfg.TokenLabel != "" && cfg.Slot != nil:
+		return nil, fmt.Errorf("%w: both a token label and a slot given; set one", ErrHSMToken)
+	case cfg.KeyLabel == "":
 		return nil, fmt.Errorf("%w: no key label given", ErrHSMKey)
 	}
 	mod, shared, err := loadModule(cfg.Library)
@@ -203,27 +216,24 @@ func (h *HSM) findSlot() (uint, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: listing slots: %v", ErrHSMUnavailable, err)
 	}
-	if h.cfg.Slot != nil {
-		if slices.Contains(slots, *h.cfg.Slot) {
-			return *h.cfg.Slot, nil
-		}
-		return 0, fmt.Errorf("%w: no token in slot %d (slots with tokens: %v)", ErrHSMToken, *h.cfg.Slot, slots)
-	}
-	var labels []string
+	var present []string // initialized tokens, for the error
 	for _, s := range slots {
 		info, err := p.GetTokenInfo(s)
-		if err != nil {
+		if err != nil || info.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
 			continue
 		}
 		label := strings.TrimRight(info.Label, " \x00")
-		if label == h.cfg.TokenLabel {
+		if h.cfg.Slot != nil && s == *h.cfg.Slot || h.cfg.Slot == nil && label == h.cfg.TokenLabel {
 			return s, nil
 		}
-		labels = append(labels, fmt.Sprintf("%q", label))
+		present = append(present, fmt.Sprintf("%q in slot %d", label, s))
 	}
 	have := "none"
-	if len(labels) > 0 {
-		have = strings.Join(labels, ", ")
+	if len(present) > 0 {
+		have = strings.Join(present, ", ")
+	}
+	if h.cfg.Slot != nil {
+		return 0, fmt.Errorf("%w: no initialized token in slot %d (tokens present: %s)", ErrHSMToken, *h.cfg.Slot, have)
 	}
 	return 0, fmt.Errorf("%w: no token labelled %q (tokens present: %s)", ErrHSMToken, h.cfg.TokenLabel, have)
 }
@@ -250,8 +260,10 @@ func (h *HSM) findKey(s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
 	attrs, err := p.GetAttributeValue(s, objs[0], []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, nil),
 	})
-	if err != nil || len(attrs) != 2 {
+	if err != nil || len(attrs) != 4 {
 		return 0, fmt.Errorf("%w: reading the attributes of key %q: %v", ErrHSMKey, h.cfg.KeyLabel, err)
 	}
 	if kt := bytesToUint(attrs[0].Value); kt != pkcs11.CKK_AES {
@@ -259,6 +271,9 @@ func (h *HSM) findKey(s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
 	}
 	if n := bytesToUint(attrs[1].Value); n != 32 {
 		return 0, fmt.Errorf("%w: key %q is AES-%d, not AES-256", ErrHSMKey, h.cfg.KeyLabel, n*8)
+	}
+	if bytesToUint(attrs[2].Value) == 0 || bytesToUint(attrs[3].Value) == 0 {
+		return 0, fmt.Errorf("%w: key %q may not encrypt and decrypt (CKA_ENCRYPT and CKA_DECRYPT must be true)", ErrHSMKey, h.cfg.KeyLabel)
 	}
 	return objs[0], nil
 }
@@ -287,19 +302,31 @@ func (h *HSM) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 	return append(append([]byte{wrapVersion}, iv...), ct...), nil
 }
 
-// Unwrap undoes Wrap.
+// Unwrap undoes Wrap. A blob that does not decrypt under this key is
+// ErrHSMUnwrap; a token that does not answer is ErrHSMUnavailable.
 func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
-	if len(blob) < 1+gcmIVSize+gcmTagBits/8 || blob[0] != wrapVersion {
-		return nil, fmt.Errorf("%w: the wrapped key is malformed", ErrHSMUnwrap)
+	if len(blob) < 1+gcmIVSize+gcmTagBits/8 {
+		return nil, fmt.Errorf("%w: the wrapped key is %d bytes, too short", ErrHSMUnwrap, len(blob))
+	}
+	if blob[0] != wrapVersion {
+		return nil, fmt.Errorf("%w: the wrapped key has format version %d; this version reads %d", ErrHSMUnwrap, blob[0], wrapVersion)
 	}
 	var out []byte
 	err := h.use(ctx, func() error {
 		var err error
 		out, err = h.gcm(false, blob[1:1+gcmIVSize], blob[1+gcmIVSize:])
-		if isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
-			return fmt.Errorf("%w (%s: %v)", ErrHSMUnwrap, h.Describe(), err)
+		if err == nil || !isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
+			return h.classify(err)
 		}
-		return h.classify(err)
+		// A GCM tag that does not verify comes back as one of these (SoftHSM
+		// says CKR_GENERAL_ERROR), and so can a failing device. Encrypting
+		// under the same key tells the two apart.
+		iv := make([]byte, gcmIVSize)
+		rand.Read(iv)
+		if _, perr := h.gcm(true, iv, nil); perr != nil {
+			return h.classify(perr)
+		}
+		return fmt.Errorf("%w (%s: %v)", ErrHSMUnwrap, h.Describe(), err)
 	})
 	if err != nil {
 		return nil, err
@@ -356,7 +383,7 @@ func (h *HSM) classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case isCode(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_MECHANISM_INVALID):
+	case isCode(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID):
 		return fmt.Errorf("%w (%s: %v)", ErrHSMKey, h.Describe(), err)
 	default:
 		// CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/miekg/pkcs11"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -170,7 +172,24 @@ func TestHSMOpenErrors(t *testing.T) {
 	s.PKCS11Tool(t, "--keygen", "--key-type", "GENERIC:32", "--label", "generic")
 	s.GenerateAESKey(t, "twice")
 	s.GenerateAESKey(t, "twice")
+	// pkcs11-tool cannot make an AES key that may not encrypt: make one
+	// through the library.
 	h := openHSM(t, good)
+	err := h.use(ctx, func() error {
+		_, err := h.mod.ctx.GenerateKey(h.session, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, "wrap-only"),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	slot := h.slot
 	h.Close()
 
@@ -192,9 +211,14 @@ func TestHSMOpenErrors(t *testing.T) {
 		{"AES-128 key", func(c *PKCS11Config) { c.KeyLabel = "aes128" }, ErrHSMKey, "is AES-128, not AES-256"},
 		{"not an AES key", func(c *PKCS11Config) { c.KeyLabel = "generic" }, ErrHSMKey, "not an AES key"},
 		{"two keys with the label", func(c *PKCS11Config) { c.KeyLabel = "twice" }, ErrHSMKey, "more than one"},
-		{"wrong token label", func(c *PKCS11Config) { c.TokenLabel = "other" }, ErrHSMToken, `tokens present: "appliance"`},
-		{"no such slot", func(c *PKCS11Config) { c.TokenLabel = ""; c.Slot = &noSlot }, ErrHSMToken, "no token in slot 987654"},
+		{"key may not encrypt", func(c *PKCS11Config) { c.KeyLabel = "wrap-only" }, ErrHSMKey, "may not encrypt and decrypt"},
+		{"wrong token label", func(c *PKCS11Config) { c.TokenLabel = "other" }, ErrHSMToken, `tokens present: "appliance" in slot`},
+		{"no such slot", func(c *PKCS11Config) { c.TokenLabel = ""; c.Slot = &noSlot }, ErrHSMToken, `no initialized token in slot 987654 (tokens present: "appliance"`},
+		{"label and slot", func(c *PKCS11Config) { c.Slot = &slot }, ErrHSMToken, "both a token label and a slot"},
+		{"neither label nor slot", func(c *PKCS11Config) { c.TokenLabel = "" }, ErrHSMToken, "neither"},
 		{"missing library", func(c *PKCS11Config) { c.Library = "/nonexistent/libpkcs11.so" }, ErrHSMLibrary, "no such file"},
+		{"no library", func(c *PKCS11Config) { c.Library = "" }, ErrHSMLibrary, "no library path"},
+		{"library is a directory", func(c *PKCS11Config) { c.Library = s.Dir }, ErrHSMLibrary, "is not a file"},
 		{"not a module", func(c *PKCS11Config) { c.Library = notModule }, ErrHSMLibrary, "not a loadable PKCS#11 module"},
 	}
 	for _, tc := range cases {
@@ -285,7 +309,7 @@ func TestHSMTokenRemovedAndRestored(t *testing.T) {
 			if h, err := OpenHSM(ctx, cfg); err == nil {
 				h.Close()
 				t.Fatal("opened a removed token")
-			} else if !errors.Is(err, ErrHSMToken) {
+			} else if !errors.Is(err, ErrHSMToken) || !strings.Contains(err.Error(), "tokens present: none") {
 				t.Fatalf("open with the token gone: %v", err)
 			}
 
