@@ -104,12 +104,16 @@ func (s *Seal) wrapWithHSM(ctx context.Context, kek []byte) (*hsmEnrollment, err
 const hsmCheckTimeout = 3 * time.Second
 
 // checkHSM reports whether the token is reachable and keyLabel usable now.
+// The probe gets the timeout as its context too, so a goroutine stuck
+// behind a hung token call gives up instead of piling up.
 func (s *Seal) checkHSM(ctx context.Context, keyLabel string) error {
+	ctx, cancel := context.WithTimeout(ctx, hsmCheckTimeout)
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		h, err := s.hsmFor(ctx, keyLabel)
 		if err == nil {
-			if err = h.Check(ctx); err != nil {
+			if err = h.Check(ctx); err != nil && ctx.Err() == nil {
 				s.hsmFailed(keyLabel, err)
 			}
 		}
@@ -117,8 +121,11 @@ func (s *Seal) checkHSM(ctx context.Context, keyLabel string) error {
 	}()
 	select {
 	case err := <-done:
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: the token did not answer within %s", ErrHSMUnavailable, hsmCheckTimeout)
+		}
 		return err
-	case <-time.After(hsmCheckTimeout):
+	case <-ctx.Done():
 		return fmt.Errorf("%w: the token did not answer within %s", ErrHSMUnavailable, hsmCheckTimeout)
 	}
 }
