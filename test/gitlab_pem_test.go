@@ -69,6 +69,7 @@ func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
 		t.Fatalf("provisioning through inline auth with the PEM key: %v", err)
 	}
 
+	oldJWT := sign(t, is, is.RailsClaims(addr)) // signed before the rotation, still valid
 	if err := is.Rotate(); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +97,21 @@ func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
 	}
 	if _, err := rails.Login(); err != nil {
 		t.Fatalf("Rails login after a repeated bootstrap: %v", err)
+	}
+
+	// Withdrawing the old key: OpenBao keeps keys it has fetched until a
+	// token names one it does not know, so a withdrawn key needs the
+	// bootstrap again (rewriting the mount's config drops the cache).
+	is.Retire()
+	writePEM()
+	if _, errOut, code := harness.Run(t, tr, []byte(res.RootToken+"\n"), bin, "gitlab", "bootstrap", "--address", addr); code != 0 {
+		t.Fatalf("bootstrap after withdrawing a key: exit %d: %s", code, errOut)
+	}
+	if _, err := gitlabsim.Login(hc, addr, "", gitlabsim.RailsMount, gitlabsim.RailsRole, oldJWT); err == nil {
+		t.Fatal("a token signed with a withdrawn key logged in after the bootstrap")
+	}
+	if _, err := rails.Login(); err != nil {
+		t.Fatalf("Rails login with the current key after withdrawing the old: %v", err)
 	}
 	scanForSecrets(t, tr.String(), []string{res.RootToken, railsToken, "v-rot-19ae"})
 	if code := n.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {

@@ -88,6 +88,14 @@ func (is *Issuer) Rotate() error {
 	return nil
 }
 
+// Retire stops publishing every key but the current one, as when an old
+// GitLab signing key is withdrawn.
+func (is *Issuer) Retire() {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.keys = is.keys[len(is.keys)-1:]
+}
+
 // PublicKeysPEM is every published key in PEM, as GitLab's signing key
 // would be handed to the appliance in jwt_validation_pubkeys_file.
 func (is *Issuer) PublicKeysPEM() (string, error) {
