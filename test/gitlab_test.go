@@ -58,11 +58,16 @@ func TestGitLabConformance(t *testing.T) {
 			t.Errorf("%s logged in as GitLab Rails", name)
 		}
 	}
-	// GitLab Rails cannot touch the cluster or its own rights.
+	// GitLab Rails cannot touch the cluster or its own rights, nor take
+	// over the recovery keys.
 	for path, body := range map[string]any{
 		"sys/policies/acl/secrets_manager": map[string]string{"policy": `path "*" {capabilities=["sudo"]}`},
 		"auth/gitlab_rails_jwt/role/app":   map[string]any{"role_type": "jwt", "bound_audiences": "x"},
 		"sys/audit/evil":                   map[string]any{"type": "file", "options": map[string]string{"file_path": "/tmp/x"}},
+		// GitLab's recovery-key management: the operators hold those here.
+		"sys/rotate/recovery/init":     map[string]any{"secret_shares": 1, "secret_threshold": 1},
+		"sys/seal":                     map[string]any{},
+		"sys/storage/raft/remove-peer": map[string]any{"server_id": "gitlab-1"},
 	} {
 		if err := gitlabsim.Call(hc, addr, railsToken, "POST", "", path, body, nil); err == nil {
 			t.Errorf("GitLab Rails wrote %s", path)
