@@ -149,7 +149,7 @@ func newApp() *cli.App {
 				Subcommands: []*cli.Command{{
 					Name: "bootstrap",
 					Usage: "create or update the gitlab_rails_jwt auth mount, GitLab Rails' privileged role and its policy " +
-						"from the config's gitlab block (init does it once; run it again after changing the block or GitLab's keys)",
+						"from the config's gitlab block (init does it once; run it again after changing the block, or to drop a withdrawn GitLab key)",
 					Flags: append(clientFlags(), formatFlag(),
 						&cli.StringFlag{Name: "token-file", Usage: "file holding a token allowed to manage auth mounts and policies (default: $" + envToken + ", standard input, or a prompt)"}),
 					Action: gitlabBootstrapAction,
