@@ -129,6 +129,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
 		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
 	}
+	stopKeys, err := a.serveGitLabKeys()
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, stopKeys)
 	a.apiAddr = cfg.APIAddr
 	if a.apiAddr == "" {
 		// The configured host (a name for TLS) with the bound port (the

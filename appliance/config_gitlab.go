@@ -2,8 +2,9 @@ package appliance
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -11,10 +12,12 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/gitlab"
 )
 
-// Defaults for the tokens of GitLab Rails' privileged login.
+// Defaults for the tokens of GitLab Rails' privileged login, and for where
+// the appliance serves a PEM keys file to its own OpenBao.
 const (
 	DefaultGitLabTokenTTL    = "5m"
 	DefaultGitLabTokenMaxTTL = "15m"
+	DefaultGitLabKeysAddress = "127.0.0.1:8207"
 )
 
 // GitLab says how GitLab Rails logs in: the appliance sets up the
@@ -29,7 +32,13 @@ type GitLab struct {
 	JWKSURL    string `hcl:"jwks_url,optional"`
 	JWKSCAFile string `hcl:"jwks_ca_file,optional"`
 	// PublicKeysFile instead of JWKSURL: GitLab's signing public keys, PEM.
+	// The appliance serves the file as a JWKS on KeysAddress (loopback,
+	// plain HTTP, read afresh at every fetch) and points the mount there,
+	// so a replaced file takes effect at the next token with a new key.
+	// Every node of a cluster needs the file and the same KeysAddress: the
+	// mount's config is the cluster's.
 	PublicKeysFile string `hcl:"jwt_validation_pubkeys_file,optional"`
+	KeysAddress    string `hcl:"pubkeys_jwks_address,optional"`
 	// Audience is the aud of GitLab Rails' tokens: the appliance's URL as
 	// configured in GitLab (gitlab.rb openbao['url']).
 	Audience    string `hcl:"audience,optional"`
@@ -44,13 +53,19 @@ func (g *GitLab) applyDefaults() {
 	if g.TokenMaxTTL == "" {
 		g.TokenMaxTTL = DefaultGitLabTokenMaxTTL
 	}
+	if g.PublicKeysFile != "" && g.KeysAddress == "" {
+		g.KeysAddress = DefaultGitLabKeysAddress
+	}
 }
 
 func (g *GitLab) validate(v *validator) {
 	if g.URL == "" {
 		v.add("gitlab.url", "missing; set GitLab's external URL, the issuer of its tokens")
 	} else {
-		v.url("gitlab.url", g.URL, "http", "https")
+		gitlabURL(v, "gitlab.url", g.URL)
+		if strings.HasSuffix(g.URL, "/") {
+			v.add("gitlab.url", "%q ends in /: OpenBao compares it with the iss of GitLab's tokens exactly, which has none", g.URL)
+		}
 	}
 	switch {
 	case g.JWKSURL == "" && g.PublicKeysFile == "":
@@ -58,11 +73,21 @@ func (g *GitLab) validate(v *validator) {
 	case g.JWKSURL != "" && g.PublicKeysFile != "":
 		v.add("gitlab.jwt_validation_pubkeys_file", "set either jwks_url or jwt_validation_pubkeys_file, not both")
 	case g.JWKSURL != "":
-		v.url("gitlab.jwks_url", g.JWKSURL, "http", "https")
+		gitlabURL(v, "gitlab.jwks_url", g.JWKSURL)
 	default:
 		if v.readable("gitlab.jwt_validation_pubkeys_file", g.PublicKeysFile) {
 			if _, err := readPublicKeys(g.PublicKeysFile); err != nil {
 				v.add("gitlab.jwt_validation_pubkeys_file", "%v", err)
+			}
+		}
+	}
+	if g.KeysAddress != "" {
+		if g.PublicKeysFile == "" {
+			v.add("gitlab.pubkeys_jwks_address", "only used with jwt_validation_pubkeys_file")
+		} else if v.hostPort("gitlab.pubkeys_jwks_address", g.KeysAddress) {
+			host, _, _ := net.SplitHostPort(g.KeysAddress)
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				v.add("gitlab.pubkeys_jwks_address", "%q is not a loopback IP address such as 127.0.0.1:8207: the key set is for this node's own OpenBao only", g.KeysAddress)
 			}
 		}
 	}
@@ -87,30 +112,28 @@ func (g *GitLab) validate(v *validator) {
 	}
 }
 
-// readPublicKeys reads the PEM public keys (or certificates) of a file.
-func readPublicKeys(file string) ([]string, error) {
+// gitlabURL checks an http(s) URL of GitLab's, whose port may be implied.
+func gitlabURL(v *validator, key, raw string) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "":
+		v.add(key, "%q is not a URL such as \"https://gitlab.example.com\"", raw)
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add(key, "%q has scheme %q; use http or https", raw, u.Scheme)
+	}
+}
+
+// readPublicKeys checks the PEM public keys (or certificates) of a file.
+func readPublicKeys(file string) (int, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	var keys []string
-	for rest := b; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		switch block.Type {
-		case "PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE":
-			keys = append(keys, strings.TrimSpace(string(pem.EncodeToMemory(block))))
-		default:
-			return nil, fmt.Errorf("%s holds a %q block: only public keys belong here, never a private key", file, block.Type)
-		}
+	keys, err := gitlab.ParsePublicKeys(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", file, err)
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM public key", file)
-	}
-	return keys, nil
+	return len(keys), nil
 }
 
 // gitlabConfig is the bootstrap's view of the config, files read now.
@@ -126,11 +149,12 @@ func (g *GitLab) gitlabConfig() (gitlab.Config, error) {
 		c.JWKSCAPEM = string(b)
 	}
 	if g.PublicKeysFile != "" {
-		keys, err := readPublicKeys(g.PublicKeysFile)
-		if err != nil {
+		// Checked now so that a bad file fails here with its reason rather
+		// than in OpenBao's fetch of the key set.
+		if _, err := readPublicKeys(g.PublicKeysFile); err != nil {
 			return c, fmt.Errorf("gitlab.jwt_validation_pubkeys_file: %w", err)
 		}
-		c.PublicKeysPEM = keys
+		c.JWKSURL = "http://" + g.KeysAddress + gitlab.KeysPath
 	}
 	return c, nil
 }

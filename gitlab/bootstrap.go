@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// Names GitLab Rails expects (ee/lib/secrets_management: the
-// gitlab_rails_jwt mount, role "app", claim secrets_manager_scope).
+// Names GitLab Rails expects (ee/lib/secrets_management/
+// secrets_manager_client.rb: GITLAB_JWT_AUTH_PATH, DEFAULT_JWT_ROLE; the
+// role as GitLab's OpenBao maintenance docs restore it).
 const (
 	AuthMount  = "gitlab_rails_jwt"
 	RoleName   = "app"
@@ -29,18 +30,18 @@ const (
 	PrivilegedRole = "privileged"
 )
 
-// Config is what the appliance knows of GitLab. Keys are verified offline:
-// from GitLab's JWKS on the local network, or from PEM public keys.
+// Config is what the appliance knows of GitLab. Keys are verified offline,
+// from a key set on the local network: GitLab's own, or the appliance's
+// loopback endpoint serving a PEM file (KeysHandler).
 type Config struct {
 	// Issuer is GitLab's URL, the iss of its tokens.
 	Issuer string
-	// JWKSURL is GitLab's key set (…/oauth/discovery/keys) and JWKSCAPEM
-	// the CA bundle to trust for it. OpenBao refetches the set when a token
-	// names a key it does not know, so a rotated signing key is picked up.
+	// JWKSURL is the key set (GitLab's …/oauth/discovery/keys) and
+	// JWKSCAPEM the CA bundle to trust for it. OpenBao fetches the set again
+	// when a token names a key it does not know, so a rotated signing key
+	// is picked up without a restart.
 	JWKSURL   string
 	JWKSCAPEM string
-	// PublicKeysPEM, instead of JWKSURL: GitLab's signing keys in PEM.
-	PublicKeysPEM []string
 	// Audience is the aud GitLab Rails puts in its tokens: the appliance's
 	// URL as GitLab knows it (gitlab.rb openbao['url']).
 	Audience string
@@ -106,8 +107,8 @@ func (cfg Config) check() error {
 	if cfg.Issuer == "" {
 		errs = append(errs, errors.New("no issuer (GitLab's URL)"))
 	}
-	if (cfg.JWKSURL == "") == (len(cfg.PublicKeysPEM) == 0) {
-		errs = append(errs, errors.New("give either a JWKS URL or PEM public keys"))
+	if cfg.JWKSURL == "" {
+		errs = append(errs, errors.New("no JWKS URL"))
 	}
 	if cfg.Audience == "" {
 		errs = append(errs, errors.New("no audience"))
@@ -116,16 +117,15 @@ func (cfg Config) check() error {
 }
 
 func (cfg Config) mountConfig() map[string]any {
-	m := map[string]any{"bound_issuer": cfg.Issuer}
-	if cfg.JWKSURL != "" {
-		m["jwks_url"] = cfg.JWKSURL
-		m["jwks_ca_pem"] = cfg.JWKSCAPEM
-		m["jwt_validation_pubkeys"] = []string{}
-	} else {
-		m["jwt_validation_pubkeys"] = cfg.PublicKeysPEM
-		m["jwks_url"] = ""
+	// Clear what an earlier version or an operator may have set: exactly
+	// one key source.
+	return map[string]any{
+		"bound_issuer":           cfg.Issuer,
+		"jwks_url":               cfg.JWKSURL,
+		"jwks_ca_pem":            cfg.JWKSCAPEM,
+		"jwt_validation_pubkeys": []string{},
+		"oidc_discovery_url":     "",
 	}
-	return m
 }
 
 func (cfg Config) role() map[string]any {
@@ -142,7 +142,6 @@ func (cfg Config) role() map[string]any {
 		"token_policies": []string{PolicyName},
 		"token_ttl":      int(cfg.TokenTTL.Seconds()),
 		"token_max_ttl":  int(cfg.TokenMaxTTL.Seconds()),
-		"token_type":     "service",
 	}
 }
 

@@ -22,6 +22,8 @@ type initOutput struct {
 	Threshold    int      `json:"unseal_threshold"`
 	RecoveryKeys []string `json:"recovery_keys"`
 	RootToken    string   `json:"root_token"`
+	// GitLabBootstrap is "applied" when the config has a gitlab block.
+	GitLabBootstrap string `json:"gitlab_bootstrap"`
 }
 
 type statusOutput struct {

@@ -2,10 +2,8 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,10 +13,12 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
-// GitLab's whole path: Rails logs in with its privileged token and
-// provisions projects 3 and 4 as GitLab does; job ID tokens read exactly
-// what their policies grant; bad tokens are refused and audited; a
-// rotated signing key works at once; a deleted project's secrets are gone.
+// GitLab's whole path against a real appliance process, with GitLab's own
+// requests (test/gitlabsim): Rails provisions projects 3 and 4 and their
+// root group 2 through its privileged inline-auth login; a job ID token
+// reads exactly what its policies grant; bad tokens are refused and
+// audited while other jobs go on; a rotated signing key works at once; a
+// deleted project's namespace and secrets are gone.
 func TestGitLabConformance(t *testing.T) {
 	tr := &harness.Transcript{}
 	is, err := gitlabsim.NewIssuer()
@@ -28,38 +28,60 @@ func TestGitLabConformance(t *testing.T) {
 	defer is.Close()
 	n, addr, root, auditLog := gitlabsim.StartAppliance(t, tr, is)
 	hc := &http.Client{Timeout: 30 * time.Second}
-
-	// Rails: the privileged login works only with the privileged claims.
 	rails := &gitlabsim.Rails{Addr: addr, HTTP: hc, Issuer: is}
-	if err := rails.Login(); err != nil {
-		t.Fatalf("Rails' privileged login: %v", err)
-	}
+
 	p3 := gitlabsim.Project{Org: 1, Group: 2, ID: 3, Path: "acme/platform/project-3"}
 	p4 := gitlabsim.Project{Org: 1, Group: 2, ID: 4, Path: "acme/platform/project-4"}
+	g2 := gitlabsim.Group{Org: 1, ID: 2}
 	mainProd := gitlabsim.Job{Project: p3, JobID: 1001, PipelineID: 501, Ref: "main", RefType: "branch", RefProtected: true, Environment: "production", UserID: 7}
 	pipelineJWT := sign(t, is, is.JobClaims(mainProd, addr))
-	if _, err := gitlabsim.Login(hc, addr, "", "gitlab_rails_jwt", "app", pipelineJWT); err == nil {
-		t.Fatal("a pipeline token logged in as GitLab Rails")
+
+	// Rails' privileged login works only with the privileged claims.
+	railsToken, err := rails.Login()
+	if err != nil {
+		t.Fatalf("Rails' privileged login: %v", err)
 	}
-	wrongSub := is.RailsClaims(addr)
-	wrongSub["sub"] = "user:root"
-	if _, err := gitlabsim.Login(hc, addr, "", "gitlab_rails_jwt", "app", sign(t, is, wrongSub)); err == nil {
-		t.Fatal("a token with another subject logged in as GitLab Rails")
+	notRails := map[string]map[string]any{"a pipeline token": is.JobClaims(mainProd, addr)}
+	for name, change := range map[string]func(c map[string]any){
+		"another subject":       func(c map[string]any) { c["sub"] = "user:root" },
+		"the user scope":        func(c map[string]any) { c["secrets_manager_scope"] = "user" },
+		"no scope":              func(c map[string]any) { delete(c, "secrets_manager_scope") },
+		"another audience":      func(c map[string]any) { c["aud"] = "https://other.example.com" },
+		"an expired privileged": func(c map[string]any) { gitlabsim.Times(c, -10*time.Minute) },
+	} {
+		c := is.RailsClaims(addr)
+		change(c)
+		notRails[name] = c
 	}
-	// GitLab Rails cannot touch the cluster or its own rights.
-	if err := gitlabsim.Call(hc, addr, rails.Token, "POST", "", "sys/policies/acl/secrets_manager", map[string]string{"policy": `path "*" {capabilities=["sudo"]}`}, nil); err == nil {
-		t.Fatal("GitLab Rails rewrote its own policy")
+	for name, claims := range notRails {
+		if _, err := gitlabsim.Login(hc, addr, "", gitlabsim.RailsMount, gitlabsim.RailsRole, sign(t, is, claims)); err == nil {
+			t.Errorf("%s logged in as GitLab Rails", name)
+		}
+	}
+	// GitLab Rails cannot touch the cluster or its own rights, nor take
+	// over the recovery keys.
+	for path, body := range map[string]any{
+		"sys/policies/acl/secrets_manager": map[string]string{"policy": `path "*" {capabilities=["sudo"]}`},
+		"auth/gitlab_rails_jwt/role/app":   map[string]any{"role_type": "jwt", "bound_audiences": "x"},
+		"sys/audit/evil":                   map[string]any{"type": "file", "options": map[string]string{"file_path": "/tmp/x"}},
+		// GitLab's recovery-key management: the operators hold those here.
+		"sys/rotate/recovery/init":     map[string]any{"secret_shares": 1, "secret_threshold": 1},
+		"sys/seal":                     map[string]any{},
+		"sys/storage/raft/remove-peer": map[string]any{"server_id": "gitlab-1"},
+	} {
+		if err := gitlabsim.Call(hc, addr, railsToken, "POST", "", path, body, nil); err == nil {
+			t.Errorf("GitLab Rails wrote %s", path)
+		}
 	}
 
-	// Provisioning in GitLab's order, then secrets in every scope.
-	for _, p := range []gitlabsim.Project{p3, p4} {
+	// Provisioning in GitLab's order; again changes nothing and fails nothing.
+	for _, p := range []gitlabsim.Project{p3, p4, p3} {
 		if err := rails.Provision(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Provisioning again changes nothing and fails nothing.
-	if err := rails.Provision(p3); err != nil {
-		t.Fatalf("provisioning twice: %v", err)
+	if err := rails.ProvisionGroup(g2); err != nil {
+		t.Fatal(err)
 	}
 	secrets := map[string]struct{ value, env, branch string }{
 		"GLOBAL":       {"v-global-51d3", "*", "*"},
@@ -68,6 +90,7 @@ func TestGitLabConformance(t *testing.T) {
 		"MAIN":         {"v-main-44c1", "*", "main"},
 		"PROD_MAIN":    {"v-prod-main-c3f0", "production", "main"},
 		"FEATURE_ONLY": {"v-feature-2210", "*", "feature"},
+		"STAGING_MAIN": {"v-staging-main-77d2", "staging", "main"},
 	}
 	for name, s := range secrets {
 		if err := rails.CreateSecret(p3, name, s.value, s.env, s.branch); err != nil {
@@ -78,74 +101,66 @@ func TestGitLabConformance(t *testing.T) {
 	if err := rails.CreateSecret(p4, "GLOBAL", p4Value, "*", "*"); err != nil {
 		t.Fatal(err)
 	}
+	groupSecrets := map[string]struct {
+		value, env string
+		protected  bool
+	}{
+		"G_PROTECTED":         {"v-g-prot-1c2d", "*", true},
+		"G_ANY_REF":           {"v-g-any-8e0f", "*", false},
+		"G_STAGING_PROTECTED": {"v-g-stag-5a6b", "staging", true},
+		"G_PROD_PROTECTED":    {"v-g-prod-3f4e", "production", true},
+	}
+	for name, s := range groupSecrets {
+		if err := rails.CreateGroupSecret(g2, name, s.value, s.env, s.protected); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// The job: project 3, protected branch main, environment production.
-	jobToken := mustLogin(t, hc, addr, p3, pipelineJWT)
-	readable := map[string]bool{"GLOBAL": true, "PROD": true, "MAIN": true, "PROD_MAIN": true}
-	for name, s := range secrets {
-		got, err := readSecret(hc, addr, jobToken, p3, name)
-		switch {
-		case readable[name] && (err != nil || got != s.value):
-			t.Errorf("%s: the job should read it: %v", name, err)
-		case !readable[name] && err == nil:
-			t.Errorf("%s: the job read a secret its policies do not grant", name)
-		}
-	}
-	if _, err := readSecret(hc, addr, jobToken, p4, "GLOBAL"); err == nil {
+	jobToken := mustJobLogin(t, hc, addr, p3, pipelineJWT)
+	expectReads(t, hc, addr, jobToken, p3.Namespace(), "project 3's job", map[string]string{
+		"GLOBAL": secrets["GLOBAL"].value, "PROD": secrets["PROD"].value,
+		"MAIN": secrets["MAIN"].value, "PROD_MAIN": secrets["PROD_MAIN"].value,
+	}, "STAGING", "FEATURE_ONLY", "STAGING_MAIN")
+	if _, err := readSecret(hc, addr, jobToken, p4.Namespace(), "GLOBAL"); err == nil {
 		t.Error("project 3's job read project 4's secret")
 	}
-	if err := gitlabsim.Call(hc, addr, jobToken, "POST", p3.Namespace(), gitlabsim.SecretsMount+"/data/explicit/GLOBAL",
-		map[string]any{"data": map[string]string{"value": "overwritten"}}, nil); err == nil {
-		t.Error("a job wrote a secret")
+	for _, path := range []string{"data/explicit/GLOBAL", "data/explicit/NEW", "metadata/explicit/GLOBAL"} {
+		if err := gitlabsim.Call(hc, addr, jobToken, "POST", p3.Namespace(), gitlabsim.SecretsMount+"/"+path,
+			map[string]any{"data": map[string]string{"value": "overwritten"}}, nil); err == nil {
+			t.Errorf("a job wrote %s", path)
+		}
 	}
-	// The same branch name, unprotected: no branch-scoped secrets.
+	// Group secrets: the same ID token logs in at the group's namespace too.
+	groupToken := mustLogin(t, hc, addr, g2.Namespace(), pipelineJWT)
+	expectReads(t, hc, addr, groupToken, g2.Namespace(), "a protected job in group 2", map[string]string{
+		"G_PROTECTED": groupSecrets["G_PROTECTED"].value, "G_ANY_REF": groupSecrets["G_ANY_REF"].value,
+		"G_PROD_PROTECTED": groupSecrets["G_PROD_PROTECTED"].value,
+	}, "G_STAGING_PROTECTED")
+	// The same branch, unprotected: none of the secrets for protected refs.
 	unprotected := mainProd
 	unprotected.RefProtected, unprotected.JobID = false, 1002
-	tok := mustLogin(t, hc, addr, p3, sign(t, is, is.JobClaims(unprotected, addr)))
-	for _, name := range []string{"MAIN", "PROD_MAIN"} {
-		if _, err := readSecret(hc, addr, tok, p3, name); err == nil {
-			t.Errorf("%s: an unprotected ref read a secret for protected refs", name)
-		}
-	}
-	if got, err := readSecret(hc, addr, tok, p3, "PROD"); err != nil || got != secrets["PROD"].value {
-		t.Errorf("PROD from an unprotected ref in production: %v", err)
-	}
+	unprotectedJWT := sign(t, is, is.JobClaims(unprotected, addr))
+	expectReads(t, hc, addr, mustLogin(t, hc, addr, g2.Namespace(), unprotectedJWT), g2.Namespace(), "an unprotected job in group 2",
+		map[string]string{"G_ANY_REF": groupSecrets["G_ANY_REF"].value}, "G_PROTECTED", "G_PROD_PROTECTED", "G_STAGING_PROTECTED")
 
 	// Bad tokens: each refused, each audited, and the node keeps serving.
-	bad := map[string]string{}
-	expired := is.JobClaims(mainProd, addr)
-	gitlabsim.Times(expired, -10*time.Minute)
-	bad["expired"] = sign(t, is, expired)
-	bad["wrong audience"] = sign(t, is, is.JobClaims(mainProd, "https://other.example.com"))
-	wrongIss := is.JobClaims(mainProd, addr)
-	wrongIss["iss"] = "https://gitlab.evil.example.com"
-	bad["wrong issuer"] = sign(t, is, wrongIss)
-	unknown, err := is.SignWithUnknownKey(is.JobClaims(mainProd, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad["unknown key"] = unknown
-	otherSub := is.JobClaims(mainProd, addr)
-	otherSub["sub"] = "project_path:acme/platform/project-4:ref_type:branch:ref:main"
-	bad["sub of another project"] = sign(t, is, otherSub)
-	otherProject := mainProd
-	otherProject.Project = p4
-	bad["token of another project"] = sign(t, is, is.JobClaims(otherProject, addr))
-	for _, claim := range []string{"project_id", "ref_protected", "secrets_manager_scope"} {
-		c := is.JobClaims(mainProd, addr)
-		delete(c, claim)
-		bad["missing "+claim] = sign(t, is, c)
-	}
-	for name, jwt := range bad {
-		if _, err := gitlabsim.Login(hc, addr, p3.Namespace(), gitlabsim.PipelineMount, gitlabsim.PipelineRole, jwt); err == nil {
-			t.Errorf("%s: logged in", name)
+	bad := badJobTokens(t, is, mainProd, p4, addr)
+	for name, b := range bad {
+		if _, err := gitlabsim.JobLogin(hc, addr, p3, b.jwt); err == nil || !strings.Contains(err.Error(), b.why) {
+			t.Errorf("%s: want a refusal for ...%s..., got %v", name, b.why, err)
+		}
+		if _, err := readSecret(hc, addr, mustJobLogin(t, hc, addr, p3, sign(t, is, is.JobClaims(mainProd, addr))), p3.Namespace(), "GLOBAL"); err != nil {
+			t.Fatalf("a good job after refusing %s: %v", name, err)
 		}
 	}
-	if _, err := readSecret(hc, addr, mustLogin(t, hc, addr, p3, sign(t, is, is.JobClaims(mainProd, addr))), p3, "GLOBAL"); err != nil {
-		t.Fatalf("a good job after the refusals: %v", err)
+	notInGroup := is.JobClaims(mainProd, addr)
+	notInGroup["project_group_ids"] = []string{"9"}
+	if _, err := gitlabsim.LoginAt(hc, addr, g2.Namespace(), "auth/pipeline_jwt/cel/login", gitlabsim.PipelineRole, sign(t, is, notInGroup)); err == nil {
+		t.Error("a job of a project outside group 2 logged in to the group")
 	}
 	harness.Eventually(t, time.Minute, "an audit entry for every refused login", func() bool {
-		return countFailedLogins(t, auditLog, p3) >= len(bad)
+		return countFailedLogins(auditLog, p3.Namespace()) >= len(bad)
 	})
 
 	// A rotated signing key is picked up without a restart.
@@ -154,41 +169,89 @@ func TestGitLabConformance(t *testing.T) {
 	}
 	rotated := mainProd
 	rotated.JobID = 1003
-	if _, err := readSecret(hc, addr, mustLogin(t, hc, addr, p3, sign(t, is, is.JobClaims(rotated, addr))), p3, "GLOBAL"); err != nil {
+	if _, err := readSecret(hc, addr, mustJobLogin(t, hc, addr, p3, sign(t, is, is.JobClaims(rotated, addr))), p3.Namespace(), "GLOBAL"); err != nil {
 		t.Fatalf("a job token signed with the rotated key: %v", err)
 	}
-	if err := rails.Login(); err != nil {
+	if _, err := rails.Login(); err != nil {
 		t.Fatalf("Rails' login with the rotated key: %v", err)
 	}
 
-	// The audit log names project and job, never a secret value.
+	// The audit log names project and job, never a secret value or token.
 	audit, _ := os.ReadFile(auditLog)
-	if !strings.Contains(string(audit), `"job_id":"1001"`) || !strings.Contains(string(audit), `"project_id":"3"`) {
-		t.Error("the audit log does not name the job and project of the logins")
+	for _, want := range []string{`"job_id":"1001"`, `"project_id":"3"`, `"pipeline_id":"501"`, `pipeline:3"`} {
+		if !strings.Contains(string(audit), want) {
+			t.Errorf("the audit log does not name the job: no %s", want)
+		}
 	}
 	var values []string
 	for _, s := range secrets {
 		values = append(values, s.value)
 	}
-	scanForSecrets(t, string(audit)+tr.String(), append(values, p4Value, root, rails.Token, jobToken, pipelineJWT))
+	for _, s := range groupSecrets {
+		values = append(values, s.value)
+	}
+	scanForSecrets(t, string(audit)+tr.String(), append(values, p4Value, root, railsToken, jobToken, groupToken, pipelineJWT, unprotectedJWT))
 
 	// Project 3 deleted: its namespace, roles and secrets are gone;
-	// project 4 is untouched.
+	// project 4 and the group are untouched.
 	if err := rails.Deprovision(p3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gitlabsim.Login(hc, addr, p3.Namespace(), gitlabsim.PipelineMount, gitlabsim.PipelineRole, sign(t, is, is.JobClaims(rotated, addr))); err == nil {
+	if _, err := gitlabsim.JobLogin(hc, addr, p3, sign(t, is, is.JobClaims(rotated, addr))); err == nil {
 		t.Error("a job logged in to a deleted project")
 	}
-	if _, err := readSecret(hc, addr, root, p3, "GLOBAL"); err == nil {
+	if _, err := readSecret(hc, addr, root, p3.Namespace(), "GLOBAL"); err == nil {
 		t.Error("a deleted project's secret is still readable with the root token")
 	}
 	job4 := mainProd
 	job4.Project, job4.JobID = p4, 2001
-	if got, err := readSecret(hc, addr, mustLogin(t, hc, addr, p4, sign(t, is, is.JobClaims(job4, addr))), p4, "GLOBAL"); err != nil || got != p4Value {
+	jwt4 := sign(t, is, is.JobClaims(job4, addr))
+	if got, err := readSecret(hc, addr, mustJobLogin(t, hc, addr, p4, jwt4), p4.Namespace(), "GLOBAL"); err != nil || got != p4Value {
 		t.Fatalf("project 4 after project 3 was deleted: %v", err)
 	}
-	n.Signal(t, syscall.SIGTERM, time.Minute)
+	if _, err := readSecret(hc, addr, mustLogin(t, hc, addr, g2.Namespace(), jwt4), g2.Namespace(), "G_ANY_REF"); err != nil {
+		t.Fatalf("group 2 after project 3 was deleted: %v", err)
+	}
+	if code := n.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {
+		t.Fatalf("SIGTERM: exit %d", code)
+	}
+}
+
+// badToken is an ID token project 3's pipeline role must refuse, and a
+// part of OpenBao's answer that says why.
+type badToken struct{ jwt, why string }
+
+// badJobTokens are ID tokens project 3's pipeline role must refuse.
+func badJobTokens(t *testing.T, is *gitlabsim.Issuer, job gitlabsim.Job, other gitlabsim.Project, aud string) map[string]badToken {
+	t.Helper()
+	bad := map[string]badToken{}
+	with := func(name, why string, change func(c map[string]any)) {
+		c := is.JobClaims(job, aud)
+		change(c)
+		bad[name] = badToken{sign(t, is, c), why}
+	}
+	with("expired", "expired", func(c map[string]any) { gitlabsim.Times(c, -10*time.Minute) })
+	with("not yet valid", "nbf", func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })
+	with("wrong audience", "aud", func(c map[string]any) { c["aud"] = "https://other.example.com" })
+	with("wrong issuer", "iss", func(c map[string]any) { c["iss"] = "https://gitlab.evil.example.com" })
+	with("Rails' subject", "invalid subject for pipeline authentication", func(c map[string]any) { c["sub"] = "gitlab_secrets_manager" })
+	with("a user's subject", "invalid subject for pipeline authentication", func(c map[string]any) { c["sub"] = "user:root" })
+	with("the privileged scope", "invalid secrets_manager_scope", func(c map[string]any) { c["secrets_manager_scope"] = "privileged" })
+	for claim, why := range map[string]string{
+		"project_id": "missing project_id", "user_id": "missing user_id", "secrets_manager_scope": "missing secrets_manager_scope",
+		"sub": "missing subject", "aud": "aud",
+	} {
+		with("missing "+claim, why, func(c map[string]any) { delete(c, claim) })
+	}
+	otherJob := job
+	otherJob.Project = other
+	bad["a token of another project (its sub and project_id)"] = badToken{sign(t, is, is.JobClaims(otherJob, aud)), "token project_id does not match project"}
+	unknown, err := is.SignWithUnknownKey(is.JobClaims(job, aud))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad["unknown signing key"] = badToken{unknown, "failed to verify"}
+	return bad
 }
 
 func sign(t *testing.T, is *gitlabsim.Issuer, claims map[string]any) string {
@@ -200,28 +263,50 @@ func sign(t *testing.T, is *gitlabsim.Issuer, claims map[string]any) string {
 	return s
 }
 
-func mustLogin(t *testing.T, hc *http.Client, addr string, p gitlabsim.Project, jwt string) string {
+func mustJobLogin(t *testing.T, hc *http.Client, addr string, p gitlabsim.Project, jwt string) string {
 	t.Helper()
-	tok, err := gitlabsim.Login(hc, addr, p.Namespace(), gitlabsim.PipelineMount, gitlabsim.PipelineRole, jwt)
+	return mustLogin(t, hc, addr, p.Namespace(), jwt)
+}
+
+// mustLogin logs a job in at the pipeline_jwt CEL role of namespace ns.
+func mustLogin(t *testing.T, hc *http.Client, addr, ns, jwt string) string {
+	t.Helper()
+	tok, err := gitlabsim.LoginAt(hc, addr, ns, "auth/"+gitlabsim.PipelineMount+"/cel/login", gitlabsim.PipelineRole, jwt)
 	if err != nil {
-		t.Fatalf("job login for project %d: %v", p.ID, err)
+		t.Fatalf("job login at %s: %v", ns, err)
 	}
 	return tok
 }
 
-func readSecret(hc *http.Client, addr, token string, p gitlabsim.Project, name string) (string, error) {
+// expectReads checks that token reads exactly the want secrets (with their
+// values) and none of the others.
+func expectReads(t *testing.T, hc *http.Client, addr, token, ns, who string, want map[string]string, not ...string) {
+	t.Helper()
+	for name, value := range want {
+		if got, err := readSecret(hc, addr, token, ns, name); err != nil || got != value {
+			t.Errorf("%s should read %s: %v", who, name, err)
+		}
+	}
+	for _, name := range not {
+		if _, err := readSecret(hc, addr, token, ns, name); err == nil {
+			t.Errorf("%s read %s, which its policies do not grant", who, name)
+		}
+	}
+}
+
+func readSecret(hc *http.Client, addr, token, ns, name string) (string, error) {
 	var out struct {
 		Data struct {
 			Data map[string]string `json:"data"`
 		} `json:"data"`
 	}
-	err := gitlabsim.Call(hc, addr, token, "GET", p.Namespace(), gitlabsim.SecretsMount+"/data/explicit/"+name, nil, &out)
+	err := gitlabsim.Call(hc, addr, token, "GET", ns, gitlabsim.SecretsMount+"/data/"+gitlabsim.DataRoot+"/"+name, nil, &out)
 	return out.Data.Data["value"], err
 }
 
 // countFailedLogins counts audit responses that refused a pipeline login
-// in p's namespace (the error itself is HMAC'd, like every value).
-func countFailedLogins(t *testing.T, auditLog string, p gitlabsim.Project) int {
+// in namespace ns (the error itself is HMAC'd, like every value).
+func countFailedLogins(auditLog, ns string) int {
 	b, err := os.ReadFile(auditLog)
 	if err != nil {
 		return 0
@@ -245,71 +330,10 @@ func countFailedLogins(t *testing.T, auditLog string, p gitlabsim.Project) int {
 			continue
 		}
 		refused := e.Error != "" || e.Response.Data["error"] != nil
-		if e.Type == "response" && refused && e.Request.Path == "auth/pipeline_jwt/login" &&
-			strings.TrimSuffix(e.Request.Namespace.Path, "/") == p.Namespace() {
+		if e.Type == "response" && refused && e.Request.Path == "auth/pipeline_jwt/cel/login" &&
+			strings.TrimSuffix(e.Request.Namespace.Path, "/") == ns {
 			n++
 		}
 	}
 	return n
-}
-
-// PEM mode: GitLab's keys come from a file. A rotated key is picked up by
-// replacing the file and running `gitlab bootstrap`, without a restart; a
-// token without the rights is refused.
-func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	is, err := gitlabsim.NewIssuer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer is.Close()
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "gitlab-jwt.pem")
-	writePEM := func() {
-		t.Helper()
-		p, err := is.PublicKeysPEM()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(keys, []byte(p), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writePEM()
-	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", "")
-	f, _ := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	fmt.Fprintf(f, "gitlab {\n  url = %q\n  jwt_validation_pubkeys_file = %q\n  audience = %q\n}\n", is.URL, keys, addr)
-	f.Close()
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr)
-	waitState(t, tr, bin, addr, "active")
-	hc := &http.Client{Timeout: 30 * time.Second}
-	rails := &gitlabsim.Rails{Addr: addr, HTTP: hc, Issuer: is}
-	if err := rails.Login(); err != nil {
-		t.Fatalf("Rails login with the PEM key: %v", err)
-	}
-
-	if err := is.Rotate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rails.Login(); err == nil {
-		t.Fatal("a key not yet in the PEM file was accepted")
-	}
-	writePEM()
-	tokenFile := filepath.Join(dir, "token")
-	os.WriteFile(tokenFile, []byte(rails.Token), 0o600) // Rails' own token: not allowed to change its login
-	if _, errOut, code := harness.Run(t, tr, nil, bin, "gitlab", "bootstrap", "--address", addr, "--token-file", tokenFile); code != 1 || !strings.Contains(errOut, "permission denied") {
-		t.Fatalf("bootstrap with Rails' token: exit %d: %s", code, errOut)
-	}
-	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
-	out, errOut, code := harness.Run(t, tr, nil, bin, "gitlab", "bootstrap", "--address", addr, "--token-file", tokenFile)
-	if code != 0 || !strings.Contains(out, "exists   sys/auth/gitlab_rails_jwt") {
-		t.Fatalf("bootstrap: exit %d: %s %s", code, out, errOut)
-	}
-	if err := rails.Login(); err != nil {
-		t.Fatalf("Rails login with the rotated key after bootstrap: %v", err)
-	}
-	n.Signal(t, syscall.SIGTERM, time.Minute)
 }

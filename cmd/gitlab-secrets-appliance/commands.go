@@ -37,7 +37,7 @@ func shareDirFlag() cli.Flag {
 // sealFlags are the flags of the seal subcommands.
 func sealFlags(shares bool) []cli.Flag {
 	f := append(clientFlags(), formatFlag(),
-		&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on sys/appliance/seal (default: $" + envToken + ", or a prompt)"})
+		&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on sys/appliance/seal (default: $" + envToken + ", standard input, or a prompt)"})
 	if shares {
 		f = append(f,
 			&cli.IntFlag{Name: "shares", Usage: "number of new Shamir shares (default: the config's)"},
@@ -149,9 +149,9 @@ func newApp() *cli.App {
 				Subcommands: []*cli.Command{{
 					Name: "bootstrap",
 					Usage: "create or update the gitlab_rails_jwt auth mount, GitLab Rails' privileged role and its policy " +
-						"from the config's gitlab block (init does it once; run it again after changing the block or GitLab's keys)",
+						"from the config's gitlab block (init does it once; run it again after changing the block, or to drop a withdrawn GitLab key)",
 					Flags: append(clientFlags(), formatFlag(),
-						&cli.StringFlag{Name: "token-file", Usage: "file holding a token allowed to manage auth mounts and policies (default: $" + envToken + ", or a prompt)"}),
+						&cli.StringFlag{Name: "token-file", Usage: "file holding a token allowed to manage auth mounts and policies (default: $" + envToken + ", standard input, or a prompt)"}),
 					Action: gitlabBootstrapAction,
 				}},
 			},

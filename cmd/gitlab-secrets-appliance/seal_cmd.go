@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,8 +77,8 @@ func sealAction(op string) cli.ActionFunc {
 	}
 }
 
-// readToken reads an OpenBao token from --token-file, the environment or
-// a hidden prompt: never from the command line.
+// readToken reads an OpenBao token from --token-file, the environment,
+// standard input when piped, or a hidden prompt: never from the command line.
 func readToken(c *cli.Context) (string, error) {
 	if f := c.String("token-file"); f != "" {
 		b, err := os.ReadFile(f)
@@ -90,7 +92,12 @@ func readToken(c *cli.Context) (string, error) {
 	}
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return "", exit(exitUsage, fmt.Errorf("no token: use --token-file or $%s, or run in a terminal to be prompted", envToken))
+		// Piped: the first line of standard input.
+		line, _ := bufio.NewReader(io.LimitReader(os.Stdin, 64<<10)).ReadString('\n')
+		if t := strings.TrimSpace(line); t != "" {
+			return t, nil
+		}
+		return "", exit(exitUsage, fmt.Errorf("no token: pipe it to standard input, use --token-file or $%s, or run in a terminal to be prompted", envToken))
 	}
 	fmt.Fprint(c.App.ErrWriter, "Token (input hidden): ")
 	b, err := term.ReadPassword(fd)

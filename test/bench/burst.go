@@ -7,9 +7,11 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
 )
 
-// The CI burst: K concurrent jobs, each a JWT login with its ID token and
-// three KV v2 reads, against the same provisioning (GitLab's, done by
-// gitlabsim with the root token) on both servers.
+// The CI burst: K concurrent jobs, each a JWT login with its ID token (at
+// the project's pipeline_jwt CEL role, as GitLab provisions it) and three
+// KV v2 reads, against the same provisioning (GitLab's requests, sent by
+// gitlabsim with the root token: stock OpenBao has no Rails login) on
+// both servers.
 
 var burstProject = gitlabsim.Project{Org: 1, Group: 2, ID: 3, Path: "acme/platform/project-3"}
 
@@ -58,7 +60,7 @@ func ciJob(tokens []string) func(t *target, worker, i int) error {
 
 func timedJob(hc *http.Client, addr, jwt string) error {
 	ns := burstProject.Namespace()
-	tok, err := gitlabsim.Login(hc, addr, ns, gitlabsim.PipelineMount, gitlabsim.PipelineRole, jwt)
+	tok, err := gitlabsim.JobLogin(hc, addr, burstProject, jwt)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 package gitlabsim
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/gitlab"
 )
 
 // Issuer signs tokens with RS256 and publishes its public keys.
@@ -75,10 +77,23 @@ func (is *Issuer) Rotate() error {
 	}
 	is.mu.Lock()
 	defer is.mu.Unlock()
-	kid := fmt.Sprintf("key-%d", len(is.keys)+1)
+	// GitLab's kid: public_key.to_jwk[:kid], the RFC 7638 thumbprint.
+	set, err := gitlab.KeySet([]crypto.PublicKey{&k.PublicKey})
+	if err != nil {
+		return err
+	}
+	kid := set.Keys[0].KeyID
 	is.signing = jose.JSONWebKey{Key: k, KeyID: kid, Algorithm: "RS256", Use: "sig"}
 	is.keys = append(is.keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: "RS256", Use: "sig"})
 	return nil
+}
+
+// Retire stops publishing every key but the current one, as when an old
+// GitLab signing key is withdrawn.
+func (is *Issuer) Retire() {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.keys = is.keys[len(is.keys)-1:]
 }
 
 // PublicKeysPEM is every published key in PEM, as GitLab's signing key
@@ -165,8 +180,9 @@ type Job struct {
 	UserID       int
 }
 
-// JobClaims are GitLab's ID token claims for the job (JwtV2 plus the
-// secrets manager's scope), for audience aud.
+// JobClaims are GitLab's ID token claims for the job, for audience aud:
+// Gitlab::Ci::JwtV2's plus what SecretsManagement::PipelineJwt adds
+// (secrets_manager_scope "pipeline", project_group_ids).
 func (is *Issuer) JobClaims(j Job, aud string) map[string]any {
 	c := map[string]any{
 		"iss": is.URL, "aud": aud,
@@ -183,6 +199,7 @@ func (is *Issuer) JobClaims(j Job, aud string) map[string]any {
 		"ref_type":              j.RefType,
 		"ref_protected":         fmt.Sprint(j.RefProtected),
 		"secrets_manager_scope": "pipeline",
+		"project_group_ids":     []string{fmt.Sprint(j.Project.Group)},
 		"jti":                   fmt.Sprintf("job-%d-%d", j.JobID, time.Now().UnixNano()),
 	}
 	if j.Environment != "" {

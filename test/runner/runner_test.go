@@ -5,6 +5,8 @@
 package runner
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"syscall"
@@ -13,6 +15,9 @@ import (
 
 	"gitlab.com/gitlab-org/gitlab-runner/helpers/vault"
 	"gitlab.com/gitlab-org/gitlab-runner/helpers/vault/auth_methods"
+	_ "gitlab.com/gitlab-org/gitlab-runner/helpers/vault/auth_methods/jwt"
+	"gitlab.com/gitlab-org/gitlab-runner/helpers/vault/secret_engines"
+	_ "gitlab.com/gitlab-org/gitlab-runner/helpers/vault/secret_engines/kv_v2"
 	"gitlab.com/gitlab-org/gitlab-runner/helpers/vault/service"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
@@ -24,11 +29,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// What a job's `secrets:` entry gives the Runner: auth, engine, secret.
+// The `vault:` keyword's view of a job: JWT login at a path, then an
+// engine. Against the appliance the login path is GitLab's CEL role's.
 type jwtAuth struct{ jwt string }
 
 func (a jwtAuth) AuthName() string { return "jwt" }
-func (a jwtAuth) AuthPath() string { return gitlabsim.PipelineMount }
+func (a jwtAuth) AuthPath() string { return gitlabsim.PipelineMount + "/cel" }
 func (a jwtAuth) AuthData() auth_methods.Data {
 	return auth_methods.Data{"jwt": a.jwt, "role": gitlabsim.PipelineRole}
 }
@@ -43,6 +49,44 @@ type secret struct{ name string }
 func (s secret) SecretPath() string  { return gitlabsim.DataRoot + "/" + s.name }
 func (s secret) SecretField() string { return "value" }
 
+// gsmSecret is what GitLab sends the Runner for a `gitlab_secrets_manager`
+// secret (EE::Ci::BuildRunnerPresenter#project_secrets_manager_payload):
+// the server URL, inline auth (CEL login path with the namespace, role,
+// the job's JWT), the engine with its namespaced path, the secret's path
+// and field.
+type gsmSecret struct {
+	url, authPath, role, jwt string
+	enginePath, path, field  string
+}
+
+// resolve does what the Runner's gitlab_secrets_manager resolver
+// (helpers/secrets/resolvers/gitlab_secrets_manager) and its service
+// (helpers/gitlab_secrets_manager/service) do, with the same helpers/vault
+// calls; those two packages import the Runner's whole `common` package, so
+// their dozen lines are repeated here rather than imported.
+func resolve(s gsmSecret) (string, error) {
+	client, err := vault.NewClient(s.url, "", vault.WithInlineAuth(&vault.InlineAuth{Path: s.authPath, JWT: s.jwt, Role: s.role}))
+	if err != nil {
+		return "", err
+	}
+	factory, err := secret_engines.GetFactory("kv-v2")
+	if err != nil {
+		return "", err
+	}
+	data, err := factory(client, s.enginePath).Get(s.path)
+	if err != nil {
+		return "", err
+	}
+	if data == nil {
+		return "", errors.New("secret not found")
+	}
+	v, ok := data[s.field].(string)
+	if !ok {
+		return "", fmt.Errorf("field %q missing or not a string", s.field)
+	}
+	return v, nil
+}
+
 func TestRunnerReadsSecrets(t *testing.T) {
 	tr := &harness.Transcript{}
 	is, err := gitlabsim.NewIssuer()
@@ -52,11 +96,12 @@ func TestRunnerReadsSecrets(t *testing.T) {
 	defer is.Close()
 	n, addr, _, _ := gitlabsim.StartAppliance(t, tr, is)
 	rails := &gitlabsim.Rails{Addr: addr, HTTP: &http.Client{Timeout: 30 * time.Second}, Issuer: is}
-	if err := rails.Login(); err != nil {
+	p3 := gitlabsim.Project{Org: 1, Group: 2, ID: 3, Path: "acme/platform/project-3"}
+	g2 := gitlabsim.Group{Org: 1, ID: 2}
+	if err := rails.Provision(p3); err != nil {
 		t.Fatal(err)
 	}
-	p3 := gitlabsim.Project{Org: 1, Group: 2, ID: 3, Path: "acme/platform/project-3"}
-	if err := rails.Provision(p3); err != nil {
+	if err := rails.ProvisionGroup(g2); err != nil {
 		t.Fatal(err)
 	}
 	for name, s := range map[string][3]string{
@@ -67,19 +112,44 @@ func TestRunnerReadsSecrets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := rails.CreateGroupSecret(g2, "DEPLOY_KEY", "v-deploy-4d1c", "*", true); err != nil {
+		t.Fatal(err)
+	}
 	job := gitlabsim.Job{Project: p3, JobID: 4242, PipelineID: 99, Ref: "main", RefType: "branch", RefProtected: true, Environment: "production", UserID: 7}
 	jwt, err := is.Sign(is.JobClaims(job, addr))
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// The Runner's service: JWT login, then the KV v2 engine reads a field.
+	// GitLab's payload: inline auth on every request, nothing stored.
+	project := func(name string) gsmSecret {
+		return gsmSecret{addr, p3.AuthPath(), gitlabsim.PipelineRole, jwt, p3.Namespace() + "/" + gitlabsim.SecretsMount, gitlabsim.DataRoot + "/" + name, "value"}
+	}
+	if got, err := resolve(project("DB_PASSWORD")); err != nil || got != "v-db-6b1e" {
+		t.Fatalf("Runner resolved DB_PASSWORD: %q %v", got, err)
+	}
+	if _, err := resolve(project("STAGING_KEY")); err == nil {
+		t.Fatal("the production job resolved a staging secret")
+	}
+	group := gsmSecret{addr, g2.AuthPath(), gitlabsim.PipelineRole, jwt, g2.Namespace() + "/" + gitlabsim.SecretsMount, gitlabsim.DataRoot + "/DEPLOY_KEY", "value"}
+	if got, err := resolve(group); err != nil || got != "v-deploy-4d1c" {
+		t.Fatalf("Runner resolved the group's DEPLOY_KEY on a protected ref: %q %v", got, err)
+	}
+	unprotected := job
+	unprotected.RefProtected = false
+	if group.jwt, err = is.Sign(is.JobClaims(unprotected, addr)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resolve(group); err == nil {
+		t.Fatal("an unprotected ref resolved a group secret for protected refs")
+	}
+
+	// The `vault:` keyword's way: a login, then reads with the token.
 	v, err := service.NewVault(addr, p3.Namespace(), jwtAuth{jwt})
 	if err != nil {
 		t.Fatalf("Runner login: %v", err)
 	}
-	got, err := v.GetField(kvEngine{}, secret{"DB_PASSWORD"})
-	if err != nil || got != "v-db-6b1e" {
+	if got, err := v.GetField(kvEngine{}, secret{"DB_PASSWORD"}); err != nil || got != "v-db-6b1e" {
 		t.Fatalf("Runner read DB_PASSWORD: %v %v", got, err)
 	}
 	if got, err := v.GetField(kvEngine{}, secret{"STAGING_KEY"}); err == nil && got != nil {
@@ -89,34 +159,17 @@ func TestRunnerReadsSecrets(t *testing.T) {
 		t.Fatal("the job wrote a secret")
 	}
 
-	// Inline auth: no login call, the JWT rides on each request. GitLab
-	// hands the Runner namespace-qualified paths (ci_auth_path,
-	// ci_secrets_mount_full_path): the client's clone for inline auth does
-	// not carry a namespace header.
-	c, err := vault.NewClient(addr, "", vault.WithInlineAuth(&vault.InlineAuth{
-		Path: p3.Namespace() + "/auth/" + gitlabsim.PipelineMount + "/login", JWT: jwt, Role: gitlabsim.PipelineRole,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := c.Read(p3.Namespace() + "/" + gitlabsim.SecretsMount + "/data/" + gitlabsim.DataRoot + "/DB_PASSWORD")
-	if err != nil {
-		t.Fatalf("inline-auth read: %v", err)
-	}
-	data, _ := res.Data()["data"].(map[string]any)
-	if data["value"] != "v-db-6b1e" {
-		t.Fatalf("inline-auth read returned %v", data)
-	}
-	if _, err := c.Read(p3.Namespace() + "/" + gitlabsim.SecretsMount + "/data/" + gitlabsim.DataRoot + "/STAGING_KEY"); err == nil {
-		t.Fatal("inline auth read a staging secret")
-	}
-
 	// A token of another project gets nothing through the Runner either.
 	other := job
 	other.Project = gitlabsim.Project{Org: 1, Group: 2, ID: 4, Path: "acme/platform/project-4"}
 	bad, _ := is.Sign(is.JobClaims(other, addr))
 	if _, err := service.NewVault(addr, p3.Namespace(), jwtAuth{bad}); err == nil {
 		t.Fatal("another project's job logged in")
+	}
+	s := project("DB_PASSWORD")
+	s.jwt = bad
+	if _, err := resolve(s); err == nil {
+		t.Fatal("another project's job resolved a secret inline")
 	}
 	if code := n.Signal(t, syscall.SIGTERM, time.Minute); code != 0 {
 		t.Fatalf("SIGTERM: exit %d", code)
