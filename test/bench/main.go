@@ -30,7 +30,7 @@ func main() {
 	peer := flag.String("peer", "", "stock OpenBao server binary (default: build ./test/bench/openbao)")
 	workDir := flag.String("dir", ".bench", "working directory for data and logs (emptied first)")
 	duration := flag.Duration("duration", 5*time.Second, "length of each load phase per server per round")
-	rounds := flag.Int("rounds", 2, "load rounds (alternating servers)")
+	rounds := flag.Int("rounds", 4, "load rounds (alternating servers)")
 	workers := flag.Int("concurrency", 16, "concurrent clients in the load phases")
 	starts := flag.Int("starts", 5, "process starts to time per server")
 	flag.Parse()
