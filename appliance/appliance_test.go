@@ -114,6 +114,20 @@ func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
 	return res
 }
 
+// startWithSecret starts an initialized node with KV v2 at kv/ holding
+// kv/k = {"v": value}, and returns it with its init result and a root client.
+func startWithSecret(t *testing.T, cfg *Config, value string) (*Appliance, *InitResult, *api.Client) {
+	t.Helper()
+	a := startNode(t, cfg)
+	res := initAndUnseal(t, a)
+	c := client(t, a, res.RootToken)
+	harness.MountKVv2(t, c, "kv")
+	if _, err := c.KVv2("kv").Put(context.Background(), "k", map[string]interface{}{"v": value}); err != nil {
+		t.Fatal(err)
+	}
+	return a, res, c
+}
+
 // unsealWithShares submits shares and waits for the node's role.
 func unsealWithShares(t *testing.T, a *Appliance, shares ...string) {
 	t.Helper()
@@ -201,14 +215,8 @@ func TestKVv2Lifecycle(t *testing.T) {
 func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
-	a := startNode(t, cfg)
-	res := initAndUnseal(t, a)
+	a, res, _ := startWithSecret(t, cfg, "kept")
 	ctx := context.Background()
-	c := client(t, a, res.RootToken)
-	harness.MountKVv2(t, c, "kv")
-	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := a.Init(ctx, InitRequest{}); !errors.Is(err, ErrAlreadyInitialized) {
 		t.Fatalf("second init: want ErrAlreadyInitialized, got %v", err)
 	}
@@ -424,14 +432,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestRotateSharesVoidsOldShares(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
-	a := startNode(t, cfg)
-	res := initAndUnseal(t, a)
+	a, res, c := startWithSecret(t, cfg, "kept")
 	ctx := context.Background()
-	c := client(t, a, res.RootToken)
-	harness.MountKVv2(t, c, "kv")
-	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "kept"}); err != nil {
-		t.Fatal(err)
-	}
 	rot, err := a.RotateShares(ctx, SealChange{Shares: 4, Threshold: 3})
 	if err != nil {
 		t.Fatal(err)

@@ -128,14 +128,8 @@ func TestSealMechanismChanges(t *testing.T) {
 func TestSnapshotFromBeforeRotationRestores(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
-	a := startNode(t, cfg)
-	res := initAndUnseal(t, a)
+	a, res, c := startWithSecret(t, cfg, "in-snapshot")
 	ctx := context.Background()
-	c := client(t, a, res.RootToken)
-	harness.MountKVv2(t, c, "kv")
-	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "in-snapshot"}); err != nil {
-		t.Fatal(err)
-	}
 	var snap bytes.Buffer
 	if err := c.Sys().RaftSnapshotWithContext(ctx, &snap); err != nil {
 		t.Fatal(err)

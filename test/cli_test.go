@@ -80,15 +80,8 @@ func status(t *testing.T, tr *harness.Transcript, bin, addr string) (statusOutpu
 
 func unsealWith(t *testing.T, tr *harness.Transcript, bin, addr string, shares []string) {
 	t.Helper()
-	for _, s := range shares {
-		if out, errOut, code := harness.Run(t, tr, []byte(s+"\n"), bin, "unseal", "--address", addr); code != 0 {
-			t.Fatalf("unseal: exit %d: %s %s", code, out, errOut)
-		}
-	}
-	harness.Eventually(t, time.Minute, "the node to become active", func() bool {
-		st, code := status(t, tr, bin, addr)
-		return code == 0 && st.State == "active"
-	})
+	submitShares(t, tr, bin, addr, shares...)
+	waitState(t, tr, bin, addr, "active")
 }
 
 func apiClient(t *testing.T, addr, token string) *api.Client {

@@ -40,11 +40,7 @@ func sealAction(op string) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		token, err := readToken(c)
-		if err != nil {
-			return err
-		}
-		cl, err := newClient(c)
+		cl, token, err := tokenClient(c)
 		if err != nil {
 			return err
 		}
@@ -75,6 +71,17 @@ func sealAction(op string) cli.ActionFunc {
 		}
 		return nil
 	}
+}
+
+// tokenClient is the client and the caller's token for a command that
+// needs one.
+func tokenClient(c *cli.Context) (*apiClient, string, error) {
+	token, err := readToken(c)
+	if err != nil {
+		return nil, "", err
+	}
+	cl, err := newClient(c)
+	return cl, token, err
 }
 
 // readToken reads an OpenBao token from --token-file, the environment,
@@ -161,37 +168,4 @@ func writeShares(dir, prefix string, values []string) ([]string, error) {
 		files = append(files, p)
 	}
 	return files, nil
-}
-
-func gitlabBootstrapAction(c *cli.Context) error {
-	asJSON, err := jsonOut(c)
-	if err != nil {
-		return err
-	}
-	token, err := readToken(c)
-	if err != nil {
-		return err
-	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	var res struct {
-		Steps []struct {
-			Path   string `json:"path"`
-			Action string `json:"action"`
-		} `json:"steps"`
-	}
-	if err := cl.call("POST", "gitlab/bootstrap", struct{}{}, &res, token); err != nil {
-		return err
-	}
-	if asJSON {
-		printJSON(c.App.Writer, res)
-		return nil
-	}
-	for _, s := range res.Steps {
-		fmt.Fprintf(c.App.Writer, "%-8s %s\n", s.Action, s.Path)
-	}
-	fmt.Fprintln(c.App.Writer, "GitLab bootstrap applied: GitLab Rails can log in at auth/gitlab_rails_jwt (role app).")
-	return nil
 }

@@ -55,8 +55,3 @@ func GroupPolicyName(env string, protected bool) string {
 	}
 	return "pipelines/combined/" + level + "/env/" + hexOf(env)
 }
-
-// DeprovisionGroup removes the group's namespace and everything in it.
-func (r *Rails) DeprovisionGroup(g Group) error {
-	return r.disableNamespace(fmt.Sprintf("org_%d/group_%d", g.Org, g.ID), fmt.Sprintf("group_%d", g.ID))
-}
