@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
 // adminPrefix is where the appliance's own endpoints live, beside
@@ -23,13 +23,19 @@ const adminPrefix = "/appliance/v1/"
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
 //	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
 //
-// Seal changes need an X-Vault-Token with sudo on sys/appliance/seal and
-// run on the active node; they answer SealChangeResult:
+// Seal changes run on the active node in three steps (see package seal);
+// each answers a seal.ChangeStatus. Starting and cancelling need an
+// X-Vault-Token with sudo on sys/appliance/seal; the keys are the
+// authorization of the other steps:
 //
-//	POST /appliance/v1/seal/rotate-shares {"shares":5,"threshold":3,"pgp_keys":[...]}
+//	POST /appliance/v1/seal/rotate-shares {"shares":5,"threshold":3,"pgp_keys":[...],"authorize_with":"shares"}
 //	POST /appliance/v1/seal/add           {"mechanism":"pkcs11"|"shamir", ...}
 //	POST /appliance/v1/seal/remove        {"mechanism":"pkcs11"|"shamir"}
 //	POST /appliance/v1/seal/rewrap-hsm    {}
+//	POST /appliance/v1/seal/authorize     {"nonce":"...","key":"<a current share or recovery key>"}
+//	POST /appliance/v1/seal/verify        {"nonce":"...","share":"<a new share>"}
+//	POST /appliance/v1/seal/cancel        {"nonce":"..."}
+//	GET  /appliance/v1/seal/change        -> the change in progress (no shares), or {"state":"none"}
 //
 // The GitLab bootstrap runs with the rights of the caller's token:
 //
@@ -79,36 +85,58 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, p)
 	})
-	sealOps := map[string]func(context.Context, SealChange) (*SealChangeResult, error){
-		"rotate-shares": a.RotateShares,
-		"add":           a.AddMechanism,
-		"remove":        a.RemoveMechanism,
-		"rewrap-hsm":    func(ctx context.Context, _ SealChange) (*SealChangeResult, error) { return a.RewrapHSM(ctx) },
-	}
-	for name, op := range sealOps {
-		mux.HandleFunc("POST "+adminPrefix+"seal/"+name, func(w http.ResponseWriter, r *http.Request) {
+	for _, op := range []string{"rotate-shares", "add", "remove", "rewrap-hsm"} {
+		mux.HandleFunc("POST "+adminPrefix+"seal/"+op, func(w http.ResponseWriter, r *http.Request) {
 			var req SealChange
 			if !readJSON(w, r, &req) {
 				return
 			}
-			if err := a.authorizeSealChange(r.Context(), r.Header.Get("X-Vault-Token")); err != nil {
-				writeError(w, http.StatusForbidden, err)
-				return
-			}
-			res, err := op(r.Context(), req)
-			if err != nil {
-				code := http.StatusBadRequest
-				if errors.Is(err, ErrNotActive) {
-					code = http.StatusConflict
-				}
-				writeError(w, code, err)
-				return
-			}
-			a.logger.Info("seal changed through the API", "operation", name, "mechanisms", res.Mechanisms, "generation", res.Generation)
-			w.Header().Set("Cache-Control", "no-store")
-			writeJSON(w, http.StatusOK, res)
+			st, err := a.StartSealChange(r.Context(), r.Header.Get("X-Vault-Token"), op, req)
+			writeChange(w, st, err)
 		})
 	}
+	mux.HandleFunc("POST "+adminPrefix+"seal/authorize", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Nonce string `json:"nonce"`
+			Key   string `json:"key"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		st, err := a.AuthorizeSealChange(r.Context(), req.Nonce, req.Key)
+		writeChange(w, st, err)
+	})
+	mux.HandleFunc("POST "+adminPrefix+"seal/verify", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Nonce string `json:"nonce"`
+			Share string `json:"share"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		st, err := a.VerifySealChange(r.Context(), req.Nonce, req.Share)
+		writeChange(w, st, err)
+	})
+	mux.HandleFunc("POST "+adminPrefix+"seal/cancel", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Nonce string `json:"nonce"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if err := a.CancelSealChange(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce); err != nil {
+			writeChange(w, seal.ChangeStatus{}, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"state": "cancelled"})
+	})
+	mux.HandleFunc("GET "+adminPrefix+"seal/change", func(w http.ResponseWriter, r *http.Request) {
+		if st := a.PendingSealChange(); st != nil {
+			writeJSON(w, http.StatusOK, st)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"state": "none"})
+	})
 	mux.HandleFunc("POST "+adminPrefix+"gitlab/bootstrap", func(w http.ResponseWriter, r *http.Request) {
 		steps, err := a.BootstrapGitLab(r.Context(), r.Header.Get("X-Vault-Token"))
 		if err != nil {
@@ -122,6 +150,27 @@ func (a *Appliance) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"steps": steps})
 	})
 	return mux
+}
+
+// writeChange answers a seal change step: the status (with the new shares,
+// in the one answer that has them), or the error with the progress so far.
+func writeChange(w http.ResponseWriter, st seal.ChangeStatus, err error) {
+	w.Header().Set("Cache-Control", "no-store")
+	if err == nil {
+		writeJSON(w, http.StatusOK, st)
+		return
+	}
+	code := http.StatusBadRequest
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		code = http.StatusForbidden
+	case errors.Is(err, ErrNotActive), errors.Is(err, seal.ErrChangePending), errors.Is(err, seal.ErrNoChange):
+		code = http.StatusConflict
+	}
+	writeJSON(w, code, struct {
+		Errors []string `json:"errors"`
+		seal.ChangeStatus
+	}{[]string{err.Error()}, st})
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -51,12 +52,17 @@ type Appliance struct {
 	clusterAddr string
 	started     time.Time
 
+	initMu          sync.Mutex   // one init at a time
+	unsealMu        sync.Mutex   // the seal keeper's unseal and an operator's sys/seal exclude each other
+	gitlabBootstrap atomic.Value // string: how the GitLab bootstrap after init went
+
 	ready     chan struct{}
 	stopped   chan struct{}
 	errc      chan error
 	closeOnce sync.Once
 	closeErr  error
 	bg        sync.WaitGroup
+	bgCtx     context.Context // ends when Close begins
 	bgCancel  context.CancelFunc
 }
 
@@ -201,7 +207,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	core.SetClusterHandler(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core}))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
-	a.bgCancel = cancel
+	a.bgCtx, a.bgCancel = bgCtx, cancel
 	undo = append(undo, cancel)
 	if len(cfg.Raft.RetryJoin) > 0 {
 		if err := core.InitiateRetryJoin(bgCtx); err != nil {
@@ -241,7 +247,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		a.unsealLoop(bgCtx)
+		a.sealKeeper(bgCtx)
 	}()
 	a.bg.Add(1)
 	go func() {

@@ -434,17 +434,14 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 	cfg := testConfig(t, log)
 	a, res, c := startWithSecret(t, cfg, "kept")
 	ctx := context.Background()
-	rot, err := a.RotateShares(ctx, SealChange{Shares: 4, Threshold: 3})
-	if err != nil {
-		t.Fatal(err)
+	rot, newShares := changeSeal(t, a, res.RootToken, "rotate-shares", SealChange{Shares: 4, Threshold: 3}, res.UnsealShares)
+	if len(newShares) != 4 || rot.Generation != 2 {
+		t.Fatalf("rotation result: %d shares, generation %d", len(newShares), rot.Generation)
 	}
-	if len(rot.UnsealShares) != 4 || rot.UnsealThreshold != 3 || rot.Generation != 2 {
-		t.Fatalf("rotation result: %d shares, threshold %d, generation %d", len(rot.UnsealShares), rot.UnsealThreshold, rot.Generation)
-	}
-	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "shamir"}); err == nil || !strings.Contains(err.Error(), "last") {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", SealChange{Mechanism: "shamir"}); err == nil || !strings.Contains(err.Error(), "only seal mechanism") {
 		t.Fatalf("removing the only mechanism: %v", err)
 	}
-	if _, err := a.AddMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err == nil || !strings.Contains(err.Error(), "no seal \"pkcs11\" block") {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "add", SealChange{Mechanism: "pkcs11"}); err == nil || !strings.Contains(err.Error(), "no seal \"pkcs11\" block") {
 		t.Fatalf("adding an unconfigured HSM: %v", err)
 	}
 	a.Close()
@@ -456,7 +453,7 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 	if _, err := b.Unseal(ctx, res.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
 		t.Fatalf("old share after rotation: %v", err)
 	}
-	unsealWithShares(t, b, rot.UnsealShares[3], rot.UnsealShares[0], rot.UnsealShares[2])
+	unsealWithShares(t, b, newShares[3], newShares[0], newShares[2])
 	c = client(t, b, res.RootToken)
 	if got, err := c.KVv2("kv").Get(ctx, "k"); err != nil || got.Data["v"] != "kept" {
 		t.Fatalf("data after rotation: %v", err)

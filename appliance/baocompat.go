@@ -19,9 +19,28 @@ func (a *Appliance) baoCompat(next http.Handler) http.Handler {
 	for _, m := range []string{"PUT", "POST"} {
 		mux.HandleFunc(m+" /v1/sys/init", a.handleBaoInit)
 		mux.HandleFunc(m+" /v1/sys/unseal", a.handleBaoUnseal)
+		mux.Handle(m+" /v1/sys/seal", a.operatorSeal(next))
 	}
 	mux.Handle("/", next)
 	return mux
+}
+
+// operatorSeal passes sys/seal to OpenBao and, if the node is sealed
+// afterwards, makes the seal forget its keys and leave the HSM alone until
+// a restart: an operator who seals a node means it, and it unseals again
+// by Shamir shares only. The seal keeper cannot unseal in between: both
+// hold unsealMu.
+func (a *Appliance) operatorSeal(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.unsealMu.Lock()
+		defer a.unsealMu.Unlock()
+		wasSealed := a.core.Sealed()
+		next.ServeHTTP(w, r)
+		if !wasSealed && a.core.Sealed() {
+			a.seal.Forget(true)
+			a.logger.Info("sealed by an operator (sys/seal): the node forgot its seal key; it unseals with Shamir shares, or with the HSM after a restart")
+		}
+	})
 }
 
 func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {

@@ -36,18 +36,33 @@ func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab
 	return steps, nil
 }
 
-// bootstrapAfterInit runs the GitLab bootstrap with the root token init
-// just made, once the node is active. The outcome goes into the init
-// result: a failure leaves a working cluster and says how to retry.
+// Outcomes of the GitLab bootstrap after init, as Status reports them.
+const (
+	BootstrapRunning = "running"
+	BootstrapApplied = "applied"
+)
+
+// startBootstrapAfterInit runs the GitLab bootstrap in the background with
+// the root token init just made, once the node is active, so that init's
+// one-time secrets are answered first. The outcome goes into Status: a
+// failure leaves a working cluster and says how to retry.
+func (a *Appliance) startBootstrapAfterInit(rootToken string) {
+	a.gitlabBootstrap.Store(BootstrapRunning)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		defer cancel()
+		stop := context.AfterFunc(a.bgCtx, cancel)
+		defer stop()
+		a.gitlabBootstrap.Store(a.bootstrapAfterInit(ctx, rootToken))
+	}()
+}
+
 func (a *Appliance) bootstrapAfterInit(ctx context.Context, rootToken string) string {
-	if a.cfg.GitLab == nil {
-		return ""
-	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	for a.state() != StateActive {
 		select {
-		case <-wctx.Done():
+		case <-ctx.Done():
 			return "not applied: the node did not become active in time; run `gitlab-secrets-appliance gitlab bootstrap`"
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -56,7 +71,7 @@ func (a *Appliance) bootstrapAfterInit(ctx context.Context, rootToken string) st
 		a.logger.Error("GitLab bootstrap after init failed", "error", err)
 		return "failed: " + err.Error() + "; fix it and run `gitlab-secrets-appliance gitlab bootstrap`"
 	}
-	return "applied"
+	return BootstrapApplied
 }
 
 // coreClient sends requests to the in-process core with a token's rights.

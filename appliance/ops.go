@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,29 +50,23 @@ type InitResult struct {
 	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
 }
 
+// ErrInitRunning refuses an init while another runs on this node.
+var ErrInitRunning = errors.New("an init is already running on this node: wait for its answer (the shares and root token are printed once, to whoever started it)")
+
 // Init initializes a new cluster on this node: the seal key with every
 // configured mechanism enrolled at once, the barrier and root key, Raft
 // with this node as the only voter. The node then unseals itself with the
-// new key.
+// new key. One init at a time; the answer (the one-time secrets) comes
+// back as soon as they exist: the GitLab bootstrap runs afterwards, in the
+// background (Status says how it went).
 func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, error) {
-	spec := seal.InitSpec{HSM: a.cfg.Seal.PKCS11 != nil, Shamir: a.cfg.Seal.Shamir != nil, PGPKeys: req.PGPKeys}
-	if spec.Shamir {
-		spec.Shares, spec.Threshold = req.Shares, req.Threshold
-		if spec.Shares == 0 {
-			spec.Shares = a.cfg.Seal.Shamir.Shares
-		}
-		if spec.Threshold == 0 {
-			spec.Threshold = min(a.cfg.Seal.Shamir.Threshold, spec.Shares)
-		}
-	} else if req.Shares != 0 || req.Threshold != 0 {
-		return nil, errors.New("shares were asked for but the config has no seal \"shamir\" block")
+	if !a.initMu.TryLock() {
+		return nil, ErrInitRunning
 	}
-	rs, rt := req.RecoveryShares, req.RecoveryThreshold
-	if rs == 0 {
-		rs = DefaultRecoveryShares
-	}
-	if rt == 0 {
-		rt = min(DefaultRecoveryThreshold, rs)
+	defer a.initMu.Unlock()
+	spec, rs, rt, err := a.initSpec(req)
+	if err != nil {
+		return nil, err
 	}
 	inited, err := a.core.Initialized(ctx)
 	if err != nil {
@@ -79,6 +74,9 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	}
 	if inited {
 		return nil, ErrAlreadyInitialized
+	}
+	if err := a.checkNoInterruptedInit(); err != nil {
+		return nil, err
 	}
 	shares, err := a.seal.Initialize(ctx, spec)
 	if err != nil {
@@ -91,9 +89,12 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		},
 	})
 	if err != nil {
-		a.seal.Forget()
+		a.seal.ForgetInit()
 		if errors.Is(err, vault.ErrAlreadyInit) || strings.Contains(err.Error(), "already initialized") {
 			return nil, ErrAlreadyInitialized
+		}
+		if ierr := a.checkNoInterruptedInit(); ierr != nil {
+			return nil, fmt.Errorf("init failed: %w; %w", err, ierr)
 		}
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
@@ -114,9 +115,75 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	}
 	a.logger.Info("cluster initialized", "mechanisms", out.Mechanisms, "recovery_keys", rs)
 	a.kickUnseal()
-	out.GitLabBootstrap = a.bootstrapAfterInit(ctx, res.RootToken)
+	if a.cfg.GitLab != nil {
+		out.GitLabBootstrap = BootstrapRunning
+		a.startBootstrapAfterInit(res.RootToken)
+	}
 	return out, nil
 }
+
+// initSpec checks an init request's numbers, each by its name, and fills
+// in the defaults.
+func (a *Appliance) initSpec(req InitRequest) (spec seal.InitSpec, rs, rt int, err error) {
+	spec = seal.InitSpec{HSM: a.cfg.Seal.PKCS11 != nil, Shamir: a.cfg.Seal.Shamir != nil, PGPKeys: req.PGPKeys}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"shares", req.Shares}, {"threshold", req.Threshold}, {"recovery_shares", req.RecoveryShares}, {"recovery_threshold", req.RecoveryThreshold}} {
+		if f.v < 0 || f.v > 255 {
+			return spec, 0, 0, fmt.Errorf("%s %d: use 1 to 255 (0 takes the default)", f.name, f.v)
+		}
+	}
+	if spec.Shamir {
+		spec.Shares, spec.Threshold = req.Shares, req.Threshold
+		if spec.Shares == 0 {
+			spec.Shares = a.cfg.Seal.Shamir.Shares
+		}
+		if spec.Threshold == 0 {
+			spec.Threshold = min(a.cfg.Seal.Shamir.Threshold, spec.Shares)
+		}
+		if err := seal.CheckSplit(spec.Shares, spec.Threshold); err != nil {
+			return spec, 0, 0, err
+		}
+	} else if req.Shares != 0 || req.Threshold != 0 {
+		return spec, 0, 0, errors.New("shares were asked for but the config has no seal \"shamir\" block")
+	}
+	rs, rt = req.RecoveryShares, req.RecoveryThreshold
+	if rs == 0 {
+		rs = DefaultRecoveryShares
+	}
+	if rt == 0 {
+		rt = min(DefaultRecoveryThreshold, rs)
+	}
+	if rt > rs || rs > 1 && rt == 1 {
+		return spec, 0, 0, fmt.Errorf("recovery_threshold %d of %d recovery keys: use 2 to %d (or 1 of 1)", rt, rs, rs)
+	}
+	return spec, rs, rt, nil
+}
+
+// checkNoInterruptedInit tells an init that finds Raft state on a node
+// that was never initialized (an earlier init killed half-way) what
+// happened and how to start over, instead of OpenBao's "cluster already
+// has state".
+func (a *Appliance) checkNoInterruptedInit() error {
+	has, err := a.raft.HasState()
+	if err != nil || !has {
+		return nil
+	}
+	if conf, err := a.raft.GetConfigurationOffline(); err == nil && conf != nil {
+		for _, s := range conf.Servers {
+			if s.NodeID != a.cfg.NodeID {
+				return fmt.Errorf("this node has joined a cluster (its Raft configuration lists %s): init is only for the first node of a new cluster; unseal this one instead", s.NodeID)
+			}
+		}
+	}
+	return fmt.Errorf("%w: an earlier init on this node stopped before it finished: Raft holds state but the cluster was never initialized, so no secret can be in it. "+
+		"To start over: stop this node, delete %s and %s, start it again and run init",
+		ErrInterruptedInit, filepath.Join(a.cfg.DataDir, "raft"), filepath.Join(a.cfg.DataDir, "vault.db"))
+}
+
+// ErrInterruptedInit marks a node whose first init was interrupted.
+var ErrInterruptedInit = errors.New("interrupted init")
 
 // Errors from Unseal. Each says what to do; none carries the share.
 var (

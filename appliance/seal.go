@@ -2,13 +2,16 @@ package appliance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	wrapping "github.com/openbao/go-kms-wrapping/v2"
+	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"google.golang.org/protobuf/proto"
@@ -18,7 +21,12 @@ import (
 // access (PIN read now, never kept in the config) and a view of the
 // cluster's stored keys in local storage.
 func (a *Appliance) newSeal() error {
-	opts := seal.Options{Logger: a.logger.Named("seal"), StoredHeader: a.storedSealHeader}
+	opts := seal.Options{
+		Logger:       a.logger.Named("seal"),
+		StoredHeader: a.storedSealHeader,
+		HeaderFile:   filepath.Join(a.cfg.DataDir, SealHeaderFile),
+		Persist:      a.persistSeal,
+	}
 	if p := a.cfg.Seal.PKCS11; p != nil {
 		pin, err := readPIN(p)
 		if err != nil {
@@ -34,9 +42,18 @@ func (a *Appliance) newSeal() error {
 	return nil
 }
 
+// SealHeaderFile, in the data dir, records the newest seal header this
+// node has seen (see seal.Options.HeaderFile). It is not in Raft, so a
+// restored snapshot cannot roll it back.
+const SealHeaderFile = "seal-header.json"
+
+// readPIN reads the HSM PIN. A PIN from pin_env is removed from the
+// environment at once: nothing started later (or a core dump of the
+// environment block) sees it.
 func readPIN(p *PKCS11Seal) (string, error) {
 	if p.PINEnv != "" {
 		pin := os.Getenv(p.PINEnv)
+		os.Unsetenv(p.PINEnv)
 		if pin == "" {
 			return "", fmt.Errorf("seal.pkcs11.pin_env: the variable %s is not set or empty", p.PINEnv)
 		}
@@ -68,15 +85,20 @@ func (a *Appliance) storedSealHeader(ctx context.Context) ([]byte, error) {
 }
 
 // unsealRetry is how often a sealed node tries again by itself: the HSM
-// may come back, a joining node may have received its storage.
+// may come back, a joining node may have received its storage. The same
+// tick checks, on the active node, that the stored keys carry the current
+// seal header (a restored snapshot brings back older ones).
 const unsealRetry = 2 * time.Second
 
-// unsealLoop unseals the node with the seal's key as soon as it can: at
-// start by the HSM, after init with the new key, after Shamir shares were
-// submitted. It ends once the node is unsealed, like OpenBao's own: a node
-// sealed later through the API stays sealed until restarted or unsealed
-// with shares.
-func (a *Appliance) unsealLoop(ctx context.Context) {
+// sealKeeper runs for the node's life. While sealed it unseals the node as
+// soon as it can: at start by the HSM, after init with the new key, after
+// Shamir shares were submitted; a node sealed later (by an operator, or by
+// OpenBao itself) is unsealed again the same way, so it always takes
+// shares. After an operator's sys/seal the seal forgets its keys and does
+// not use the HSM until a restart: such a node unseals by shares only.
+// While active, it re-encrypts stored keys that a snapshot restore
+// brought back under an older seal generation.
+func (a *Appliance) sealKeeper(ctx context.Context) {
 	var lastErr string
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -87,21 +109,26 @@ func (a *Appliance) unsealLoop(ctx context.Context) {
 		case <-a.kick:
 		case <-timer.C:
 		}
-		if !a.core.Sealed() {
-			return
-		}
-		if inited, _ := a.core.Initialized(ctx); inited {
-			err := a.core.UnsealWithStoredKeys(ctx)
-			switch {
-			case err == nil && !a.core.Sealed():
-				a.logger.Info("unsealed", "by", a.seal.LastUsed())
-				return
-			case err != nil && err.Error() != lastErr:
-				lastErr = err.Error()
-				a.logger.Warn("sealed: "+sealedHint(err), "reason", err)
-			}
-		}
 		timer.Reset(unsealRetry)
+		if !a.core.Sealed() {
+			lastErr = ""
+			a.upgradeStoredKeys(ctx)
+			continue
+		}
+		inited, _ := a.core.Initialized(ctx)
+		if !inited {
+			continue
+		}
+		a.unsealMu.Lock()
+		err := a.core.UnsealWithStoredKeys(ctx)
+		a.unsealMu.Unlock()
+		switch {
+		case err == nil && !a.core.Sealed():
+			a.logger.Info("unsealed", "by", a.seal.LastUsed())
+		case err != nil && err.Error() != lastErr && ctx.Err() == nil:
+			lastErr = err.Error()
+			a.logger.Warn("sealed: "+sealedHint(err), "reason", err)
+		}
 	}
 }
 
@@ -113,7 +140,7 @@ func sealedHint(err error) string {
 	return "unseal failed; retrying"
 }
 
-// kickUnseal wakes the unseal loop.
+// kickUnseal wakes the seal keeper.
 func (a *Appliance) kickUnseal() {
 	select {
 	case a.kick <- struct{}{}:
@@ -121,9 +148,35 @@ func (a *Appliance) kickUnseal() {
 	}
 }
 
-// persistSeal re-encrypts OpenBao's recovery key and stored keys under the
-// seal's current header. It runs on the active node only.
-func (a *Appliance) persistSeal(ctx context.Context) error {
+// upgradeStoredKeys re-encrypts, on the active node, stored keys that carry
+// an older seal generation than the current one. Until then the seal opens
+// them only through the current generation's history, never with the
+// mechanisms of their own time.
+func (a *Appliance) upgradeStoredKeys(ctx context.Context) {
+	stored, cur, older := a.seal.StoredOlder(ctx)
+	if !older || a.state() != StateActive {
+		return
+	}
+	up, ok := a.barrier.(interface{ UpgradeKeys(context.Context) error })
+	if !ok {
+		return
+	}
+	if err := up.UpgradeKeys(ctx); err != nil {
+		a.logger.Error("re-encrypting the stored keys under the current seal generation failed; retrying", "stored_generation", stored, "generation", cur, "error", err)
+		return
+	}
+	a.logger.Info("stored keys re-encrypted under the current seal generation (they came back from a restored snapshot)", "stored_generation", stored, "generation", cur)
+}
+
+// recoveryKeyPath is where OpenBao keeps its recovery key (vault's
+// unexported recoveryKeyPath).
+const recoveryKeyPath = "core/recovery-key"
+
+// persistSeal re-encrypts OpenBao's stored keys and recovery key with
+// encrypt and writes both in one Raft transaction: a crash leaves both
+// under the old seal header or both under the new one. It runs on the
+// active node only.
+func (a *Appliance) persistSeal(ctx context.Context, encrypt seal.Encryptor) error {
 	keys, err := a.barrier.GetStoredKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the stored keys: %w", err)
@@ -132,11 +185,40 @@ func (a *Appliance) persistSeal(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the recovery key: %w", err)
 	}
-	if err := a.barrier.SetRecoveryKey(ctx, rk); err != nil {
-		return fmt.Errorf("writing the recovery key: %w", err)
+	plainKeys, err := json.Marshal(keys)
+	if err != nil {
+		return err
 	}
-	if err := a.barrier.SetStoredKeys(ctx, keys); err != nil {
-		return fmt.Errorf("writing the stored keys: %w", err)
+	var entries []*physical.Entry
+	for _, e := range []struct {
+		path  string
+		plain []byte
+	}{{vault.StoredBarrierKeysPath, plainKeys}, {recoveryKeyPath, rk}} {
+		blob, err := encrypt(ctx, e.plain)
+		if err != nil {
+			return fmt.Errorf("encrypting %s: %w", e.path, err)
+		}
+		v, err := proto.Marshal(blob)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, &physical.Entry{Key: e.path, Value: v})
 	}
+	clear(plainKeys)
+	tx, err := a.raft.BeginTx(ctx)
+	if err != nil {
+		return fmt.Errorf("starting the storage transaction: %w", err)
+	}
+	for _, e := range entries {
+		if err := tx.Put(ctx, e); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("writing %s: %w", e.Key, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("committing the storage transaction: %w", err)
+	}
+	// The core caches both entries; it must read the new ones.
+	a.core.PhysicalAccess().Purge(ctx)
 	return nil
 }

@@ -11,25 +11,23 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
-// SealChange asks for a change of the seal mechanisms.
+// SealChange asks for a change of the seal mechanisms. A token with sudo
+// on SealPolicyPath starts it; a quorum of the current Shamir shares (or of
+// OpenBao's recovery keys) authorizes it; a quorum of the new shares, given
+// back, commits it (see package seal).
 type SealChange struct {
 	Mechanism string   `json:"mechanism,omitempty"` // pkcs11 or shamir (add, remove)
-	Shares    int      `json:"shares,omitempty"`    // new shares (rotate-shares, add shamir)
-	Threshold int      `json:"threshold,omitempty"`
+	Shares    int      `json:"shares,omitempty"`    // new shares (rotate-shares, add shamir, remove pkcs11); 0: the config's
+	Threshold int      `json:"threshold,omitempty"` // 0: the config's
 	PGPKeys   []string `json:"pgp_keys,omitempty"`
+	// AuthorizeWith is "shares" or "recovery_keys"; empty: shares when
+	// Shamir is enrolled, else recovery keys.
+	AuthorizeWith string `json:"authorize_with,omitempty"`
 }
 
-// SealChangeResult is what a change leaves: the enrolled mechanisms and,
-// when new shares were made, the shares (shown once, like at init).
-type SealChangeResult struct {
-	Mechanisms      []string `json:"mechanisms"`
-	Generation      uint32   `json:"generation"`
-	UnsealShares    []string `json:"unseal_shares,omitempty"`
-	UnsealThreshold int      `json:"unseal_threshold,omitempty"`
-}
-
-// SealPolicyPath is the ACL path that guards seal changes: a token needs
-// the sudo capability on it (root tokens have it).
+// SealPolicyPath is the ACL path that guards starting and cancelling seal
+// changes: a token needs the sudo capability on it (root tokens have it).
+// A token alone never changes the seal.
 const SealPolicyPath = "sys/appliance/seal"
 
 // Errors of seal changes.
@@ -38,104 +36,183 @@ var (
 	ErrUnauthorized = errors.New("permission denied: the token needs the sudo capability on " + SealPolicyPath)
 )
 
-// RotateShares replaces the seal key and issues new Shamir shares; every
-// earlier share is void. An enrolled HSM wraps the new key.
-func (a *Appliance) RotateShares(ctx context.Context, c SealChange) (*SealChangeResult, error) {
-	n, t := a.shareSplit(c)
-	return a.changeSeal(ctx, func() ([]string, error) {
-		return a.seal.RotateShares(ctx, n, t, c.PGPKeys, a.persistSeal)
-	})
-}
-
-// AddMechanism enrolls pkcs11 (this node's configured HSM wraps the seal
-// key) or shamir (new shares of the seal key).
-func (a *Appliance) AddMechanism(ctx context.Context, c SealChange) (*SealChangeResult, error) {
-	switch c.Mechanism {
-	case seal.MechanismPKCS11:
-		return a.changeSeal(ctx, func() ([]string, error) { return nil, a.seal.AddHSM(ctx, a.persistSeal) })
-	case seal.MechanismShamir:
-		n, t := a.shareSplit(c)
-		return a.changeSeal(ctx, func() ([]string, error) { return a.seal.AddShamir(ctx, n, t, c.PGPKeys, a.persistSeal) })
-	}
-	return nil, fmt.Errorf("unknown mechanism %q: use pkcs11 or shamir", c.Mechanism)
-}
-
-// RemoveMechanism stops a mechanism from opening the cluster: the seal key
-// is replaced, so what was removed opens nothing current. Removing the
-// HSM issues new shares; the last mechanism cannot be removed.
-func (a *Appliance) RemoveMechanism(ctx context.Context, c SealChange) (*SealChangeResult, error) {
-	switch c.Mechanism {
-	case seal.MechanismPKCS11:
-		return a.changeSeal(ctx, func() ([]string, error) { return a.seal.RemoveHSM(ctx, c.PGPKeys, a.persistSeal) })
-	case seal.MechanismShamir:
-		return a.changeSeal(ctx, func() ([]string, error) { return nil, a.seal.RemoveShamir(ctx, a.persistSeal) })
-	}
-	return nil, fmt.Errorf("unknown mechanism %q: use pkcs11 or shamir", c.Mechanism)
-}
-
-// RewrapHSM wraps the seal key with the HSM key this node's config names
-// now (after an HSM key change: new key_label, restart, rewrap).
-func (a *Appliance) RewrapHSM(ctx context.Context) (*SealChangeResult, error) {
-	return a.changeSeal(ctx, func() ([]string, error) { return nil, a.seal.AddHSM(ctx, a.persistSeal) })
-}
-
-func (a *Appliance) shareSplit(c SealChange) (int, int) {
-	n, t := c.Shares, c.Threshold
-	if n == 0 {
-		n = DefaultShamirShares
-		if a.cfg.Seal.Shamir != nil {
-			n = a.cfg.Seal.Shamir.Shares
-		}
-	}
-	if t == 0 {
-		t = DefaultShamirThreshold
-		if a.cfg.Seal.Shamir != nil {
-			t = a.cfg.Seal.Shamir.Threshold
-		}
-		t = min(t, n)
-	}
-	return n, t
-}
-
-func (a *Appliance) changeSeal(ctx context.Context, change func() ([]string, error)) (*SealChangeResult, error) {
-	if a.state() != StateActive {
-		return nil, ErrNotActive
-	}
-	shares, err := change()
+// StartSealChange checks token and begins the change named by op
+// (rotate-shares, add, remove, rewrap-hsm). Nothing changes until a quorum
+// authorizes it.
+func (a *Appliance) StartSealChange(ctx context.Context, token, op string, c SealChange) (seal.ChangeStatus, error) {
+	auth, err := a.authorizeSealChange(ctx, token)
+	a.audit(ctx, "sys/appliance/seal/"+op, auth, map[string]any{"mechanism": c.Mechanism, "shares": c.Shares, "threshold": c.Threshold, "authorize_with": c.AuthorizeWith}, nil, err)
 	if err != nil {
-		return nil, err
+		return seal.ChangeStatus{}, err
 	}
-	st := a.seal.Status(ctx, false)
-	res := &SealChangeResult{UnsealShares: shares, Generation: st.Generation}
-	for _, m := range st.Mechanisms {
-		if m.Enrolled {
-			res.Mechanisms = append(res.Mechanisms, m.Type)
-			if m.Type == seal.MechanismShamir && len(shares) > 0 {
-				res.UnsealThreshold = m.Threshold
+	if a.state() != StateActive {
+		return seal.ChangeStatus{}, ErrNotActive
+	}
+	req, err := a.changeRequest(ctx, op, c)
+	if err != nil {
+		return seal.ChangeStatus{}, err
+	}
+	req.RequestedBy = auth.DisplayName
+	st, err := a.seal.StartChange(ctx, req, a.recoveryQuorum(ctx))
+	a.audit(ctx, "sys/appliance/seal/"+op, auth, nil, &st, err)
+	return st, err
+}
+
+// AuthorizeSealChange submits one current share or recovery key for the
+// change named by nonce. Once the quorum is in, the answer carries the new
+// shares (the only time they are shown), or the change is committed.
+func (a *Appliance) AuthorizeSealChange(ctx context.Context, nonce, key string) (seal.ChangeStatus, error) {
+	if a.state() != StateActive {
+		return seal.ChangeStatus{}, ErrNotActive
+	}
+	st, err := a.seal.AuthorizeChange(ctx, nonce, key)
+	a.audit(ctx, "sys/appliance/seal/authorize", nil, nil, &st, err)
+	return st, err
+}
+
+// VerifySealChange gives one of the new shares back. Once a quorum of
+// them is in, the change is committed.
+func (a *Appliance) VerifySealChange(ctx context.Context, nonce, share string) (seal.ChangeStatus, error) {
+	if a.state() != StateActive {
+		return seal.ChangeStatus{}, ErrNotActive
+	}
+	st, err := a.seal.VerifyChange(ctx, nonce, share)
+	a.audit(ctx, "sys/appliance/seal/verify", nil, nil, &st, err)
+	return st, err
+}
+
+// CancelSealChange ends the change in progress; nothing changes.
+func (a *Appliance) CancelSealChange(ctx context.Context, token, nonce string) error {
+	auth, err := a.authorizeSealChange(ctx, token)
+	if err == nil {
+		err = a.seal.CancelChange(nonce)
+	}
+	a.audit(ctx, "sys/appliance/seal/cancel", auth, nil, nil, err)
+	return err
+}
+
+// PendingSealChange is the seal change in progress on this node, or nil.
+func (a *Appliance) PendingSealChange() *seal.ChangeStatus { return a.seal.PendingChange() }
+
+// changeRequest turns an API request into the seal's, with the config's
+// split where none is given. Out-of-range numbers are refused by name.
+func (a *Appliance) changeRequest(ctx context.Context, op string, c SealChange) (seal.ChangeRequest, error) {
+	req := seal.ChangeRequest{PGPKeys: c.PGPKeys, AuthorizeWith: c.AuthorizeWith}
+	switch {
+	case op == "rotate-shares":
+		req.Operation = seal.RotateShares
+	case op == "rewrap-hsm":
+		req.Operation = seal.RewrapHSM
+	case op == "add" && c.Mechanism == seal.MechanismPKCS11:
+		req.Operation = seal.AddHSM
+	case op == "add" && c.Mechanism == seal.MechanismShamir:
+		req.Operation = seal.AddShamir
+	case op == "remove" && c.Mechanism == seal.MechanismPKCS11:
+		req.Operation = seal.RemoveHSM
+	case op == "remove" && c.Mechanism == seal.MechanismShamir:
+		req.Operation = seal.RemoveShamir
+	case op == "add" || op == "remove":
+		return req, fmt.Errorf("unknown mechanism %q: use pkcs11 or shamir", c.Mechanism)
+	default:
+		return req, fmt.Errorf("unknown seal change %q", op)
+	}
+	if c.Shares < 0 || c.Shares > 255 {
+		return req, fmt.Errorf("shares %d: use 1 to 255 (0 takes the config's seal.shamir.shares)", c.Shares)
+	}
+	if c.Threshold < 0 {
+		return req, fmt.Errorf("threshold %d: use 1 or more (0 takes the config's seal.shamir.threshold)", c.Threshold)
+	}
+	switch req.Operation {
+	case seal.RotateShares, seal.AddShamir, seal.RemoveHSM:
+		n, t := DefaultShamirShares, DefaultShamirThreshold
+		if sh := a.cfg.Seal.Shamir; sh != nil {
+			n, t = sh.Shares, sh.Threshold
+		}
+		if req.Operation == seal.RemoveHSM {
+			// Removing the HSM keeps the cluster's split by default.
+			for _, m := range a.seal.Status(ctx, false).Mechanisms {
+				if m.Type == seal.MechanismShamir && m.Enrolled {
+					n, t = m.Shares, m.Threshold
+				}
 			}
 		}
+		if c.Shares != 0 {
+			n = c.Shares
+			if c.Threshold == 0 {
+				t = min(t, n)
+			}
+		}
+		if c.Threshold != 0 {
+			t = c.Threshold
+		}
+		req.Shares, req.Threshold = n, t
 	}
-	return res, nil
+	return req, nil
 }
 
-// authorizeSealChange checks that token may change the seal: sudo on
-// SealPolicyPath, as OpenBao's own root-protected endpoints demand.
-func (a *Appliance) authorizeSealChange(ctx context.Context, token string) error {
-	if token == "" {
-		return ErrUnauthorized
+// recoveryQuorum lets OpenBao's recovery keys authorize a seal change.
+func (a *Appliance) recoveryQuorum(ctx context.Context) *seal.RecoveryKeys {
+	cfg, err := a.barrier.RecoveryConfig(ctx)
+	if err != nil || cfg == nil || cfg.SecretThreshold < 1 {
+		return nil
 	}
-	resp, err := a.core.HandleRequest(namespace.RootContext(ctx), &logical.Request{
+	return &seal.RecoveryKeys{Threshold: cfg.SecretThreshold, Verify: a.barrier.VerifyRecoveryKey}
+}
+
+// authorizeSealChange checks that token may start a seal change: sudo on
+// SealPolicyPath, as OpenBao's own root-protected endpoints demand. It
+// returns the token's identity for the audit log.
+func (a *Appliance) authorizeSealChange(ctx context.Context, token string) (*logical.Auth, error) {
+	if token == "" {
+		return nil, ErrUnauthorized
+	}
+	ctx = namespace.RootContext(ctx)
+	resp, err := a.core.HandleRequest(ctx, &logical.Request{
 		Operation:   logical.UpdateOperation,
 		Path:        "sys/capabilities-self",
 		ClientToken: token,
 		Data:        map[string]interface{}{"paths": []string{SealPolicyPath}},
 	})
 	if err != nil || resp == nil || resp.IsError() {
-		return ErrUnauthorized
+		return nil, ErrUnauthorized
 	}
 	caps, _ := resp.Data[SealPolicyPath].([]string)
-	if slices.Contains(caps, "root") || slices.Contains(caps, "sudo") {
-		return nil
+	te, err := a.core.LookupToken(ctx, token)
+	if err != nil || te == nil {
+		return nil, ErrUnauthorized
 	}
-	return ErrUnauthorized
+	auth := &logical.Auth{
+		ClientToken: token, Accessor: te.Accessor, DisplayName: te.DisplayName,
+		Policies: te.Policies, EntityID: te.EntityID, TokenType: te.Type,
+	}
+	if slices.Contains(caps, "root") || slices.Contains(caps, "sudo") {
+		return auth, nil
+	}
+	return auth, ErrUnauthorized
+}
+
+// audit records a seal operation in OpenBao's audit devices, like any
+// request: the token HMACed, never a share or key (st is logged without
+// its shares).
+func (a *Appliance) audit(ctx context.Context, path string, auth *logical.Auth, data map[string]any, st *seal.ChangeStatus, opErr error) {
+	ctx = namespace.RootContext(ctx)
+	req := &logical.Request{Operation: logical.UpdateOperation, Path: path, Data: data}
+	if auth != nil {
+		req.ClientToken, req.ClientTokenAccessor = auth.ClientToken, auth.Accessor
+	}
+	in := &logical.LogInput{Request: req, Auth: auth, OuterErr: opErr}
+	if st == nil {
+		if err := a.core.AuditLogger().AuditRequest(ctx, in); err != nil {
+			a.logger.Error("audit log of a seal operation failed", "path", path, "error", err)
+		}
+		return
+	}
+	in.Response = &logical.Response{Data: map[string]any{
+		"operation": string(st.Operation), "state": st.State, "progress": st.Progress, "threshold": st.Threshold,
+		"generation": st.Generation, "new_generation": st.NewGeneration, "new_shares": len(st.Shares),
+		"mechanisms": st.Mechanisms, "requested_by": st.RequestedBy,
+	}}
+	if err := a.core.AuditLogger().AuditResponse(ctx, in); err != nil {
+		a.logger.Error("audit log of a seal operation failed", "path", path, "error", err)
+	}
 }

@@ -58,9 +58,7 @@ func TestSealMechanismChanges(t *testing.T) {
 		t.Fatalf("after init: %v", got)
 	}
 
-	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "shamir"}); err != nil {
-		t.Fatal(err)
-	}
+	changeSeal(t, a, res.RootToken, "remove", SealChange{Mechanism: "shamir"}, res.UnsealShares)
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
@@ -68,33 +66,34 @@ func TestSealMechanismChanges(t *testing.T) {
 	if st := a.Status(ctx); !slices.Equal(enrolled(st), []string{"pkcs11"}) || lastUsed(st) != "pkcs11" {
 		t.Fatalf("HSM only: %+v", st.Seal)
 	}
-	if _, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err == nil {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", SealChange{Mechanism: "pkcs11"}); err == nil {
 		t.Fatal("removed the last mechanism")
 	}
-
-	added, err := a.AddMechanism(ctx, SealChange{Mechanism: "shamir", Shares: 2, Threshold: 2})
-	if err != nil || len(added.UnsealShares) != 2 {
-		t.Fatalf("add shamir: %v", err)
+	// HSM only: the recovery keys authorize.
+	if _, err := a.StartSealChange(ctx, res.RootToken, "add", SealChange{Mechanism: "shamir", AuthorizeWith: "shares"}); err == nil {
+		t.Fatal("a change authorized by shares the cluster does not have")
 	}
-	removed, err := a.RemoveMechanism(ctx, SealChange{Mechanism: "pkcs11"})
-	if err != nil || len(removed.UnsealShares) != 2 || !slices.Equal(removed.Mechanisms, []string{"shamir"}) {
-		t.Fatalf("remove pkcs11: %v %+v", err, removed)
+	_, added := changeSeal(t, a, res.RootToken, "add", SealChange{Mechanism: "shamir", Shares: 2, Threshold: 2}, res.RecoveryKeys)
+	if len(added) != 2 {
+		t.Fatalf("add shamir: %d shares", len(added))
+	}
+	removed, removedShares := changeSeal(t, a, res.RootToken, "remove", SealChange{Mechanism: "pkcs11"}, added)
+	if len(removedShares) != 2 || !slices.Equal(removed.Mechanisms, []string{"shamir"}) {
+		t.Fatalf("remove pkcs11: %+v", removed)
 	}
 	a = restart(a)
 	if st := a.Status(ctx); st.State != StateSealed {
 		t.Fatalf("with the HSM removed the node unsealed by itself: %+v", st.Seal)
 	}
-	if _, err := a.Unseal(ctx, added.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
+	if _, err := a.Unseal(ctx, added[0]); !errors.Is(err, seal.ErrVoidShare) {
 		t.Fatalf("share voided by the HSM removal: %v", err)
 	}
 	if _, err := a.Unseal(ctx, res.UnsealShares[0]); !errors.Is(err, seal.ErrVoidShare) {
 		t.Fatalf("share from init: %v", err)
 	}
-	unsealWithShares(t, a, removed.UnsealShares...)
+	unsealWithShares(t, a, removedShares...)
 
-	if _, err := a.AddMechanism(ctx, SealChange{Mechanism: "pkcs11"}); err != nil {
-		t.Fatal(err)
-	}
+	changeSeal(t, a, res.RootToken, "add", SealChange{Mechanism: "pkcs11"}, removedShares)
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
@@ -107,9 +106,7 @@ func TestSealMechanismChanges(t *testing.T) {
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RewrapHSM(ctx); err != nil {
-		t.Fatal(err)
-	}
+	changeSeal(t, a, res.RootToken, "rewrap-hsm", SealChange{}, removedShares)
 	hsm.DeleteKey(t, "kek-1")
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
@@ -134,17 +131,14 @@ func TestSnapshotFromBeforeRotationRestores(t *testing.T) {
 	if err := c.Sys().RaftSnapshotWithContext(ctx, &snap); err != nil {
 		t.Fatal(err)
 	}
-	var rot *SealChangeResult
+	shares := res.UnsealShares
 	for range 2 { // two rotations: the history carries over
-		var err error
-		if rot, err = a.RotateShares(ctx, SealChange{Shares: 3, Threshold: 2}); err != nil {
-			t.Fatal(err)
-		}
+		_, shares = changeSeal(t, a, res.RootToken, "rotate-shares", SealChange{Shares: 3, Threshold: 2}, shares)
 	}
 	// A restart forgets every KEK but the one the new shares give.
 	a.Close()
 	a = startNode(t, cfg)
-	unsealWithShares(t, a, rot.UnsealShares[:2]...)
+	unsealWithShares(t, a, shares[:2]...)
 	c = client(t, a, res.RootToken)
 	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "after"}); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,13 @@ type Status struct {
 	LeaderAPIAddr  string      `json:"leader_api_addr,omitempty"`
 	Raft           RaftStatus  `json:"raft"`
 	Seal           seal.Status `json:"seal"`
-	UptimeSeconds  int64       `json:"uptime_seconds"`
+	// SealChange is the seal change in progress on this node, if any (no
+	// shares in it).
+	SealChange *seal.ChangeStatus `json:"seal_change,omitempty"`
+	// GitLabBootstrap is how the GitLab bootstrap after init went on this
+	// node: running, applied, or why not.
+	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
+	UptimeSeconds   int64  `json:"uptime_seconds"`
 }
 
 // RaftStatus is this node's view of integrated storage.
@@ -54,7 +60,9 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		Sealed:         a.core.Sealed(),
 		UptimeSeconds:  int64(time.Since(a.started).Seconds()),
 		Seal:           a.seal.Status(ctx, a.cfg.Seal.Shamir != nil),
+		SealChange:     a.seal.PendingChange(),
 	}
+	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
 	st.Initialized, _ = a.core.Initialized(ctx)
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
 	if conf, err := a.raftConfiguration(ctx); err == nil {

@@ -1,6 +1,8 @@
 package seal
 
 import (
+	"bytes"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,10 +28,12 @@ type header struct {
 	PKCS11 *hsmEnrollment    `json:"pkcs11,omitempty"`
 	Shamir *shamirEnrollment `json:"shamir,omitempty"`
 
-	// Previous holds replaced KEKs, each wrapped by this header's KEK, so
-	// blobs sealed before a replacement (Raft snapshot checksums) still
-	// open. Whoever holds the current KEK may open them anyway; whoever
-	// held only an old one learns nothing new.
+	// Previous holds every replaced KEK, each wrapped by this header's KEK,
+	// so blobs sealed before a replacement (Raft snapshots, stored keys a
+	// restore brought back) still open, but only for whoever holds the
+	// current KEK; whoever held only an old one learns nothing new. It is
+	// not bounded: a bounded history would let an old enough snapshot lock
+	// the cluster out after a restore (about 70 bytes per change).
 	Previous []previousKEK `json:"previous,omitempty"`
 }
 
@@ -39,9 +43,6 @@ type previousKEK struct {
 	Check   []byte `json:"check"`
 	Wrapped []byte `json:"wrapped"`
 }
-
-// maxPreviousKEKs bounds the history a header carries.
-const maxPreviousKEKs = 8
 
 // hsmEnrollment is the KEK wrapped by an AES key on a PKCS#11 token.
 type hsmEnrollment struct {
@@ -55,6 +56,12 @@ type shamirEnrollment struct {
 	Shares    int    `json:"shares"`
 	Threshold int    `json:"threshold"`
 	Gen       uint32 `json:"gen"` // share generation: shares of older ones are void
+	// Digests name the issued shares (shareDigest), so that every share a
+	// node is given is checked on its own against what was issued: a
+	// forged share is refused before it can take part in an attempt.
+	// Headers written before digests existed have none; their shares are
+	// checked for threshold and KEK check instead.
+	Digests [][]byte `json:"digests,omitempty"`
 }
 
 func (h *header) clusterID() [clusterIDSize]byte {
@@ -94,10 +101,45 @@ func (h *header) next(now time.Time) *header {
 	}
 	if h.Shamir != nil {
 		s := *h.Shamir
+		s.Digests = append([][]byte(nil), h.Shamir.Digests...)
 		n.Shamir = &s
 	}
 	n.Previous = append([]previousKEK(nil), h.Previous...)
 	return &n
+}
+
+// newer reports whether h is a later header of the same cluster than o.
+func (h *header) newer(o *header) bool {
+	return o == nil || h.Cluster != o.Cluster || h.Gen > o.Gen
+}
+
+// admits checks that s is one of the shares h issued: of h's cluster and
+// share generation, and (with digests) exactly one of the issued shares.
+// A share that passes is genuine: it cannot spoil an attempt.
+func (h *header) admits(s share) error {
+	if s.cluster != h.clusterID() {
+		return fmt.Errorf("%w: it is for cluster %x, this node's cluster is %x", ErrForeignShare, s.cluster, h.clusterID())
+	}
+	if h.Shamir == nil {
+		return ErrNoShamir
+	}
+	switch sh := h.Shamir; {
+	case s.gen < sh.Gen:
+		return fmt.Errorf("%w: it is from share generation %d, the current shares are generation %d", ErrVoidShare, s.gen, sh.Gen)
+	case s.gen > sh.Gen:
+		return fmt.Errorf("%w: it is from share generation %d, newer than this node's %d: the change that issued it was never completed, or this node has not caught up with it yet", ErrUnknownShare, s.gen, sh.Gen)
+	case len(sh.Digests) > 0:
+		d := s.digest()
+		for _, want := range sh.Digests {
+			if subtle.ConstantTimeCompare(d, want) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: it is not one of the %d shares issued for generation %d (it was altered, or comes from a share change that was never completed)", ErrUnknownShare, sh.Shares, sh.Gen)
+	case s.threshold != sh.Threshold || !bytes.Equal(s.check[:], h.Check):
+		return fmt.Errorf("%w: its threshold or key check differs from the %d-of-%d shares of generation %d", ErrUnknownShare, sh.Threshold, sh.Shares, sh.Gen)
+	}
+	return nil
 }
 
 func (h *header) encode() []byte {

@@ -46,7 +46,17 @@ type Options struct {
 	// StoredHeader returns the seal header of the cluster's stored keys in
 	// local storage, or nil if this node has no storage yet.
 	StoredHeader func(ctx context.Context) ([]byte, error)
-	Logger       hclog.Logger
+	// HeaderFile is where this node keeps the newest seal header it has
+	// seen in its storage or committed itself, outside Raft, so that a
+	// restored snapshot (which carries the header of its time) cannot
+	// bring back shares or an HSM that a later change voided. Empty: kept
+	// in memory only.
+	HeaderFile string
+	// Persist writes OpenBao's stored keys and recovery key, encrypted
+	// with the given function, in one storage transaction. Seal changes
+	// commit through it.
+	Persist Persist
+	Logger  hclog.Logger
 }
 
 // Seal is the composite wrapper. It is safe for concurrent use.
@@ -54,15 +64,25 @@ type Seal struct {
 	opts   Options
 	logger hclog.Logger
 
-	ops sync.Mutex // serializes mechanism changes
+	ops sync.Mutex // serializes mechanism changes and their commits
 
-	mu       sync.Mutex
-	keks     map[string][]byte // by hex(kekCheck)
-	cur      *header           // header for Encrypt; nil until known
-	lastUsed string            // mechanism that provided the KEK in use
-	shares   collector
+	mu        sync.Mutex
+	keks      map[string]kekEntry // by hex(kekCheck)
+	cur       *header             // newest header known: Encrypt uses it; nil until known
+	saved     string              // keyID of the header last written to HeaderFile
+	hint      *header             // joining: the header of the leader's blob, to check shares against
+	lastUsed  string              // mechanism that provided the KEK of the last unseal
+	hsmPaused bool                // an operator sealed the node: unseal by shares only until restart
+	shares    collector
+	change    *change // the seal change in progress, if any
 
 	hsmHealth hsmHealth
+}
+
+// kekEntry is a KEK in memory and the mechanism that gave it.
+type kekEntry struct {
+	key []byte
+	by  string // MechanismPKCS11, MechanismShamir, or "" (made here, or from history)
 }
 
 // hsmRetryInterval limits how often a failing HSM is reopened.
@@ -75,7 +95,13 @@ func New(opts Options) *Seal {
 	if l == nil {
 		l = hclog.NewNullLogger()
 	}
-	return &Seal{opts: opts, logger: l, keks: map[string][]byte{}}
+	s := &Seal{opts: opts, logger: l, keks: map[string]kekEntry{}}
+	if h, err := loadHeaderFile(opts.HeaderFile); err != nil {
+		l.Error("the recorded seal generation cannot be read; a restored snapshot's older shares would not be recognised as void until this node sees its cluster's header again", "file", opts.HeaderFile, "error", err)
+	} else if h != nil {
+		s.cur, s.saved = h, h.keyID()
+	}
+	return s
 }
 
 var (
@@ -109,12 +135,8 @@ func (s *Seal) Init(context.Context, ...wrapping.Option) error { return nil }
 // Finalize closes the HSM session and forgets every key.
 func (s *Seal) Finalize(context.Context, ...wrapping.Option) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, v := range s.keks {
-		clear(v)
-		delete(s.keks, k)
-	}
-	s.shares.reset()
+	s.forgetLocked()
+	s.mu.Unlock()
 	return s.closeHSMs()
 }
 
@@ -135,6 +157,17 @@ func (s *Seal) Encrypt(ctx context.Context, plaintext []byte, opts ...wrapping.O
 	if err != nil {
 		return nil, err
 	}
+	return encryptWith(h, kek, plaintext, o.WithAad)
+}
+
+// Encryptor encrypts a blob as the seal does, under a given header.
+type Encryptor func(ctx context.Context, plaintext []byte) (*wrapping.BlobInfo, error)
+
+// Persist writes OpenBao's stored keys and recovery key, each encrypted
+// with encrypt, in one storage transaction: both change or neither does.
+type Persist func(ctx context.Context, encrypt Encryptor) error
+
+func encryptWith(h *header, kek, plaintext, extraAAD []byte) (*wrapping.BlobInfo, error) {
 	hdr := h.encode()
 	gcm, err := newGCM(kek)
 	if err != nil {
@@ -145,7 +178,7 @@ func (s *Seal) Encrypt(ctx context.Context, plaintext []byte, opts ...wrapping.O
 		return nil, err
 	}
 	return &wrapping.BlobInfo{
-		Ciphertext: gcm.Seal(nil, iv, plaintext, aad(hdr, o.WithAad)),
+		Ciphertext: gcm.Seal(nil, iv, plaintext, aad(hdr, extraAAD)),
 		Iv:         iv,
 		KeyInfo:    &wrapping.KeyInfo{KeyId: h.keyID(), WrappedKey: hdr},
 	}, nil
@@ -178,26 +211,51 @@ func (s *Seal) Decrypt(ctx context.Context, blob *wrapping.BlobInfo, opts ...wra
 	if err != nil {
 		return nil, fmt.Errorf("the blob does not decrypt under its KEK (altered or corrupted): %w", err)
 	}
-	s.adopt(h)
+	// The header is bound to the ciphertext: whoever sealed the blob held
+	// its KEK, so a newer header learnt this way (a node joining, or one
+	// whose storage is ahead of its memory) is genuine.
+	s.adopt(h, false)
+	s.mu.Lock()
+	if by := s.keks[h.kekID()].by; by != "" {
+		s.lastUsed = by
+	}
+	s.mu.Unlock()
 	return pt, nil
 }
 
-// kekFor returns the KEK of h from memory or, failing that, the HSM.
+// kekFor returns the KEK of h: from memory; for a header older than the
+// newest this node knows, only through that one's history (never by h's
+// own mechanisms, which a later change may have voided: old shares, a
+// removed HSM); otherwise from the HSM.
 func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	s.mu.Lock()
-	kek, ok := s.keks[h.kekID()]
+	e, ok := s.keks[h.kekID()]
+	cur := s.cur
+	if cur == nil {
+		s.hint = h // joining: check shares against the leader's header
+	}
+	paused := s.hsmPaused
 	s.mu.Unlock()
 	if ok {
-		return kek, nil
+		return e.key, nil
 	}
-	if kek := s.fromHistory(h); kek != nil {
-		return kek, nil
+	if cur != nil && cur.Cluster == h.Cluster && cur.Gen > h.Gen {
+		curKEK, err := s.kekFor(ctx, cur)
+		if err != nil {
+			return nil, err
+		}
+		if kek := s.fromHistory(cur, curKEK, h); kek != nil {
+			return kek, nil
+		}
+		return nil, fmt.Errorf("the blob was sealed under seal generation %d, which the current generation %d does not know: it is not this cluster's", h.Gen, cur.Gen)
 	}
-	if h.PKCS11 == nil {
+	switch {
+	case h.PKCS11 == nil:
 		return nil, fmt.Errorf("%w (the cluster has no HSM enrolled: submit Shamir shares with `gitlab-secrets-appliance unseal`)", ErrLocked)
-	}
-	if s.opts.HSM == nil {
+	case s.opts.HSM == nil:
 		return nil, fmt.Errorf("%w (this node has no seal \"pkcs11\" block configured: submit Shamir shares with `gitlab-secrets-appliance unseal`)", ErrLocked)
+	case paused:
+		return nil, fmt.Errorf("%w (an operator sealed this node: it unseals with Shamir shares, or with the HSM after a restart)", ErrLocked)
 	}
 	kek, err := s.unwrapWithHSM(ctx, h.PKCS11)
 	if err != nil {
@@ -211,51 +269,64 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	return kek, nil
 }
 
-// fromHistory finds h's KEK in the history of the current header, when
-// the current KEK is in memory (a blob sealed before a KEK replacement).
-func (s *Seal) fromHistory(h *header) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == nil || s.cur.Cluster != h.Cluster {
-		return nil
-	}
-	cur, ok := s.keks[s.cur.kekID()]
-	if !ok {
-		return nil
-	}
-	for _, p := range s.cur.Previous {
+// fromHistory opens h's KEK from the history of cur, whose KEK is curKEK
+// (a blob sealed before a KEK replacement).
+func (s *Seal) fromHistory(cur *header, curKEK []byte, h *header) []byte {
+	for _, p := range cur.Previous {
 		if !bytes.Equal(p.Check, h.Check) {
 			continue
 		}
-		kek, err := openWrapped(cur, p.Wrapped)
+		kek, err := openWrapped(curKEK, p.Wrapped)
 		if err != nil {
 			return nil
 		}
 		if c := kekCheck(kek); !bytes.Equal(c[:], h.Check) {
 			return nil
 		}
-		s.keks[h.kekID()] = kek
+		s.mu.Lock()
+		s.keks[h.kekID()] = kekEntry{key: kek}
+		s.mu.Unlock()
 		return kek
 	}
 	return nil
 }
 
-// remember caches a recovered KEK and notes the mechanism that gave it.
+// remember caches a recovered KEK with the mechanism that gave it; the
+// first blob it opens makes that mechanism the last used.
 func (s *Seal) remember(kek []byte, mechanism string) {
 	c := kekCheck(kek)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.keks[hex.EncodeToString(c[:])] = kek
-	s.lastUsed = mechanism
+	s.keks[hex.EncodeToString(c[:])] = kekEntry{key: kek, by: mechanism}
 }
 
-// adopt makes h the current header if it is newer than the one in use.
-func (s *Seal) adopt(h *header) {
+// adopt makes h the current header if it is newer than the one in use
+// (or of another cluster: the data dir was reused). fromStorage: h is in
+// this node's storage, so it is recorded in the header file.
+func (s *Seal) adopt(h *header, fromStorage bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == nil || (s.cur.Cluster == h.Cluster && h.Gen > s.cur.Gen) {
+	if h.newer(s.cur) {
+		if s.cur != nil && s.cur.Cluster != h.Cluster {
+			s.logger.Info("this node's storage belongs to another cluster than the seal header it had recorded; following its storage", "cluster", h.Cluster, "recorded", s.cur.Cluster)
+		}
 		s.cur = h
 	}
+	save := fromStorage && s.cur.keyID() == h.keyID() && s.saved != h.keyID()
+	s.mu.Unlock()
+	if save {
+		s.record(h)
+	}
+}
+
+// record writes h to the header file.
+func (s *Seal) record(h *header) {
+	if err := saveHeaderFile(s.opts.HeaderFile, h); err != nil {
+		s.logger.Error("cannot record the seal generation: until this is fixed, a restored snapshot could revive voided shares on this node after a restart", "file", s.opts.HeaderFile, "error", err)
+		return
+	}
+	s.mu.Lock()
+	s.saved = h.keyID()
+	s.mu.Unlock()
 }
 
 // refresh adopts the header of the stored keys in local storage, the
@@ -269,8 +340,31 @@ func (s *Seal) refresh(ctx context.Context) {
 		return
 	}
 	if h, err := decodeHeader(raw); err == nil {
-		s.adopt(h)
+		s.adopt(h, true)
 	}
+}
+
+// StoredOlder reports whether the stored keys carry an older header than
+// the current one (a snapshot from before a seal change was restored):
+// OpenBao's UpgradeKeys then re-encrypts them under the current one.
+func (s *Seal) StoredOlder(ctx context.Context) (stored, cur uint32, older bool) {
+	if s.opts.StoredHeader == nil {
+		return 0, 0, false
+	}
+	raw, err := s.opts.StoredHeader(ctx)
+	if err != nil || raw == nil {
+		return 0, 0, false
+	}
+	h, err := decodeHeader(raw)
+	if err != nil {
+		return 0, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil || s.cur.Cluster != h.Cluster {
+		return 0, 0, false
+	}
+	return h.Gen, s.cur.Gen, h.Gen < s.cur.Gen
 }
 
 func newGCM(kek []byte) (cipher.AEAD, error) {

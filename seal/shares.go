@@ -24,8 +24,10 @@ var (
 	ErrForeignShare   = errors.New("the share belongs to another cluster")
 	ErrVoidShare      = errors.New("the share was voided by a share rotation")
 	ErrDuplicateShare = errors.New("this share was already submitted in this unseal attempt: submit a different operator's share")
-	ErrWrongShares    = errors.New("the submitted shares do not recover this cluster's key: one of them is wrong; progress was reset, start again")
+	ErrWrongShares    = errors.New("the submitted shares do not recover this cluster's key: one of them is wrong; those shares were discarded, start again")
 	ErrNoShamir       = errors.New("Shamir shares are not a seal mechanism of this cluster")
+	ErrUnknownShare   = errors.New("the share was not issued for this cluster's current shares")
+	ErrTooManyShares  = errors.New("too many shares were submitted before this node could check them: reset the attempt (`unseal --reset`) and submit the genuine shares again")
 )
 
 const (
@@ -50,15 +52,40 @@ type share struct {
 }
 
 func (s share) encode() string {
-	b := make([]byte, 0, shareSize)
+	b := s.body()
+	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// body is the share's encoding without its checksum.
+func (s share) body() []byte {
+	b := make([]byte, 0, shareSize-4)
 	b = append(b, shareVersion)
 	b = append(b, s.cluster[:]...)
 	b = binary.BigEndian.AppendUint32(b, s.gen)
 	b = append(b, byte(s.threshold))
 	b = append(b, s.check[:]...)
-	b = append(b, s.part...)
-	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
-	return base64.StdEncoding.EncodeToString(b)
+	return append(b, s.part...)
+}
+
+// digest names the share in its header's list of issued shares. A
+// share's part is uniformly random to anyone holding fewer than the
+// threshold, so its SHA-256 reveals nothing of it.
+func (s share) digest() []byte {
+	h := sha256.New()
+	h.Write([]byte("gitlab-secrets-appliance share digest v1\x00"))
+	h.Write(s.body())
+	return h.Sum(nil)
+}
+
+// x is the share's Shamir x coordinate.
+func (s share) x() byte { return s.part[len(s.part)-1] }
+
+func (s share) equal(o share) bool { return bytes.Equal(s.body(), o.body()) }
+
+// sameSet: s and o claim to be shares of the same split.
+func (s share) sameSet(o share) bool {
+	return s.cluster == o.cluster && s.gen == o.gen && s.threshold == o.threshold && s.check == o.check
 }
 
 func decodeShare(text string) (share, error) {
@@ -101,18 +128,29 @@ func kekCheck(kek []byte) [checkSize]byte {
 	return c
 }
 
-// splitKEK makes n shares of kek, any t of which recover it. With pgpKeys
-// (one per share, base64 public keys as OpenBao's init takes them) each
-// share is returned encrypted to its operator's key, base64-encoded.
-func splitKEK(kek []byte, cluster [clusterIDSize]byte, gen uint32, n, t int, pgpKeys []string) ([]string, error) {
-	if n < 1 || n > 255 || t < 1 || t > n {
-		return nil, fmt.Errorf("invalid share split %d of %d: use 1 <= threshold <= shares <= 255", t, n)
+// CheckSplit says what is wrong with a split of n shares, threshold t.
+func CheckSplit(n, t int) error {
+	switch {
+	case n < 1 || n > 255:
+		return fmt.Errorf("shares %d: use 1 to 255 shares", n)
+	case t < 1 || t > n:
+		return fmt.Errorf("threshold %d: use a threshold from 1 to the number of shares (%d)", t, n)
+	case n > 1 && t == 1:
+		return fmt.Errorf("threshold 1 of %d shares would let any single share unseal: use a threshold of at least 2", n)
 	}
-	if n > 1 && t == 1 {
-		return nil, fmt.Errorf("threshold 1 of %d shares would let any single share unseal: use a threshold of at least 2", n)
+	return nil
+}
+
+// splitKEK makes n shares of kek, any t of which recover it, and their
+// digests for the header. With pgpKeys (one per share, base64 public keys
+// as OpenBao's init takes them) each share is returned encrypted to its
+// operator's key, base64-encoded.
+func splitKEK(kek []byte, cluster [clusterIDSize]byte, gen uint32, n, t int, pgpKeys []string) ([]string, [][]byte, error) {
+	if err := CheckSplit(n, t); err != nil {
+		return nil, nil, err
 	}
 	if len(pgpKeys) > 0 && len(pgpKeys) != n {
-		return nil, fmt.Errorf("%d PGP keys for %d shares: give one key per share", len(pgpKeys), n)
+		return nil, nil, fmt.Errorf("%d PGP keys for %d shares: give one key per share", len(pgpKeys), n)
 	}
 	var parts [][]byte
 	if t == 1 {
@@ -124,14 +162,16 @@ func splitKEK(kek []byte, cluster [clusterIDSize]byte, gen uint32, n, t int, pgp
 	} else {
 		var err error
 		if parts, err = shamir.Split(kek, n, t); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	s := share{cluster: cluster, gen: gen, threshold: t, check: kekCheck(kek)}
 	out := make([]string, n)
+	digests := make([][]byte, n)
 	for i, p := range parts {
 		s.part = p
 		out[i] = s.encode()
+		digests[i] = s.digest()
 	}
 	if len(pgpKeys) > 0 {
 		plain := make([][]byte, n)
@@ -140,84 +180,137 @@ func splitKEK(kek []byte, cluster [clusterIDSize]byte, gen uint32, n, t int, pgp
 		}
 		_, enc, err := pgpkeys.EncryptShares(plain, pgpKeys)
 		if err != nil {
-			return nil, fmt.Errorf("encrypting the shares to the operators' PGP keys: %w", err)
+			return nil, nil, fmt.Errorf("encrypting the shares to the operators' PGP keys: %w", err)
 		}
 		for i := range enc {
 			out[i] = base64.StdEncoding.EncodeToString(enc[i])
 		}
 	}
-	return out, nil
+	return out, digests, nil
 }
 
-// collector gathers the shares of one unseal attempt.
+// maxLooseShares bounds the shares a collector keeps while no header says
+// which are genuine (a node joining its cluster before it has heard from
+// the leader).
+const maxLooseShares = 64
+
+// collector gathers the shares of one attempt: an unseal, or a seal
+// change's authorization or verification. With a header (want) every
+// share is checked on its own before it is kept, so a refused share
+// changes nothing. Without one (a joining node that has not yet heard
+// from its leader) shares are kept apart by what they claim (cluster,
+// generation, threshold, key check), so a forged claim cannot spoil the
+// genuine shares' attempt.
 type collector struct {
-	parts [][]byte
-	first *share
+	shares []share
 }
 
-// add checks s against the cluster (when known) and the shares so far,
-// and records it. It returns the recovered KEK once the threshold is met.
+// add checks s (against want, when known) and keeps it. It returns the
+// recovered KEK once a threshold of matching shares is in; the collector
+// is then empty.
 func (c *collector) add(s share, want *header) ([]byte, error) {
 	if want != nil {
-		if s.cluster != want.clusterID() {
-			return nil, fmt.Errorf("%w: it is for cluster %x, this node's cluster is %x", ErrForeignShare, s.cluster, want.clusterID())
-		}
-		if want.Shamir == nil {
-			return nil, ErrNoShamir
-		}
-		if s.gen != want.Shamir.Gen {
-			return nil, fmt.Errorf("%w: it is from share generation %d, the current shares are generation %d", ErrVoidShare, s.gen, want.Shamir.Gen)
+		if err := want.admits(s); err != nil {
+			return nil, err
 		}
 	}
-	if c.first != nil {
-		f := c.first
-		switch {
-		case s.cluster != f.cluster:
-			return nil, fmt.Errorf("%w: it is for cluster %x, the shares submitted so far are for %x", ErrForeignShare, s.cluster, f.cluster)
-		case s.gen != f.gen:
-			return nil, fmt.Errorf("%w: it is from share generation %d, the shares submitted so far are generation %d", ErrVoidShare, s.gen, f.gen)
-		case s.threshold != f.threshold || s.check != f.check:
-			return nil, ErrCorruptShare
-		}
-	}
-	for _, p := range c.parts {
-		if p[len(p)-1] == s.part[len(s.part)-1] {
+	for _, p := range c.shares {
+		if p.equal(s) || (p.sameSet(s) && p.x() == s.x()) {
 			return nil, ErrDuplicateShare
 		}
 	}
-	if c.first == nil {
-		c.first = &s
+	if want == nil && len(c.shares) >= maxLooseShares {
+		return nil, ErrTooManyShares
 	}
-	c.parts = append(c.parts, s.part)
-	if len(c.parts) < s.threshold {
+	c.shares = append(c.shares, s)
+	set := c.matching(s, want)
+	if len(set) < s.threshold {
 		return nil, nil
 	}
-	defer c.reset()
+	kek, err := combine(set)
+	c.drop(s, want)
+	if err != nil {
+		return nil, err
+	}
+	if want == nil {
+		c.reset() // recovered: whatever else was submitted is moot
+	}
+	return kek, nil
+}
+
+// matching is the shares kept that belong with s: those want admits, or
+// (no header) those claiming the same set as s.
+func (c *collector) matching(s share, want *header) []share {
+	var out []share
+	for _, p := range c.shares {
+		if want != nil && want.admits(p) == nil || want == nil && p.sameSet(s) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// drop forgets the shares of s's set (recovered, or wrong together).
+func (c *collector) drop(s share, want *header) {
+	keep := c.shares[:0]
+	for _, p := range c.shares {
+		if want != nil && want.admits(p) == nil || want == nil && p.sameSet(s) {
+			clear(p.part)
+			continue
+		}
+		keep = append(keep, p)
+	}
+	c.shares = keep
+}
+
+// combine recovers the KEK from a threshold of shares and checks it.
+func combine(set []share) ([]byte, error) {
+	first := set[0]
 	var kek []byte
-	if s.threshold == 1 {
-		kek = bytes.Clone(s.part[:kekSize])
+	if first.threshold == 1 {
+		kek = bytes.Clone(first.part[:kekSize])
 	} else {
+		parts := make([][]byte, first.threshold)
+		for i := range parts {
+			parts[i] = set[i].part
+		}
 		var err error
-		if kek, err = shamir.Combine(c.parts); err != nil {
+		if kek, err = shamir.Combine(parts); err != nil {
 			return nil, ErrWrongShares
 		}
 	}
-	if got := kekCheck(kek); !hmac.Equal(got[:], s.check[:]) {
+	if got := kekCheck(kek); !hmac.Equal(got[:], first.check[:]) {
+		clear(kek)
 		return nil, ErrWrongShares
 	}
 	return kek, nil
 }
 
-func (c *collector) progress() (n, threshold int) {
-	if c.first == nil {
-		return 0, 0
+// progress is how many shares count towards want's KEK (without a
+// header: the fullest set) and how many are needed.
+func (c *collector) progress(want *header) (n, threshold int) {
+	if want != nil {
+		if want.Shamir != nil {
+			threshold = want.Shamir.Threshold
+		}
+		for _, p := range c.shares {
+			if want.admits(p) == nil {
+				n++
+			}
+		}
+		return n, threshold
 	}
-	return len(c.parts), c.first.threshold
+	for _, s := range c.shares {
+		if m := len(c.matching(s, nil)); m > n {
+			n, threshold = m, s.threshold
+		}
+	}
+	return n, threshold
 }
 
 func (c *collector) reset() {
-	for _, p := range c.parts {
-		clear(p)
+	for _, p := range c.shares {
+		clear(p.part)
 	}
-	c.parts, c.first = nil, nil
+	c.shares = nil
 }

@@ -21,13 +21,22 @@ func newKEK(t *testing.T) ([]byte, [clusterIDSize]byte) {
 	return kek, c
 }
 
-func TestShareRoundTripAndRecovery(t *testing.T) {
-	kek, cluster := newKEK(t)
-	shares, err := splitKEK(kek, cluster, 7, 5, 3, nil)
+// split makes n shares of kek (threshold t, generation gen) and the header
+// that issued them.
+func split(t *testing.T, kek []byte, cluster [clusterIDSize]byte, gen uint32, n, thr int) ([]string, *header) {
+	t.Helper()
+	shares, digests, err := splitKEK(kek, cluster, gen, n, thr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &header{Version: 1, Cluster: hex.EncodeToString(cluster[:]), Gen: 7, Shamir: &shamirEnrollment{Shares: 5, Threshold: 3, Gen: 7}}
+	c := kekCheck(kek)
+	return shares, &header{Version: 1, Cluster: hex.EncodeToString(cluster[:]), Gen: gen, Check: c[:],
+		Shamir: &shamirEnrollment{Shares: n, Threshold: thr, Gen: gen, Digests: digests}}
+}
+
+func TestShareRoundTripAndRecovery(t *testing.T) {
+	kek, cluster := newKEK(t)
+	shares, h := split(t, kek, cluster, 7, 5, 3)
 	// Any 3 of 5 recover the key; fewer do not.
 	for _, pick := range [][]int{{0, 1, 2}, {4, 2, 0}, {1, 3, 4}} {
 		var c collector
@@ -48,7 +57,7 @@ func TestShareRoundTripAndRecovery(t *testing.T) {
 		if !bytes.Equal(got, kek) {
 			t.Fatalf("shares %v recovered another key", pick)
 		}
-		if n, _ := c.progress(); n != 0 {
+		if n, _ := c.progress(h); n != 0 {
 			t.Fatalf("progress not reset after recovery: %d", n)
 		}
 	}
@@ -56,12 +65,12 @@ func TestShareRoundTripAndRecovery(t *testing.T) {
 
 func TestShareRefusals(t *testing.T) {
 	kek, cluster := newKEK(t)
-	shares, _ := splitKEK(kek, cluster, 2, 3, 2, nil)
+	shares, h := split(t, kek, cluster, 2, 3, 2)
 	otherKEK, otherCluster := newKEK(t)
-	foreign, _ := splitKEK(otherKEK, otherCluster, 2, 3, 2, nil)
-	oldGen, _ := splitKEK(otherKEK, cluster, 1, 3, 2, nil)
-	sameClusterOtherKey, _ := splitKEK(otherKEK, cluster, 2, 3, 2, nil)
-	h := &header{Version: 1, Cluster: hex.EncodeToString(cluster[:]), Gen: 2, Shamir: &shamirEnrollment{Shares: 3, Threshold: 2, Gen: 2}}
+	foreign, _ := split(t, otherKEK, otherCluster, 2, 3, 2)
+	oldGen, _ := split(t, otherKEK, cluster, 1, 3, 2)
+	newerGen, _ := split(t, otherKEK, cluster, 3, 3, 2)
+	sameClusterOtherKey, _ := split(t, otherKEK, cluster, 2, 3, 2)
 
 	raw, _ := base64.StdEncoding.DecodeString(shares[1])
 	raw[30] ^= 0x10
@@ -78,7 +87,8 @@ func TestShareRefusals(t *testing.T) {
 		{"voided generation", oldGen[1], ErrVoidShare},
 		{"malformed", "bm90IGEgc2hhcmU=", ErrMalformedShare},
 		{"not base64", "%%%", ErrMalformedShare},
-		{"same cluster, key of another split", sameClusterOtherKey[1], ErrCorruptShare},
+		{"same cluster, key of another split", sameClusterOtherKey[1], ErrUnknownShare},
+		{"a generation never committed", newerGen[1], ErrUnknownShare},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,7 +104,7 @@ func TestShareRefusals(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("want %v, got %v", tc.want, err)
 			}
-			if n, _ := c.progress(); n != 1 {
+			if n, _ := c.progress(h); n != 1 {
 				t.Fatalf("a refused share changed the progress to %d", n)
 			}
 		})
@@ -105,7 +115,7 @@ func TestShareRefusals(t *testing.T) {
 // against each other and the key against the check value they carry.
 func TestSharesWithoutHeader(t *testing.T) {
 	kek, cluster := newKEK(t)
-	shares, _ := splitKEK(kek, cluster, 1, 3, 2, nil)
+	shares, _ := split(t, kek, cluster, 1, 3, 2)
 	var c collector
 	for i, text := range shares[:2] {
 		s, _ := decodeShare(text)
@@ -121,16 +131,16 @@ func TestSharesWithoutHeader(t *testing.T) {
 
 func TestOneOfOneShare(t *testing.T) {
 	kek, cluster := newKEK(t)
-	shares, err := splitKEK(kek, cluster, 1, 1, 1, nil)
-	if err != nil || len(shares) != 1 {
-		t.Fatal(err)
+	shares, _ := split(t, kek, cluster, 1, 1, 1)
+	if len(shares) != 1 {
+		t.Fatal(shares)
 	}
 	var c collector
 	s, _ := decodeShare(shares[0])
 	if got, err := c.add(s, nil); err != nil || !bytes.Equal(got, kek) {
 		t.Fatalf("1-of-1: %v", err)
 	}
-	if _, err := splitKEK(kek, cluster, 1, 3, 1, nil); err == nil {
+	if _, _, err := splitKEK(kek, cluster, 1, 3, 1, nil); err == nil {
 		t.Fatal("1 of 3 accepted")
 	}
 }

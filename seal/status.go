@@ -40,9 +40,10 @@ type Status struct {
 // the HSM (bounded by a short timeout) when this node has one.
 func (s *Seal) Status(ctx context.Context, shamirConfigured bool) Status {
 	s.refresh(ctx)
+	p := s.progress()
+	submitted, threshold := p.Submitted, p.Threshold
 	s.mu.Lock()
 	cur, lastUsed := s.cur, s.lastUsed
-	submitted, threshold := s.shares.progress()
 	s.mu.Unlock()
 
 	var st Status

@@ -22,7 +22,8 @@ type initOutput struct {
 	Threshold    int      `json:"unseal_threshold"`
 	RecoveryKeys []string `json:"recovery_keys"`
 	RootToken    string   `json:"root_token"`
-	// GitLabBootstrap is "applied" when the config has a gitlab block.
+	// GitLabBootstrap is "running" when the config has a gitlab block:
+	// init answers first, status says how the bootstrap ended.
 	GitLabBootstrap string `json:"gitlab_bootstrap"`
 }
 
@@ -32,6 +33,7 @@ type statusOutput struct {
 	Sealed      bool   `json:"sealed"`
 	NodeID      string `json:"node_id"`
 	Seal        struct {
+		Generation uint32 `json:"generation"`
 		Mechanisms []struct {
 			Type      string `json:"type"`
 			Enrolled  bool   `json:"enrolled"`

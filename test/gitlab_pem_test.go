@@ -54,9 +54,10 @@ func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
 	n := harness.StartNode(t, tr, bin, cfg, addr)
 	n.WaitServing(t, tr)
 	res := initCluster(t, bin, addr)
-	if res.GitLabBootstrap != "applied" {
+	if res.GitLabBootstrap != "running" {
 		t.Fatalf("init: GitLab bootstrap %q", res.GitLabBootstrap)
 	}
+	harness.WaitGitLabBootstrap(t, tr, bin, addr)
 	waitState(t, tr, bin, addr, "active")
 	hc := &http.Client{Timeout: 30 * time.Second}
 	rails := &gitlabsim.Rails{Addr: addr, HTTP: hc, Issuer: is}

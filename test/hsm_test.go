@@ -140,13 +140,15 @@ func TestHSMAndSharesEachUnseal(t *testing.T) {
 		t.Fatalf("HSM restored: %+v", st.Seal)
 	}
 
-	// Rotate the shares: old ones void, new ones work.
+	// Rotate the shares: two current shares authorize it, the new ones
+	// go to files; nothing changes until three of them are given back;
+	// then the old ones are void and the new ones work.
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
 	shareDir := filepath.Join(dir, "new-shares")
-	out, errOut, code := harness.Run(t, tr, nil, bin, "seal", "rotate-shares", "--address", addr, "--token-file", tokenFile,
+	out, errOut, code := harness.Run(t, tr, []byte(res.Shares[1]+"\n"+res.Shares[2]+"\n"), bin, "seal", "rotate-shares", "--address", addr, "--token-file", tokenFile,
 		"--shares", "4", "--threshold", "3", "--share-dir", shareDir)
-	if code != 0 || !strings.Contains(out, "pkcs11, shamir") {
+	if code != 0 || !strings.Contains(errOut, "Nothing has changed yet") || !strings.Contains(errOut, "seal verify") {
 		t.Fatalf("rotate-shares: exit %d: %s %s", code, out, errOut)
 	}
 	var newShares []string
@@ -157,6 +159,13 @@ func TestHSMAndSharesEachUnseal(t *testing.T) {
 			t.Fatalf("share file %s: %v", f, err)
 		}
 		newShares = append(newShares, strings.TrimSpace(string(b)))
+	}
+	if st, _ := status(t, tr, bin, addr); st.Seal.Generation != 1 {
+		t.Fatalf("the seal changed before the new shares were verified: generation %d", st.Seal.Generation)
+	}
+	out, errOut, code = harness.Run(t, tr, []byte(newShares[2]+"\n"+newShares[0]+"\n"+newShares[3]+"\n"), bin, "seal", "verify", "--address", addr)
+	if code != 0 || !strings.Contains(out, "pkcs11, shamir") || !strings.Contains(out, "generation 2") {
+		t.Fatalf("seal verify: exit %d: %s %s", code, out, errOut)
 	}
 	stop(n)
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
-	"golang.org/x/term"
 )
 
 // apiClient talks to the /appliance/v1/ endpoints of one node.
@@ -166,6 +164,9 @@ func initAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkCounts(c, "shares", "threshold", "recovery-shares", "recovery-threshold"); err != nil {
+		return err
+	}
 	req := appliance.InitRequest{
 		Shares: c.Int("shares"), Threshold: c.Int("threshold"),
 		RecoveryShares: c.Int("recovery-shares"), RecoveryThreshold: c.Int("recovery-threshold"),
@@ -217,7 +218,7 @@ func initAction(c *cli.Context) error {
 	fmt.Fprintf(w, "\nInitial root token: %s\n\n", res.RootToken)
 	fmt.Fprintf(w, "The cluster is initialized and this node unsealed itself. Seal mechanisms: %s.\n", strings.Join(res.Mechanisms, ", "))
 	if res.GitLabBootstrap != "" {
-		fmt.Fprintf(w, "GitLab bootstrap (gitlab_rails_jwt, role app, policy secrets_manager): %s.\n", res.GitLabBootstrap)
+		fmt.Fprintf(w, "GitLab bootstrap (gitlab_rails_jwt, role app, policy secrets_manager): %s (`status` shows how it ends).\n", res.GitLabBootstrap)
 	}
 	if len(res.UnsealShares) > 0 {
 		when := "unseal a node after every restart"
@@ -301,27 +302,4 @@ func unsealAction(c *cli.Context) error {
 		}
 	}
 	return err
-}
-
-// readShare reads one share from a terminal prompt (without echo) or, when
-// standard input is not a terminal, from its first line.
-func readShare(c *cli.Context) (string, error) {
-	fd := int(os.Stdin.Fd())
-	if term.IsTerminal(fd) {
-		fmt.Fprint(c.App.ErrWriter, "Unseal share (input hidden): ")
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(c.App.ErrWriter)
-		if err != nil {
-			return "", exit(exitFailed, fmt.Errorf("reading the share: %w", err))
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", exit(exitFailed, fmt.Errorf("reading the share from standard input: %w", err))
-	}
-	if strings.TrimSpace(line) == "" {
-		return "", exit(exitUsage, errors.New("no share on standard input: pipe one in or run unseal in a terminal to be prompted"))
-	}
-	return strings.TrimSpace(line), nil
 }

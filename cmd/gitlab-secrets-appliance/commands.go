@@ -34,18 +34,27 @@ func shareDirFlag() cli.Flag {
 	return &cli.StringFlag{Name: "share-dir", Usage: "write each share (and recovery key) to its own file (mode 0600) in this directory instead of printing it"}
 }
 
-// sealFlags are the flags of the seal subcommands.
+func tokenFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on sys/appliance/seal (default: $" + envToken + ", the first line of standard input, or a prompt)"}
+}
+
+// sealFlags are the flags of the seal subcommands that start a change.
 func sealFlags(shares bool) []cli.Flag {
-	f := append(clientFlags(), formatFlag(),
-		&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on sys/appliance/seal (default: $" + envToken + ", standard input, or a prompt)"})
+	f := append(clientFlags(), formatFlag(), tokenFileFlag(), shareDirFlag(),
+		&cli.StringFlag{Name: "authorize-with", Usage: "what authorizes the change: shares (the current unseal shares; the default when Shamir is enrolled) or recovery-keys (OpenBao's; the default when the HSM is the only mechanism)"})
 	if shares {
 		f = append(f,
 			&cli.IntFlag{Name: "shares", Usage: "number of new Shamir shares (default: the config's)"},
 			&cli.IntFlag{Name: "threshold", Usage: "shares needed to unseal (default: the config's)"},
-			&cli.StringSliceFlag{Name: "pgp-keys", Usage: "files of base64 PGP public keys, one per share"},
-			shareDirFlag())
+			&cli.StringSliceFlag{Name: "pgp-keys", Usage: "files of base64 PGP public keys, one per share"})
 	}
 	return f
+}
+
+// continueFlags are the flags of seal authorize and seal verify.
+func continueFlags() []cli.Flag {
+	return append(clientFlags(), formatFlag(), shareDirFlag(),
+		&cli.StringFlag{Name: "nonce", Usage: "the change's nonce, as the command that started it printed (checked against the change in progress)"})
 }
 
 func newApp() *cli.App {
@@ -112,12 +121,15 @@ func newApp() *cli.App {
 				Action: unsealAction,
 			},
 			{
-				Name:  "seal",
-				Usage: "change the seal mechanisms of an unsealed cluster (on the active node; token with sudo on " + "sys/appliance/seal)",
+				Name: "seal",
+				Usage: "change the seal mechanisms of an unsealed cluster, on the active node: a token with sudo on sys/appliance/seal starts a change, " +
+					"a quorum of the current unseal shares (or recovery keys) authorizes it, a quorum of the new shares given back commits it",
+				Description: "Keys are read one per line from standard input (after the token, if it is piped too) or from hidden prompts, never from arguments. " +
+					"What the input does not cover, each key holder finishes in turn with `seal authorize` and `seal verify`; until the new shares are verified nothing changes.",
 				Subcommands: []*cli.Command{
 					{
 						Name:   "rotate-shares",
-						Usage:  "replace the seal key and issue new Shamir shares; every earlier share is void",
+						Usage:  "replace the seal key and issue new Shamir shares; once verified, every earlier share is void",
 						Flags:  sealFlags(true),
 						Action: sealAction("rotate-shares"),
 					},
@@ -140,6 +152,30 @@ func newApp() *cli.App {
 						Usage:  "wrap the seal key with the HSM key the config names now (after an HSM key change)",
 						Flags:  sealFlags(false),
 						Action: sealAction("rewrap-hsm"),
+					},
+					{
+						Name:   "authorize",
+						Usage:  "submit current unseal shares (or recovery keys) for the change in progress; the one that completes the quorum receives the new shares",
+						Flags:  continueFlags(),
+						Action: continueAction,
+					},
+					{
+						Name:   "verify",
+						Usage:  "give back new shares of the change in progress; the change is made when a quorum is in",
+						Flags:  continueFlags(),
+						Action: continueAction,
+					},
+					{
+						Name:   "cancel",
+						Usage:  "cancel the change in progress; nothing changes",
+						Flags:  append(clientFlags(), tokenFileFlag(), &cli.StringFlag{Name: "nonce", Usage: "the change's nonce (default: whichever is in progress)"}),
+						Action: cancelAction,
+					},
+					{
+						Name:   "status",
+						Usage:  "show the seal change in progress, if any",
+						Flags:  append(clientFlags(), formatFlag()),
+						Action: sealStatusAction,
 					},
 				},
 			},

@@ -11,7 +11,7 @@ func gitlabBootstrapAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, token, err := tokenClient(c)
+	cl, token, err := tokenClient(c, newSecretInput(c))
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,10 @@ gitlab {
 		RootToken       string `json:"root_token"`
 		GitLabBootstrap string `json:"gitlab_bootstrap"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.GitLabBootstrap != "applied" {
+	// init answers with the secrets first; the bootstrap follows.
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.GitLabBootstrap != "running" {
 		t.Fatalf("init: exit %d, bootstrap %q: %s", code, res.GitLabBootstrap, errOut)
 	}
+	harness.WaitGitLabBootstrap(t, tr, bin, addr)
 	return n, addr, res.RootToken, audit
 }

@@ -6,6 +6,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -273,5 +274,27 @@ func MountKVv2(t testing.TB, c *api.Client, path string) {
 	Eventually(t, time.Minute, "KV v2 at "+path+" to be ready", func() bool {
 		_, err := c.Logical().Read(path + "/config")
 		return err == nil
+	})
+}
+
+// WaitGitLabBootstrap polls status until the GitLab bootstrap that init
+// started in the background has been applied; it fails the test at once
+// if the bootstrap failed.
+func WaitGitLabBootstrap(t testing.TB, tr *Transcript, bin, addr string) {
+	t.Helper()
+	Eventually(t, 2*time.Minute, "the GitLab bootstrap after init", func() bool {
+		out, _, _ := Run(t, tr, nil, bin, "status", "--format", "json", "--address", addr)
+		var st struct {
+			GitLabBootstrap string `json:"gitlab_bootstrap"`
+		}
+		json.Unmarshal([]byte(out), &st)
+		switch st.GitLabBootstrap {
+		case "applied":
+			return true
+		case "", "running":
+			return false
+		}
+		t.Fatalf("GitLab bootstrap after init: %s", st.GitLabBootstrap)
+		return false
 	})
 }

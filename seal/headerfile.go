@@ -1,0 +1,70 @@
+package seal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// maxHeaderFile bounds what loadHeaderFile reads: a header is a few KB
+// (its history grows by about 70 bytes per seal change).
+const maxHeaderFile = 4 << 20
+
+// loadHeaderFile reads the header recorded at path; nil if there is none.
+func loadHeaderFile(path string) (*header, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxHeaderFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxHeaderFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: it is not a seal header", path, maxHeaderFile)
+	}
+	return decodeHeader(b)
+}
+
+// saveHeaderFile writes h to path atomically and durably: a crash leaves
+// the old file or the new one, never a torn one.
+func saveHeaderFile(path string, h *header) error {
+	if path == "" {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".seal-header-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(h.encode()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
