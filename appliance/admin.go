@@ -53,7 +53,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		res, err := a.Init(r.Context(), req)
 		if err != nil {
 			code := http.StatusBadRequest
-			if errors.Is(err, ErrAlreadyInitialized) {
+			if errors.Is(err, ErrAlreadyInitialized) || errors.Is(err, ErrInitRunning) {
 				code = http.StatusConflict
 			}
 			writeError(w, code, err)

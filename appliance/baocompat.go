@@ -66,7 +66,7 @@ func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		code := http.StatusBadRequest
-		if errors.Is(err, ErrAlreadyInitialized) {
+		if errors.Is(err, ErrAlreadyInitialized) || errors.Is(err, ErrInitRunning) {
 			code = http.StatusConflict
 		}
 		writeError(w, code, err)

@@ -210,9 +210,16 @@ const unsealWait = 30 * time.Second
 // foreign, void or duplicate share is refused with its own error and
 // changes nothing (a wrong set at the threshold starts the attempt over).
 // After the last share it waits for the node to unseal.
+//
+// An unsealed node whose seal key is missing (see seal.HasCurrentKey)
+// takes shares too: they give it the key back.
 func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, error) {
 	if !a.core.Sealed() {
-		return UnsealProgress{}, nil
+		if a.seal.HasCurrentKey(ctx) {
+			return UnsealProgress{}, nil
+		}
+		p, err := a.seal.SubmitShare(ctx, share)
+		return UnsealProgress{Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}, err
 	}
 	p, err := a.seal.SubmitShare(ctx, share)
 	out := UnsealProgress{Sealed: true, Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}

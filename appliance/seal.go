@@ -100,6 +100,7 @@ const unsealRetry = 2 * time.Second
 // brought back under an older seal generation.
 func (a *Appliance) sealKeeper(ctx context.Context) {
 	var lastErr string
+	var keyMissing bool
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -113,6 +114,7 @@ func (a *Appliance) sealKeeper(ctx context.Context) {
 		if !a.core.Sealed() {
 			lastErr = ""
 			a.upgradeStoredKeys(ctx)
+			a.checkCurrentKey(ctx, &keyMissing)
 			continue
 		}
 		inited, _ := a.core.Initialized(ctx)
@@ -166,6 +168,26 @@ func (a *Appliance) upgradeStoredKeys(ctx context.Context) {
 		return
 	}
 	a.logger.Info("stored keys re-encrypted under the current seal generation (they came back from a restored snapshot)", "stored_generation", stored, "generation", cur)
+}
+
+// checkCurrentKey gets the current seal key of an unsealed node that
+// lacks it from the HSM, or says once that shares are needed.
+func (a *Appliance) checkCurrentKey(ctx context.Context, reported *bool) {
+	if a.seal.HasCurrentKey(ctx) {
+		*reported = false
+		return
+	}
+	err := a.seal.RecoverCurrentKey(ctx)
+	switch {
+	case err == nil:
+		a.logger.Info("the current seal generation's key was recovered with the HSM")
+		*reported = false
+	case !*reported:
+		st := a.seal.Status(ctx, false)
+		a.logger.Warn("the seal changed while this node was down and it unsealed with the older generation's keys: it serves, but cannot change the seal or seal snapshots until it has the new key; submit shares of the current generation with `gitlab-secrets-appliance unseal`",
+			"generation", st.Generation, "reason", err)
+		*reported = true
+	}
 }
 
 // recoveryKeyPath is where OpenBao keeps its recovery key (vault's

@@ -63,6 +63,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		SealChange:     a.seal.PendingChange(),
 	}
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
+	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
 	st.Initialized, _ = a.core.Initialized(ctx)
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
 	if conf, err := a.raftConfiguration(ctx); err == nil {

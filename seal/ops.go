@@ -142,6 +142,34 @@ func (s *Seal) SubmitShare(ctx context.Context, text string) (Progress, error) {
 	return s.progress(), nil
 }
 
+// HasCurrentKey reports whether the KEK of the newest header is in memory.
+// An unsealed node can lack it: it unsealed with the stored keys of an
+// older generation, and a newer one reached its storage afterwards (the
+// Raft log of a change it committed just before it was killed). It then
+// serves, but cannot change the seal or seal a snapshot until the HSM or
+// shares of the newer generation give the key (RecoverCurrentKey,
+// SubmitShare).
+func (s *Seal) HasCurrentKey(ctx context.Context) bool {
+	s.refresh(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.keks[kekIDOf(s.cur)]
+	return s.cur != nil && ok
+}
+
+// RecoverCurrentKey asks the HSM (when the current header enrolls it) for
+// the current KEK.
+func (s *Seal) RecoverCurrentKey(ctx context.Context) error {
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	if cur == nil {
+		return ErrLocked
+	}
+	_, err := s.kekFor(ctx, cur)
+	return err
+}
+
 // ResetShares discards the shares submitted so far.
 func (s *Seal) ResetShares() {
 	s.mu.Lock()

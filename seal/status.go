@@ -34,6 +34,9 @@ type Status struct {
 	Cluster    string            `json:"cluster,omitempty"`
 	Generation uint32            `json:"generation,omitempty"`
 	Mechanisms []MechanismStatus `json:"mechanisms"`
+	// KeyMissing (set by the appliance for an unsealed node): the current
+	// generation's key is not in memory; shares or the HSM give it back.
+	KeyMissing bool `json:"key_missing,omitempty"`
 }
 
 // Status reports every mechanism that is enrolled or configured, probing

@@ -293,6 +293,10 @@ func unsealAction(c *cli.Context) error {
 		printJSON(c.App.Writer, p)
 	} else if err == nil {
 		switch {
+		case !p.Sealed && p.Recovered:
+			fmt.Fprintln(c.App.Writer, "The shares gave back the current seal key: seal operations work again.")
+		case !p.Sealed && p.Threshold > 0:
+			fmt.Fprintf(c.App.Writer, "Share accepted: %d of %d submitted to give back the current seal key; the node is unsealed.\n", p.Progress, p.Threshold)
 		case p.Sealed && p.Recovered:
 			fmt.Fprintln(c.App.Writer, "The shares recovered the seal key; the node unseals once it has joined its cluster.")
 		case p.Sealed:

@@ -230,6 +230,22 @@ func (n *Node) Signal(t testing.TB, sig syscall.Signal, timeout time.Duration) i
 	return n.cmd.ProcessState.ExitCode()
 }
 
+// Kill sends SIGKILL without waiting (a fault in the middle of something);
+// Wait then collects the process.
+func (n *Node) Kill() { n.cmd.Process.Kill() }
+
+// Wait waits for the process to exit and returns its exit code (-1 if
+// killed by a signal).
+func (n *Node) Wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		t.Fatalf("node did not exit within %s:\n%s", timeout, n.Output)
+	}
+	return n.cmd.ProcessState.ExitCode()
+}
+
 // Notify sends sig without waiting (SIGHUP: reload).
 func (n *Node) Notify(sig syscall.Signal) { n.cmd.Process.Signal(sig) }
 
