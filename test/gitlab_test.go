@@ -144,14 +144,12 @@ func TestGitLabConformance(t *testing.T) {
 		"GLOBAL": secrets["GLOBAL"].value, "PROD": secrets["PROD"].value,
 		"MAIN": secrets["MAIN"].value, "PROD_MAIN": secrets["PROD_MAIN"].value,
 	}, "STAGING", "FEATURE_ONLY", "STAGING_MAIN")
-	if _, err := readSecret(hc, addr, jobToken, p4.Namespace(), "GLOBAL"); err == nil {
-		t.Error("project 3's job read project 4's secret")
-	}
+	_, err = readSecret(hc, addr, jobToken, p4.Namespace(), "GLOBAL")
+	wantForbidden(t, "project 3's job reading project 4's secret", err)
 	for _, path := range []string{"data/explicit/GLOBAL", "data/explicit/NEW", "metadata/explicit/GLOBAL"} {
-		if err := gitlabsim.Call(hc, addr, jobToken, "POST", p3.Namespace(), gitlabsim.SecretsMount+"/"+path,
-			map[string]any{"data": map[string]string{"value": "overwritten"}}, nil); err == nil {
-			t.Errorf("a job wrote %s", path)
-		}
+		err := gitlabsim.Call(hc, addr, jobToken, "POST", p3.Namespace(), gitlabsim.SecretsMount+"/"+path,
+			map[string]any{"data": map[string]string{"value": "overwritten"}}, nil)
+		wantForbidden(t, "a job writing "+path, err)
 	}
 	// Group secrets: the same ID token logs in at the group's namespace too.
 	groupToken := mustLogin(t, hc, addr, g2.Namespace(), pipelineJWT)
@@ -178,8 +176,8 @@ func TestGitLabConformance(t *testing.T) {
 	}
 	notInGroup := is.JobClaims(mainProd, addr)
 	notInGroup["project_group_ids"] = []string{"9"}
-	if _, err := gitlabsim.LoginAt(hc, addr, g2.Namespace(), "auth/pipeline_jwt/cel/login", gitlabsim.PipelineRole, sign(t, is, notInGroup)); err == nil {
-		t.Error("a job of a project outside group 2 logged in to the group")
+	if _, err := gitlabsim.LoginAt(hc, addr, g2.Namespace(), "auth/pipeline_jwt/cel/login", gitlabsim.PipelineRole, sign(t, is, notInGroup)); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "project does not belong to group") {
+		t.Errorf("a job of a project outside group 2 logging in to the group: want HTTP 400 ...project does not belong to group..., got %v", err)
 	}
 	harness.Eventually(t, time.Minute, "an audit entry for every refused login", func() bool {
 		return countFailedLogins(auditLog, p3.Namespace()) >= len(bad)
@@ -219,11 +217,11 @@ func TestGitLabConformance(t *testing.T) {
 	if err := rails.Deprovision(p3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := gitlabsim.JobLogin(hc, addr, p3, sign(t, is, is.JobClaims(rotated, addr))); err == nil {
-		t.Error("a job logged in to a deleted project")
+	if _, err := gitlabsim.JobLogin(hc, addr, p3, sign(t, is, is.JobClaims(rotated, addr))); statusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "namespace not found") {
+		t.Errorf("a job logging in to a deleted project: want HTTP 404 namespace not found, got %v", err)
 	}
-	if _, err := readSecret(hc, addr, root, p3.Namespace(), "GLOBAL"); err == nil {
-		t.Error("a deleted project's secret is still readable with the root token")
+	if _, err := readSecret(hc, addr, root, p3.Namespace(), "GLOBAL"); statusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "namespace not found") {
+		t.Errorf("a deleted project's secret with the root token: want HTTP 404 namespace not found, got %v", err)
 	}
 	job4 := mainProd
 	job4.Project, job4.JobID = p4, 2001
@@ -310,9 +308,8 @@ func expectReads(t *testing.T, hc *http.Client, addr, token, ns, who string, wan
 		}
 	}
 	for _, name := range not {
-		if _, err := readSecret(hc, addr, token, ns, name); err == nil {
-			t.Errorf("%s read %s, which its policies do not grant", who, name)
-		}
+		_, err := readSecret(hc, addr, token, ns, name)
+		wantForbidden(t, who+" reading "+name+", which its policies do not grant", err)
 	}
 }
 
