@@ -145,33 +145,34 @@ func (cfg Config) role() map[string]any {
 	}
 }
 
-// Policy is what GitLab Rails may do: everything it provisions, in every
-// namespace, but nothing that changes the cluster or its own login.
+// Policy is what GitLab Rails may do. It grants, rather than denies: every
+// namespace GitLab provisions (org_<o> and everything under it, where
+// Rails creates mounts, auth mounts, CEL roles, policies and secrets) and,
+// in the root namespace, creating and deleting those org_<o> namespaces.
+// Nothing else of the root namespace: no policy, auth mount, token, token
+// role, identity, mount, seal, storage, audit or sys/config change, so
+// Rails' token cannot raise itself to an operator's rights. (Its login at
+// auth/gitlab_rails_jwt/login needs no policy; OpenBao's default policy
+// adds sys/capabilities-self and the token's own lookup and renewal.)
+//
+// OpenBao matches a policy path against the request's path with the
+// namespace in front (a request in org_1 for sys/policies/acl/x is checked
+// as org_1/sys/policies/acl/x), so "org_*" covers exactly what happens
+// inside GitLab's namespaces, and the tokens Rails mints there are bound to
+// them. Root-namespace mounts must not be named org_*: they would be
+// GitLab's too.
 var Policy = strings.TrimSpace(`
-# GitLab Rails' privileged identity (auth/gitlab_rails_jwt/role/app): it
-# creates namespaces, secret engines, auth mounts and roles, policies and
-# secrets for every project and group.
-path "*" {
+# GitLab Rails' privileged identity (auth/gitlab_rails_jwt/role/app).
+# Everything inside GitLab's namespaces org_<o>/group_<g>/project_<p> and
+# org_<o>/group_<g>/group_<g>: namespaces, secret engines, auth mounts and
+# roles, policies, secrets. OpenBao itself refuses cluster endpoints (seal,
+# storage, audit, raw, rotate, ...) inside a namespace.
+path "org_*" {
   capabilities = ["create", "read", "update", "delete", "list", "sudo"]
 }
 
-# Not the cluster: seal, keys, storage, audit, the appliance's own endpoints.
-path "sys/appliance/*"             { capabilities = ["deny"] }
-path "sys/seal"                    { capabilities = ["deny"] }
-path "sys/step-down"               { capabilities = ["deny"] }
-path "sys/generate-root/*"         { capabilities = ["deny"] }
-path "sys/rekey/*"                 { capabilities = ["deny"] }
-path "sys/rekey-recovery-key/*"    { capabilities = ["deny"] }
-path "sys/rotate"                  { capabilities = ["deny"] }
-path "sys/rotate/*"                { capabilities = ["deny"] }
-path "sys/storage/*"               { capabilities = ["deny"] }
-path "sys/raw"                     { capabilities = ["deny"] }
-path "sys/raw/*"                   { capabilities = ["deny"] }
-path "sys/audit"                   { capabilities = ["deny"] }
-path "sys/audit/*"                 { capabilities = ["deny"] }
-
-# Not its own login and rights: only an operator changes those.
-path "sys/auth/gitlab_rails_jwt"               { capabilities = ["deny"] }
-path "auth/gitlab_rails_jwt/*"                 { capabilities = ["deny"] }
-path "sys/policies/acl/secrets_manager"        { capabilities = ["deny"] }
+# The root namespace: only GitLab's organisation namespaces themselves.
+path "sys/namespaces/org_*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
 `)

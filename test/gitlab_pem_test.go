@@ -74,8 +74,8 @@ func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
 	if err := is.Rotate(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rails.Login(); err == nil {
-		t.Fatal("a key not yet in the PEM file was accepted")
+	if _, err := rails.Login(); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "failed to verify id token signature") {
+		t.Fatalf("a key not yet in the PEM file: want HTTP 400 ...failed to verify id token signature..., got %v", err)
 	}
 	writePEM()
 	if _, err := rails.Login(); err != nil {
@@ -108,8 +108,8 @@ func TestGitLabBootstrapWithPEMKeys(t *testing.T) {
 	if _, errOut, code := harness.Run(t, tr, []byte(res.RootToken+"\n"), bin, "gitlab", "bootstrap", "--address", addr); code != 0 {
 		t.Fatalf("bootstrap after withdrawing a key: exit %d: %s", code, errOut)
 	}
-	if _, err := gitlabsim.Login(hc, addr, "", gitlabsim.RailsMount, gitlabsim.RailsRole, oldJWT); err == nil {
-		t.Fatal("a token signed with a withdrawn key logged in after the bootstrap")
+	if _, err := gitlabsim.Login(hc, addr, "", gitlabsim.RailsMount, gitlabsim.RailsRole, oldJWT); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "failed to verify id token signature") {
+		t.Fatalf("a token signed with a withdrawn key after the bootstrap: want HTTP 400 ...failed to verify id token signature..., got %v", err)
 	}
 	if _, err := rails.Login(); err != nil {
 		t.Fatalf("Rails login with the current key after withdrawing the old: %v", err)

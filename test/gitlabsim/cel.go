@@ -3,8 +3,8 @@ package gitlabsim
 import "fmt"
 
 // The CEL programs GitLab Rails writes to the JWT auth mounts of a secrets
-// manager's namespace (auth/<mount>/cel/role/<role>), rebuilt here so the
-// appliance is tested with what GitLab really sends. Sources, in
+// manager's namespace (auth/<mount>/cel/role/<role>), rebuilt here from
+// GitLab's source with one change (below). Sources, in
 // gitlab-org/gitlab ee/app/models/secrets_management/:
 //   - project_secrets_managers/pipeline_helper.rb  pipeline_auth_cel_program
 //   - group_secrets_managers/pipeline_helper.rb    pipeline_auth_cel_program
@@ -12,9 +12,13 @@ import "fmt"
 //   - group_secrets_managers/user_helper.rb and the project one:
 //     user_auth_cel_program
 //
-// One change: GitLab's group program calls hex(environment), a function
-// OpenBao 2.4.0's CEL environment does not have; "%x".format([...]) (what
-// GitLab's project program uses) gives the same hex string.
+// The change: GitLab's group program calls hex(environment), which
+// OpenBao 2.4.0's CEL cannot evaluate for a string. OpenBao accepts the
+// role, but every login of a job with an environment claim then fails with
+// "no such overload", so GitLab's group program as written does not work
+// against 2.4.0. groupPipelineProgram computes "%x".format([environment])
+// instead (what GitLab's project program uses), which gives the same hex
+// string.
 
 type celVar struct {
 	Name       string `json:"name"`

@@ -2,6 +2,14 @@
 // signs ID tokens and serves its keys on loopback as GitLab does
 // (/oauth/discovery/keys, /.well-known/openid-configuration), and Rails'
 // provisioning of a project's secrets manager through the plain HTTP API.
+//
+// Requests and CEL programs are rebuilt from GitLab's source, with one
+// change (cel.go): GitLab's group pipeline program calls hex(environment),
+// which OpenBao 2.4.0's CEL cannot evaluate for a string ("no such
+// overload": the role is accepted, every login of a job with an
+// environment fails), so groupPipelineProgram computes
+// "%x".format([environment]), as GitLab's project program does. The group
+// tests thus run that program, not GitLab's group program as written.
 package gitlabsim
 
 import (
