@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -637,4 +638,79 @@ func TestInitKilledHalfWay(t *testing.T) {
 		n.Signal(t, syscall.SIGTERM, time.Minute)
 	}
 	t.Logf("outcomes: %v", outcomes)
+}
+
+// A token alone, even one with sudo on sys/appliance/seal (what a fully
+// compromised GitLab Rails would need), cannot change the seal: it starts
+// a change that waits for a quorum of the current shares; forged shares do
+// not authorize it; the operators see it in status and cancel it.
+func TestTokenAloneCannotChangeTheSeal(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	cfg, addr, dir := singleNode(t)
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
+	waitState(t, tr, bin, addr, "active")
+	root := apiClient(t, addr, res.RootToken)
+	if err := root.Sys().PutPolicy("seal-admin", `path "sys/appliance/seal" { capabilities = ["sudo", "update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := root.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"seal-admin"}, DisplayName: "escalated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	var sealed sealedStatus
+	adminCall(hc, addr, "", "status", nil, &sealed)
+
+	for _, op := range []struct{ path, mechanism string }{{"seal/rotate-shares", ""}, {"seal/remove", "shamir"}, {"seal/add", "pkcs11"}} {
+		var st sealChange
+		code, err := adminCall(hc, addr, tok.Auth.ClientToken, op.path, map[string]any{"shares": 1, "threshold": 1, "mechanism": op.mechanism}, &st)
+		if op.path != "seal/rotate-shares" {
+			// Refused up front: nothing to remove or add on this node.
+			if code != http.StatusBadRequest {
+				t.Fatalf("%s: %d %v", op.path, code, err)
+			}
+			continue
+		}
+		if err != nil || st.State != "authorizing" || st.Threshold != 2 {
+			t.Fatalf("%s with a sudo token: %d %v %+v", op.path, code, err, st)
+		}
+		for i := range 50 {
+			code, _ := adminCall(hc, addr, "", "seal/authorize", map[string]string{"nonce": st.Nonce, "key": forgedShare(sealed.Seal.Cluster, 1, 1+i%2)}, &st)
+			if code != http.StatusBadRequest || st.Progress != 0 {
+				t.Fatalf("forged share %d: %d %+v", i, code, st)
+			}
+		}
+		if _, err := adminCall(hc, addr, "", "seal/verify", map[string]string{"nonce": st.Nonce, "share": res.Shares[0]}, nil); err == nil {
+			t.Fatal("verify before authorization accepted")
+		}
+		// A second change cannot be stacked on it.
+		if code, _ := adminCall(hc, addr, res.RootToken, op.path, map[string]int{"shares": 3, "threshold": 2}, nil); code != http.StatusConflict {
+			t.Fatalf("second change: %d", code)
+		}
+		out, _, _ := harness.Run(t, tr, nil, bin, "seal", "status", "--address", addr)
+		if !strings.Contains(out, "rotate-shares") || !strings.Contains(out, "escalated") || !strings.Contains(out, "0 of 2") {
+			t.Fatalf("seal status: %s", out)
+		}
+		tokenFile := filepath.Join(dir, "token")
+		os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
+		if out, errOut, code := harness.Run(t, tr, nil, bin, "seal", "cancel", "--address", addr, "--token-file", tokenFile); code != 0 {
+			t.Fatalf("cancel: %s %s", out, errOut)
+		}
+	}
+	// Nothing changed: generation 1, and the original shares unseal.
+	n.Signal(t, syscall.SIGTERM, time.Minute)
+	n = harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	if st, _ := status(t, tr, bin, addr); st.Seal.Generation != 1 {
+		t.Fatalf("generation %d after the token's attempts", st.Seal.Generation)
+	}
+	unsealWith(t, tr, bin, addr, res.Shares[1:])
+	audit := readAll(t, dir, "audit.log")
+	if !strings.Contains(audit, `"path":"sys/appliance/seal/rotate-shares"`) || !strings.Contains(audit, `"path":"sys/appliance/seal/cancel"`) {
+		t.Fatal("the attempts are not in the audit log")
+	}
+	scanForSecrets(t, tr.String()+audit, append([]string{res.RootToken, tok.Auth.ClientToken}, res.Shares...))
 }
