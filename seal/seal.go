@@ -199,7 +199,7 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	if s.opts.HSM == nil {
 		return nil, fmt.Errorf("%w (this node has no seal \"pkcs11\" block configured: submit Shamir shares with `gitlab-secrets-appliance unseal`)", ErrLocked)
 	}
-	kek, err := s.unwrapWithHSM(ctx, h.PKCS11)
+	kek, err := s.unwrapWithHSM(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HSM: %w", ErrLocked, err)
 	}
