@@ -12,25 +12,34 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
 
 // HSM is an open, logged-in session on the token with the key found. It is
 // safe for concurrent use: calls on the one session are serialized.
+//
+// Every use honours its context even while the token does not answer: the
+// calls into the library run on a goroutine of their own (see hsm_hang.go).
 type HSM struct {
 	cfg PKCS11Config
 	mod *module
 
-	// sem serializes use of the session (a one-slot semaphore rather than a
-	// mutex, so that a caller waiting behind a hung token call gives up
-	// when its context ends). It guards every field below.
+	// sem serializes use of the session: a one-slot semaphore, taken by the
+	// caller and given back by the goroutine that made the calls once they
+	// returned (unlock). It guards every field below but closeLater.
 	sem     chan struct{}
 	closed  bool
 	slot    uint
 	session pkcs11.SessionHandle
 	key     pkcs11.ObjectHandle
 	gen     uint64 // the module's generation the session belongs to
+
+	// closeLater (guarded by mod.mu): Close gave up waiting for a call that
+	// had not returned; the goroutine of that call closes the session when
+	// it does.
+	closeLater bool
 }
 
 // module is one loaded, initialized PKCS#11 library.
@@ -43,26 +52,44 @@ type HSM struct {
 type module struct {
 	path  string // canonical path, the key in the table
 	ctx   *pkcs11.Ctx
-	refs  int  // open HSM handles; guarded by modules.mu
+	refs  int  // open HSM handles and calls left running; guarded by the table's lock
 	owned bool // we called C_Initialize (false: someone else in the process had, so we never finalize it)
 
-	// mu is held shared by every call into the library and exclusively to
-	// re-initialize it; gen counts the re-initializations, so that a handle
-	// notices its session went with the old one and opens a new one.
-	mu     sync.RWMutex
+	// mu guards the fields below. It is never held across a call into the
+	// library: calls hold the library shared (users > 0) and a
+	// re-initialization holds it exclusively (reinit), and waiting for
+	// either honours the waiter's context.
+	mu      sync.Mutex
+	users   int
+	reinit  bool
+	running map[*call]struct{} // calls into the library that have not returned
+	changed chan struct{}      // closed when users, reinit or running change
+	// gen counts the re-initializations, so that a handle notices its
+	// session went with the old one and opens a new one; written with the
+	// library held exclusively, read with it held.
 	gen    uint64
-	broken bool // the last re-initialization failed
+	broken bool // the last re-initialization failed (same rule as gen)
 }
 
+// call is one run of calls into the library on a goroutine of its own.
+type call struct {
+	token, what string
+	since       time.Time
+	finished    bool // it returned
+	gaveUp      bool // its caller stopped waiting before it returned
+}
+
+// modules is the table of loaded libraries. lock is a one-slot semaphore,
+// so that waiting for it can end with a context.
 var modules = struct {
-	mu     sync.Mutex
+	lock   chan struct{}
 	byPath map[string]*module
-}{byPath: map[string]*module{}}
+}{lock: make(chan struct{}, 1), byPath: map[string]*module{}}
 
 // loadModule returns the module for the library at path, loading and
 // initializing it if no handle has it open. shared reports that it was
 // already open.
-func loadModule(path string) (m *module, shared bool, err error) {
+func loadModule(ctx context.Context, path string) (m *module, shared bool, err error) {
 	if path == "" {
 		return nil, false, fmt.Errorf("%w: no library path given", ErrHSMLibrary)
 	}
@@ -81,34 +108,38 @@ func loadModule(path string) (m *module, shared bool, err error) {
 		return nil, false, fmt.Errorf("%w: %s is not a file", ErrHSMLibrary, path)
 	}
 
-	modules.mu.Lock()
-	defer modules.mu.Unlock()
+	select {
+	case modules.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("waiting to load %s: %w", path, ctx.Err())
+	}
+	defer func() { <-modules.lock }()
 	if m := modules.byPath[canon]; m != nil {
 		m.refs++
 		return m, true, nil
 	}
-	ctx := pkcs11.New(canon)
-	if ctx == nil {
+	ctx11 := pkcs11.New(canon)
+	if ctx11 == nil {
 		return nil, false, fmt.Errorf("%w: %s is not a loadable PKCS#11 module", ErrHSMLibrary, path)
 	}
 	owned := true
-	if err := ctx.Initialize(); err != nil {
+	if err := ctx11.Initialize(); err != nil {
 		if !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-			ctx.Destroy()
+			ctx11.Destroy()
 			return nil, false, fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMLibrary, path, err)
 		}
 		owned = false // another part of this process (e.g. OpenBao's own pkcs11 seal) initialized it
 	}
-	m = &module{path: canon, ctx: ctx, refs: 1, owned: owned}
+	m = &module{path: canon, ctx: ctx11, refs: 1, owned: owned, running: map[*call]struct{}{}}
 	modules.byPath[canon] = m
 	return m, false, nil
 }
 
-// release drops one handle's reference; the last one finalizes and unloads
-// the library.
+// release drops one reference; the last one finalizes and unloads the
+// library. Only ever called once no call of that reference is running.
 func (m *module) release() {
-	modules.mu.Lock()
-	defer modules.mu.Unlock()
+	modules.lock <- struct{}{}
+	defer func() { <-modules.lock }()
 	m.refs--
 	if m.refs > 0 {
 		return
@@ -120,24 +151,161 @@ func (m *module) release() {
 	m.ctx.Destroy()
 }
 
+// notify wakes everyone waiting on m.changed; the caller holds m.mu.
+func (m *module) notify() {
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
+}
+
+// changedCh is closed at the next change; the caller holds m.mu.
+func (m *module) changedCh() <-chan struct{} {
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
+}
+
+// hung returns the oldest call that was given up on and has not returned,
+// and the oldest call running at all; the caller holds m.mu.
+func (m *module) hung() (gaveUp, oldest *call) {
+	for c := range m.running {
+		if c.gaveUp && (gaveUp == nil || c.since.Before(gaveUp.since)) {
+			gaveUp = c
+		}
+		if oldest == nil || c.since.Before(oldest.since) {
+			oldest = c
+		}
+	}
+	return gaveUp, oldest
+}
+
+func (c *call) busy() error {
+	return &HungError{Token: c.token, What: c.what, Since: c.since, Busy: true}
+}
+
+// waited is the error of a caller whose context ended while c kept it
+// waiting since start.
+func (c *call) waited(ctx context.Context, start time.Time) error {
+	return &HungError{Token: c.token, What: c.what, Since: c.since, Waited: time.Since(start), Err: ctx.Err()}
+}
+
+// enter holds the library shared (for calls on a session) or exclusively
+// (to re-initialize it), waiting until ctx ends. A library with a call
+// that was given up on is refused at once.
+func (m *module) enter(ctx context.Context, exclusive bool) error {
+	start := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for {
+		gaveUp, oldest := m.hung()
+		if gaveUp != nil {
+			return gaveUp.busy()
+		}
+		if !m.reinit && (!exclusive || m.users == 0) {
+			if exclusive {
+				m.reinit = true
+			} else {
+				m.users++
+			}
+			return nil
+		}
+		ch := m.changedCh()
+		m.mu.Unlock()
+		select {
+		case <-ch:
+			m.mu.Lock()
+		case <-ctx.Done():
+			m.mu.Lock()
+			if oldest != nil {
+				return oldest.waited(ctx, start)
+			}
+			return fmt.Errorf("waiting for the PKCS#11 library %s: %w", m.path, ctx.Err())
+		}
+	}
+}
+
+// exit undoes enter.
+func (m *module) exit(exclusive bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if exclusive {
+		m.reinit = false
+	} else {
+		m.users--
+	}
+	m.notify()
+}
+
+// run runs f, which calls into the library, on a goroutine of its own and
+// waits for it until ctx ends. after runs on that goroutine once f has
+// returned, whether or not the caller still waits (gaveUp says), and
+// must release what the caller held for f. If ctx ends first, run returns
+// a *HungError with gaveUp true: f's goroutine is left to finish on its
+// own, and until it does every new use of the library is refused.
+func (m *module) run(ctx context.Context, token, what string, f func() error, after func(err error, gaveUp bool)) (gaveUp bool, err error) {
+	c := &call{token: token, what: what, since: time.Now()}
+	m.mu.Lock()
+	m.running[c] = struct{}{}
+	m.mu.Unlock()
+	res := make(chan error, 1)
+	go func() {
+		err := f()
+		m.mu.Lock()
+		c.finished = true
+		gaveUp := c.gaveUp
+		delete(m.running, c)
+		m.notify()
+		m.mu.Unlock()
+		after(err, gaveUp)
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		return false, err
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	if c.finished {
+		m.mu.Unlock()
+		return false, <-res
+	}
+	c.gaveUp = true
+	m.notify()
+	m.mu.Unlock()
+	return true, c.waited(ctx, c.since)
+}
+
 // reinitialize finalizes and initializes the library again. Modules such
 // as SoftHSM list their tokens only in C_Initialize, so a token that came
 // back after being removed is invisible until then. Every session on the
-// module ends; the other handles open new ones on their next call.
-func (m *module) reinitialize() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.gen++
-	m.ctx.Finalize()
-	err := m.ctx.Initialize()
-	m.broken = err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)
-	if m.broken {
-		return fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMUnavailable, m.path, err)
+// module ends; the other handles open new ones on their next call. The
+// caller holds a reference; if it gives up (gaveUp), the reference goes
+// with the call, which releases it when it returns.
+func (m *module) reinitialize(ctx context.Context) (gaveUp bool, err error) {
+	if err := m.enter(ctx, true); err != nil {
+		return false, err
 	}
-	return nil
+	return m.run(ctx, "the PKCS#11 library "+m.path, "a re-initialization", func() error {
+		m.gen++
+		m.ctx.Finalize()
+		err := m.ctx.Initialize()
+		m.broken = err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)
+		if m.broken {
+			return fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMUnavailable, m.path, err)
+		}
+		return nil
+	}, func(_ error, gaveUp bool) {
+		m.exit(true)
+		if gaveUp {
+			m.release()
+		}
+	})
 }
 
 // OpenHSM loads the library, finds the token, logs in and finds the key.
+// It returns when ctx ends even if the token does not answer.
 //
 // PKCS#11 keeps one login state per token for the whole process: while
 // another handle on the same token is open, the token accepts the login
@@ -154,33 +322,55 @@ func OpenHSM(ctx context.Context, cfg PKCS11Config) (*HSM, error) {
 	case cfg.KeyLabel == "":
 		return nil, fmt.Errorf("%w: no key label given", ErrHSMKey)
 	}
-	mod, shared, err := loadModule(cfg.Library)
+	mod, shared, err := loadModule(ctx, cfg.Library)
 	if err != nil {
 		return nil, err
 	}
 	h := &HSM{cfg: cfg, mod: mod, sem: make(chan struct{}, 1)}
-	mod.mu.RLock()
-	err = h.open()
-	broken := mod.broken
-	mod.mu.RUnlock()
-	if (errors.Is(err, ErrHSMToken) || broken) && shared && mod.owned {
+	broken, gaveUp, err := h.openSession(ctx)
+	if !gaveUp && (errors.Is(err, ErrHSMToken) || broken) && shared && mod.owned {
 		// The token may have come back since the library was initialized
 		// (or an earlier re-initialization failed).
-		if err = mod.reinitialize(); err == nil {
-			mod.mu.RLock()
-			err = h.open()
-			mod.mu.RUnlock()
+		if gaveUp, err = mod.reinitialize(ctx); err == nil {
+			_, gaveUp, err = h.openSession(ctx)
 		}
 	}
 	if err != nil {
-		mod.release()
+		if !gaveUp { // else the call left running releases the module
+			mod.release()
+		}
 		return nil, err
 	}
 	return h, nil
 }
 
+// openSession runs open on its own goroutine. If the caller gives up, the
+// goroutine closes what it opened and releases the module when the token
+// answers at last. broken is the module's state seen by open.
+func (h *HSM) openSession(ctx context.Context) (broken, gaveUp bool, err error) {
+	if err := h.mod.enter(ctx, false); err != nil {
+		return false, false, err
+	}
+	gaveUp, err = h.mod.run(ctx, h.Describe(), "opening a session", func() error {
+		broken = h.mod.broken
+		return h.open()
+	}, func(err error, gaveUp bool) {
+		if gaveUp && err == nil {
+			h.mod.ctx.CloseSession(h.session)
+		}
+		h.mod.exit(false)
+		if gaveUp {
+			h.mod.release()
+		}
+	})
+	if gaveUp {
+		return false, true, err // broken is the goroutine's still
+	}
+	return broken, false, err
+}
+
 // open finds the token, opens a session, logs in and finds the key. The
-// caller holds h.mod.mu (shared) and, once h is shared, h.sem.
+// caller holds the library shared (enter) and, once h is shared, h.sem.
 func (h *HSM) open() error {
 	p := h.mod.ctx
 	slot, err := h.findSlot()
@@ -287,12 +477,16 @@ const (
 // Wrap encrypts plaintext with the token's key (CKM_AES_GCM, random IV):
 // version | iv | ciphertext+tag.
 func (h *HSM) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
+	return h.wrap(ctx, "a wrap", plaintext)
+}
+
+func (h *HSM) wrap(ctx context.Context, what string, plaintext []byte) ([]byte, error) {
 	iv := make([]byte, gcmIVSize)
 	if _, err := rand.Read(iv); err != nil {
 		return nil, err
 	}
 	var ct []byte
-	err := h.use(ctx, func() (err error) {
+	err := h.do(ctx, what, func() (err error) {
 		ct, err = h.gcm(true, iv, plaintext)
 		return h.classify(err)
 	})
@@ -305,6 +499,10 @@ func (h *HSM) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 // Unwrap undoes Wrap. A blob that does not decrypt under this key is
 // ErrHSMUnwrap; a token that does not answer is ErrHSMUnavailable.
 func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
+	return h.unwrap(ctx, "an unwrap", blob)
+}
+
+func (h *HSM) unwrap(ctx context.Context, what string, blob []byte) ([]byte, error) {
 	if len(blob) < 1+gcmIVSize+gcmTagBits/8 {
 		return nil, fmt.Errorf("%w: the wrapped key is %d bytes, too short", ErrHSMUnwrap, len(blob))
 	}
@@ -312,7 +510,7 @@ func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the wrapped key has format version %d; this version reads %d", ErrHSMUnwrap, blob[0], wrapVersion)
 	}
 	var out []byte
-	err := h.use(ctx, func() error {
+	err := h.do(ctx, what, func() error {
 		var err error
 		out, err = h.gcm(false, blob[1:1+gcmIVSize], blob[1+gcmIVSize:])
 		if err == nil || !isCode(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED) {
@@ -334,30 +532,95 @@ func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
 	return out, nil
 }
 
-// use runs f with the session to itself, opening a new session first if
-// the library was re-initialized since this one was opened.
-func (h *HSM) use(ctx context.Context, f func() error) error {
-	select {
-	case h.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for %s: %w", h.Describe(), ctx.Err())
+// use runs f with the session to itself (see do).
+func (h *HSM) use(ctx context.Context, f func() error) error { return h.do(ctx, "a call", f) }
+
+// do runs f with the session to itself, opening a new session first if
+// the library was re-initialized since this one was opened. f runs on a
+// goroutine of its own; do returns when f does or when ctx ends, whichever
+// is first (what names f in the error then). Only one f per session runs
+// at a time: while one that was given up on has not returned, do refuses
+// at once.
+func (h *HSM) do(ctx context.Context, what string, f func() error) error {
+	if err := h.lock(ctx); err != nil {
+		return err
 	}
-	defer func() { <-h.sem }()
 	if h.closed {
+		h.unlock()
 		return fmt.Errorf("%w: the session on %s is closed", ErrHSMUnavailable, h.Describe())
 	}
 	if err := ctx.Err(); err != nil {
+		h.unlock()
 		return fmt.Errorf("using %s: %w", h.Describe(), err)
 	}
-	h.mod.mu.RLock()
-	defer h.mod.mu.RUnlock()
-	if h.gen != h.mod.gen {
-		// The old session ended with the old initialization.
-		if err := h.open(); err != nil {
-			return fmt.Errorf("%w: opening a new session after the library was re-initialized: %w", ErrHSMUnavailable, err)
-		}
+	if err := h.mod.enter(ctx, false); err != nil {
+		h.unlock()
+		return err
 	}
-	return f()
+	_, err := h.mod.run(ctx, h.Describe(), what, func() error {
+		if h.gen != h.mod.gen {
+			// The old session ended with the old initialization.
+			if err := h.open(); err != nil {
+				return fmt.Errorf("%w: opening a new session after the library was re-initialized: %w", ErrHSMUnavailable, err)
+			}
+		}
+		return f()
+	}, func(error, bool) {
+		h.mod.exit(false)
+		h.unlock()
+	})
+	return err
+}
+
+// lock takes the session's semaphore, waiting until ctx ends; a session
+// (or library) with a call that was given up on is refused at once.
+func (h *HSM) lock(ctx context.Context) error {
+	start := time.Now()
+	for {
+		select {
+		case h.sem <- struct{}{}:
+			return nil
+		default:
+		}
+		m := h.mod
+		m.mu.Lock()
+		gaveUp, oldest := m.hung()
+		ch := m.changedCh()
+		m.mu.Unlock()
+		if gaveUp != nil {
+			return gaveUp.busy()
+		}
+		if ctx.Err() == nil {
+			select {
+			case h.sem <- struct{}{}:
+				return nil
+			case <-ch: // a call returned or was given up on: look again
+				continue
+			case <-ctx.Done():
+			}
+		}
+		if oldest != nil {
+			return oldest.waited(ctx, start)
+		}
+		return fmt.Errorf("waiting for %s: %w", h.Describe(), ctx.Err())
+	}
+}
+
+// unlock gives the semaphore back, closing the session first if Close
+// gave up on it meanwhile.
+func (h *HSM) unlock() {
+	m := h.mod
+	m.mu.Lock()
+	later := h.closeLater
+	h.closeLater = false
+	if !later {
+		<-h.sem
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	h.closeSession(context.Background())
+	<-h.sem
 }
 
 // gcm runs one AES-GCM operation on the session (held by the caller).
@@ -397,11 +660,11 @@ func (h *HSM) classify(err error) error {
 // wrapping and unwrapping a probe.
 func (h *HSM) Check(ctx context.Context) error {
 	probe := []byte("gitlab-secrets-appliance hsm probe")
-	w, err := h.Wrap(ctx, probe)
+	w, err := h.wrap(ctx, "a probe", probe)
 	if err != nil {
 		return err
 	}
-	back, err := h.Unwrap(ctx, w)
+	back, err := h.unwrap(ctx, "a probe", w)
 	if err != nil {
 		return err
 	}
@@ -411,39 +674,69 @@ func (h *HSM) Check(ctx context.Context) error {
 	return nil
 }
 
+// hsmCloseTimeout bounds how long Close waits for a call in progress on
+// the session, and for the token to close it.
+const hsmCloseTimeout = 2 * time.Second
+
 // Close closes the session and releases the library (the last handle on
-// it finalizes and unloads it). It waits for a call in progress; a second
-// Close does nothing.
+// it finalizes and unloads it); a second Close does nothing. It waits for
+// a call in progress for hsmCloseTimeout at most: if the token has not
+// answered by then, Close returns an error saying so, and the session is
+// closed when (if ever) that call returns.
 func (h *HSM) Close() error {
-	h.sem <- struct{}{}
-	defer func() { <-h.sem }()
+	ctx, cancel := context.WithTimeout(context.Background(), hsmCloseTimeout)
+	defer cancel()
+	if err := h.lock(ctx); err != nil {
+		m := h.mod
+		m.mu.Lock()
+		select {
+		case h.sem <- struct{}{}: // the call returned just now
+			m.mu.Unlock()
+		default:
+			h.closeLater = true
+			m.mu.Unlock()
+			return fmt.Errorf("closing the session on %s: the token did not answer (%w); the session is closed if that call ever returns", h.Describe(), err)
+		}
+	}
+	err := h.closeSession(ctx)
+	<-h.sem
+	return err
+}
+
+// closeSession ends the session and drops the handle's reference on the
+// module, once. The caller holds h.sem.
+func (h *HSM) closeSession(ctx context.Context) error {
 	if h.closed {
 		return nil
 	}
 	h.closed = true
-	var err error
-	h.mod.mu.RLock()
-	if h.gen == h.mod.gen {
-		if err = h.mod.ctx.CloseSession(h.session); isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT) {
-			err = nil // already gone with the token
-		}
+	if err := h.mod.enter(ctx, false); err != nil {
+		// Another call into the library has not returned: leave the
+		// session, which goes with the process or the library.
+		h.mod.release()
+		return fmt.Errorf("closing the session on %s: %w", h.Describe(), err)
 	}
-	h.mod.mu.RUnlock()
-	h.mod.release()
+	_, err := h.mod.run(ctx, h.Describe(), "closing the session", func() error {
+		if h.gen != h.mod.gen {
+			return nil // gone with the old initialization
+		}
+		err := h.mod.ctx.CloseSession(h.session)
+		if isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT) {
+			return nil // already gone with the token
+		}
+		return err
+	}, func(error, bool) {
+		h.mod.exit(false)
+		h.mod.release()
+	})
 	if err != nil {
-		return fmt.Errorf("closing the session on %s: %v", h.Describe(), err)
+		return fmt.Errorf("closing the session on %s: %w", h.Describe(), err)
 	}
 	return nil
 }
 
 // Describe names the token and key for messages; never the PIN.
-func (h *HSM) Describe() string {
-	tok := fmt.Sprintf("token %q", h.cfg.TokenLabel)
-	if h.cfg.Slot != nil {
-		tok = fmt.Sprintf("slot %d", *h.cfg.Slot)
-	}
-	return fmt.Sprintf("%s key %q", tok, h.cfg.KeyLabel)
-}
+func (h *HSM) Describe() string { return describe(h.cfg) }
 
 func isCode(err error, codes ...uint) bool {
 	var e pkcs11.Error

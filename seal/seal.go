@@ -257,7 +257,7 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 	case paused:
 		return nil, fmt.Errorf("%w (an operator sealed this node: it unseals with Shamir shares, or with the HSM after a restart)", ErrLocked)
 	}
-	kek, err := s.unwrapWithHSM(ctx, h.PKCS11)
+	kek, err := s.unwrapWithHSM(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HSM: %w", ErrLocked, err)
 	}

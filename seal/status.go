@@ -39,8 +39,11 @@ type Status struct {
 	KeyMissing bool `json:"key_missing,omitempty"`
 }
 
-// Status reports every mechanism that is enrolled or configured, probing
-// the HSM (bounded by a short timeout) when this node has one.
+// Status reports every mechanism that is enrolled or configured, with the
+// HSM's health when this node has one: the outcome of a recent probe, or
+// of a new one, waited for hsmCheckTimeout at most (see checkHSM). It
+// never waits longer for a token that does not answer, nor asks it again
+// while a probe is still waiting for it.
 func (s *Seal) Status(ctx context.Context, shamirConfigured bool) Status {
 	s.refresh(ctx)
 	p := s.progress()

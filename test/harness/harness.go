@@ -62,11 +62,13 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
-// RemoveBuild deletes the binary Binary built, if any; call it from
-// TestMain after m.Run.
+// RemoveBuild deletes the binary Binary built and the PKCS#11 shim
+// NewHangingHSM built, if any; call it from TestMain after m.Run.
 func RemoveBuild() {
-	if buildPath != "" {
-		os.RemoveAll(filepath.Dir(buildPath))
+	for _, p := range []string{buildPath, shimPath} {
+		if p != "" {
+			os.RemoveAll(filepath.Dir(p))
+		}
 	}
 }
 
