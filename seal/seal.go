@@ -258,6 +258,15 @@ func (s *Seal) kekFor(ctx context.Context, h *header) ([]byte, error) {
 		return nil, fmt.Errorf("%w (an operator sealed this node: it unseals with Shamir shares, or with the HSM after a restart)", ErrLocked)
 	}
 	kek, err := s.unwrapWithHSM(ctx, h)
+	if errors.Is(err, errKEKRecovered) {
+		// Shares gave the key while the HSM was still thinking.
+		s.mu.Lock()
+		e, ok := s.keks[h.kekID()]
+		s.mu.Unlock()
+		if ok {
+			return e.key, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: HSM: %w", ErrLocked, err)
 	}
