@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -101,44 +100,10 @@ func decode(src []byte, filename string) (*Config, []Problem) {
 		file, diags = parser.ParseHCL(src, filename)
 	}
 	if diags.HasErrors() {
-		return nil, diagProblems(diags)
+		return nil, diagProblems(diags, nil)
 	}
 	c := &Config{}
-	return c, diagProblems(gohcl.DecodeBody(file.Body, nil, c))
-}
-
-var namedKey = regexp.MustCompile(`(?:named|of type) "([^"]+)"`)
-
-// diagProblems turns HCL diagnostics into problems that name the key and
-// the line, so "unknown key" reads the same for HCL and JSON files.
-func diagProblems(diags hcl.Diagnostics) []Problem {
-	var out []Problem
-	for _, d := range diags {
-		if d.Severity != hcl.DiagError {
-			continue
-		}
-		where := ""
-		if d.Subject != nil {
-			where = fmt.Sprintf(" (line %d)", d.Subject.Start.Line)
-		}
-		switch d.Summary {
-		case "Unsupported argument", "Unsupported block type", "Extraneous JSON object property":
-			key := "?"
-			if m := namedKey.FindStringSubmatch(d.Detail); m != nil {
-				key = m[1]
-			}
-			msg := "unknown key" + where
-			if i := strings.Index(d.Detail, "Did you mean"); i >= 0 {
-				msg += "; " + strings.TrimSpace(d.Detail[i:])
-			} else {
-				msg += "; see the config reference in the README for the keys allowed here"
-			}
-			out = append(out, Problem{Key: key, Message: msg})
-		default:
-			out = append(out, Problem{Message: strings.TrimSuffix(d.Summary, ".") + where + ": " + d.Detail})
-		}
-	}
-	return out
+	return c, diagProblems(gohcl.DecodeBody(file.Body, nil, c), file.Body)
 }
 
 // unwrapPathError drops the path from an *os.PathError, which the message
