@@ -8,11 +8,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -250,6 +252,71 @@ func TestConfigTypeErrorsNameTheKey(t *testing.T) {
 				}
 			}
 			t.Fatalf("no problem %s: ...%s...; got %v", tc.key, tc.want, configProblems(t, tc.src, tc.file))
+		})
+	}
+}
+
+// A TLS private key others can read is refused, naming the key and the
+// fix; group-readable keys are fine, and certificates and CA files may be
+// world-readable.
+func TestPrivateKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir) // cert 0644, key 0600
+	data := filepath.Join(dir, "data")
+	src := func(keyFile string) string {
+		return "node_id = \"n1\"\ndata_dir = \"" + data + "\"\n" +
+			"listener {\n address = \"0.0.0.0:8200\"\n tls_cert_file = \"" + cert + "\"\n tls_key_file = \"" + keyFile + "\"\n" +
+			" tls_client_ca_file = \"" + cert + "\"\n}\n" +
+			"raft {\n retry_join {\n  leader_api_addr = \"https://127.0.0.1:8200\"\n  leader_ca_cert_file = \"" + cert + "\"\n" +
+			"  leader_client_cert_file = \"" + cert + "\"\n  leader_client_key_file = \"" + keyFile + "\"\n }\n}\n"
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o640, true}, {0o400, true}, {0o644, false}, {0o604, false}, {0o660, false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			if err := os.Chmod(key, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			problems := configProblems(t, src(key), "c.hcl")
+			if tc.ok {
+				if len(problems) > 0 {
+					t.Fatalf("mode %04o refused: %v", tc.mode, problems)
+				}
+				return
+			}
+			want := key + " holds a private key but has unsafe permissions " + fmt.Sprintf("%04o", tc.mode) + ": others must have no access and the group read access at most; run chmod 0600 " + key
+			keys := map[string]bool{}
+			for _, p := range problems {
+				if strings.Contains(p.Message, want) {
+					keys[p.Key] = true
+				} else {
+					t.Errorf("unexpected problem %v", p)
+				}
+			}
+			if !keys["listener[0].tls_key_file"] || !keys["raft.retry_join[0].leader_client_key_file"] || len(keys) != 2 {
+				t.Fatalf("want listener[0].tls_key_file and raft.retry_join[0].leader_client_key_file refused, got %v", problems)
+			}
+		})
+	}
+}
+
+// Files the config names are read in full later: one that is not a
+// regular file (a device that never ends, a FIFO that blocks) is refused.
+func TestNamedFilesMustBeRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "ca.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "node_id = \"n1\"\ndata_dir = \"" + filepath.Join(dir, "data") + "\"\n"
+	for name, file := range map[string]string{"device": "/dev/zero", "fifo": fifo} {
+		t.Run(name, func(t *testing.T) {
+			src := base + "raft {\n retry_join {\n  leader_api_addr = \"https://127.0.0.1:8200\"\n  leader_ca_cert_file = \"" + file + "\"\n }\n}\n"
+			problems := configProblems(t, src, "c.hcl")
+			if len(problems) != 1 || problems[0].Key != "raft.retry_join[0].leader_ca_cert_file" || !strings.Contains(problems[0].Message, "not a regular file") {
+				t.Fatalf("got %v", problems)
+			}
 		})
 	}
 }
