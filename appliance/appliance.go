@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -37,7 +38,9 @@ import (
 // databases. A write the API acknowledged is in the Raft log on disk before
 // its response is sent, so it survives.
 type Appliance struct {
-	cfg         *Config
+	cfg         *Config                // as started; never modified
+	live        atomic.Pointer[Config] // as reloaded; read it through config()
+	reloadMu    sync.Mutex             // serializes Reload
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
