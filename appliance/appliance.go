@@ -35,12 +35,13 @@ import (
 // Close stops it in this order: stop accepting API requests and let those
 // in flight finish (up to ShutdownTimeout), seal and shut down the core
 // (which stops Raft and the cluster listener), close the Raft and FSM
-// databases. A write the API acknowledged is in the Raft log on disk before
+// databases, release the data directory's lock (DataDirLockFile). A write the API acknowledged is in the Raft log on disk before
 // its response is sent, so it survives.
 type Appliance struct {
 	cfg         *Config                // as started; never modified
 	live        atomic.Pointer[Config] // as reloaded; read it through config()
 	reloadMu    sync.Mutex             // serializes Reload
+	lock        *dataDirLock           // held from Start to the end of Close
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
@@ -85,6 +86,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		errc:    make(chan error, 1),
 		kick:    make(chan struct{}, 1),
 	}
+	// undo holds what to close if a later step fails. Its funcs must not
+	// read a: the deferred func runs after `return nil, err` set it to nil.
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -114,6 +117,13 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, unwrapPathError(err))
 	}
+	// One owner per data directory, before anything opens what is in it: a
+	// second node on it is refused now, not after bbolt's lock timeout.
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	lock := a.lock
+	undo = append(undo, func() { lock.release() })
 
 	// API listeners first: a port in use is the commonest failure and the
 	// cheapest to find.
@@ -163,7 +173,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("data_dir: cannot open Raft storage in %s: %w", cfg.DataDir, err)
 	}
 	a.raft = backend.(*raft.RaftBackend)
-	undo = append(undo, func() { a.raft.Close() })
+	storage := a.raft
+	undo = append(undo, func() { storage.Close() })
 
 	if err := a.newSeal(); err != nil {
 		return nil, err
@@ -173,7 +184,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	a.barrier = barrierSeal
-	undo = append(undo, func() { a.seal.Finalize(context.Background()) })
+	multiSeal := a.seal
+	undo = append(undo, func() { multiSeal.Finalize(context.Background()) })
 	coreConfig := &vault.CoreConfig{
 		RawConfig:          raw,
 		Physical:           a.raft,
@@ -338,6 +350,9 @@ func (a *Appliance) Close() error {
 		}
 		if err := a.raft.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing Raft storage: %w", err))
+		}
+		if err := a.lock.release(); err != nil {
+			errs = append(errs, fmt.Errorf("releasing the data_dir lock: %w", err))
 		}
 		a.closeErr = errors.Join(errs...)
 		a.logger.Info("stopped", "error", a.closeErr)
