@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -282,17 +283,23 @@ var auditBackends = map[string]audit.Factory{
 }
 
 // resolveClusterAddr picks the cluster listen address (a free port if the
-// config says port 0) and the advertised cluster URL.
+// config says port 0) and the advertised cluster URL. It binds the address
+// once and lets it go: OpenBao opens the cluster listener only when the
+// node becomes active, and a port in use then is only logged, leaving an
+// active node that no other node can reach.
 func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
 	listen := a.cfg.Cluster.Address
-	if strings.HasSuffix(listen, ":0") {
-		l, err := net.Listen("tcp", listen)
-		if err != nil {
-			return nil, fmt.Errorf("cluster.address: cannot find a free port on %s: %w", listen, err)
-		}
-		listen = l.Addr().String()
-		l.Close()
+	l, err := net.Listen("tcp", listen)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cluster.address %s is in use: %v; stop the process listening there, or set another cluster.address", listen, bindError(err))
+	case err != nil:
+		return nil, fmt.Errorf("cluster.address: cannot listen on %s: %v", listen, bindError(err))
 	}
+	if strings.HasSuffix(listen, ":0") {
+		listen = l.Addr().String()
+	}
+	l.Close()
 	tcp, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.address: %w", err)
@@ -302,6 +309,16 @@ func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
 		a.clusterAddr = "https://" + advertisable(listen)
 	}
 	return tcp, nil
+}
+
+// bindError is a listen error without the address, which the message
+// around it names: "bind: address already in use".
+func bindError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }
 
 // fail reports an error that stops the node from serving; the first wins.

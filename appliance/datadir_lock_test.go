@@ -40,3 +40,25 @@ func TestDataDirHasOneOwner(t *testing.T) {
 	}
 	startNode(t, second)
 }
+
+// A cluster port in use fails Start with the address named, and Start
+// undoes what it opened (the API listener, the data_dir lock).
+func TestClusterPortInUse(t *testing.T) {
+	cfg := testConfig(t, &syncBuffer{})
+	busy, err := net.Listen("tcp", cfg.Cluster.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(context.Background(), cfg)
+	busy.Close()
+	want := "cluster.address " + cfg.Cluster.Address + " is in use: bind: address already in use; stop the process listening there, or set another cluster.address"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Start with the cluster port taken: %v, want %q", err, want)
+	}
+	if l, err := net.Listen("tcp", cfg.Listeners[0].Address); err != nil {
+		t.Fatalf("the failed Start left its API listener open: %v", err)
+	} else {
+		l.Close()
+	}
+	startNode(t, cfg) // the lock was released
+}
