@@ -36,8 +36,9 @@ import (
 // Close stops it in this order: stop accepting API requests and let those
 // in flight finish (up to ShutdownTimeout), seal and shut down the core
 // (which stops Raft and the cluster listener), close the Raft and FSM
-// databases, release the data directory's lock (DataDirLockFile). A write the API acknowledged is in the Raft log on disk before
-// its response is sent, so it survives.
+// databases, release the data directory's lock (DataDirLockFile). A write
+// the API acknowledged is in the Raft log on disk before its response is
+// sent, so it survives.
 type Appliance struct {
 	cfg         *Config                // as started; never modified
 	live        atomic.Pointer[Config] // as reloaded; read it through config()
