@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -35,10 +36,14 @@ import (
 // Close stops it in this order: stop accepting API requests and let those
 // in flight finish (up to ShutdownTimeout), seal and shut down the core
 // (which stops Raft and the cluster listener), close the Raft and FSM
-// databases. A write the API acknowledged is in the Raft log on disk before
-// its response is sent, so it survives.
+// databases, release the data directory's lock (DataDirLockFile). A write
+// the API acknowledged is in the Raft log on disk before its response is
+// sent, so it survives.
 type Appliance struct {
-	cfg         *Config
+	cfg         *Config                // as started; never modified
+	live        atomic.Pointer[Config] // as reloaded; read it through config()
+	reloadMu    sync.Mutex             // serializes Reload
+	lock        *dataDirLock           // held from Start to the end of Close
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
@@ -88,6 +93,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		errc:    make(chan error, 1),
 		kick:    make(chan struct{}, 1),
 	}
+	// undo holds what to close if a later step fails. Its funcs must not
+	// read a: the deferred func runs after `return nil, err` set it to nil.
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -117,6 +124,13 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, unwrapPathError(err))
 	}
+	// One owner per data directory, before anything opens what is in it: a
+	// second node on it is refused now, not after bbolt's lock timeout.
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	lock := a.lock
+	undo = append(undo, func() { lock.release() })
 
 	// API listeners first: a port in use is the commonest failure and the
 	// cheapest to find.
@@ -166,7 +180,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("data_dir: cannot open Raft storage in %s: %w", cfg.DataDir, err)
 	}
 	a.raft = backend.(*raft.RaftBackend)
-	undo = append(undo, func() { a.raft.Close() })
+	storage := a.raft
+	undo = append(undo, func() { storage.Close() })
 
 	if err := a.newSeal(); err != nil {
 		return nil, err
@@ -176,7 +191,8 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
 	a.barrier = barrierSeal
-	undo = append(undo, func() { a.seal.Finalize(context.Background()) })
+	multiSeal := a.seal
+	undo = append(undo, func() { multiSeal.Finalize(context.Background()) })
 	coreConfig := &vault.CoreConfig{
 		RawConfig:          raw,
 		Physical:           a.raft,
@@ -273,17 +289,23 @@ var auditBackends = map[string]audit.Factory{
 }
 
 // resolveClusterAddr picks the cluster listen address (a free port if the
-// config says port 0) and the advertised cluster URL.
+// config says port 0) and the advertised cluster URL. It binds the address
+// once and lets it go: OpenBao opens the cluster listener only when the
+// node becomes active, and a port in use then is only logged, leaving an
+// active node that no other node can reach.
 func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
 	listen := a.cfg.Cluster.Address
-	if strings.HasSuffix(listen, ":0") {
-		l, err := net.Listen("tcp", listen)
-		if err != nil {
-			return nil, fmt.Errorf("cluster.address: cannot find a free port on %s: %w", listen, err)
-		}
-		listen = l.Addr().String()
-		l.Close()
+	l, err := net.Listen("tcp", listen)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cluster.address %s is in use: %v; stop the process listening there, or set another cluster.address", listen, bindError(err))
+	case err != nil:
+		return nil, fmt.Errorf("cluster.address: cannot listen on %s: %v", listen, bindError(err))
 	}
+	if strings.HasSuffix(listen, ":0") {
+		listen = l.Addr().String()
+	}
+	l.Close()
 	tcp, err := net.ResolveTCPAddr("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.address: %w", err)
@@ -293,6 +315,16 @@ func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
 		a.clusterAddr = "https://" + advertisable(listen)
 	}
 	return tcp, nil
+}
+
+// bindError is a listen error without the address, which the message
+// around it names: "bind: address already in use".
+func bindError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }
 
 // fail reports an error that stops the node from serving; the first wins.
@@ -341,6 +373,9 @@ func (a *Appliance) Close() error {
 		}
 		if err := a.raft.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing Raft storage: %w", err))
+		}
+		if err := a.lock.release(); err != nil {
+			errs = append(errs, fmt.Errorf("releasing the data_dir lock: %w", err))
 		}
 		a.closeErr = errors.Join(errs...)
 		a.logger.Info("stopped", "error", a.closeErr)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -54,13 +53,12 @@ func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
 
 // Load reads a config file (HCL, or its JSON form when the name ends in
 // .json), applies defaults and validates it. Every problem is reported in
-// one *ConfigError.
+// one *ConfigError. A file over MaxConfigSize or nested deeper than
+// MaxConfigDepth is refused before it is parsed.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := readConfigFile(path)
 	if err != nil {
-		return nil, &ConfigError{Source: path, Problems: []Problem{{
-			Message: fmt.Sprintf("cannot read the config file: %v", unwrapPathError(err)),
-		}}}
+		return nil, &ConfigError{Source: path, Problems: []Problem{{Message: err.Error()}}}
 	}
 	return Parse(src, path)
 }
@@ -68,64 +66,44 @@ func Load(path string) (*Config, error) {
 // Parse is Load for a config already in memory; filename says which syntax
 // (".json" suffix: JSON) and names the source in messages.
 func Parse(src []byte, filename string) (*Config, error) {
+	c, problems := decode(src, filename)
+	if c != nil {
+		c.applyDefaults()
+		if err := c.Validate(); err != nil {
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				problems = append(problems, ce.Problems...)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &ConfigError{Source: filename, Problems: capProblems(problems)}
+	}
+	return c, nil
+}
+
+// decode checks the limits, parses src and decodes it into a Config, with
+// no defaults and no validation: the part of Parse that reads untrusted
+// bytes and touches nothing else (FuzzParseHCL and FuzzParseJSON run it).
+// The Config is nil when the file does not parse.
+func decode(src []byte, filename string) (*Config, []Problem) {
+	isJSON := strings.HasSuffix(filename, ".json")
+	if p := checkLimits(src, isJSON); p != nil {
+		return nil, []Problem{*p}
+	}
 	parser := hclparse.NewParser()
 	var file *hcl.File
 	var diags hcl.Diagnostics
-	if strings.HasSuffix(filename, ".json") {
+	if isJSON {
 		file, diags = parser.ParseJSON(src, filename)
 	} else {
 		file, diags = parser.ParseHCL(src, filename)
 	}
 	if diags.HasErrors() {
-		return nil, &ConfigError{Source: filename, Problems: diagProblems(diags)}
+		return nil, diagProblems(diags, nil)
 	}
 	c := &Config{}
-	problems := diagProblems(gohcl.DecodeBody(file.Body, nil, c))
-	c.applyDefaults()
-	if err := c.Validate(); err != nil {
-		var ce *ConfigError
-		if errors.As(err, &ce) {
-			problems = append(problems, ce.Problems...)
-		}
-	}
-	if len(problems) > 0 {
-		return nil, &ConfigError{Source: filename, Problems: problems}
-	}
-	return c, nil
-}
-
-var namedKey = regexp.MustCompile(`(?:named|of type) "([^"]+)"`)
-
-// diagProblems turns HCL diagnostics into problems that name the key and
-// the line, so "unknown key" reads the same for HCL and JSON files.
-func diagProblems(diags hcl.Diagnostics) []Problem {
-	var out []Problem
-	for _, d := range diags {
-		if d.Severity != hcl.DiagError {
-			continue
-		}
-		where := ""
-		if d.Subject != nil {
-			where = fmt.Sprintf(" (line %d)", d.Subject.Start.Line)
-		}
-		switch d.Summary {
-		case "Unsupported argument", "Unsupported block type", "Extraneous JSON object property":
-			key := "?"
-			if m := namedKey.FindStringSubmatch(d.Detail); m != nil {
-				key = m[1]
-			}
-			msg := "unknown key" + where
-			if i := strings.Index(d.Detail, "Did you mean"); i >= 0 {
-				msg += "; " + strings.TrimSpace(d.Detail[i:])
-			} else {
-				msg += "; see the config reference in the README for the keys allowed here"
-			}
-			out = append(out, Problem{Key: key, Message: msg})
-		default:
-			out = append(out, Problem{Message: strings.TrimSuffix(d.Summary, ".") + where + ": " + d.Detail})
-		}
-	}
-	return out
+	return c, diagProblems(gohcl.DecodeBody(file.Body, nil, c), file.Body)
 }
 
 // unwrapPathError drops the path from an *os.PathError, which the message

@@ -8,11 +8,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -142,7 +144,7 @@ func TestBadConfigs(t *testing.T) {
 		key, want       string
 	}{
 		{"unknown key", "c.hcl", base + "listner { address = \"127.0.0.1:8200\" }", "listner", "unknown key (line 3); Did you mean \"listener\"?"},
-		{"unknown nested key", "c.hcl", base + "listener {\n  adress = \"127.0.0.1:8200\"\n}", "adress", "unknown key (line 4)"},
+		{"unknown nested key", "c.hcl", base + "listener {\n  adress = \"127.0.0.1:8200\"\n}", "listener[0].adress", "unknown key (line 4)"},
 		{"unknown key json", "c.json", `{"node_id":"n1","data_dir":"` + data + `","colour":"red"}`, "colour", "unknown key (line 1)"},
 		{"missing node id", "c.hcl", "data_dir = \"" + data + "\"", "node_id", "missing; set a name"},
 		{"missing data dir", "c.hcl", "node_id = \"n1\"", "data_dir", "missing; set the directory"},
@@ -169,7 +171,7 @@ func TestBadConfigs(t *testing.T) {
 		{"gitlab without audience", "c.hcl", base + "gitlab {\n url = \"https://gitlab.example.com\"\n jwks_url = \"https://gitlab.example.com/oauth/discovery/keys\"\n}", "gitlab.audience", "missing"},
 		{"gitlab private key as public", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwt_validation_pubkeys_file = \"" + key + "\"\n}", "gitlab.jwt_validation_pubkeys_file", "never a private key"},
 		{"gitlab ttl above max", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwks_url = \"https://g.example.com/k\"\n token_ttl = \"1h\"\n}", "gitlab.token_ttl", "longer than token_max_ttl"},
-		{"wrong type", "c.hcl", base + "raft { performance_multiplier = \"fast\" }", "", "Unsuitable value type"},
+		{"wrong type", "c.hcl", base + "raft { performance_multiplier = \"fast\" }", "raft.performance_multiplier", "wrong type (line 3): a number is required"},
 		{"syntax error", "c.hcl", base + "listener {", "", "Unclosed configuration block"},
 	}
 	_ = cert
@@ -214,5 +216,107 @@ listener {
 	}
 	if !strings.HasPrefix(err.Error(), "config file many.hcl has 5 problem(s):") {
 		t.Errorf("message: %s", err)
+	}
+}
+
+// A value of the wrong type names its key with the block path, in HCL and
+// in JSON, as Validate names keys.
+func TestConfigTypeErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ name, file, src, key, want string }{
+		{"number", "c.hcl", "seal {\n  shamir {\n    shares = \"five\"\n  }\n}", "seal.shamir.shares", "wrong type (line 3): a number is required"},
+		{"bool in the second listener", "c.hcl", "listener {}\nlistener {\n  tls_disable = \"maybe\"\n}", "listener[1].tls_disable", "wrong type (line 3): a bool is required"},
+		{"string", "c.hcl", "node_id = [1]", "node_id", "wrong type (line 1): string required"},
+		{"null", "c.hcl", "data_dir = null", "data_dir", "wrong type (line 1): null value is not allowed"},
+		{"map", "c.hcl", "audit \"file\" {\n  options = \"x\"\n}", "audit[0].options", "wrong type (line 2): map of string required"},
+		{"list element", "c.hcl", "listener {\n  x_forwarded_for_authorized_addrs = [[1]]\n}", "listener[0].x_forwarded_for_authorized_addrs", "element 0: string required"},
+		{"nested repeated block", "c.hcl", "raft {\n  retry_join {}\n  retry_join { leader_api_addr = {} }\n}", "raft.retry_join[1].leader_api_addr", "wrong type (line 3)"},
+		{"slot", "c.hcl", "seal {\n  pkcs11 { slot = \"first\" }\n}", "seal.pkcs11.slot", "a number is required"},
+		{"block as attribute", "c.hcl", "raft {\n  retry_join = 1\n}", "raft.retry_join", "unknown key (line 2); Did you mean to define a block"},
+		{"missing label", "c.hcl", "audit {}", "audit", "Missing type for audit"},
+		{"twice", "c.hcl", "cluster {}\ncluster {}", "cluster", "Duplicate cluster block (line 2)"},
+		{"json number", "c.json", `{"seal": {"shamir": {"shares": "five"}}}`, "seal.shamir.shares", "wrong type (line 1): a number is required"},
+		{"json bool in the second listener", "c.json", `{"listener": [{}, {"tls_disable": "maybe"}]}`, "listener[1].tls_disable", "a bool is required"},
+		{"json single listener object", "c.json", `{"listener": {"tls_disable": "maybe"}}`, "listener[0].tls_disable", "a bool is required"},
+		{"json labelled blocks", "c.json", "{\"audit\": {\"file\": {},\n \"socket\": {\"options\": {\"a\": [1]}}}}", "audit[1].options", "wrong type (line 2): element \"a\": string required"},
+		{"json block as string", "c.json", `{"raft": {"retry_join": 1}}`, "raft.retry_join", "wrong type (line 1): a block is a JSON object"},
+		{"json unknown nested key", "c.json", `{"raft": {"retry_join": [{}, {"x": 2}]}}`, "raft.retry_join[1].x", "unknown key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, p := range configProblems(t, tc.src, tc.file) {
+				if p.Key == tc.key && strings.Contains(p.Message, tc.want) {
+					return
+				}
+				if p.Key == "" {
+					t.Errorf("a problem names no key: %s", p.Message)
+				}
+			}
+			t.Fatalf("no problem %s: ...%s...; got %v", tc.key, tc.want, configProblems(t, tc.src, tc.file))
+		})
+	}
+}
+
+// A TLS private key others can read is refused, naming the key and the
+// fix; group-readable keys are fine, and certificates and CA files may be
+// world-readable.
+func TestPrivateKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir) // cert 0644, key 0600
+	data := filepath.Join(dir, "data")
+	src := func(keyFile string) string {
+		return "node_id = \"n1\"\ndata_dir = \"" + data + "\"\n" +
+			"listener {\n address = \"0.0.0.0:8200\"\n tls_cert_file = \"" + cert + "\"\n tls_key_file = \"" + keyFile + "\"\n" +
+			" tls_client_ca_file = \"" + cert + "\"\n}\n" +
+			"raft {\n retry_join {\n  leader_api_addr = \"https://127.0.0.1:8200\"\n  leader_ca_cert_file = \"" + cert + "\"\n" +
+			"  leader_client_cert_file = \"" + cert + "\"\n  leader_client_key_file = \"" + keyFile + "\"\n }\n}\n"
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o640, true}, {0o400, true}, {0o644, false}, {0o604, false}, {0o660, false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			if err := os.Chmod(key, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			problems := configProblems(t, src(key), "c.hcl")
+			if tc.ok {
+				if len(problems) > 0 {
+					t.Fatalf("mode %04o refused: %v", tc.mode, problems)
+				}
+				return
+			}
+			want := key + " holds a private key but has unsafe permissions " + fmt.Sprintf("%04o", tc.mode) + ": others must have no access and the group read access at most; run chmod 0600 " + key
+			keys := map[string]bool{}
+			for _, p := range problems {
+				if strings.Contains(p.Message, want) {
+					keys[p.Key] = true
+				} else {
+					t.Errorf("unexpected problem %v", p)
+				}
+			}
+			if !keys["listener[0].tls_key_file"] || !keys["raft.retry_join[0].leader_client_key_file"] || len(keys) != 2 {
+				t.Fatalf("want listener[0].tls_key_file and raft.retry_join[0].leader_client_key_file refused, got %v", problems)
+			}
+		})
+	}
+}
+
+// Files the config names are read in full later: one that is not a
+// regular file (a device that never ends, a FIFO that blocks) is refused.
+func TestNamedFilesMustBeRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "ca.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "node_id = \"n1\"\ndata_dir = \"" + filepath.Join(dir, "data") + "\"\n"
+	for name, file := range map[string]string{"device": "/dev/zero", "fifo": fifo} {
+		t.Run(name, func(t *testing.T) {
+			src := base + "raft {\n retry_join {\n  leader_api_addr = \"https://127.0.0.1:8200\"\n  leader_ca_cert_file = \"" + file + "\"\n }\n}\n"
+			problems := configProblems(t, src, "c.hcl")
+			if len(problems) != 1 || problems[0].Key != "raft.retry_join[0].leader_ca_cert_file" || !strings.Contains(problems[0].Message, "not a regular file") {
+				t.Fatalf("got %v", problems)
+			}
+		})
 	}
 }

@@ -177,7 +177,7 @@ func (l Listener) validate(v *validator, key string) {
 		v.add(key+".tls_key_file", "missing; tls_cert_file is set, so its private key is needed too")
 	default:
 		certOK := v.readable(key+".tls_cert_file", l.TLSCertFile)
-		keyOK := v.readable(key+".tls_key_file", l.TLSKeyFile)
+		keyOK := v.readable(key+".tls_key_file", l.TLSKeyFile) && v.privateKey(key+".tls_key_file", l.TLSKeyFile)
 		if certOK && keyOK {
 			if _, err := tls.LoadX509KeyPair(l.TLSCertFile, l.TLSKeyFile); err != nil {
 				v.add(key+".tls_cert_file", "%s and %s are not a usable certificate and key pair: %v", l.TLSCertFile, l.TLSKeyFile, err)
@@ -219,8 +219,8 @@ func (r *Raft) validate(v *validator) {
 			{"leader_client_cert_file", j.LeaderClientCertFile},
 			{"leader_client_key_file", j.LeaderClientKeyFile},
 		} {
-			if f[1] != "" {
-				v.readable(key+"."+f[0], f[1])
+			if f[1] != "" && v.readable(key+"."+f[0], f[1]) && f[0] == "leader_client_key_file" {
+				v.privateKey(key+"."+f[0], f[1])
 			}
 		}
 	}
@@ -275,22 +275,56 @@ func (v *validator) dataDir(key, dir string) {
 	}
 }
 
+// readable accepts a regular file this process can read. Anything else
+// (a directory, /dev/zero, a FIFO) would fail, block or never end when
+// read in full.
 func (v *validator) readable(key, path string) bool {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		v.add(key, "%s is a directory, not a file", path)
+		return false
+	} else if err == nil && !st.Mode().IsRegular() {
+		v.add(key, "%s is %s, not a regular file; give the path of a file", path, fileKind(st.Mode()))
+		return false
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		v.add(key, "cannot read %s: %v", path, unwrapPathError(err))
 		return false
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.IsDir() {
-		v.add(key, "%s is a directory, not a file", path)
-		return false
-	}
 	if _, err := f.Read(make([]byte, 1)); err != nil {
 		v.add(key, "cannot read %s: %v", path, err)
 		return false
 	}
 	return true
+}
+
+// privateKey refuses a private key file that others can access or the
+// group can write; the group may read it (0640, e.g. with ssl-cert).
+func (v *validator) privateKey(key, path string) bool {
+	st, err := os.Stat(path)
+	if err != nil {
+		v.add(key, "cannot inspect %s: %v", path, unwrapPathError(err))
+		return false
+	}
+	if perm := st.Mode().Perm(); perm&0o037 != 0 {
+		v.add(key, "%s holds a private key but has unsafe permissions %04o: others must have no access and the group read access at most; run chmod 0600 %s (or chmod 0640 to share it with a group)", path, perm, path)
+		return false
+	}
+	return true
+}
+
+// fileKind names what a path that is not a regular file is.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
 }
 
 func (v *validator) hostPort(key, addr string) bool {

@@ -12,19 +12,21 @@ import (
 )
 
 // ErrNoGitLab: the config has no gitlab block.
-var ErrNoGitLab = errors.New("the config has no gitlab block: add one (url, jwks_url or jwt_validation_pubkeys_file, audience) and restart")
+var ErrNoGitLab = errors.New("the config has no gitlab block: add one (url, jwks_url or jwt_validation_pubkeys_file, audience) and reload the node (SIGHUP) or restart it")
 
 // BootstrapGitLab applies the GitLab bootstrap (gitlab_rails_jwt mount,
 // privileged role, policy) with the rights of token. It reads the key
-// files now, so a rotated PEM key takes effect without a restart.
+// files now, so a rotated PEM key takes effect without a restart, and the
+// gitlab block as last reloaded.
 func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab.Step, error) {
-	if a.cfg.GitLab == nil {
+	g := a.config().GitLab
+	if g == nil {
 		return nil, ErrNoGitLab
 	}
 	if st := a.state(); st != StateActive {
 		return nil, fmt.Errorf("the bootstrap runs on the active node; this node is %s", st)
 	}
-	cfg, err := a.cfg.GitLab.gitlabConfig()
+	cfg, err := g.gitlabConfig()
 	if err != nil {
 		return nil, err
 	}

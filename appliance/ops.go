@@ -115,7 +115,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	}
 	a.logger.Info("cluster initialized", "mechanisms", out.Mechanisms, "recovery_keys", rs)
 	a.kickUnseal()
-	if a.cfg.GitLab != nil {
+	if a.config().GitLab != nil {
 		out.GitLabBootstrap = BootstrapRunning
 		a.startBootstrapAfterInit(res.RootToken)
 	}

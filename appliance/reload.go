@@ -3,37 +3,166 @@ package appliance
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 )
 
 // Reload applies what can change while running, as OpenBao does on
-// SIGHUP: the TLS certificates (read again from the same files), the log
-// level, and the audit devices (added or removed as the config now
-// declares them). Everything else takes effect at the next start. A
-// config that does not validate changes nothing.
+// SIGHUP, and keeps it as the node's configuration (see config):
+//   - the TLS certificates, read again from the same files;
+//   - log_level;
+//   - the audit devices, added or removed as the config now declares them;
+//   - the gitlab block, which `gitlab bootstrap` then applies to OpenBao,
+//     unless its jwt_validation_pubkeys_file or pubkeys_jwks_address
+//     changed: the keys are served from what the node started with.
+//
+// Every other setting that changed takes effect at the next start; the log
+// names them. A config that does not validate changes nothing.
 func (a *Appliance) Reload(cfg *Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	prev := a.config()
+
+	next := *prev // what cannot change live stays as it started
+	next.LogLevel = cfg.LogLevel
+	next.Audit = cloneAudit(cfg.Audit)
+	gitlabLive := sameGitLabKeysServer(a.cfg.GitLab, cfg.GitLab)
+	if gitlabLive {
+		next.GitLab = cloneGitLab(cfg.GitLab)
+	}
+
 	var errs []error
 	for i, c := range a.certs {
 		if err := c.Reload(); err != nil {
 			errs = append(errs, fmt.Errorf("TLS certificate %d: %w", i, err))
 		}
 	}
-	level := hclog.LevelFromString(cfg.LogLevel)
+	level := hclog.LevelFromString(next.LogLevel)
 	a.logger.SetLevel(level)
 	a.core.SetLogLevel(level)
 
-	a.core.SetConfig(a.coreConfig(cfg))
+	a.core.SetConfig(a.coreConfig(&next))
 	a.core.ReloadAuditLogs()
+	a.live.Store(&next)
 
 	if err := errors.Join(errs...); err != nil {
 		a.logger.Error("reload incomplete", "error", err)
 		return err
 	}
-	a.logger.Info("reloaded: TLS certificates, log level, audit devices; other settings apply at the next start",
-		"log_level", cfg.LogLevel, "audit_devices", len(cfg.Audit))
+	a.logger.Info("reloaded: TLS certificates, log level, audit devices, gitlab block",
+		"log_level", next.LogLevel, "audit_devices", len(next.Audit))
+	if gitlabLive && !reflect.DeepEqual(prev.GitLab, next.GitLab) {
+		a.logger.Info("the gitlab block changed: run `gitlab-secrets-appliance gitlab bootstrap` to apply it to OpenBao")
+	}
+	if later := restartOnly(a.cfg, cfg, gitlabLive); len(later) > 0 {
+		a.logger.Info("changed, applies at the next start: " + strings.Join(later, ", "))
+	}
 	return nil
+}
+
+// config is the configuration the node runs with now: the one it started
+// with, and what Reload applied since (gitlab, log_level, audit). Callers
+// must not modify it. a.cfg stays the config as started, never modified;
+// read config() for any setting Reload can change.
+func (a *Appliance) config() *Config {
+	if c := a.live.Load(); c != nil {
+		return c
+	}
+	return a.cfg
+}
+
+// sameGitLabKeysServer: the keys server a node starts for a PEM keys file
+// (serveGitLabKeys) would serve the same file at the same address for
+// both blocks, so the newer block can apply without a restart.
+func sameGitLabKeysServer(started, now *GitLab) bool {
+	var a, b GitLab
+	if started != nil {
+		a = *started
+	}
+	if now != nil {
+		b = *now
+	}
+	return a.PublicKeysFile == b.PublicKeysFile && a.KeysAddress == b.KeysAddress
+}
+
+// restartOnly names the settings of now that differ from those the node
+// started with and that Reload does not apply, as the config file names
+// them: seal.shamir.shares, listener[0].address.
+func restartOnly(started, now *Config, gitlabLive bool) []string {
+	var out []string
+	for _, k := range configDiff(reflect.ValueOf(*started), reflect.ValueOf(*now), "") {
+		switch {
+		case k == "log_level", k == "audit" || strings.HasPrefix(k, "audit["):
+		case gitlabLive && (k == "gitlab" || strings.HasPrefix(k, "gitlab.")):
+		default:
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// configDiff lists the keys (hcl tags, with list indexes) whose values
+// differ between two values of the same config struct type.
+func configDiff(a, b reflect.Value, prefix string) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
+		if name == "" {
+			continue // not a file key (LogOutput)
+		}
+		key := join(prefix, name)
+		fa, fb := a.Field(i), b.Field(i)
+		if kind != "block" {
+			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+				out = append(out, key)
+			}
+			continue
+		}
+		switch fa.Kind() {
+		case reflect.Pointer:
+			switch {
+			case fa.IsNil() && fb.IsNil():
+			case fa.IsNil() || fb.IsNil():
+				out = append(out, key)
+			default:
+				out = append(out, configDiff(fa.Elem(), fb.Elem(), key)...)
+			}
+		case reflect.Slice:
+			for j := range max(fa.Len(), fb.Len()) {
+				ik := fmt.Sprintf("%s[%d]", key, j)
+				if j >= fa.Len() || j >= fb.Len() {
+					out = append(out, ik)
+				} else {
+					out = append(out, configDiff(fa.Index(j), fb.Index(j), ik)...)
+				}
+			}
+		case reflect.Struct:
+			out = append(out, configDiff(fa, fb, key)...)
+		}
+	}
+	return out
+}
+
+func cloneAudit(in []AuditDevice) []AuditDevice {
+	out := slices.Clone(in)
+	for i := range out {
+		out[i].Options = maps.Clone(out[i].Options)
+	}
+	return out
+}
+
+func cloneGitLab(g *GitLab) *GitLab {
+	if g == nil {
+		return nil
+	}
+	c := *g
+	return &c
 }

@@ -1,11 +1,13 @@
 package appliance
 
 import (
+	"context"
 	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openbao/openbao/api/v2"
 )
@@ -72,5 +74,89 @@ func TestReload(t *testing.T) {
 	})
 	if !a.logger.IsDebug() {
 		t.Fatal("the log level was not raised to debug")
+	}
+}
+
+// Reload keeps the new gitlab block, so `gitlab bootstrap` applies it (the
+// new audience ends up in GitLab Rails' role); settings that need a
+// restart are named in the log and left as they started. A gitlab block
+// whose keys file changed waits for the restart as a whole.
+func TestReloadKeepsGitLabBlock(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	dir := t.TempDir()
+	keys := writePublicKey(t, dir)
+	cfg.GitLab = &GitLab{
+		URL:            "https://gitlab.example.com",
+		PublicKeysFile: keys,
+		KeysAddress:    freeAddr(t),
+		Audience:       "https://old.example.com:8200",
+	}
+	cfg.GitLab.applyDefaults()
+	a := startNode(t, cfg)
+	res := initAndUnseal(t, a)
+	if res.GitLabBootstrap != BootstrapRunning {
+		t.Fatalf("bootstrap after init: %q", res.GitLabBootstrap)
+	}
+	waitFor(t, "the bootstrap after init", func() bool { return a.Status(context.Background()).GitLabBootstrap == BootstrapApplied })
+	c := client(t, a, res.RootToken)
+	audiences := func() []any {
+		t.Helper()
+		s, err := c.Logical().Read("auth/gitlab_rails_jwt/role/app")
+		if err != nil || s == nil {
+			t.Fatalf("reading the role: %v", err)
+		}
+		aud, _ := s.Data["bound_audiences"].([]any)
+		return aud
+	}
+	if aud := audiences(); len(aud) != 1 || aud[0] != "https://old.example.com:8200" {
+		t.Fatalf("after init: bound_audiences %v", aud)
+	}
+
+	next := *cfg
+	g := *cfg.GitLab
+	g.Audience = "https://new.example.com:8200"
+	next.GitLab = &g
+	next.Seal = &Seal{Shamir: &ShamirSeal{Shares: 7, Threshold: 4}}
+	next.Listeners = []Listener{cfg.Listeners[0]}
+	next.Listeners[0].Address = freeAddr(t)
+	if err := a.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	g.Audience = "https://changed-after-reload.example.com:8200" // Reload kept its own copy
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := a.BootstrapGitLab(ctx, res.RootToken); err != nil {
+		t.Fatal(err)
+	}
+	if aud := audiences(); len(aud) != 1 || aud[0] != "https://new.example.com:8200" {
+		t.Fatalf("gitlab bootstrap after the reload applied bound_audiences %v, want the new audience", aud)
+	}
+	want := "changed, applies at the next start: listener[0].address, seal.shamir.shares, seal.shamir.threshold"
+	if !strings.Contains(log.String(), want) {
+		t.Fatalf("the log does not say %q:\n%s", want, log.String())
+	}
+	if got := a.config(); got.Seal.Shamir.Shares != 5 || got.Listeners[0].Address != cfg.Listeners[0].Address || got.GitLab.Audience != "https://new.example.com:8200" {
+		t.Fatalf("the running config after the reload: seal %+v, listener %s, audience %s", got.Seal.Shamir, got.Listeners[0].Address, got.GitLab.Audience)
+	}
+
+	// Another keys file: the keys server still serves the one the node
+	// started with, so the block waits for the restart.
+	other := filepath.Join(t.TempDir(), "other.pem")
+	b, _ := os.ReadFile(keys)
+	os.WriteFile(other, b, 0o644)
+	moved := *cfg
+	mg := *cfg.GitLab
+	mg.PublicKeysFile, mg.Audience = other, "https://third.example.com:8200"
+	moved.GitLab = &mg
+	if err := a.Reload(&moved); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.config().GitLab; got.Audience != "https://new.example.com:8200" || got.PublicKeysFile != keys {
+		t.Fatalf("a gitlab block with another keys file was applied live: %+v", got)
+	}
+	want = "changed, applies at the next start: gitlab.jwt_validation_pubkeys_file, gitlab.audience"
+	if !strings.Contains(log.String(), want) {
+		t.Fatalf("the log does not say %q:\n%s", want, log.String())
 	}
 }

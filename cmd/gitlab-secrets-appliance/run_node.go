@@ -55,9 +55,11 @@ func devAction(c *cli.Context) error {
 	return serve(ctx, a, nil)
 }
 
+// startError maps a failed start to its exit code: 3 for an invalid
+// config or a data_dir another node holds (nothing was started), 1 else.
 func startError(err error) error {
 	var ce *appliance.ConfigError
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) || errors.Is(err, appliance.ErrDataDirInUse) {
 		return exit(exitConfig, err)
 	}
 	return exit(exitFailed, err)
