@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 
@@ -150,4 +151,16 @@ func TestSnapshotFromBeforeRotationRestores(t *testing.T) {
 		got, err := c.KVv2("kv").Get(ctx, "k")
 		return err == nil && got.Data["v"] == "in-snapshot"
 	})
+}
+
+// A PIN read from pin_env leaves the environment at once.
+func TestPINEnvIsRemovedFromTheEnvironment(t *testing.T) {
+	t.Setenv("GSA_TEST_HSM_PIN", "1234-not-a-real-pin")
+	pin, err := readPIN(&PKCS11Seal{PINEnv: "GSA_TEST_HSM_PIN"})
+	if err != nil || pin != "1234-not-a-real-pin" {
+		t.Fatalf("readPIN: %q %v", pin, err)
+	}
+	if v, ok := os.LookupEnv("GSA_TEST_HSM_PIN"); ok {
+		t.Fatalf("the PIN is still in the environment: %q", v)
+	}
 }

@@ -714,3 +714,49 @@ func TestTokenAloneCannotChangeTheSeal(t *testing.T) {
 	}
 	scanForSecrets(t, tr.String()+audit, append([]string{res.RootToken, tok.Auth.ClientToken}, res.Shares...))
 }
+
+// Out-of-range numbers are refused by name, by the CLI (exit 64) and by
+// the API (400), and change nothing: before, `--shares -1` removed Shamir
+// and `--recovery-shares -3` made a cluster without recovery keys.
+func TestBadNumbersAreRefusedByName(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	cfg, addr, dir := singleNode(t)
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for _, args := range [][]string{{"--recovery-shares", "-3"}, {"--shares", "-1"}, {"--threshold", "300"}, {"--recovery-threshold", "-1"}} {
+		_, errOut, code := harness.Run(t, tr, nil, bin, append([]string{"init", "--address", addr}, args...)...)
+		if code != 64 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("init %v: exit %d: %s", args, code, errOut)
+		}
+	}
+	for _, body := range []map[string]int{{"recovery_shares": -3}, {"shares": -1}, {"shares": 3, "threshold": 5}, {"recovery_shares": 3, "recovery_threshold": 1}} {
+		if code, err := adminCall(hc, addr, "", "init", body, nil); code != http.StatusBadRequest {
+			t.Errorf("init %v: %d %v", body, code, err)
+		}
+	}
+	if st, _ := status(t, tr, bin, addr); st.Initialized {
+		t.Fatal("a refused init initialized the cluster")
+	}
+	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
+	waitState(t, tr, bin, addr, "active")
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
+	for _, args := range [][]string{{"--shares", "-1"}, {"--threshold", "-2"}, {"--shares", "256"}} {
+		_, errOut, code := harness.Run(t, tr, nil, bin, append([]string{"seal", "rotate-shares", "--address", addr, "--token-file", tokenFile}, args...)...)
+		if code != 64 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("rotate-shares %v: exit %d: %s", args, code, errOut)
+		}
+	}
+	for _, body := range []map[string]int{{"shares": -1}, {"threshold": -2}, {"shares": 3, "threshold": 4}} {
+		if code, err := adminCall(hc, addr, res.RootToken, "seal/rotate-shares", body, nil); code != http.StatusBadRequest {
+			t.Errorf("rotate-shares %v: %d %v", body, code, err)
+		}
+	}
+	var st sealedStatus
+	adminCall(hc, addr, "", "status", nil, &st)
+	if st.Seal.Generation != 1 || len(st.Seal.Mechanisms) != 1 || st.Seal.Mechanisms[0].Type != "shamir" {
+		t.Fatalf("the refused changes changed the seal: %+v", st.Seal)
+	}
+}
