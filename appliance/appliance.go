@@ -47,6 +47,7 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
+	raftH       *raftHandle // the hashicorp/raft instance inside raft
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -180,6 +181,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("data_dir: cannot open Raft storage in %s: %w", cfg.DataDir, err)
 	}
 	a.raft = backend.(*raft.RaftBackend)
+	var ok bool
+	if a.raftH, ok = newRaftHandle(a.raft); !ok {
+		a.raft.Close()
+		return nil, errors.New("this build's OpenBao Raft backend is not the one the appliance was written for (physical/raft.RaftBackend fields raft, l): build with the pinned OpenBao version")
+	}
 	storage := a.raft
 	undo = append(undo, func() { storage.Close() })
 
@@ -243,7 +249,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.baoCompat(h))
+		mux.Handle("/", a.readyGate(a.baoCompat(h)))
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,

@@ -3,8 +3,10 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/physical/raft"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
@@ -21,17 +23,21 @@ const (
 // Status is a node's state as `status --format json` prints it. It holds
 // no secret and is served without authentication, like sys/seal-status.
 type Status struct {
-	NodeID         string      `json:"node_id"`
-	Version        string      `json:"version"`
-	OpenBaoVersion string      `json:"openbao_version"`
-	State          string      `json:"state"`
-	Initialized    bool        `json:"initialized"`
-	Sealed         bool        `json:"sealed"`
-	APIAddr        string      `json:"api_addr"`
-	ClusterAddr    string      `json:"cluster_addr"`
-	LeaderAPIAddr  string      `json:"leader_api_addr,omitempty"`
-	Raft           RaftStatus  `json:"raft"`
-	Seal           seal.Status `json:"seal"`
+	NodeID         string `json:"node_id"`
+	Version        string `json:"version"`
+	OpenBaoVersion string `json:"openbao_version"`
+	State          string `json:"state"`
+	// Ready: the node answers API requests now (see Readiness); NotReady
+	// says what it waits for.
+	Ready         bool        `json:"ready"`
+	NotReady      string      `json:"not_ready,omitempty"`
+	Initialized   bool        `json:"initialized"`
+	Sealed        bool        `json:"sealed"`
+	APIAddr       string      `json:"api_addr"`
+	ClusterAddr   string      `json:"cluster_addr"`
+	LeaderAPIAddr string      `json:"leader_api_addr,omitempty"`
+	Raft          RaftStatus  `json:"raft"`
+	Seal          seal.Status `json:"seal"`
 	// SealChange is the seal change in progress on this node, if any (no
 	// shares in it).
 	SealChange *seal.ChangeStatus `json:"seal_change,omitempty"`
@@ -44,8 +50,12 @@ type Status struct {
 // RaftStatus is this node's view of integrated storage.
 type RaftStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
-	Voter        bool   `json:"voter"`
-	Peers        int    `json:"peers"` // members in this node's Raft configuration
+	// CommitIndex is the last entry this node knows committed (on a
+	// follower: what its leader told it); Leader is Raft's leader.
+	CommitIndex uint64 `json:"commit_index"`
+	Leader      string `json:"leader,omitempty"`
+	Voter       bool   `json:"voter"`
+	Peers       int    `json:"peers"` // members in this node's Raft configuration
 }
 
 // Status reports the node's state, probing the HSM (briefly) if this node
@@ -66,6 +76,15 @@ func (a *Appliance) Status(ctx context.Context) Status {
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
 	st.Initialized, _ = a.core.Initialized(ctx)
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
+	a.raftH.with(func(r *hraft.Raft) {
+		st.Raft.CommitIndex = r.CommitIndex()
+		addr, id := r.LeaderWithID()
+		if id != "" {
+			st.Raft.Leader = fmt.Sprintf("%s (%s)", id, addr)
+		}
+	})
+	rd := a.readiness()
+	st.Ready, st.NotReady = rd.Ready, rd.Reason
 	if conf, err := a.raftConfiguration(ctx); err == nil {
 		for _, s := range conf.Servers {
 			if s.NodeID == a.cfg.NodeID {

@@ -32,7 +32,11 @@ type statusOutput struct {
 	Initialized bool   `json:"initialized"`
 	Sealed      bool   `json:"sealed"`
 	NodeID      string `json:"node_id"`
-	Seal        struct {
+	Raft        struct {
+		Voter bool `json:"voter"`
+		Peers int  `json:"peers"`
+	} `json:"raft"`
+	Seal struct {
 		Generation uint32 `json:"generation"`
 		Mechanisms []struct {
 			Type      string `json:"type"`

@@ -1,0 +1,183 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// cluster is a Raft cluster of real appliance processes on 127.0.0.x, one
+// address per node, each joining through all the others.
+type cluster struct {
+	t     *testing.T
+	tr    *harness.Transcript
+	bin   string
+	env   []string // for every node (a SoftHSM token's config)
+	nodes []*member
+	res   initOutput
+}
+
+// member is one node of a cluster.
+type member struct {
+	id, host, cfg, addr string
+	n                   *harness.Node
+}
+
+// clusterOptions shape a cluster.
+type clusterOptions struct {
+	size  int
+	seal  func(dir string) string // the seal block of every node (default: shamir 3 of 2)
+	env   []string
+	extra string // more config for every node
+}
+
+// newCluster starts opts.size nodes, initializes the first, unseals the
+// others with shares (or their HSM) and waits until every node is
+// unsealed and knows its role.
+func newCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
+	c := &cluster{t: t, tr: &harness.Transcript{}, bin: harness.Binary(t), env: opts.env}
+	dir := t.TempDir()
+	for i := range opts.size {
+		host := fmt.Sprintf("127.0.0.%d", i+1)
+		m := &member{id: fmt.Sprintf("node-%d", i+1), host: host}
+		m.addr = "http://" + harness.FreeAddr(t, host)
+		c.nodes = append(c.nodes, m)
+	}
+	for _, m := range c.nodes {
+		var joins strings.Builder
+		for _, o := range c.nodes {
+			if o != m {
+				fmt.Fprintf(&joins, "  retry_join { leader_api_addr = %q }\n", o.addr)
+			}
+		}
+		seal := "seal {\n  shamir {\n    shares = 3\n    threshold = 2\n  }\n}\n"
+		if opts.seal != nil {
+			seal = opts.seal(dir)
+		}
+		m.cfg = filepath.Join(dir, m.id+".hcl")
+		src := fmt.Sprintf(`node_id  = %q
+data_dir = %q
+listener {
+  address     = %q
+  tls_disable = true
+}
+raft {
+%s}
+%s%s`, m.id, filepath.Join(dir, m.id), strings.TrimPrefix(m.addr, "http://"), joins.String(), seal, opts.extra)
+		if err := os.WriteFile(m.cfg, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := c.nodes[0]
+	c.start(first)
+	c.res = initCluster(t, c.bin, first.addr, "--shares", "3", "--threshold", "2")
+	waitState(t, c.tr, c.bin, first.addr, "active")
+	for _, m := range c.nodes[1:] {
+		c.start(m)
+		c.unseal(m)
+	}
+	for _, m := range c.nodes[1:] {
+		waitState(t, c.tr, c.bin, m.addr, "standby")
+	}
+	// Autopilot promotes joined nodes to voters after its stabilization
+	// time (10 s); faults before that would hit a cluster of one voter.
+	for _, m := range c.nodes {
+		harness.Eventually(t, 2*time.Minute, m.id+" to be a voter", func() bool {
+			st, _ := status(t, c.tr, c.bin, m.addr)
+			return st.Raft.Voter && st.Raft.Peers == opts.size
+		})
+	}
+	return c
+}
+
+// start runs m's process and waits for its API.
+func (c *cluster) start(m *member) {
+	c.t.Helper()
+	m.n = harness.StartNode(c.t, c.tr, c.bin, m.cfg, m.addr, c.env...)
+	m.n.WaitServing(c.t, c.tr)
+}
+
+// unseal gives m two shares unless it has unsealed by itself (HSM).
+func (c *cluster) unseal(m *member) {
+	c.t.Helper()
+	for _, s := range c.res.Shares[:2] {
+		st, _ := status(c.t, c.tr, c.bin, m.addr)
+		if !st.Sealed {
+			return
+		}
+		harness.Run(c.t, c.tr, []byte(s+"\n"), c.bin, "unseal", "--address", m.addr)
+	}
+}
+
+// leader is the member whose status says active, polled until one does.
+func (c *cluster) leader() *member {
+	c.t.Helper()
+	var l *member
+	harness.Eventually(c.t, 2*time.Minute, "an active node", func() bool {
+		for _, m := range c.nodes {
+			if m.n == nil || m.n.Exited() {
+				continue
+			}
+			if st, _ := status(c.t, c.tr, c.bin, m.addr); st.State == "active" {
+				l = m
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// followers are the running members that are not m.
+func (c *cluster) others(m *member) []*member {
+	var out []*member
+	for _, o := range c.nodes {
+		if o != m {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// kill ends m's process with SIGKILL.
+func (c *cluster) kill(m *member) {
+	c.t.Helper()
+	m.n.Kill()
+	m.n.Wait(c.t, time.Minute)
+}
+
+// client is an OpenBao API client for m with the root token.
+func (c *cluster) client(m *member) *api.Client {
+	return apiClient(c.t, m.addr, c.res.RootToken)
+}
+
+// stop sends SIGTERM to every running member.
+func (c *cluster) stop() {
+	for _, m := range c.nodes {
+		if m.n != nil && !m.n.Exited() {
+			m.n.Signal(c.t, syscall.SIGTERM, 2*time.Minute)
+		}
+	}
+}
+
+// mountKV mounts KV v2 at kv/ through the leader.
+func (c *cluster) mountKV() {
+	c.t.Helper()
+	harness.MountKVv2(c.t, c.client(c.leader()), "kv")
+	// Every node answers reads of the mount before the load starts.
+	for _, m := range c.nodes {
+		harness.Eventually(c.t, time.Minute, m.id+" to see kv/", func() bool {
+			_, err := c.client(m).Logical().ReadWithContext(context.Background(), "kv/config")
+			return err == nil
+		})
+	}
+}

@@ -1,0 +1,239 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// load runs writers and readers against every node of a cluster while
+// faults happen. A write counts only once the API acknowledged it (2xx);
+// every answer of every hop (a standby's redirect too) is recorded by
+// kind, so a 500 anywhere is seen.
+type load struct {
+	c  *cluster
+	hc *http.Client
+
+	mu    sync.Mutex
+	acked map[string]int // key -> the value acknowledged last
+	acks  []time.Time    // when each write was acknowledged
+	kinds map[string]int // "<node> <op> <answer>" -> count
+	bad   []string       // every 5xx other than 503, with its body
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// recorder is a RoundTripper that records every hop's answer.
+type recorder struct {
+	l    *load
+	next http.RoundTripper
+}
+
+func (r recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	node := r.l.c.nodeAt(req.URL.Host)
+	op := map[string]string{"GET": "read", "PUT": "write", "POST": "write"}[req.Method]
+	if err != nil {
+		r.l.note(fmt.Sprintf("%s %s %s", node, op, errKind(err)), "")
+		return nil, err
+	}
+	if resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		r.l.note(fmt.Sprintf("%s %s %d", node, op, resp.StatusCode), fmt.Sprintf("%s %s %s: %d %s", time.Now().Format("15:04:05.000"), node, req.URL.Path, resp.StatusCode, bytes.TrimSpace(body)))
+		return resp, nil
+	}
+	kind := fmt.Sprintf("%s %s %d", node, op, resp.StatusCode)
+	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+		kind += " (no Retry-After)"
+	}
+	r.l.note(kind, "")
+	return resp, nil
+}
+
+func errKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "transport error"
+}
+
+func (l *load) note(kind, bad string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.kinds[kind]++
+	if bad != "" {
+		l.bad = append(l.bad, bad)
+	}
+}
+
+// nodeAt names the member serving host:port.
+func (c *cluster) nodeAt(hostport string) string {
+	for _, m := range c.nodes {
+		if strings.TrimPrefix(m.addr, "http://") == hostport {
+			return m.id
+		}
+	}
+	return hostport
+}
+
+// startLoad starts writers (each writing its own keys, through the nodes
+// in turn) and one reader per node.
+func startLoad(c *cluster, writers int) *load {
+	l := &load{c: c, acked: map[string]int{}, kinds: map[string]int{}}
+	l.hc = &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: recorder{l: l, next: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	for w := range writers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for seq := 0; ctx.Err() == nil; seq++ {
+				m := c.nodes[(w+seq)%len(c.nodes)]
+				key := fmt.Sprintf("w%d-%d", w, seq%50)
+				if l.write(ctx, m.addr, key, seq) {
+					l.mu.Lock()
+					l.acked[key] = seq
+					l.acks = append(l.acks, time.Now())
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, m := range c.nodes {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				l.do(ctx, "GET", m.addr+"/v1/kv/data/w0-0", nil)
+			}
+		}()
+	}
+	return l
+}
+
+// write puts kv/<key> = {"v": value}; true if acknowledged.
+func (l *load) write(ctx context.Context, addr, key string, value int) bool {
+	body, _ := json.Marshal(map[string]any{"data": map[string]int{"v": value}})
+	return l.do(ctx, "PUT", addr+"/v1/kv/data/"+key, body) == http.StatusOK
+}
+
+func (l *load) do(ctx context.Context, method, url string, body []byte) int {
+	req, _ := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	req.Header.Set("X-Vault-Token", l.c.res.RootToken)
+	resp, err := l.hc.Do(req)
+	if err != nil {
+		if ctx.Err() == nil {
+			// Not a hot loop against a node that is down.
+			time.Sleep(20 * time.Millisecond)
+		}
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return resp.StatusCode
+}
+
+// stop ends the load and waits for it.
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// maxGap is the longest time between two acknowledged writes in [from, to].
+func (l *load) maxGap(from, to time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var gap time.Duration
+	last := from
+	for _, a := range l.acks {
+		if a.Before(from) {
+			continue
+		}
+		if a.After(to) {
+			break
+		}
+		gap = max(gap, a.Sub(last))
+		last = a
+	}
+	return max(gap, to.Sub(last))
+}
+
+// verify reads every acknowledged write back through reader and returns
+// how many were lost (missing, or an older value than acknowledged).
+func (l *load) verify(t *testing.T, reader *member) (acked, lost int) {
+	t.Helper()
+	l.mu.Lock()
+	want := make(map[string]int, len(l.acked))
+	for k, v := range l.acked {
+		want[k] = v
+	}
+	l.mu.Unlock()
+	kv := l.c.client(reader).KVv2("kv")
+	for k, v := range want {
+		got, err := kv.Get(context.Background(), k)
+		if err != nil || got == nil {
+			t.Errorf("acknowledged write %s=%d: %v", k, v, err)
+			lost++
+			continue
+		}
+		n, _ := got.Data["v"].(json.Number).Int64()
+		if int(n) < v {
+			t.Errorf("acknowledged write %s=%d reads back %d", k, v, n)
+			lost++
+		}
+	}
+	return len(want), lost
+}
+
+// kindsSummary lists the answers seen, most frequent first.
+func (l *load) kindsSummary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range l.kinds {
+		all = append(all, kv{k, n})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
+	var b strings.Builder
+	for _, e := range all {
+		fmt.Fprintf(&b, "%s: %d; ", e.k, e.n)
+	}
+	return b.String()
+}
+
+// serverErrors are the 5xx answers other than 503 seen so far.
+func (l *load) serverErrors() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.bad...)
+}
