@@ -110,12 +110,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	if out == nil {
 		out = os.Stderr
 	}
-	a.logger = hclog.NewInterceptLogger(&hclog.LoggerOptions{
+	a.logger = newQuietLogger(hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:       "appliance",
 		Level:      hclog.LevelFromString(cfg.LogLevel),
 		Output:     out,
 		JSONFormat: cfg.LogFormat == "json",
-	})
+	}))
 	if ignored := scrubEnvironment(); len(ignored) > 0 {
 		a.logger.Warn("ignoring OpenBao/Vault environment variables: the appliance takes its settings from its config file only",
 			"variables", strings.Join(ignored, ","))

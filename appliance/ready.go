@@ -3,7 +3,9 @@ package appliance
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -35,6 +37,7 @@ const (
 type Readiness struct {
 	Ready  bool   `json:"ready"`
 	Reason string `json:"not_ready,omitempty"`
+	active bool   // the node is the active one
 }
 
 func notReady(format string, args ...any) Readiness {
@@ -64,7 +67,7 @@ func (a *Appliance) readiness() Readiness {
 		if state != hraft.Leader {
 			return notReady("stepping down: Raft has lost the leadership")
 		}
-		return Readiness{Ready: true}
+		return Readiness{Ready: true, active: true}
 	}
 	silence := time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
 	applied := a.raft.AppliedIndex()
@@ -117,21 +120,136 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		case path == "sys/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 			a.health(next, w, r)
 			return
-		case gateExempt[path] || a.core.Sealed():
+		case gateExempt[path]:
 			next.ServeHTTP(w, r)
 			return
 		}
-		rd := a.readiness()
-		for deadline := time.Now().Add(readyHold); !rd.Ready && time.Now().Before(deadline) && r.Context().Err() == nil; {
-			time.Sleep(readyPoll)
-			rd = a.readiness()
+		active := false
+		if !a.core.Sealed() {
+			rd := a.waitReady(r, time.Now().Add(readyHold))
+			if !rd.Ready {
+				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
+				return
+			}
+			active = rd.active
 		}
-		if !rd.Ready {
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
-			return
+		// A standby forwards to the active node, and OpenBao answers 500
+		// "active cluster node not found" when its view of the leader
+		// changes between our look and its own (a new leader's lock entry
+		// replicated before its advertisement; the node unsealed right
+		// after we saw it sealed). Nothing was done then, so the request
+		// is tried again once the node is ready again.
+		var body []byte
+		replay := false
+		if !active {
+			body, replay = bufferBody(r)
 		}
-		next.ServeHTTP(w, r)
+		for attempt := 0; ; attempt++ {
+			cw := &leaderLostCatcher{ResponseWriter: w}
+			next.ServeHTTP(cw, r)
+			if !cw.finish() {
+				return
+			}
+			if !replay || attempt > 0 {
+				break
+			}
+			if rd := a.waitReady(r, time.Now().Add(readyHold)); !rd.Ready {
+				break
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: the active node changed while the request was forwarded; retry in a moment or use another node"))
 	})
+}
+
+// waitReady polls the readiness until it holds or deadline passes.
+func (a *Appliance) waitReady(r *http.Request, deadline time.Time) Readiness {
+	rd := a.readiness()
+	for !rd.Ready && time.Now().Before(deadline) && r.Context().Err() == nil {
+		time.Sleep(readyPoll)
+		rd = a.readiness()
+	}
+	return rd
+}
+
+// maxReplayBody bounds the request body a standby keeps to try a request
+// again.
+const maxReplayBody = 1 << 20
+
+// bufferBody reads r's body into memory (up to maxReplayBody) and puts a
+// reader of it back; ok is false when it is larger (r.Body still reads it
+// all).
+func bufferBody(r *http.Request) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+	if err != nil || len(b) > maxReplayBody {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b, true
+}
+
+// leaderLostCatcher swallows OpenBao's 500 "local node not active but
+// active cluster node not found" (written before anything was done) and
+// lets every other answer through.
+type leaderLostCatcher struct {
+	http.ResponseWriter
+	code    int // 500 while the answer is held
+	pending bytes.Buffer
+}
+
+const leaderNotFound = "active cluster node not found"
+
+func (c *leaderLostCatcher) WriteHeader(code int) {
+	if code == http.StatusInternalServerError {
+		c.code = code // decided by the body
+		return
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *leaderLostCatcher) Write(b []byte) (int, error) {
+	if c.code != http.StatusInternalServerError {
+		return c.ResponseWriter.Write(b)
+	}
+	c.pending.Write(b)
+	if c.pending.Len() > 512 {
+		return len(b), c.flush()
+	}
+	return len(b), nil
+}
+
+// flush lets a held 500 through as it is.
+func (c *leaderLostCatcher) flush() error {
+	c.code = 0
+	c.ResponseWriter.WriteHeader(http.StatusInternalServerError)
+	_, err := c.ResponseWriter.Write(c.pending.Bytes())
+	return err
+}
+
+// finish ends the answer: true if it was the leader-not-found 500, which
+// was swallowed.
+func (c *leaderLostCatcher) finish() bool {
+	if c.code != http.StatusInternalServerError {
+		return false
+	}
+	if bytes.Contains(c.pending.Bytes(), []byte(leaderNotFound)) {
+		return true
+	}
+	c.flush()
+	return false
+}
+
+func (c *leaderLostCatcher) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok && c.code != http.StatusInternalServerError {
+		f.Flush()
+	}
 }
 
 // health answers sys/health as OpenBao does, with the appliance's

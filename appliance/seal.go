@@ -129,7 +129,13 @@ func (a *Appliance) sealKeeper(ctx context.Context) {
 			a.logger.Info("unsealed", "by", a.seal.LastUsed())
 		case err != nil && err.Error() != lastErr && ctx.Err() == nil:
 			lastErr = err.Error()
-			a.logger.Warn("sealed: "+sealedHint(err), "reason", err)
+			if strings.Contains(err.Error(), seal.ErrLocked.Error()) {
+				// Waiting for the HSM or for people: what a restart of a
+				// Shamir node does every time; status says the same.
+				a.logger.Info("sealed: "+sealedHint(err), "reason", err)
+			} else {
+				a.logger.Warn("sealed: "+sealedHint(err), "reason", err)
+			}
 		}
 	}
 }
