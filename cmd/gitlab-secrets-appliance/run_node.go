@@ -7,13 +7,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
 )
 
 func serverAction(c *cli.Context) error {
+	sd := newNotifier(c) // first: nothing started later sees NOTIFY_SOCKET
 	path := c.String("config")
 	cfg, err := appliance.Load(path)
 	if err != nil {
@@ -27,20 +30,46 @@ func serverAction(c *cli.Context) error {
 	}
 	// SIGHUP: read the config file again and apply what can change live
 	// (TLS certificates, log level, audit devices). A bad file changes
-	// nothing and the node keeps running.
-	reload := func() {
+	// nothing and the node keeps running; the refusal goes to systemd's
+	// STATUS= too.
+	reload := func() (refusal string) {
 		cfg, err := appliance.Load(path)
 		if err == nil {
 			err = a.Reload(cfg)
 		}
 		if err != nil {
 			fmt.Fprintln(c.App.ErrWriter, "Reload refused, the node runs on:", err)
+			return reloadRefusal(err)
 		}
+		return ""
 	}
-	return serve(ctx, a, reload)
+	return serve(ctx, a, sd, reload)
+}
+
+// reloadRefusal is the first line of a reload's error, for STATUS=: the
+// log has the rest (a config file's problems, one per line).
+func reloadRefusal(err error) string {
+	first, rest, _ := strings.Cut(err.Error(), "\n")
+	first = strings.TrimSuffix(strings.TrimSpace(first), ":")
+	if rest != "" {
+		first += "; the log lists them"
+	}
+	return first
+}
+
+// newNotifier reads systemd's notify socket and watchdog from the
+// environment and removes them from it (see package systemd).
+func newNotifier(c *cli.Context) *systemd.Notifier {
+	say := func(msg string) { fmt.Fprintln(c.App.ErrWriter, "systemd:", msg) }
+	sd, err := systemd.FromEnvironment(say)
+	if err != nil {
+		say(err.Error())
+	}
+	return sd
 }
 
 func devAction(c *cli.Context) error {
+	sd := newNotifier(c)
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	a, info, err := appliance.StartDev(ctx, appliance.DevOptions{
@@ -52,7 +81,7 @@ func devAction(c *cli.Context) error {
 		return startError(err)
 	}
 	printDevBanner(c, a.APIAddr(), info)
-	return serve(ctx, a, nil)
+	return serve(ctx, a, sd, nil)
 }
 
 // startError maps a failed start to its exit code: 3 for an invalid
@@ -66,25 +95,42 @@ func startError(err error) error {
 }
 
 // serve runs until a signal or a fatal error, then stops the node cleanly;
-// on SIGHUP it calls reload, if any.
-func serve(ctx context.Context, a *appliance.Appliance, reload func()) error {
+// on SIGHUP it calls reload, if any, which says why it refused the new
+// config, or "". It keeps systemd informed through sd: READY=1 now (the API
+// serves), STATUS= and WATCHDOG=1 while it runs, RELOADING=1 and READY=1
+// around a reload, STOPPING=1 before the node stops.
+func serve(ctx context.Context, a *appliance.Appliance, sd *systemd.Notifier, reload func() string) error {
 	hup := make(chan os.Signal, 1)
 	if reload != nil {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
+	sd.Ready()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		sd.Run(watchCtx, nodeSource{a})
+	}()
 	var failure error
+	var why string
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			why = context.Cause(ctx).Error()
 			break loop
 		case failure = <-a.Err():
+			why = "failed: " + failure.Error()
 			break loop
 		case <-hup:
-			reload()
+			sd.Reloading()
+			sd.Reloaded(reload())
 		}
 	}
+	sd.Stopping(why)
+	stopWatch()
+	<-watched
 	if err := a.Close(); err != nil && failure == nil {
 		failure = err
 	}
@@ -93,6 +139,12 @@ loop:
 	}
 	return nil
 }
+
+// nodeSource is the node as systemd is told about it.
+type nodeSource struct{ a *appliance.Appliance }
+
+func (s nodeSource) Summary(ctx context.Context) string { return s.a.Status(ctx).Summary() }
+func (s nodeSource) Alive()                             { s.a.Alive() }
 
 func printDevBanner(c *cli.Context, addr string, info *appliance.DevInfo) {
 	token, _ := filepath.Rel(mustGetwd(), info.RootTokenFile)

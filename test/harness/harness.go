@@ -251,6 +251,9 @@ func (n *Node) Wait(t testing.TB, timeout time.Duration) int {
 // Notify sends sig without waiting (SIGHUP: reload).
 func (n *Node) Notify(sig syscall.Signal) { n.cmd.Process.Signal(sig) }
 
+// PID is the process's ID.
+func (n *Node) PID() int { return n.cmd.Process.Pid }
+
 // Exited reports whether the process has ended.
 func (n *Node) Exited() bool {
 	select {

@@ -99,6 +99,13 @@ func (h *HangingHSM) Env() []string {
 	return append(h.SoftHSM.Env(), "GSA_HSM_HANG_FILE="+h.HangFile, "GSA_HSM_COUNT_FILE="+h.CountFile)
 }
 
+// EnvReport is the variable that makes the shim record, when it is
+// loaded, which of the named variables are set ("env NAME" lines: see
+// Count("env", name)). Give it to the process with Env.
+func (h *HangingHSM) EnvReport(names ...string) string {
+	return "GSA_HSM_ENV_REPORT=" + strings.Join(names, " ")
+}
+
 // SetEnv sets Env in this test process (before the shim is first loaded).
 func (h *HangingHSM) SetEnv(t testing.TB) {
 	t.Helper()
@@ -125,8 +132,9 @@ func (h *HangingHSM) Release(t testing.TB) {
 	}
 }
 
-// Count is how many times event ("enter", "block", "unblock" or "leave") happened,
-// in any wrapped function or, if functions are named, in those.
+// Count is how many times event ("enter", "block", "unblock", "leave" or
+// "env") happened, in any wrapped function (variable, for "env") or, if
+// functions are named, in those.
 func (h *HangingHSM) Count(event string, functions ...string) int {
 	b, _ := os.ReadFile(h.CountFile)
 	n := 0

@@ -20,6 +20,11 @@
  *     lines to see how many calls reached the token; "unblock C_Decrypt"
  *     when a blocked call goes on to the token.
  *
+ *   - for each variable named in $GSA_HSM_ENV_REPORT (whitespace
+ *     separated) that is set in the environment the module is loaded into,
+ *     a line "env NAME" goes to $GSA_HSM_COUNT_FILE: a test sees what C
+ *     code loaded by the appliance finds in its environment.
+ *
  * The environment is read once, when the module is first asked for its
  * function list, so a test can change its own environment afterwards.
  *
@@ -145,6 +150,16 @@ static void copyenv(char *dst, size_t size, const char *name) {
     strcpy(dst, v);
 }
 
+/* report_env records "env NAME" for each variable $GSA_HSM_ENV_REPORT
+ * names that is set. */
+static void report_env(void) {
+  char names[4096], *name, *save = NULL;
+  copyenv(names, sizeof names, "GSA_HSM_ENV_REPORT");
+  for (name = strtok_r(names, " \t\n", &save); name; name = strtok_r(NULL, " \t\n", &save))
+    if (getenv(name))
+      record("env", name);
+}
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
   CK_RV rv = CKR_OK;
   if (!list)
@@ -158,6 +173,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
       strcpy(path, DEFAULT_TARGET);
     copyenv(hang_file, sizeof hang_file, "GSA_HSM_HANG_FILE");
     copyenv(count_file, sizeof count_file, "GSA_HSM_COUNT_FILE");
+    report_env();
     target_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     get = target_handle ? (CK_C_GetFunctionList)dlsym(target_handle, "C_GetFunctionList") : NULL;
     if (!get || get(&target) != CKR_OK || !target) {
