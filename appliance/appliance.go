@@ -47,7 +47,8 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftHandle // the hashicorp/raft instance inside raft
+	raftH       *raftHandle  // the hashicorp/raft instance inside raft
+	leaders     *leaderWatch // cancels forwards to a leader that is no longer it
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -87,6 +88,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, err
 	}
 	a = &Appliance{
+		leaders: newLeaderWatch(),
 		cfg:     cfg,
 		started: time.Now(),
 		ready:   make(chan struct{}),
@@ -270,6 +272,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	go func() {
 		defer a.bg.Done()
 		a.sealKeeper(bgCtx)
+	}()
+	a.leaders.tune = a.tuneRaft
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.leaders.run(bgCtx, a.raftH)
 	}()
 	a.bg.Add(1)
 	go func() {

@@ -13,6 +13,7 @@ const (
 	DefaultLogLevel              = "info"
 	DefaultLogFormat             = "standard"
 	DefaultPerformanceMultiplier = 1
+	DefaultHeartbeatTimeout      = "500ms"
 	DefaultTLSMinVersion         = "tls12"
 	DefaultShamirShares          = 5
 	DefaultShamirThreshold       = 3
@@ -81,6 +82,13 @@ type Cluster struct {
 type Raft struct {
 	// PerformanceMultiplier scales Raft timing: 1 is fastest (LAN), 10 slowest.
 	PerformanceMultiplier int `hcl:"performance_multiplier,optional"`
+	// HeartbeatTimeout is how long a follower waits without hearing from
+	// its leader before it calls an election (and a candidate before it
+	// tries again); a failover takes one to two of it. "" takes
+	// DefaultHeartbeatTimeout at performance_multiplier 1, OpenBao's
+	// 1 s × multiplier otherwise. At least 500 ms × multiplier (Raft's
+	// leader lease).
+	HeartbeatTimeout string `hcl:"heartbeat_timeout,optional"`
 	// NonVoter joins the cluster as a non-voting member (needs RetryJoin).
 	NonVoter bool `hcl:"non_voter,optional"`
 	// RetryJoin lists the nodes to join through until one answers.
@@ -181,6 +189,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Raft.PerformanceMultiplier == 0 {
 		c.Raft.PerformanceMultiplier = DefaultPerformanceMultiplier
+	}
+	if c.Raft.HeartbeatTimeout == "" && c.Raft.PerformanceMultiplier == 1 {
+		c.Raft.HeartbeatTimeout = DefaultHeartbeatTimeout
 	}
 	if c.Telemetry == nil {
 		c.Telemetry = &Telemetry{}

@@ -123,7 +123,7 @@ data_dir = "`+data+`"`), "min.hcl")
 		t.Fatal(err)
 	}
 	if c.Listeners[0].Address != DefaultAPIAddress || !c.Listeners[0].TLSDisable || c.Cluster.Address != "127.0.0.1:8201" ||
-		c.LogLevel != "info" || c.Raft.PerformanceMultiplier != 1 || c.Seal.Shamir.Shares != 5 || c.Seal.Shamir.Threshold != 3 {
+		c.LogLevel != "info" || c.Raft.PerformanceMultiplier != 1 || c.Raft.HeartbeatTimeout != "500ms" || c.Seal.Shamir.Shares != 5 || c.Seal.Shamir.Threshold != 3 {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -172,6 +172,9 @@ func TestBadConfigs(t *testing.T) {
 		{"gitlab private key as public", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwt_validation_pubkeys_file = \"" + key + "\"\n}", "gitlab.jwt_validation_pubkeys_file", "never a private key"},
 		{"gitlab ttl above max", "c.hcl", base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa:8200\"\n jwks_url = \"https://g.example.com/k\"\n token_ttl = \"1h\"\n}", "gitlab.token_ttl", "longer than token_max_ttl"},
 		{"wrong type", "c.hcl", base + "raft { performance_multiplier = \"fast\" }", "raft.performance_multiplier", "wrong type (line 3): a number is required"},
+		{"heartbeat below the lease", "c.hcl", base + "raft { heartbeat_timeout = \"200ms\" }", "raft.heartbeat_timeout", "out of range; use 500ms"},
+		{"heartbeat below a slower lease", "c.hcl", base + "raft {\n performance_multiplier = 3\n heartbeat_timeout = \"1s\"\n}", "raft.heartbeat_timeout", "use 1.5s"},
+		{"heartbeat not a duration", "c.hcl", base + "raft { heartbeat_timeout = \"soon\" }", "raft.heartbeat_timeout", "not a duration"},
 		{"syntax error", "c.hcl", base + "listener {", "", "Unclosed configuration block"},
 	}
 	_ = cert

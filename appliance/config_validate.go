@@ -201,6 +201,14 @@ func (l Listener) validate(v *validator, key string) {
 }
 
 func (r *Raft) validate(v *validator) {
+	if r.HeartbeatTimeout != "" {
+		lease := time.Duration(max(r.PerformanceMultiplier, 1)) * 500 * time.Millisecond
+		if d, err := time.ParseDuration(r.HeartbeatTimeout); err != nil {
+			v.add("raft.heartbeat_timeout", "%q is not a duration (e.g. \"500ms\", \"2s\")", r.HeartbeatTimeout)
+		} else if d < lease || d > time.Minute {
+			v.add("raft.heartbeat_timeout", "%s is out of range; use %s (Raft's leader lease at performance_multiplier %d) to 1m", d, lease, r.PerformanceMultiplier)
+		}
+	}
 	if r.PerformanceMultiplier < 1 || r.PerformanceMultiplier > 10 {
 		v.add("raft.performance_multiplier", "%d is out of range; use 1 (fastest failover) to 10", r.PerformanceMultiplier)
 	}

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -133,33 +136,140 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			}
 			active = rd.active
 		}
-		// A standby forwards to the active node, and OpenBao answers 500
-		// "active cluster node not found" when its view of the leader
-		// changes between our look and its own (a new leader's lock entry
-		// replicated before its advertisement; the node unsealed right
-		// after we saw it sealed). Nothing was done then, so the request
-		// is tried again once the node is ready again.
+		// Answers OpenBao gives while the leader changes under a request
+		// become what they are: the request is sent again once the node
+		// is ready (nothing was done), or a 503 says the outcome of a write
+		// is unknown. See heldAnswer.
 		var body []byte
 		replay := false
 		if !active {
 			body, replay = bufferBody(r)
 		}
+		noForward := r.Header.Get("X-Vault-No-Request-Forwarding") != "" || strings.HasPrefix(path, "sys/storage/raft/snapshot")
+		orig := r
 		for attempt := 0; ; attempt++ {
-			cw := &leaderLostCatcher{ResponseWriter: w}
-			next.ServeHTTP(cw, r)
-			if !cw.finish() {
+			h := &heldAnswer{w: w, header: http.Header{}}
+			req, done, cut := orig, func() {}, func() bool { return false }
+			if !active {
+				req, done, cut = a.leaders.bound(orig)
+			}
+			next.ServeHTTP(h, req)
+			done()
+			failed := time.Now()
+			kind := h.kind(noForward)
+			if kind == answerAsIs && h.code == http.StatusInternalServerError && cut() {
+				// Cancelled by the leader change, not forwarded but handled
+				// here as the node became active: whatever OpenBao says, the
+				// outcome is not known.
+				kind = writeInDoubt
+			}
+			switch {
+			case kind == answerAsIs:
+				h.release()
+				return
+			case kind == writeInDoubt:
+				writeError(w, http.StatusServiceUnavailable, errors.New("the active node lost its leadership while committing this request: it may or may not have been applied; retry it"))
+				return
+			case !replay || attempt == 2 || orig.Context().Err() != nil:
+				if kind == forwardFailed {
+					h.release() // OpenBao's redirect to the leader, as it would answer
+				} else {
+					writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: the active node changed while the request was forwarded; retry in a moment or use another node"))
+				}
 				return
 			}
-			if !replay || attempt > 0 {
-				break
+			// Nothing was done: once the node is ready again and hears from
+			// a leader, send the request again.
+			if rd := a.waitFresh(orig, failed, time.Now().Add(readyHold)); !rd.Ready {
+				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
+				return
 			}
-			if rd := a.waitReady(r, time.Now().Add(readyHold)); !rd.Ready {
-				break
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			orig.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: the active node changed while the request was forwarded; retry in a moment or use another node"))
 	})
+}
+
+// leaderWatch tells the requests a standby forwards that the leader they
+// were forwarded to is no longer it: when this node's Raft state or leader
+// changes, every request bound to the old leader is cancelled. Without
+// this, a forward to a leader that stopped answering (paused, cut off)
+// hangs until the client gives up, and holds OpenBao's forwarding lock,
+// which the node needs to become active if it is the new leader: the whole
+// cluster then waits for the slowest client's timeout.
+type leaderWatch struct {
+	mu     sync.Mutex
+	ch     chan struct{} // closed at the next change
+	state  hraft.RaftState
+	leader hraft.ServerID
+	tune   func(r *hraft.Raft) // called at every look (see tuneRaft)
+}
+
+func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})} }
+
+// leaderPoll is how often the watch looks at Raft.
+const leaderPoll = 20 * time.Millisecond
+
+// run watches a's Raft until ctx ends.
+func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
+	t := time.NewTicker(leaderPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var state hraft.RaftState = hraft.Shutdown
+		var leader hraft.ServerID
+		h.with(func(r *hraft.Raft) {
+			state = r.State()
+			_, leader = r.LeaderWithID()
+			if w.tune != nil {
+				w.tune(r)
+			}
+		})
+		w.mu.Lock()
+		if state != w.state || leader != w.leader {
+			w.state, w.leader = state, leader
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+		w.mu.Unlock()
+	}
+}
+
+// bound is r with a context cancelled at the next change; call done when
+// the request is over. cut reports whether the change cancelled it.
+func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
+	w.mu.Lock()
+	ch := w.ch
+	w.mu.Unlock()
+	ctx, cancel := context.WithCancel(r.Context())
+	var byChange atomic.Bool
+	go func() {
+		select {
+		case <-ch:
+			byChange.Store(true)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return r.WithContext(ctx), cancel, byChange.Load
+}
+
+// waitFresh is waitReady that also waits for a contact with a leader
+// after since (a forward failed then: the leader may be gone though Raft
+// has not noticed yet; a live one sends a heartbeat within 100 ms).
+func (a *Appliance) waitFresh(r *http.Request, since time.Time, deadline time.Time) Readiness {
+	for {
+		rd := a.waitReady(r, deadline)
+		fresh := false
+		a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(since) })
+		if !rd.Ready || rd.active || fresh || !time.Now().Before(deadline) || r.Context().Err() != nil {
+			return rd
+		}
+		time.Sleep(readyPoll)
+	}
 }
 
 // waitReady polls the readiness until it holds or deadline passes.
@@ -195,62 +305,98 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 	return b, true
 }
 
-// leaderLostCatcher swallows OpenBao's 500 "local node not active but
-// active cluster node not found" (written before anything was done) and
-// lets every other answer through.
-type leaderLostCatcher struct {
-	http.ResponseWriter
-	code    int // 500 while the answer is held
-	pending bytes.Buffer
+// What a held answer turns out to be.
+const (
+	answerAsIs    = iota // any answer but those below
+	leaderUnknown        // 500 "active cluster node not found", written before anything was done
+	forwardFailed        // 307 from a standby whose forward to the active node failed
+	writeInDoubt         // 500 "leadership lost while committing log": maybe applied
+)
+
+// heldAnswer holds OpenBao's 307 and 500 answers (headers and body) until
+// the gate knows what they are; every other answer goes through as it is
+// written.
+type heldAnswer struct {
+	w      http.ResponseWriter
+	header http.Header
+	code   int // the held code, or 0
+	wrote  bool
+	body   bytes.Buffer
 }
 
-const leaderNotFound = "active cluster node not found"
+func (h *heldAnswer) Header() http.Header { return h.header }
 
-func (c *leaderLostCatcher) WriteHeader(code int) {
-	if code == http.StatusInternalServerError {
-		c.code = code // decided by the body
+func (h *heldAnswer) WriteHeader(code int) {
+	if h.wrote || h.code != 0 {
 		return
 	}
-	c.ResponseWriter.WriteHeader(code)
+	if code == http.StatusTemporaryRedirect || code == http.StatusInternalServerError {
+		h.code = code
+		return
+	}
+	h.start(code)
 }
 
-func (c *leaderLostCatcher) Write(b []byte) (int, error) {
-	if c.code != http.StatusInternalServerError {
-		return c.ResponseWriter.Write(b)
+func (h *heldAnswer) start(code int) {
+	for k, v := range h.header {
+		h.w.Header()[k] = v
 	}
-	c.pending.Write(b)
-	if c.pending.Len() > 512 {
-		return len(b), c.flush()
-	}
-	return len(b), nil
+	h.w.WriteHeader(code)
+	h.wrote = true
 }
 
-// flush lets a held 500 through as it is.
-func (c *leaderLostCatcher) flush() error {
-	c.code = 0
-	c.ResponseWriter.WriteHeader(http.StatusInternalServerError)
-	_, err := c.ResponseWriter.Write(c.pending.Bytes())
-	return err
+func (h *heldAnswer) Write(b []byte) (int, error) {
+	if !h.wrote && h.code == 0 {
+		h.start(http.StatusOK)
+	}
+	if h.wrote {
+		return h.w.Write(b)
+	}
+	if h.body.Len()+len(b) > 64<<10 {
+		h.release()
+		return h.w.Write(b)
+	}
+	return h.body.Write(b)
 }
 
-// finish ends the answer: true if it was the leader-not-found 500, which
-// was swallowed.
-func (c *leaderLostCatcher) finish() bool {
-	if c.code != http.StatusInternalServerError {
-		return false
-	}
-	if bytes.Contains(c.pending.Bytes(), []byte(leaderNotFound)) {
-		return true
-	}
-	c.flush()
-	return false
-}
-
-func (c *leaderLostCatcher) Flush() {
-	if f, ok := c.ResponseWriter.(http.Flusher); ok && c.code != http.StatusInternalServerError {
+func (h *heldAnswer) Flush() {
+	if f, ok := h.w.(http.Flusher); ok && h.wrote {
 		f.Flush()
 	}
 }
+
+// release writes the held answer as it was.
+func (h *heldAnswer) release() {
+	if h.wrote {
+		return
+	}
+	code := h.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	h.code = 0
+	h.start(code)
+	h.w.Write(h.body.Bytes())
+	h.body.Reset()
+}
+
+// kind says what the held answer is; noForward: the request did not want
+// forwarding, so a redirect is the answer.
+func (h *heldAnswer) kind(noForward bool) int {
+	switch {
+	case h.wrote || h.code == 0:
+		return answerAsIs
+	case h.code == http.StatusTemporaryRedirect && !noForward:
+		return forwardFailed
+	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte(leaderNotFound)):
+		return leaderUnknown
+	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte("leadership lost while committing log")):
+		return writeInDoubt
+	}
+	return answerAsIs
+}
+
+const leaderNotFound = "active cluster node not found"
 
 // health answers sys/health as OpenBao does, with the appliance's
 // readiness added: an unsealed node that is not ready answers

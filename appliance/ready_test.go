@@ -8,38 +8,41 @@ import (
 	"testing"
 )
 
-// The 500 OpenBao writes before forwarding when it lost sight of the
-// active node is swallowed (the gate tries again); any other 500 and
-// every other answer go through untouched.
-func TestLeaderLostCatcher(t *testing.T) {
+// OpenBao's answers while the leader changes are held and told apart;
+// every other answer goes through untouched, headers and all.
+func TestHeldAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string
 		code       int
-		caught     bool
+		noForward  bool
+		kind       int
 	}{
-		{"leader not found", `{"errors":["local node not active but active cluster node not found"]}` + "\n", 500, true},
-		{"another 500", `{"errors":["internal error"]}` + "\n", 500, false},
-		{"a long 500", strings.Repeat("x", 2000), 500, false},
-		{"200", `{"data":{}}`, 200, false},
-		{"307", "", 307, false},
+		{"leader not found", `{"errors":["local node not active but active cluster node not found"]}` + "\n", 500, false, leaderUnknown},
+		{"leadership lost", `{"errors":["1 error occurred:\n\t* leadership lost while committing log\n\n"]}` + "\n", 500, false, writeInDoubt},
+		{"another 500", `{"errors":["internal error"]}` + "\n", 500, false, answerAsIs},
+		{"a forward that failed", "", 307, false, forwardFailed},
+		{"a redirect asked for", "", 307, true, answerAsIs},
+		{"a long 500", strings.Repeat("x", 70<<10), 500, false, answerAsIs},
+		{"200", `{"data":{}}`, 200, false, answerAsIs},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			c := &leaderLostCatcher{ResponseWriter: rec}
-			c.Header().Set("Content-Type", "application/json")
-			c.WriteHeader(tc.code)
-			io.WriteString(c, tc.body)
-			if got := c.finish(); got != tc.caught {
-				t.Fatalf("caught %v", got)
+			h := &heldAnswer{w: rec, header: http.Header{}}
+			h.Header().Set("Location", "https://leader:8200/v1/x")
+			h.WriteHeader(tc.code)
+			io.WriteString(h, tc.body)
+			if got := h.kind(tc.noForward); got != tc.kind {
+				t.Fatalf("kind %d, want %d", got, tc.kind)
 			}
-			if tc.caught {
-				if rec.Body.Len() != 0 {
-					t.Fatalf("a swallowed answer wrote %q", rec.Body.String())
+			if tc.kind != answerAsIs {
+				if rec.Body.Len() != 0 || rec.Header().Get("Location") != "" {
+					t.Fatalf("a held answer wrote %q (%v)", rec.Body.String(), rec.Header())
 				}
 				return
 			}
-			if rec.Code != tc.code || rec.Body.String() != tc.body {
-				t.Fatalf("answer changed: %d %q", rec.Code, rec.Body.String())
+			h.release()
+			if rec.Code != tc.code || rec.Body.String() != tc.body || rec.Header().Get("Location") == "" {
+				t.Fatalf("answer changed: %d %q %v", rec.Code, rec.Body.String(), rec.Header())
 			}
 		})
 	}

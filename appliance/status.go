@@ -54,8 +54,11 @@ type RaftStatus struct {
 	// follower: what its leader told it); Leader is Raft's leader.
 	CommitIndex uint64 `json:"commit_index"`
 	Leader      string `json:"leader,omitempty"`
-	Voter       bool   `json:"voter"`
-	Peers       int    `json:"peers"` // members in this node's Raft configuration
+	// HeartbeatTimeout is the one Raft runs with now (see
+	// raft.heartbeat_timeout).
+	HeartbeatTimeout string `json:"heartbeat_timeout,omitempty"`
+	Voter            bool   `json:"voter"`
+	Peers            int    `json:"peers"` // members in this node's Raft configuration
 }
 
 // Status reports the node's state, probing the HSM (briefly) if this node
@@ -78,6 +81,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
 	a.raftH.with(func(r *hraft.Raft) {
 		st.Raft.CommitIndex = r.CommitIndex()
+		st.Raft.HeartbeatTimeout = r.ReloadableConfig().HeartbeatTimeout.String()
 		addr, id := r.LeaderWithID()
 		if id != "" {
 			st.Raft.Leader = fmt.Sprintf("%s (%s)", id, addr)

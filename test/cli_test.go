@@ -33,8 +33,9 @@ type statusOutput struct {
 	Sealed      bool   `json:"sealed"`
 	NodeID      string `json:"node_id"`
 	Raft        struct {
-		Voter bool `json:"voter"`
-		Peers int  `json:"peers"`
+		Voter            bool   `json:"voter"`
+		Peers            int    `json:"peers"`
+		HeartbeatTimeout string `json:"heartbeat_timeout"`
 	} `json:"raft"`
 	Seal struct {
 		Generation uint32 `json:"generation"`

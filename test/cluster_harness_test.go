@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,12 +24,14 @@ type cluster struct {
 	env   []string // for every node (a SoftHSM token's config)
 	nodes []*member
 	res   initOutput
+	ca    *harness.CA // the nodes' TLS CA (nodes off loopback serve TLS)
 }
 
 // member is one node of a cluster.
 type member struct {
 	id, host, cfg, addr string
 	n                   *harness.Node
+	netHost             *harness.Host // its network namespace, if the cluster has a Net
 }
 
 // clusterOptions shape a cluster.
@@ -37,6 +40,10 @@ type clusterOptions struct {
 	seal  func(dir string) string // the seal block of every node (default: shamir 3 of 2)
 	env   []string
 	extra string // more config for every node
+	// seals gives node i its own seal block, if set (over seal).
+	seals func(i int, dir string) string
+	// net runs each node in its own network namespace (harness.NewNet).
+	net *harness.Net
 }
 
 // newCluster starts opts.size nodes, initializes the first, unseals the
@@ -46,33 +53,57 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{t: t, tr: &harness.Transcript{}, bin: harness.Binary(t), env: opts.env}
 	dir := t.TempDir()
+	if opts.net != nil {
+		// Plain HTTP is for loopback only: the nodes serve TLS, the CLI
+		// and the test's clients trust the test CA.
+		c.ca = harness.NewCA(t)
+		t.Setenv("GITLAB_SECRETS_APPLIANCE_CACERT", c.ca.File)
+	}
 	for i := range opts.size {
 		host := fmt.Sprintf("127.0.0.%d", i+1)
 		m := &member{id: fmt.Sprintf("node-%d", i+1), host: host}
-		m.addr = "http://" + harness.FreeAddr(t, host)
+		if opts.net != nil {
+			m.netHost = opts.net.Hosts[i]
+			m.host = m.netHost.IP
+			m.addr = "https://" + m.host + ":8200" // a namespace of its own: every port is free
+		} else {
+			m.addr = "http://" + harness.FreeAddr(t, host)
+		}
 		c.nodes = append(c.nodes, m)
 	}
-	for _, m := range c.nodes {
+	for i, m := range c.nodes {
 		var joins strings.Builder
 		for _, o := range c.nodes {
-			if o != m {
+			if o == m {
+				continue
+			}
+			if c.ca != nil {
+				fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n    leader_ca_cert_file = %q\n  }\n", o.addr, c.ca.File)
+			} else {
 				fmt.Fprintf(&joins, "  retry_join { leader_api_addr = %q }\n", o.addr)
 			}
+		}
+		listener := "  tls_disable = true\n"
+		if c.ca != nil {
+			cert, key := c.ca.Issue(t, m.id, m.host)
+			listener = fmt.Sprintf("  tls_cert_file = %q\n  tls_key_file  = %q\n", cert, key)
 		}
 		seal := "seal {\n  shamir {\n    shares = 3\n    threshold = 2\n  }\n}\n"
 		if opts.seal != nil {
 			seal = opts.seal(dir)
+		}
+		if opts.seals != nil {
+			seal = opts.seals(i, dir)
 		}
 		m.cfg = filepath.Join(dir, m.id+".hcl")
 		src := fmt.Sprintf(`node_id  = %q
 data_dir = %q
 listener {
   address     = %q
-  tls_disable = true
-}
+%s}
 raft {
 %s}
-%s%s`, m.id, filepath.Join(dir, m.id), strings.TrimPrefix(m.addr, "http://"), joins.String(), seal, opts.extra)
+%s%s`, m.id, filepath.Join(dir, m.id), hostPort(m.addr), listener, joins.String(), seal, opts.extra)
 		if err := os.WriteFile(m.cfg, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +133,11 @@ raft {
 // start runs m's process and waits for its API.
 func (c *cluster) start(m *member) {
 	c.t.Helper()
-	m.n = harness.StartNode(c.t, c.tr, c.bin, m.cfg, m.addr, c.env...)
+	var prefix []string
+	if m.netHost != nil {
+		prefix = m.netHost.Prefix()
+	}
+	m.n = harness.StartNodeIn(c.t, c.tr, prefix, c.bin, m.cfg, m.addr, c.env...)
 	m.n.WaitServing(c.t, c.tr)
 }
 
@@ -157,7 +192,35 @@ func (c *cluster) kill(m *member) {
 
 // client is an OpenBao API client for m with the root token.
 func (c *cluster) client(m *member) *api.Client {
-	return apiClient(c.t, m.addr, c.res.RootToken)
+	if c.ca == nil {
+		return apiClient(c.t, m.addr, c.res.RootToken)
+	}
+	conf := api.DefaultConfig()
+	conf.Address = m.addr
+	if err := conf.ConfigureTLS(&api.TLSConfig{CACert: c.ca.File}); err != nil {
+		c.t.Fatal(err)
+	}
+	cl, err := api.NewClient(conf)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cl.SetToken(c.res.RootToken)
+	return cl
+}
+
+// httpClient is a plain HTTP client that trusts the nodes.
+func (c *cluster) httpClient() *http.Client {
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+	if c.ca != nil {
+		tr.TLSClientConfig = c.ca.ClientTLS()
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr}
+}
+
+// hostPort is a URL's host:port.
+func hostPort(u string) string {
+	_, rest, _ := strings.Cut(u, "://")
+	return rest
 }
 
 // stop sends SIGTERM to every running member.

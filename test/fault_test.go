@@ -37,6 +37,13 @@ func TestLeaderKillUnderLoad(t *testing.T) {
 	harness.Eventually(t, time.Minute, "writes before the fault", func() bool { return acks() > 200 })
 
 	old := c.leader()
+	// The default heartbeat timeout (500 ms) is what Raft runs with.
+	for _, m := range c.nodes {
+		harness.Eventually(t, time.Minute, m.id+"'s Raft timing", func() bool {
+			st, _ := status(t, c.tr, c.bin, m.addr)
+			return st.Raft.HeartbeatTimeout == "500ms"
+		})
+	}
 	killed := time.Now()
 	c.kill(old)
 	before := acks()

@@ -89,21 +89,23 @@ func (l *load) note(kind, bad string) {
 // nodeAt names the member serving host:port.
 func (c *cluster) nodeAt(hostport string) string {
 	for _, m := range c.nodes {
-		if strings.TrimPrefix(m.addr, "http://") == hostport {
+		if hostPort(m.addr) == hostport {
 			return m.id
 		}
 	}
 	return hostport
 }
 
-// startLoad starts writers (each writing its own keys, through the nodes
-// in turn) and one reader per node.
+// startLoad starts writers (each writing its own keys through one node,
+// writer w through node w mod n, as clients behind a load balancer stick to
+// a node) and one reader per node.
 func startLoad(c *cluster, writers int) *load {
 	l := &load{c: c, acked: map[string]int{}, kinds: map[string]int{}}
-	l.hc = &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: recorder{l: l, next: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}},
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+	if c.ca != nil {
+		tr.TLSClientConfig = c.ca.ClientTLS()
 	}
+	l.hc = &http.Client{Timeout: 10 * time.Second, Transport: recorder{l: l, next: tr}}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	for w := range writers {
@@ -111,7 +113,7 @@ func startLoad(c *cluster, writers int) *load {
 		go func() {
 			defer l.wg.Done()
 			for seq := 0; ctx.Err() == nil; seq++ {
-				m := c.nodes[(w+seq)%len(c.nodes)]
+				m := c.nodes[w%len(c.nodes)]
 				key := fmt.Sprintf("w%d-%d", w, seq%50)
 				if l.write(ctx, m.addr, key, seq) {
 					l.mu.Lock()

@@ -187,8 +187,17 @@ type Node struct {
 // if the test left it running.
 func StartNode(t testing.TB, tr *Transcript, bin, cfg, addr string, env ...string) *Node {
 	t.Helper()
+	return StartNodeIn(t, tr, nil, bin, cfg, addr, env...)
+}
+
+// StartNodeIn is StartNode with the command run through prefix (for
+// example ip netns exec NS): prefix must exec the binary, so that the
+// process signalled is the node's.
+func StartNodeIn(t testing.TB, tr *Transcript, prefix []string, bin, cfg, addr string, env ...string) *Node {
+	t.Helper()
 	n := &Node{Bin: bin, Config: cfg, Addr: addr, Output: tr.add(&Buffer{}), done: make(chan struct{})}
-	n.cmd = exec.Command(bin, "server", "--config", cfg)
+	args := append(append(append([]string(nil), prefix...), bin), "server", "--config", cfg)
+	n.cmd = exec.Command(args[0], args[1:]...)
 	n.cmd.Stdout, n.cmd.Stderr = n.Output, n.Output
 	n.cmd.Env = append(os.Environ(), env...)
 	if err := n.cmd.Start(); err != nil {
@@ -227,7 +236,13 @@ func (n *Node) Signal(t testing.TB, sig syscall.Signal, timeout time.Duration) i
 	select {
 	case <-n.done:
 	case <-time.After(timeout):
-		t.Fatalf("node did not exit within %s of %v:\n%s", timeout, sig, n.Output)
+		// A hung node: SIGQUIT makes Go print every goroutine's stack.
+		n.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-n.done:
+		case <-time.After(5 * time.Second):
+		}
+		t.Fatalf("node did not exit within %s of %v (its goroutines follow its log):\n%s", timeout, sig, n.Output)
 	}
 	return n.cmd.ProcessState.ExitCode()
 }
