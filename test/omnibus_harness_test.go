@@ -153,7 +153,7 @@ func newOmnibusNode(t *testing.T, bin, name string) *omnibusNode {
 		}
 	}
 	chmodTree(t, root, 0o755)
-	dst := filepath.Join(n.InstallDir, "embedded", "bin", "gitlab-secrets-appliance")
+	dst := n.binary()
 	if err := os.Link(bin, dst); err != nil {
 		b, err := os.ReadFile(bin)
 		if err != nil {
@@ -248,12 +248,17 @@ func (n *omnibusNode) renderedConfig(t *testing.T) map[string]any {
 	return c
 }
 
-// validate runs `config validate` on the rendered file, as the service
-// user when the test can switch to it: the user must be able to read
-// everything the config names.
-func (n *omnibusNode) validate(t *testing.T, bin string) {
+// binary is the appliance installed at /opt/gitlab/embedded/bin.
+func (n *omnibusNode) binary() string {
+	return filepath.Join(n.InstallDir, "embedded", "bin", "gitlab-secrets-appliance")
+}
+
+// validate runs the installed binary's `config validate` on the rendered
+// file, as the service user when the test can switch to it: the user must
+// be able to run the binary and read everything the config names.
+func (n *omnibusNode) validate(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(bin, "config", "validate", n.ConfigFile())
+	cmd := exec.Command(n.binary(), "config", "validate", n.ConfigFile())
 	cmd.Env = append(os.Environ(), n.env(t)...)
 	if os.Getuid() == 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(n.Account.UID), Gid: uint32(n.Account.GID)}}
@@ -322,8 +327,7 @@ func (n *omnibusNode) start(t *testing.T, tr *harness.Transcript) *service {
 		pr.Close()
 		pw.Close()
 	} else {
-		bin := filepath.Join(n.InstallDir, "embedded", "bin", "gitlab-secrets-appliance")
-		s.run = exec.Command(bin, "server", "--config", n.ConfigFile())
+		s.run = exec.Command(n.binary(), "server", "--config", n.ConfigFile())
 		s.run.Env = append(os.Environ(), n.env(t)...)
 		s.run.Dir = n.Dir
 		s.run.Stdout, s.run.Stderr = s.output, s.output

@@ -157,7 +157,7 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	if got := n.renderedConfig(t); !reflect.DeepEqual(got, jsonRoundTrip(t, want)) {
 		t.Fatalf("appliance.json:\n%s\nwant:\n%s", prettyJSON(got), prettyJSON(want))
 	}
-	n.validate(t, bin)
+	n.validate(t)
 
 	// The recipe's resources and what they left on disk.
 	acct := n.Report.resource(t, "account", "GitLab secrets appliance user and group")
@@ -371,7 +371,7 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 			t.Errorf("%s after reconfigure: mode %04o uid %d gid %d, want 0640 root:%s", f, mode, uid, gid, n.Account.Group)
 		}
 	}
-	n.validate(t, bin)
+	n.validate(t)
 	sc := onlyScrapeConfig(t, n)
 	if sc["scheme"] != "https" || sc["tls_config"].(map[string]any)["ca_file"] != caFile {
 		t.Fatalf("scrape config: %v", sc)
@@ -494,7 +494,7 @@ gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 				}
 				n.mustReconfigure(t, rb)
 				cfg := n.renderedConfig(t)
-				n.validate(t, bin)
+				n.validate(t)
 
 				if cfg["node_id"] != name || cfg["api_addr"] != "https://"+name+":8200" || cfg["cluster_addr"] != "https://"+name+":8201" {
 					t.Errorf("node_id %v, api_addr %v, cluster_addr %v", cfg["node_id"], cfg["api_addr"], cfg["cluster_addr"])
@@ -576,7 +576,7 @@ func TestOmnibusMetricsAccess(t *testing.T) {
 					t.Errorf("authorization: %v", a)
 				}
 			}
-			n.validate(t, bin)
+			n.validate(t)
 		})
 	}
 }
