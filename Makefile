@@ -13,7 +13,7 @@ TEST_TIMEOUT ?= 60m
 export GONOSUMDB := github.com/openbao/*,gitlab.com/gitlab-org/*
 export GOFLAGS   := -mod=readonly
 
-.PHONY: build run test bench lint clean
+.PHONY: build run test test-deps bench lint clean
 
 build: $(BIN)
 
@@ -24,10 +24,16 @@ run: build
 	./$(BIN) dev
 
 # test/runner is its own module (GitLab Runner's Vault client and its
-# dependencies stay out of the server's build).
-test: lint
+# dependencies stay out of the server's build). The test tools come first:
+# scripts/test-deps.sh installs what is missing (apt-get, as root or with
+# sudo) or stops with the command to run.
+test: test-deps
+	@$(MAKE) --no-print-directory lint
 	GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd test/runner && GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-deps:
+	@scripts/test-deps.sh
 
 bench: build
 	$(GO) run ./test/bench -appliance ./$(BIN)

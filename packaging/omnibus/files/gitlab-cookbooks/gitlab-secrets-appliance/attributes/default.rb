@@ -1,0 +1,138 @@
+####
+# GitLab secrets appliance: an embedded OpenBao server on every GitLab node.
+#
+# Each key below is set in /etc/gitlab/gitlab.rb as
+# gitlab_secrets_appliance['KEY'] and rendered by `gitlab-ctl reconfigure`
+# into the appliance's config file (appliance.json, the JSON form of the
+# appliance's HCL config; see the appliance's README, Configuration). The
+# comment on each key names the config key it becomes. Keys the appliance
+# does not implement yet are at the end and are never rendered.
+####
+default['gitlab_secrets_appliance']['enable'] = false
+
+# The service account. The appliance runs as this user (runit, chpst).
+default['gitlab_secrets_appliance']['username'] = 'gitlab-secrets'
+default['gitlab_secrets_appliance']['group'] = 'gitlab-secrets'
+default['gitlab_secrets_appliance']['uid'] = nil
+default['gitlab_secrets_appliance']['gid'] = nil
+default['gitlab_secrets_appliance']['shell'] = '/usr/sbin/nologin'
+# More groups for the service user, e.g. the group that may use the HSM's
+# token files (Debian's softhsm2: softhsm).
+default['gitlab_secrets_appliance']['supplementary_groups'] = []
+
+# dir holds appliance.json (root:group 0640); data_dir (node data_dir) holds
+# the Raft data, owned by the service user, mode 0700.
+default['gitlab_secrets_appliance']['dir'] = '/var/opt/gitlab/secrets-appliance'
+default['gitlab_secrets_appliance']['data_dir'] = '/var/opt/gitlab/secrets-appliance/data'
+default['gitlab_secrets_appliance']['log_directory'] = '/var/log/gitlab/secrets-appliance'
+default['gitlab_secrets_appliance']['log_group'] = nil
+default['gitlab_secrets_appliance']['env_directory'] = '/opt/gitlab/etc/secrets-appliance/env'
+# The service's environment (chpst -e). BAO_* and VAULT_* variables are
+# ignored by the appliance. An HSM library may need its own, e.g.
+# 'SOFTHSM2_CONF' => '/etc/softhsm/softhsm2.conf'.
+default['gitlab_secrets_appliance']['env'] = {
+  'SSL_CERT_DIR' => "#{node['package']['install-dir']}/embedded/ssl/certs/"
+}
+
+# node_id: unique in the Raft cluster (1-64 letters, digits, '.', '_', '-').
+default['gitlab_secrets_appliance']['node_id'] = node.name
+default['gitlab_secrets_appliance']['log_level'] = 'info'       # log_level
+default['gitlab_secrets_appliance']['log_format'] = 'standard'  # log_format: standard or json
+
+# The API listener (listener[0]) and the cluster listener (cluster.address).
+default['gitlab_secrets_appliance']['listen_address'] = '0.0.0.0:8200'
+default['gitlab_secrets_appliance']['cluster_listen_address'] = '0.0.0.0:8201'
+# api_addr and cluster_addr: the URLs the other nodes and GitLab reach this
+# node at. nil: with a wildcard listen address, https://<fqdn>:<port>;
+# otherwise the appliance derives them from the listeners.
+default['gitlab_secrets_appliance']['api_addr'] = nil
+default['gitlab_secrets_appliance']['cluster_addr'] = nil
+
+# TLS of the API listener. tls_disable serves plain HTTP and is accepted
+# on a loopback listen_address only.
+default['gitlab_secrets_appliance']['tls_disable'] = false
+default['gitlab_secrets_appliance']['tls_cert_file'] = '/etc/gitlab/ssl/secrets-appliance.crt'
+default['gitlab_secrets_appliance']['tls_key_file'] = '/etc/gitlab/ssl/secrets-appliance.key'
+default['gitlab_secrets_appliance']['tls_min_version'] = 'tls12'  # tls12 or tls13
+default['gitlab_secrets_appliance']['tls_client_ca_file'] = nil
+default['gitlab_secrets_appliance']['tls_require_client_cert'] = false
+default['gitlab_secrets_appliance']['x_forwarded_for_authorized_addrs'] = []
+# The CA that signed the appliance certificates: the CA gitlab-ctl's
+# commands and Prometheus trust, and each retry_join URL's
+# leader_ca_cert_file unless the entry names its own. nil: the system's CAs.
+default['gitlab_secrets_appliance']['ca_cert_file'] = nil
+# The URL gitlab-ctl's commands talk to. nil: api_addr, or the listener
+# (127.0.0.1 for a wildcard address).
+default['gitlab_secrets_appliance']['ctl_address'] = nil
+
+# Raft (raft block). retry_join lists the other nodes: each an API URL, or
+# a Hash with leader_api_addr and optionally leader_ca_cert_file,
+# leader_client_cert_file, leader_client_key_file, leader_tls_servername.
+default['gitlab_secrets_appliance']['raft']['performance_multiplier'] = 1
+default['gitlab_secrets_appliance']['raft']['non_voter'] = false
+default['gitlab_secrets_appliance']['raft']['retry_join'] = []
+
+# Seal mechanisms (seal block): each enabled one unseals on its own.
+# pkcs11: the HSM unseals at every start. pin_file: a file holding the
+# token's user PIN, mode 0640 at most (reconfigure makes it root:group 0640).
+default['gitlab_secrets_appliance']['seal']['pkcs11']['enable'] = false
+default['gitlab_secrets_appliance']['seal']['pkcs11']['library'] = nil
+default['gitlab_secrets_appliance']['seal']['pkcs11']['token_label'] = nil
+default['gitlab_secrets_appliance']['seal']['pkcs11']['slot'] = nil
+default['gitlab_secrets_appliance']['seal']['pkcs11']['key_label'] = 'gitlab-secrets-kek'
+default['gitlab_secrets_appliance']['seal']['pkcs11']['pin_file'] = nil
+# shamir: operators' shares; shares/threshold are what `init` issues.
+default['gitlab_secrets_appliance']['seal']['shamir']['enable'] = true
+default['gitlab_secrets_appliance']['seal']['shamir']['shares'] = 5
+default['gitlab_secrets_appliance']['seal']['shamir']['threshold'] = 3
+
+# GitLab Rails' login (gitlab block). With enable, url defaults to
+# external_url, jwks_url to <url>/oauth/discovery/keys (unless
+# jwt_validation_pubkeys_file is set), audience to
+# gitlab_rails['openbao']['jwt_audience'] or gitlab_rails['openbao']['url'].
+default['gitlab_secrets_appliance']['gitlab']['enable'] = false
+default['gitlab_secrets_appliance']['gitlab']['url'] = nil
+default['gitlab_secrets_appliance']['gitlab']['jwks_url'] = nil
+default['gitlab_secrets_appliance']['gitlab']['jwks_ca_file'] = nil
+default['gitlab_secrets_appliance']['gitlab']['jwt_validation_pubkeys_file'] = nil
+default['gitlab_secrets_appliance']['gitlab']['pubkeys_jwks_address'] = nil
+default['gitlab_secrets_appliance']['gitlab']['audience'] = nil
+default['gitlab_secrets_appliance']['gitlab']['token_ttl'] = nil
+default['gitlab_secrets_appliance']['gitlab']['token_max_ttl'] = nil
+
+# Audit devices (audit blocks). Every key but enable, path and description
+# is an option of the OpenBao audit device. file_path nil: <log_directory>/audit.log.
+default['gitlab_secrets_appliance']['audit']['file']['enable'] = true
+default['gitlab_secrets_appliance']['audit']['file']['file_path'] = nil
+default['gitlab_secrets_appliance']['audit']['file']['mode'] = '0600'
+default['gitlab_secrets_appliance']['audit']['syslog']['enable'] = false
+default['gitlab_secrets_appliance']['audit']['syslog']['tag'] = 'gitlab-secrets-appliance'
+default['gitlab_secrets_appliance']['audit']['syslog']['facility'] = 'AUTH'
+
+# Metrics (telemetry block), served at /v1/sys/metrics?format=prometheus.
+default['gitlab_secrets_appliance']['telemetry']['prometheus_retention_time'] = '24h'
+default['gitlab_secrets_appliance']['telemetry']['disable_hostname'] = true
+# GitLab's bundled Prometheus scrapes the appliance. Without a token file
+# the listener serves metrics without a token
+# (unauthenticated_metrics_access); with prometheus_scrape_credentials_file
+# (a token allowed to read sys/metrics, readable by Prometheus' user) it
+# does not, and Prometheus sends that token.
+default['gitlab_secrets_appliance']['prometheus_scrape_enable'] = true
+# nil: serve metrics without a token exactly when Prometheus scrapes without one.
+default['gitlab_secrets_appliance']['unauthenticated_metrics_access'] = nil
+default['gitlab_secrets_appliance']['prometheus_scrape_credentials_file'] = nil
+default['gitlab_secrets_appliance']['prometheus_scrape_tls_server_name'] = nil
+
+####
+# Not implemented by gitlab-secrets-appliance yet. These keys are reserved
+# and never rendered into appliance.json; reconfigure warns when one is
+# enabled. Until Geo-driven membership lands, a secondary site's nodes are
+# configured with raft['non_voter'] = true and retry_join to the primary's.
+####
+default['gitlab_secrets_appliance']['geo']['enable'] = false
+default['gitlab_secrets_appliance']['geo']['site'] = nil
+default['gitlab_secrets_appliance']['geo']['primary_site'] = nil
+default['gitlab_secrets_appliance']['snapshots']['enable'] = false
+default['gitlab_secrets_appliance']['snapshots']['interval'] = '1h'
+default['gitlab_secrets_appliance']['snapshots']['retain'] = 24
+default['gitlab_secrets_appliance']['snapshots']['directory'] = '/var/opt/gitlab/backups/secrets-appliance'

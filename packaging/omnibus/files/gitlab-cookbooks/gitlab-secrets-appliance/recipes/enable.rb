@@ -1,0 +1,105 @@
+#
+# Copyright:: Copyright (c) 2026 GitLab Inc.
+# License:: Apache License, Version 2.0
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+#
+helper = SecretsApplianceHelper.new(node)
+settings = node['gitlab_secrets_appliance']
+logging_settings = helper.logging_settings
+service = SecretsApplianceHelper::SERVICE
+
+service_user = settings['username']
+service_group = settings['group']
+working_dir = settings['dir']
+config_file = helper.config_file
+
+account 'GitLab secrets appliance user and group' do
+  username service_user
+  uid settings['uid']
+  ugid service_group
+  groupname service_group
+  gid settings['gid']
+  shell settings['shell']
+  home working_dir
+  manage node['gitlab']['manage_accounts']['enable']
+end
+
+# appliance.json lives here, readable by the service's group only.
+directory working_dir do
+  owner 'root'
+  group service_group
+  mode '0750'
+  recursive true
+end
+
+# The appliance refuses a data_dir its group may write or others may enter:
+# Raft's files hold the encrypted barrier.
+directory settings['data_dir'] do
+  owner service_user
+  group service_group
+  mode '0700'
+  recursive true
+end
+
+# svlogd writes current here; the appliance writes its file audit log.
+directory logging_settings[:log_directory] do
+  owner logging_settings[:log_directory_owner]
+  mode logging_settings[:log_directory_mode]
+  if log_group = logging_settings[:log_directory_group]
+    group log_group
+  end
+  recursive true
+end
+
+env_dir settings['env_directory'] do
+  variables settings['env']
+  notifies :restart, "runit_service[#{service}]"
+end
+
+# The TLS key and the HSM PIN file are the operator's: the service user
+# must read them, and the appliance refuses them if others can (0640 at
+# most). A missing one is reported by the validation of appliance.json.
+helper.private_files.each do |path|
+  file path do
+    owner 'root'
+    group service_group
+    mode '0640'
+    sensitive true
+    only_if { ::File.exist?(path) }
+  end
+end
+
+# Checked by the appliance itself before it replaces the running config.
+# A change is applied with SIGHUP (what needs a restart is logged): a
+# restart would seal a node that has no HSM.
+template config_file do
+  source 'appliance.json.erb'
+  owner 'root'
+  group service_group
+  mode '0640'
+  variables(config: helper.config)
+  verify { |path| helper.validate(path) }
+  notifies :hup, "runit_service[#{service}]"
+end
+
+runit_service service do
+  options(helper.runit_options)
+  log_options logging_settings[:options]
+end
+
+version_file 'Create version file for the secrets appliance' do
+  version_file_path ::File.join(working_dir, 'VERSION')
+  version_check_cmd "#{helper.binary} version"
+  notifies :restart, "runit_service[#{service}]"
+end

@@ -1,0 +1,431 @@
+# A miniature `gitlab-ctl reconfigure` for the gitlab-secrets-appliance
+# cookbook, for tests on a machine without Omnibus GitLab or Chef.
+#
+# It does what Omnibus does, in the same order, with the cookbook's real
+# files: evaluates attributes/default.rb, reads a gitlab.rb, runs the
+# cookbook's library (GitlabSecretsAppliance.parse_variables), merges the
+# gitlab.rb settings over the defaults as normal attributes, evaluates the
+# recipe (enable or disable), and applies the resources it declares to the
+# paths they name: directories, files, env_dir, templates rendered with
+# Ruby's ERB (verify blocks run first, on a staged copy with the same
+# extension, as Chef does), runit_service (its sv-*-run, log/run and
+# log/config templates), version_file. Owners are applied only when run as
+# root. It then writes public_attributes.json as Omnibus' Attributes
+# handler does, and prints a JSON report of the run on standard output.
+#
+# Only what the cookbook uses is provided; anything else fails loudly.
+#
+#   ruby reconfigure.rb --cookbook DIR --gitlab-rb FILE --install-dir DIR \
+#     --sv-dir DIR --public-attributes FILE [--node-name NAME] [--fqdn FQDN]
+
+require 'erb'
+require 'etc'
+require 'fileutils'
+require 'json'
+require 'optparse'
+require 'securerandom'
+
+opts = { node_name: 'gitlab.example.com', fqdn: 'gitlab.example.com' }
+OptionParser.new do |o|
+  o.on('--cookbook DIR') { |v| opts[:cookbook] = v }
+  o.on('--gitlab-rb FILE') { |v| opts[:gitlab_rb] = v }
+  o.on('--install-dir DIR') { |v| opts[:install_dir] = v }
+  o.on('--sv-dir DIR') { |v| opts[:sv_dir] = v }
+  o.on('--public-attributes FILE') { |v| opts[:public_attributes] = v }
+  o.on('--node-name NAME') { |v| opts[:node_name] = v }
+  o.on('--fqdn FQDN') { |v| opts[:fqdn] = v }
+end.parse!
+%i[cookbook gitlab_rb install_dir sv_dir public_attributes].each do |k|
+  abort "reconfigure.rb: --#{k.to_s.tr('_', '-')} is required" unless opts[k]
+end
+
+def vivid_hash
+  Hash.new { |h, k| h[k] = vivid_hash }
+end
+
+# A deep copy without default procs: reading a missing key gives nil, as a
+# ConfigMash does outside auto_vivify.
+def plain(value)
+  case value
+  when Hash then value.each_with_object({}) { |(k, v), h| h[k.to_s] = plain(v) }
+  when Array then value.map { |v| plain(v) }
+  else value
+  end
+end
+
+def deep_merge(base, over)
+  return plain(over) unless base.is_a?(Hash) && over.is_a?(Hash)
+
+  out = plain(base)
+  over.each { |k, v| out[k.to_s] = out.key?(k.to_s) ? deep_merge(out[k.to_s], v) : plain(v) }
+  out
+end
+
+# Chef's node: default and normal attributes, read merged.
+class Node
+  attr_reader :name, :default
+  attr_accessor :normal
+
+  def initialize(name)
+    @name = name
+    @default = vivid_hash
+    @normal = {}
+  end
+
+  def merged
+    deep_merge(@default, @normal)
+  end
+
+  def [](key)
+    merged[key.to_s]
+  end
+
+  def dig(*keys)
+    merged.dig(*keys.map(&:to_s))
+  end
+end
+
+# An attribute file's context: `default[...] = ...` and `node`.
+class AttributeContext
+  def initialize(node)
+    @node = node
+  end
+
+  attr_reader :node
+
+  def default
+    @node.default
+  end
+end
+
+# Omnibus' Gitlab config object (Mixlib::Config + SettingsDSL): gitlab.rb's
+# settings by top-level key; every registered block reads as a Hash.
+module Gitlab
+  SCALARS = %w[external_url].freeze
+
+  class << self
+    attr_accessor :node
+
+    def config
+      @config ||= {}
+    end
+
+    def [](key)
+      key = key.to_s
+      return node if key == 'node'
+      return config[key] if config.key?(key) || SCALARS.include?(key)
+
+      config[key] = {}
+    end
+
+    def []=(key, value)
+      config[key.to_s] = value
+    end
+  end
+end
+
+# gitlab.rb's context: `name['key'] = value` and `external_url 'URL'`,
+# auto-vivified while the file is read (Gitlab::ConfigMash.auto_vivify).
+class GitlabRbContext
+  def initialize
+    @settings = {}
+  end
+
+  attr_reader :settings
+
+  def method_missing(name, *args)
+    key = name.to_s
+    return super if key.end_with?('=', '?', '!')
+    return @settings[key] = args.first if args.size == 1
+
+    @settings[key] ||= vivid_hash
+  end
+
+  def respond_to_missing?(_name, _include_private = false)
+    true
+  end
+end
+
+module LoggingHelper
+  def self.messages
+    @messages ||= []
+  end
+
+  def self.warning(message)
+    messages << message
+    $stderr.puts "WARNING: #{message}"
+  end
+end
+
+# Omnibus' Services: whether a service is enabled on this node. The
+# services in Omnibus' default group (Prometheus among them) are on unless
+# gitlab.rb turns them off.
+module Services
+  DEFAULT_ENABLED = %w[prometheus].freeze
+
+  def self.enabled?(name)
+    value = Gitlab[name]['enable']
+    value.nil? ? DEFAULT_ENABLED.include?(name) : value
+  end
+end
+
+# Omnibus' BaseHelper, as package/libraries/helpers/base_helper.rb has it.
+class BaseHelper
+  def initialize(node)
+    @node = node
+  end
+
+  def self.descendants
+    ObjectSpace.each_object(Class).select { |klass| klass < self }
+  end
+
+  def public_attributes
+    {}
+  end
+end
+
+# One declared resource: its properties as the block set them.
+class Resource
+  BLOCK_PROPERTIES = %i[verify only_if not_if].freeze
+
+  attr_reader :type, :name, :properties, :blocks, :notifications
+
+  def initialize(type, name)
+    @type = type
+    @name = name
+    @properties = { 'action' => type == :runit_service ? 'enable' : 'create' }
+    @blocks = Hash.new { |h, k| h[k] = [] }
+    @notifications = []
+  end
+
+  def notifies(action, target, timing = :delayed)
+    @notifications << { 'action' => action.to_s, 'target' => target, 'timing' => timing.to_s }
+  end
+
+  def action(value)
+    @properties['action'] = value.to_s
+  end
+
+  def method_missing(name, *args, &block)
+    if BLOCK_PROPERTIES.include?(name)
+      raise "#{@type}[#{@name}]: #{name} needs a block here" unless block
+
+      @blocks[name] << block
+    elsif args.size == 1 && !block
+      @properties[name.to_s] = args.first
+    else
+      raise "#{@type}[#{@name}]: #{name}(#{args.inspect}) is not a property this harness knows"
+    end
+  end
+
+  def respond_to_missing?(_name, _include_private = false)
+    true
+  end
+
+  def [](key)
+    @properties[key.to_s]
+  end
+
+  def skipped?
+    @blocks[:only_if].any? { |b| !b.call } || @blocks[:not_if].any?(&:call)
+  end
+
+  def report
+    props = @properties.reject { |k, _| k == 'variables' }
+    { 'type' => @type.to_s, 'name' => @name, 'properties' => plain(props), 'notifies' => @notifications }
+  end
+end
+
+# A recipe's context: the resources the cookbook declares.
+class RecipeContext
+  RESOURCES = %i[account directory env_dir file template runit_service version_file].freeze
+
+  attr_reader :resources, :node
+
+  def initialize(node)
+    @node = node
+    @resources = []
+  end
+
+  RESOURCES.each do |type|
+    define_method(type) do |name, &block|
+      r = Resource.new(type, name)
+      r.instance_eval(&block) if block
+      @resources << r
+      r
+    end
+  end
+end
+
+# Chef's template context: the variables as instance variables, and node.
+class TemplateContext
+  def initialize(node, variables)
+    @node = node
+    variables.each { |k, v| instance_variable_set("@#{k}", v) }
+  end
+
+  attr_reader :node
+
+  def render_template(path)
+    ERB.new(File.read(path), trim_mode: '-').result(binding)
+  end
+end
+
+# Applies resources to the file system.
+class Converge
+  def initialize(node, cookbook, sv_dir)
+    @node = node
+    @cookbook = cookbook
+    @sv_dir = sv_dir
+    @root = Process.uid.zero?
+  end
+
+  def apply(resource)
+    return if resource.skipped?
+
+    send("apply_#{resource.type}", resource)
+  end
+
+  private
+
+  def apply_account(r)
+    %w[username groupname].each do |k|
+      next if r[k].nil?
+
+      k == 'username' ? Etc.getpwnam(r[k]) : Etc.getgrnam(r[k])
+    rescue ArgumentError
+      raise "account[#{r.name}]: #{k} #{r[k]} does not exist; this harness creates no accounts: give an existing one"
+    end
+  end
+
+  def apply_directory(r)
+    FileUtils.mkdir_p(r.name)
+    set_mode_owner(r.name, r)
+  end
+
+  def apply_file(r)
+    if r['action'] == 'delete'
+      FileUtils.rm_f(r.name)
+      return
+    end
+    File.write(r.name, r['content'].to_s) if r.properties.key?('content')
+    set_mode_owner(r.name, r)
+  end
+
+  def apply_env_dir(r)
+    FileUtils.mkdir_p(r.name)
+    vars = (r['variables'] || {}).transform_keys(&:to_s)
+    Dir.children(r.name).each { |f| FileUtils.rm_f(File.join(r.name, f)) unless vars.key?(f) }
+    vars.each { |k, v| File.write(File.join(r.name, k), v.to_s) }
+  end
+
+  def apply_template(r)
+    content = render(r['source'], r['variables'] || {})
+    install(r.name, content, r)
+  end
+
+  def apply_version_file(r)
+    out = IO.popen(r['version_check_cmd'], err: %i[child out], &:read)
+    raise "version_file[#{r.name}]: #{r['version_check_cmd']} failed:\n#{out}" unless $?.success?
+
+    File.write(r['version_file_path'], out)
+  end
+
+  def apply_runit_service(r)
+    dir = File.join(@sv_dir, r.name)
+    return FileUtils.rm_f(File.join(dir, 'run.enabled')) if r['action'] == 'disable'
+
+    options = r['options'] || {}
+    FileUtils.mkdir_p(File.join(dir, 'log'))
+    write(File.join(dir, 'run'), render("sv-#{r.name}-run.erb", { options: options }), 0o755)
+    write(File.join(dir, 'log', 'run'), render("sv-#{r.name}-log-run.erb", { options: options }), 0o755)
+    write(File.join(dir, 'log', 'config'), render("sv-#{r.name}-log-config.erb", r['log_options'] || {}), 0o644)
+    link = File.join(options[:log_directory], 'config')
+    FileUtils.rm_f(link)
+    File.symlink(File.join(dir, 'log', 'config'), link)
+  end
+
+  def render(source, variables)
+    TemplateContext.new(@node, variables).render_template(File.join(@cookbook, 'templates', 'default', source))
+  end
+
+  # Verify blocks see a staged copy beside the target, with its extension
+  # (Chef keeps it so that a verifier can tell the file's type).
+  def install(path, content, r)
+    unless r.blocks[:verify].empty?
+      ext = File.extname(path)
+      staged = File.join(File.dirname(path), ".chef-#{File.basename(path, ext)}#{SecureRandom.hex(4)}#{ext}")
+      File.write(staged, content, perm: 0o600)
+      begin
+        r.blocks[:verify].each do |b|
+          raise "template[#{path}] failed verification" unless b.call(staged)
+        end
+      ensure
+        FileUtils.rm_f(staged)
+      end
+    end
+    File.write(path, content)
+    set_mode_owner(path, r)
+  end
+
+  def write(path, content, mode)
+    File.write(path, content)
+    File.chmod(mode, path)
+  end
+
+  def set_mode_owner(path, r)
+    File.chmod(r['mode'].to_i(8), path) if r['mode']
+    FileUtils.chown(r['owner'], r['group'], path) if @root && (r['owner'] || r['group'])
+  end
+end
+
+cookbook = File.expand_path(opts[:cookbook])
+node = Node.new(opts[:node_name])
+# What Omnibus' own cookbooks (package, gitlab, runit) and Ohai give.
+node.default['fqdn'] = opts[:fqdn]
+node.default['package']['install-dir'] = opts[:install_dir]
+node.default['runit']['sv_dir'] = opts[:sv_dir]
+node.default['gitlab']['manage_accounts']['enable'] = true
+node.default['gitlab']['logging']['svlogd_size'] = 200 * 1024 * 1024
+node.default['gitlab']['logging']['svlogd_num'] = 30
+node.default['gitlab']['logging']['svlogd_timeout'] = 24 * 60 * 60
+node.default['gitlab']['logging']['svlogd_filter'] = 'gzip'
+node.default['gitlab']['logging']['svlogd_udp'] = nil
+node.default['gitlab']['logging']['svlogd_prefix'] = nil
+node.default['gitlab']['logging']['log_group'] = nil
+
+# Chef loads a cookbook's libraries, then its attribute files.
+Dir[File.join(cookbook, 'libraries', '*.rb')].sort.each { |f| require f }
+AttributeContext.new(node).instance_eval(File.read(File.join(cookbook, 'attributes', 'default.rb')), File.join(cookbook, 'attributes', 'default.rb'))
+
+rb = GitlabRbContext.new
+rb.instance_eval(File.read(opts[:gitlab_rb]), opts[:gitlab_rb])
+rb.settings.each { |k, v| Gitlab[k] = plain(v) }
+Gitlab.node = node
+
+GitlabSecretsAppliance.parse_variables
+
+node.normal = {
+  'gitlab_secrets_appliance' => Gitlab['gitlab_secrets_appliance'],
+  'monitoring' => { 'prometheus' => Gitlab['prometheus'] }
+}
+
+recipe = node['gitlab_secrets_appliance']['enable'] ? 'enable' : 'disable'
+ctx = RecipeContext.new(node)
+path = File.join(cookbook, 'recipes', "#{recipe}.rb")
+ctx.instance_eval(File.read(path), path)
+converge = Converge.new(node, cookbook, opts[:sv_dir])
+ctx.resources.each { |r| converge.apply(r) }
+
+public_attributes = {}
+BaseHelper.descendants.each do |klass|
+  public_attributes = deep_merge(public_attributes, klass.new(node).public_attributes)
+end
+File.open(opts[:public_attributes], 'w', 0o644) { |f| f.puts public_attributes.to_json }
+
+puts JSON.pretty_generate(
+  'recipe' => recipe,
+  'resources' => ctx.resources.map(&:report),
+  'warnings' => LoggingHelper.messages,
+  'prometheus_scrape_configs' => plain(Gitlab['prometheus']['scrape_configs'] || [])
+)

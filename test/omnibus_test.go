@@ -1,0 +1,673 @@
+package test
+
+// The Omnibus GitLab cookbook (packaging/omnibus), end to end with real
+// Ruby and ERB: gitlab.rb settings are rendered by the cookbook's own
+// attributes, library, recipe and templates (packaging/omnibus/test/
+// reconfigure.rb runs them), every rendered appliance.json passes the
+// appliance's `config validate`, nodes run from the rendered runit
+// scripts, and the gitlab-ctl commands run the real binary and pass its
+// exit codes on.
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// nextAddr is host:port+1 of a FreeAddr (the pair's second port).
+func nextAddr(t *testing.T, addr string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1))
+}
+
+// jsonRoundTrip makes v comparable with a decoded JSON document.
+func jsonRoundTrip(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func prettyJSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
+
+// scrape fetches the metrics as the rendered Prometheus scrape config
+// says: scheme, target, metrics_path, params, tls_config.ca_file.
+func scrape(t *testing.T, sc map[string]any) (int, string) {
+	t.Helper()
+	targets := sc["static_configs"].([]any)[0].(map[string]any)["targets"].([]any)
+	params := sc["params"].(map[string]any)["format"].([]any)
+	u := fmt.Sprintf("%s://%s%s?format=%s", sc["scheme"], targets[0], sc["metrics_path"], params[0])
+	tr := &http.Transport{Proxy: nil}
+	if tc, ok := sc["tls_config"].(map[string]any); ok {
+		pem, err := os.ReadFile(tc["ca_file"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get(u)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func onlyScrapeConfig(t *testing.T, n *omnibusNode) map[string]any {
+	t.Helper()
+	var found []map[string]any
+	for _, sc := range n.Report.ScrapeConfigs {
+		if sc["job_name"] == "gitlab-secrets-appliance" {
+			found = append(found, sc)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one gitlab-secrets-appliance scrape config, got %d in %v", len(found), n.Report.ScrapeConfigs)
+	}
+	return found[0]
+}
+
+// One node installed the Omnibus way: gitlab.rb -> reconfigure -> the
+// recipe's user, directories and modes, appliance.json (exactly the
+// expected keys, accepted by config validate as the service user), runit
+// scripts that run the appliance as that user with svlogd logging, the
+// Prometheus scrape config that really scrapes it, and gitlab-ctl's
+// secrets-appliance-* commands running the binary: status 2 on a fresh
+// node, init, bootstrap, unseal after a restart, status 4 once stopped.
+func TestOmnibusSingleNode(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+	listen := harness.FreeAddr(t, "127.0.0.1")
+	keysAddr := harness.FreeAddr(t, "127.0.0.1")
+	is, err := gitlabsim.NewIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKeys, err := is.PublicKeysPEM()
+	is.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysFile := n.path("etc/gitlab/gitlab-jwt.pem")
+	if err := os.WriteFile(keysFile, []byte(pemKeys), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.mustReconfigure(t, n.baseRB()+fmt.Sprintf(`external_url 'https://gitlab.example.com/'
+gitlab_rails['openbao']['url'] = 'https://secrets.gitlab.example.com:8200'
+gitlab_secrets_appliance['listen_address'] = %q
+gitlab_secrets_appliance['cluster_listen_address'] = %q
+gitlab_secrets_appliance['tls_disable'] = true
+gitlab_secrets_appliance['seal']['shamir']['shares'] = 3
+gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
+gitlab_secrets_appliance['gitlab']['enable'] = true
+gitlab_secrets_appliance['gitlab']['jwt_validation_pubkeys_file'] = %q
+gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
+`, listen, nextAddr(t, listen), keysFile, keysAddr))
+
+	// appliance.json: the node name as node_id, the gitlab block from
+	// GitLab's own settings (external_url without its slash, openbao url
+	// as the audience), and nothing the config does not know.
+	want := map[string]any{
+		"node_id": "gitlab-1.example.com", "data_dir": n.DataDir, "log_level": "info", "log_format": "standard",
+		"listener": []any{map[string]any{"address": listen, "tls_min_version": "tls12",
+			"unauthenticated_metrics_access": true, "tls_disable": true}},
+		"cluster": map[string]any{"address": nextAddr(t, listen)},
+		"raft":    map[string]any{"performance_multiplier": 1},
+		"audit": map[string]any{"file": map[string]any{"options": map[string]any{
+			"file_path": filepath.Join(n.LogDir, "audit.log"), "mode": "0600"}}},
+		"telemetry": map[string]any{"prometheus_retention_time": "24h", "disable_hostname": true},
+		"seal":      map[string]any{"shamir": map[string]any{"shares": 3, "threshold": 2}},
+		"gitlab": map[string]any{"url": "https://gitlab.example.com", "jwt_validation_pubkeys_file": keysFile,
+			"pubkeys_jwks_address": keysAddr, "audience": "https://secrets.gitlab.example.com:8200"},
+	}
+	if got := n.renderedConfig(t); !reflect.DeepEqual(got, jsonRoundTrip(t, want)) {
+		t.Fatalf("appliance.json:\n%s\nwant:\n%s", prettyJSON(got), prettyJSON(want))
+	}
+	n.validate(t)
+
+	// The recipe's resources and what they left on disk.
+	acct := n.Report.resource(t, "account", "GitLab secrets appliance user and group")
+	if acct["username"] != n.Account.User || acct["groupname"] != n.Account.Group || acct["home"] != n.Dir || acct["shell"] != "/usr/sbin/nologin" {
+		t.Errorf("account: %v", acct)
+	}
+	if d := n.Report.resource(t, "directory", n.DataDir); d["mode"] != "0700" || d["owner"] != n.Account.User {
+		t.Errorf("data_dir resource: %v", d)
+	}
+	tmpl := n.Report.resource(t, "template", n.ConfigFile())
+	if tmpl["source"] != "appliance.json.erb" || tmpl["mode"] != "0640" || tmpl["owner"] != "root" || tmpl["group"] != n.Account.Group {
+		t.Errorf("appliance.json template: %v", tmpl)
+	}
+	for _, r := range n.Report.Resources {
+		if r.Type == "template" && r.Name == n.ConfigFile() {
+			if len(r.Notifies) != 1 || r.Notifies[0]["action"] != "hup" || r.Notifies[0]["target"] != "runit_service[secrets-appliance]" {
+				t.Errorf("appliance.json notifies %v, want a SIGHUP (hup) of runit_service[secrets-appliance]", r.Notifies)
+			}
+		}
+	}
+	n.Report.resource(t, "runit_service", "secrets-appliance")
+	root := os.Getuid() == 0
+	for _, f := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid int
+	}{
+		{n.DataDir, 0o700, n.Account.UID, n.Account.GID},
+		{n.Dir, 0o750, 0, n.Account.GID},
+		{n.ConfigFile(), 0o640, 0, n.Account.GID},
+		{n.LogDir, 0o700, n.Account.UID, -1},
+		{filepath.Join(n.SvDir, "secrets-appliance", "run"), 0o755, -1, -1},
+		{filepath.Join(n.SvDir, "secrets-appliance", "log", "run"), 0o755, -1, -1},
+	} {
+		mode, uid, gid := fileMode(t, f.path)
+		if mode != f.mode || (root && f.uid >= 0 && uid != f.uid) || (root && f.gid >= 0 && gid != f.gid) {
+			t.Errorf("%s: mode %04o uid %d gid %d, want %04o uid %d gid %d", f.path, mode, uid, gid, f.mode, f.uid, f.gid)
+		}
+	}
+	runScript, _ := os.ReadFile(filepath.Join(n.SvDir, "secrets-appliance", "run"))
+	for _, s := range []string{
+		"exec chpst -e " + n.EnvDir + " -P",
+		fmt.Sprintf("-u %s:%s", n.Account.User, n.Account.Group),
+		filepath.Join(n.InstallDir, "embedded/bin/gitlab-secrets-appliance") + " server --config " + n.ConfigFile(),
+	} {
+		if !strings.Contains(string(runScript), s) {
+			t.Errorf("run script lacks %q:\n%s", s, runScript)
+		}
+	}
+	logRun, _ := os.ReadFile(filepath.Join(n.SvDir, "secrets-appliance", "log", "run"))
+	if !strings.Contains(string(logRun), "svlogd -tt "+n.LogDir) {
+		t.Errorf("log/run does not run svlogd on %s:\n%s", n.LogDir, logRun)
+	}
+	for _, script := range []struct{ shell, file string }{{"bash", "run"}, {"sh", "log/run"}} {
+		if out, err := exec.Command(script.shell, "-n", filepath.Join(n.SvDir, "secrets-appliance", script.file)).CombinedOutput(); err != nil {
+			t.Errorf("%s -n %s: %v\n%s", script.shell, script.file, err, out)
+		}
+	}
+	if link, err := os.Readlink(filepath.Join(n.LogDir, "config")); err != nil || link != filepath.Join(n.SvDir, "secrets-appliance", "log", "config") {
+		t.Errorf("svlogd's config in the log directory: %q, %v", link, err)
+	}
+	var pub map[string]map[string]any
+	b, _ := os.ReadFile(n.PublicAttrs)
+	if json.Unmarshal(b, &pub) != nil || pub["gitlab_secrets_appliance"]["ctl_address"] != "http://"+listen {
+		t.Fatalf("public attributes: %s", b)
+	}
+	sc := onlyScrapeConfig(t, n)
+	if sc["scheme"] != "http" || sc["metrics_path"] != "/v1/sys/metrics" || sc["tls_config"] != nil || sc["authorization"] != nil {
+		t.Errorf("scrape config: %v", sc)
+	}
+
+	// The service, as runsv runs it.
+	s := n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 2)
+	if canRunRunit() {
+		if uid := processUID(t, s.run.Process.Pid); uid != n.Account.UID {
+			t.Errorf("the appliance runs as uid %d, want %d (%s)", uid, n.Account.UID, n.Account.User)
+		}
+	}
+	harness.Eventually(t, time.Minute, "the start in the service log", func() bool {
+		return strings.Contains(n.logText(s), "appliance started: node_id=gitlab-1.example.com")
+	})
+	if code, body := scrape(t, sc); code != 200 || !strings.Contains(body, "# TYPE ") {
+		t.Fatalf("scrape: %d %.300s", code, body)
+	}
+
+	// gitlab-ctl: arguments go through, exit codes come back.
+	out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-status", "--format", "json")
+	var st statusOutput
+	if code != 2 || json.Unmarshal([]byte(out), &st) != nil || st.NodeID != "gitlab-1.example.com" || st.State != "uninitialized" {
+		t.Fatalf("secrets-appliance-status on a fresh node: exit %d, %q %q", code, out, errOut)
+	}
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-status", "--no-such-flag"); code != 64 {
+		t.Errorf("secrets-appliance-status --no-such-flag: exit %d, want 64", code)
+	}
+	initTr := &harness.Transcript{} // the one output that holds secrets
+	out, errOut, code = n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
+	var res initOutput
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Shares) != 3 || res.Threshold != 2 || res.RootToken == "" {
+		t.Fatalf("secrets-appliance-init: exit %d, %d shares (threshold %d), stderr %q", code, len(res.Shares), res.Threshold, errOut)
+	}
+	secrets := append([]string{res.RootToken}, append(res.Shares, res.RecoveryKeys...)...)
+	n.waitCtlStatus(t, tr, s, 0)
+	harness.WaitGitLabBootstrap(t, tr, bin, "http://"+listen)
+
+	tokenFile := n.path("etc/gitlab/root-token")
+	if err := os.WriteFile(tokenFile, []byte(res.RootToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-bootstrap", "--token-file", tokenFile); code != 0 {
+		t.Fatalf("secrets-appliance-bootstrap: exit %d: %s %s", code, out, errOut)
+	}
+	badToken := n.path("etc/gitlab/bad-token")
+	os.WriteFile(badToken, []byte("s.not-a-token\n"), 0o600)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-bootstrap", "--token-file", badToken); code != 1 {
+		t.Errorf("secrets-appliance-bootstrap with a bad token: exit %d, want 1", code)
+	}
+	audit := filepath.Join(n.LogDir, "audit.log")
+	harness.Eventually(t, time.Minute, "the audit log in the log directory", func() bool {
+		st, err := os.Stat(audit)
+		return err == nil && st.Size() > 0
+	})
+	if _, uid, _ := fileMode(t, audit); root && uid != n.Account.UID {
+		t.Errorf("audit.log is owned by uid %d, want the service user's %d", uid, n.Account.UID)
+	}
+
+	// A restart seals the node: gitlab-ctl's unseal takes the shares.
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	s = n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 2)
+	if _, _, code := n.ctl(t, tr, []byte("not-a-share\n"), "secrets-appliance-unseal"); code != 1 {
+		t.Errorf("secrets-appliance-unseal with a malformed share: exit %d, want 1", code)
+	}
+	for i, share := range res.Shares[:2] {
+		if out, errOut, code := n.ctl(t, tr, []byte(share+"\n"), "secrets-appliance-unseal"); code != 0 {
+			t.Fatalf("secrets-appliance-unseal, share %d: exit %d: %s %s", i+1, code, out, errOut)
+		}
+	}
+	n.waitCtlStatus(t, tr, s, 0)
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-status"); code != 4 {
+		t.Fatalf("secrets-appliance-status of a stopped node: exit %d, want 4: %s %s", code, out, errOut)
+	}
+	ab, _ := os.ReadFile(audit)
+	scanForSecrets(t, tr.String()+n.logText(s)+string(ab), secrets)
+}
+
+// A node with an HSM (a real SoftHSM2 token) and a TLS listener: the
+// recipe makes the operator's PIN file and TLS key root:<group> 0640, the
+// token's environment reaches the service (env_dir, chpst -e) and so does
+// the token's group (supplementary_groups); gitlab-ctl init enrolls the
+// HSM, and after a restart the node unseals by itself. The scrape config
+// reaches it over TLS with the CA. The PIN appears in no output.
+func TestOmnibusHSMNode(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	n := newOmnibusNode(t, bin, "gitlab-hsm.example.com")
+	hsm := harness.NewSoftHSM(t, "gitlab")
+	hsm.GenerateAESKey(t, "gitlab-secrets-kek")
+	groups := ""
+	if canRunRunit() {
+		groups = "gitlab_secrets_appliance['supplementary_groups'] = ['users']\n"
+		shareTokenWithGroup(t, hsm, "users")
+	}
+	ssl := n.path("etc/gitlab/ssl")
+	ca := newTestCA(t)
+	caFile := ca.write(t, ssl)
+	certFile, keyFile := ca.issue(t, ssl, "localhost", "127.0.0.1")
+	pinFile := hsm.WritePINFile(t, n.path("etc/gitlab"))
+	listen := harness.FreeAddr(t, "127.0.0.1")
+	rb := n.baseRB() + groups + fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
+gitlab_secrets_appliance['listen_address'] = %q
+gitlab_secrets_appliance['cluster_listen_address'] = %q
+gitlab_secrets_appliance['tls_cert_file'] = %q
+gitlab_secrets_appliance['tls_key_file'] = %q
+gitlab_secrets_appliance['tls_min_version'] = 'tls13'
+gitlab_secrets_appliance['ca_cert_file'] = %q
+gitlab_secrets_appliance['seal']['pkcs11']['enable'] = true
+gitlab_secrets_appliance['seal']['pkcs11']['library'] = %q
+gitlab_secrets_appliance['seal']['pkcs11']['token_label'] = %q
+gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
+gitlab_secrets_appliance['seal']['shamir']['shares'] = 3
+gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
+`, hsm.Conf, listen, nextAddr(t, listen), certFile, keyFile, caFile, hsm.Library, hsm.TokenLabel, pinFile)
+	code, repOut, repErr := n.reconfigure(t, rb)
+	if code != 0 {
+		t.Fatalf("reconfigure: exit %d:\n%s", code, repErr)
+	}
+	cfg := n.renderedConfig(t)
+	wantSeal := map[string]any{
+		"pkcs11": map[string]any{"library": hsm.Library, "token_label": "gitlab", "key_label": "gitlab-secrets-kek", "pin_file": pinFile},
+		"shamir": map[string]any{"shares": 3, "threshold": 2},
+	}
+	wantListener := map[string]any{"address": listen, "tls_min_version": "tls13", "unauthenticated_metrics_access": true,
+		"tls_cert_file": certFile, "tls_key_file": keyFile}
+	if !reflect.DeepEqual(cfg["seal"], jsonRoundTrip(t, wantSeal)) || !reflect.DeepEqual(cfg["listener"], jsonRoundTrip(t, []any{wantListener})) {
+		t.Fatalf("appliance.json:\n%s", prettyJSON(cfg))
+	}
+	env, _ := os.ReadFile(filepath.Join(n.EnvDir, "SOFTHSM2_CONF"))
+	if string(env) != hsm.Conf {
+		t.Fatalf("env_dir SOFTHSM2_CONF = %q, want %q", env, hsm.Conf)
+	}
+	for _, f := range []string{pinFile, keyFile} {
+		mode, uid, gid := fileMode(t, f)
+		if mode != 0o640 || (os.Getuid() == 0 && (uid != 0 || gid != n.Account.GID)) {
+			t.Errorf("%s after reconfigure: mode %04o uid %d gid %d, want 0640 root:%s", f, mode, uid, gid, n.Account.Group)
+		}
+	}
+	n.validate(t)
+	sc := onlyScrapeConfig(t, n)
+	if sc["scheme"] != "https" || sc["tls_config"].(map[string]any)["ca_file"] != caFile {
+		t.Fatalf("scrape config: %v", sc)
+	}
+
+	s := n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 2)
+	initTr := &harness.Transcript{}
+	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
+	var res initOutput
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Shares) != 3 {
+		t.Fatalf("secrets-appliance-init: exit %d, stderr %q", code, errOut)
+	}
+	n.waitCtlStatus(t, tr, s, 0)
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	s = n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 0) // no share given: the HSM unsealed it
+	out, _, _ = n.ctl(t, tr, nil, "secrets-appliance-status", "--format", "json")
+	var st statusOutput
+	json.Unmarshal([]byte(out), &st)
+	if m, ok := mechanism(st, "pkcs11"); !ok || !m.Enrolled || !m.LastUsed {
+		t.Fatalf("after a restart the HSM did not unseal: %s", out)
+	}
+	if code, body := scrape(t, sc); code != 200 || !strings.Contains(body, "# TYPE ") {
+		t.Fatalf("scrape over TLS: %d %.300s", code, body)
+	}
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	rendered, _ := os.ReadFile(n.ConfigFile())
+	pub, _ := os.ReadFile(n.PublicAttrs)
+	scanForSecrets(t, tr.String()+initTr.String()+n.logText(s)+repOut+repErr+string(rendered)+string(pub),
+		[]string{hsm.PIN})
+	scanForSecrets(t, tr.String()+n.logText(s), append([]string{res.RootToken}, res.Shares...))
+}
+
+// shareTokenWithGroup makes the SoftHSM token usable by a group, as an
+// operator gives the service user access to a token (Debian's own token
+// directory belongs to the softhsm group): the service user gets the
+// group through supplementary_groups, not through file ownership.
+func shareTokenWithGroup(t *testing.T, hsm *harness.SoftHSM, group string) {
+	t.Helper()
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		t.Skipf("no group %s on this machine to share the token with: %v", group, err)
+	}
+	gid, _ := strconv.Atoi(g.Gid)
+	top := filepath.Dir(hsm.Conf)
+	for d := top; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o711) // t.TempDir's parents are 0700
+	}
+	filepath.Walk(top, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		os.Lchown(p, 0, gid)
+		switch {
+		case fi.IsDir():
+			os.Chmod(p, 0o770)
+		case p == hsm.Conf:
+			os.Chmod(p, 0o640)
+		default:
+			os.Chmod(p, 0o660)
+		}
+		return nil
+	})
+}
+
+// A Geo-shaped cluster of 3 nodes in site A and 2 in site B, each node
+// with the same gitlab.rb but its own name and certificate: wildcard
+// listeners advertise https://<fqdn>, every node joins through the four
+// others (its own URL dropped from the shared list), site B's nodes are
+// non-voters, site A unseals with a shared HSM and shares, site B with
+// shares only. The Geo and snapshot placeholders are warned about and not
+// rendered. Every rendered config passes config validate.
+func TestOmnibusGeoTopologyConfigs(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	hsm := harness.NewSoftHSM(t, "gitlab")
+	hsm.GenerateAESKey(t, "gitlab-secrets-kek")
+	ca := newTestCA(t)
+	sites := map[string][]string{"a": {"gitlab-a1.example.com", "gitlab-a2.example.com", "gitlab-a3.example.com"},
+		"b": {"gitlab-b1.example.com", "gitlab-b2.example.com"}}
+	var all []string
+	for _, site := range []string{"a", "b"} {
+		for _, name := range sites[site] {
+			all = append(all, fmt.Sprintf("'https://%s:8200'", name))
+		}
+	}
+	for _, site := range []string{"a", "b"} {
+		for _, name := range sites[site] {
+			t.Run(name, func(t *testing.T) {
+				n := newOmnibusNode(t, bin, name)
+				ssl := n.path("etc/gitlab/ssl")
+				caFile := ca.write(t, ssl)
+				certFile, keyFile := ca.issue(t, ssl, name)
+				rb := n.baseRB() + fmt.Sprintf(`external_url 'https://gitlab.example.com'
+gitlab_rails['openbao']['url'] = 'https://secrets.gitlab.example.com'
+gitlab_secrets_appliance['tls_cert_file'] = %q
+gitlab_secrets_appliance['tls_key_file'] = %q
+gitlab_secrets_appliance['ca_cert_file'] = %q
+gitlab_secrets_appliance['raft']['retry_join'] = [%s]
+gitlab_secrets_appliance['gitlab']['enable'] = true
+gitlab_secrets_appliance['geo']['enable'] = true
+gitlab_secrets_appliance['geo']['site'] = 'site-%s'
+gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
+gitlab_secrets_appliance['snapshots']['enable'] = true
+`, certFile, keyFile, caFile, strings.Join(all, ", "), site)
+				if site == "a" {
+					rb += fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
+gitlab_secrets_appliance['seal']['pkcs11']['enable'] = true
+gitlab_secrets_appliance['seal']['pkcs11']['library'] = %q
+gitlab_secrets_appliance['seal']['pkcs11']['token_label'] = 'gitlab'
+gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
+`, hsm.Conf, hsm.Library, hsm.WritePINFile(t, n.path("etc/gitlab")))
+				} else {
+					rb += "gitlab_secrets_appliance['raft']['non_voter'] = true\n"
+				}
+				n.mustReconfigure(t, rb)
+				cfg := n.renderedConfig(t)
+				n.validate(t)
+
+				if cfg["node_id"] != name || cfg["api_addr"] != "https://"+name+":8200" || cfg["cluster_addr"] != "https://"+name+":8201" {
+					t.Errorf("node_id %v, api_addr %v, cluster_addr %v", cfg["node_id"], cfg["api_addr"], cfg["cluster_addr"])
+				}
+				raft := cfg["raft"].(map[string]any)
+				joins, _ := raft["retry_join"].([]any)
+				if len(joins) != 4 {
+					t.Errorf("retry_join has %d entries, want the 4 other nodes: %v", len(joins), joins)
+				}
+				for _, j := range joins {
+					j := j.(map[string]any)
+					if j["leader_api_addr"] == "https://"+name+":8200" || j["leader_ca_cert_file"] != caFile {
+						t.Errorf("retry_join entry %v: want another node, trusted with %s", j, caFile)
+					}
+				}
+				if nv, _ := raft["non_voter"].(bool); nv != (site == "b") {
+					t.Errorf("raft.non_voter = %v in site %s", raft["non_voter"], site)
+				}
+				seal := cfg["seal"].(map[string]any)
+				if _, hasHSM := seal["pkcs11"]; hasHSM != (site == "a") || seal["shamir"] == nil {
+					t.Errorf("seal in site %s: %v", site, seal)
+				}
+				g := cfg["gitlab"].(map[string]any)
+				if g["url"] != "https://gitlab.example.com" || g["jwks_url"] != "https://gitlab.example.com/oauth/discovery/keys" ||
+					g["audience"] != "https://secrets.gitlab.example.com" {
+					t.Errorf("gitlab block: %v", g)
+				}
+				for _, k := range []string{"geo", "snapshots"} {
+					if _, ok := cfg[k]; ok {
+						t.Errorf("appliance.json has %q, which the appliance does not implement", k)
+					}
+					if !strings.Contains(strings.Join(n.Report.Warnings, "\n"), "gitlab_secrets_appliance['"+k+"'] is not implemented") {
+						t.Errorf("no warning about %s: %v", k, n.Report.Warnings)
+					}
+				}
+				sc := onlyScrapeConfig(t, n)
+				targets := sc["static_configs"].([]any)[0].(map[string]any)["targets"].([]any)
+				if targets[0] != name+":8200" || sc["scheme"] != "https" {
+					t.Errorf("scrape config: %v", sc)
+				}
+			})
+		}
+	}
+}
+
+// Metrics access: by default the listener serves metrics without a token
+// and Prometheus scrapes without one; with a token file Prometheus sends
+// the token and the listener asks for one; without Prometheus on the node
+// there is no scrape config; with scraping off nothing is served without
+// a token.
+func TestOmnibusMetricsAccess(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	for _, tc := range []struct {
+		name, rb        string
+		unauthenticated bool
+		scrape          bool
+		authorization   bool
+	}{
+		{"default", "", true, true, false},
+		{"token", "gitlab_secrets_appliance['prometheus_scrape_credentials_file'] = '/var/opt/gitlab/prometheus/secrets-appliance-token'\n", false, true, true},
+		{"no prometheus", "prometheus['enable'] = false\n", true, false, false},
+		{"scrape off", "gitlab_secrets_appliance['prometheus_scrape_enable'] = false\n", false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+			listen := harness.FreeAddr(t, "127.0.0.1")
+			n.mustReconfigure(t, n.baseRB()+tc.rb+fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen))
+			l := n.renderedConfig(t)["listener"].([]any)[0].(map[string]any)
+			if l["unauthenticated_metrics_access"] != tc.unauthenticated {
+				t.Errorf("unauthenticated_metrics_access = %v, want %v", l["unauthenticated_metrics_access"], tc.unauthenticated)
+			}
+			if got := len(n.Report.ScrapeConfigs) == 1; got != tc.scrape {
+				t.Fatalf("scrape configs: %v", n.Report.ScrapeConfigs)
+			}
+			if tc.scrape {
+				a, _ := n.Report.ScrapeConfigs[0]["authorization"].(map[string]any)
+				if (a != nil) != tc.authorization || (a != nil && a["credentials_file"] != "/var/opt/gitlab/prometheus/secrets-appliance-token") {
+					t.Errorf("authorization: %v", a)
+				}
+			}
+			n.validate(t)
+		})
+	}
+}
+
+// Settings the appliance would refuse stop reconfigure with the
+// appliance's own message, before appliance.json is replaced; settings the
+// cookbook cannot map stop it naming the gitlab.rb key.
+func TestOmnibusReconfigureRefusesInvalidSettings(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+	listen := harness.FreeAddr(t, "127.0.0.1")
+	good := n.baseRB() + fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen)
+	n.mustReconfigure(t, good)
+	before, _ := os.ReadFile(n.ConfigFile())
+	for _, tc := range []struct{ name, rb, want string }{
+		{"HSM without a PIN", "gitlab_secrets_appliance['seal']['pkcs11']['enable'] = true\n" +
+			"gitlab_secrets_appliance['seal']['pkcs11']['library'] = '/usr/lib/softhsm/libsofthsm2.so'\n" +
+			"gitlab_secrets_appliance['seal']['pkcs11']['token_label'] = 'gitlab'\n", "seal.pkcs11: no PIN"},
+		{"plain HTTP on all addresses", "gitlab_secrets_appliance['listen_address'] = '0.0.0.0:8200'\n",
+			"plain HTTP is allowed on loopback addresses only"},
+		{"bad node id", "gitlab_secrets_appliance['node_id'] = 'gitlab 1'\n", "is not a valid node id"},
+		{"unknown retry_join key", "gitlab_secrets_appliance['raft']['retry_join'] = [{ 'leader_api_addr' => 'https://gitlab-2.example.com:8200', 'leader_ca_cert' => '/x' }]\n",
+			"gitlab_secrets_appliance['raft']['retry_join'][0]: unknown key(s) leader_ca_cert"},
+		{"no seal", "gitlab_secrets_appliance['seal']['shamir']['enable'] = false\n", "gitlab_secrets_appliance['seal']: enable pkcs11, shamir, or both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := n.reconfigure(t, good+tc.rb)
+			if code == 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("reconfigure: exit %d, want a failure saying %q:\n%s", code, tc.want, errOut)
+			}
+			if after, _ := os.ReadFile(n.ConfigFile()); !bytes.Equal(before, after) {
+				t.Fatalf("a refused reconfigure replaced appliance.json:\n%s", after)
+			}
+		})
+	}
+}
+
+// With gitlab_secrets_appliance['enable'] = false the disable recipe runs:
+// the runit service is disabled, the data stays, and gitlab-ctl's
+// commands say the appliance is not enabled here (exit 3) without running
+// anything.
+func TestOmnibusDisabled(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+	n.mustReconfigure(t, strings.Replace(n.baseRB(), "['enable'] = true", "['enable'] = false", 1))
+	if n.Report.Recipe != "disable" || len(n.Report.Resources) != 1 ||
+		n.Report.resource(t, "runit_service", "secrets-appliance")["action"] != "disable" {
+		t.Fatalf("disable recipe: %+v", n.Report)
+	}
+	for _, cmd := range []string{"secrets-appliance-status", "secrets-appliance-init", "secrets-appliance-unseal", "secrets-appliance-bootstrap"} {
+		_, errOut, code := n.ctl(t, tr, nil, cmd)
+		if code != 3 || !strings.Contains(errOut, "gitlab_secrets_appliance['enable'] = true") {
+			t.Errorf("%s on a node without the appliance: exit %d, %q", cmd, code, errOut)
+		}
+	}
+}
+
+// Every Ruby file of the cookbook, the gitlab-ctl commands and the test
+// harnesses parses with warnings on, and every template compiles.
+func TestOmnibusRubyAndTemplatesParse(t *testing.T) {
+	needRuby(t)
+	var rb, erb int
+	filepath.Walk(omnibusDir(t), func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch filepath.Ext(p) {
+		case ".rb":
+			rb++
+			out, err := exec.Command("ruby", "-wc", p).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "Syntax OK" {
+				t.Errorf("ruby -wc %s: %v\n%s", p, err, out)
+			}
+		case ".erb":
+			erb++
+			src, err := exec.Command("erb", "-x", "-T", "-", p).Output()
+			if err != nil {
+				t.Fatalf("erb -x %s: %v", p, err)
+			}
+			cmd := exec.Command("ruby", "-c")
+			cmd.Stdin = bytes.NewReader(src)
+			if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Syntax OK") {
+				t.Errorf("template %s does not compile: %v\n%s", p, err, out)
+			}
+		}
+		return nil
+	})
+	if rb < 10 || erb < 4 {
+		t.Fatalf("found %d Ruby files and %d templates under %s: the cookbook is not where it should be", rb, erb, omnibusDir(t))
+	}
+}
