@@ -3,22 +3,40 @@
 
 GO       ?= go
 BIN      := bin/gitlab-secrets-appliance
+FIPS_BIN := bin/gitlab-secrets-appliance-fips
 MODULE   := gitlab.com/gitlab-org/gitlab-secrets-appliance
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS  := -s -w -X $(MODULE)/appliance.Version=$(VERSION) \
             -X github.com/openbao/openbao/version.fullVersion=2.4.0
 TEST_TIMEOUT ?= 60m
+# The frozen Go Cryptographic Module a FIPS build compiles against
+# ($(GOROOT)/lib/fips140). GOFIPS140 also makes fips140=on the binary's
+# default GODEBUG: nothing has to be set at run time.
+GOFIPS140_VERSION ?= v1.0.0
 
 # The checksum database lacks some openbao modules; go.sum is committed.
 export GONOSUMDB := github.com/openbao/*,gitlab.com/gitlab-org/*
 export GOFLAGS   := -mod=readonly
 
-.PHONY: build run test bench lint clean
+.PHONY: build build-fips run test test-fips bench lint clean
 
 build: $(BIN)
 
 $(BIN): FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gitlab-secrets-appliance
+
+# A FIPS 140-3 build is a separate full build (every package that uses
+# crypto compiles against the snapshot). Afterwards the result is asserted,
+# as RKE2 asserts its FIPS crypto after building: the build information
+# names the module and fips140=on, and the binary reports FIPS 140-3 on.
+build-fips: $(FIPS_BIN)
+
+$(FIPS_BIN): FORCE
+	GOFIPS140=$(GOFIPS140_VERSION) $(GO) build -ldflags '$(LDFLAGS)' -o $(FIPS_BIN) ./cmd/gitlab-secrets-appliance
+	@$(GO) version -m $(FIPS_BIN) | grep -q 'GOFIPS140=$(GOFIPS140_VERSION)' || { echo "$(FIPS_BIN): not built with GOFIPS140=$(GOFIPS140_VERSION)"; exit 1; }
+	@$(GO) version -m $(FIPS_BIN) | grep -q 'DefaultGODEBUG=.*fips140=on' || { echo "$(FIPS_BIN): fips140=on is not its default GODEBUG"; exit 1; }
+	@./$(FIPS_BIN) version --format json | grep -q '"enabled": true' || { echo "$(FIPS_BIN): does not report FIPS 140-3 on"; exit 1; }
+	@./$(FIPS_BIN) version
 
 run: build
 	./$(BIN) dev
@@ -28,6 +46,13 @@ run: build
 test: lint
 	GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd test/runner && GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The fips package's tests as a FIPS build, then the process suites (test/
+# and test/runner) on the FIPS binary, with the FIPS-only tests enabled.
+test-fips: build-fips
+	GOFIPS140=$(GOFIPS140_VERSION) $(GO) test -count=1 ./fips/...
+	GSA_TEST_BINARY=$(CURDIR)/$(FIPS_BIN) GSA_TEST_FIPS_BINARY=$(CURDIR)/$(FIPS_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/...
+	cd test/runner && GSA_TEST_BINARY=$(CURDIR)/$(FIPS_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: build
 	$(GO) run ./test/bench -appliance ./$(BIN)
