@@ -13,12 +13,16 @@ TEST_TIMEOUT ?= 60m
 # ($(GOROOT)/lib/fips140). GOFIPS140 also makes fips140=on the binary's
 # default GODEBUG: nothing has to be set at run time.
 GOFIPS140_VERSION ?= v1.0.0
+# Packages: a semantic version (deb and rpm order by it) and the commit time
+# as every file's mtime, so that the same commit gives the same packages.
+PKG_VERSION ?= 0.1.0-dev.$(shell git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null || echo 0).g$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 
 # The checksum database lacks some openbao modules; go.sum is committed.
 export GONOSUMDB := github.com/openbao/*,gitlab.com/gitlab-org/*
 export GOFLAGS   := -mod=readonly
 
-.PHONY: build build-fips run test test-fips bench lint clean
+.PHONY: build build-fips run test test-fips package bench lint clean
 
 build: $(BIN)
 
@@ -41,11 +45,12 @@ $(FIPS_BIN): FORCE
 run: build
 	./$(BIN) dev
 
-# test/runner is its own module (GitLab Runner's Vault client and its
-# dependencies stay out of the server's build).
+# test/runner and packaging/nfpm are their own modules (GitLab Runner's
+# Vault client, nFPM and their dependencies stay out of the server's build).
 test: lint
 	GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd test/runner && GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd packaging/nfpm && $(GO) test -count=1 ./...
 
 # The fips package's tests as a FIPS build, then the process suites (test/
 # and test/runner) on the FIPS binary, with the FIPS-only tests enabled.
@@ -54,6 +59,15 @@ test-fips: build-fips
 	GSA_TEST_BINARY=$(CURDIR)/$(FIPS_BIN) GSA_TEST_FIPS_BINARY=$(CURDIR)/$(FIPS_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/...
 	cd test/runner && GSA_TEST_BINARY=$(CURDIR)/$(FIPS_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+# .deb and .rpm in dist/, built by packaging/nfpm (nFPM as a library) from
+# bin/gitlab-secrets-appliance, the systemd unit and the sample config;
+# then the package tests check them too.
+package: build
+	rm -rf dist
+	cd packaging/nfpm && $(GO) run . -binary $(CURDIR)/$(BIN) -unit $(CURDIR)/systemd/gitlab-secrets-appliance.service \
+		-version $(PKG_VERSION) -out $(CURDIR)/dist
+	cd packaging/nfpm && $(GO) test -count=1 -run 'TestMakePackageArtifacts' ./...
+
 bench: build
 	$(GO) run ./test/bench -appliance ./$(BIN)
 
@@ -61,8 +75,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test/runner && $(GO) vet ./...
+	cd packaging/nfpm && $(GO) vet ./...
 
 clean:
-	rm -rf bin .bench
+	rm -rf bin .bench dist
 
 FORCE:
