@@ -20,6 +20,9 @@ func (a *Appliance) baoCompat(next http.Handler) http.Handler {
 		mux.HandleFunc(m+" /v1/sys/init", a.handleBaoInit)
 		mux.HandleFunc(m+" /v1/sys/unseal", a.handleBaoUnseal)
 		mux.Handle(m+" /v1/sys/seal", a.operatorSeal(next))
+		for _, p := range fipsPGPPaths {
+			mux.Handle(m+" "+p, fipsNoPGP(next))
+		}
 	}
 	mux.Handle("/", next)
 	return mux

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -29,7 +31,7 @@ var (
 // reads the files the config names (certificates) and looks at the data
 // directory, but changes nothing.
 func (c *Config) Validate() error {
-	v := &validator{}
+	v := &validator{fips: fips.Enabled()}
 	c.validate(v)
 	if len(v.problems) == 0 {
 		return nil
@@ -37,7 +39,10 @@ func (c *Config) Validate() error {
 	return &ConfigError{Problems: v.problems}
 }
 
-type validator struct{ problems []Problem }
+type validator struct {
+	problems []Problem
+	fips     bool // FIPS 140-3 mode: validateFIPS's rules apply
+}
 
 func (v *validator) add(key, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
@@ -101,6 +106,7 @@ func (c *Config) validate(v *validator) {
 	if c.GitLab != nil {
 		c.GitLab.validate(v)
 	}
+	c.validateFIPS(v)
 }
 
 func (s *Seal) validate(v *validator) {
@@ -162,7 +168,7 @@ func (l Listener) validate(v *validator, key string) {
 	} else if v.hostPort(key+".address", l.Address) && l.TLSDisable && !isLoopback(l.Address) {
 		v.add(key+".tls_disable", "plain HTTP is allowed on loopback addresses only; %q is not one: set tls_cert_file and tls_key_file", l.Address)
 	}
-	if !slices.Contains(tlsVersion, l.TLSMinVersion) {
+	if !slices.Contains(tlsVersion, l.TLSMinVersion) && !v.fipsRefusesTLS(l.TLSMinVersion) {
 		v.add(key+".tls_min_version", "%q is not supported; use one of %v", l.TLSMinVersion, tlsVersion)
 	}
 	if l.TLSDisable {

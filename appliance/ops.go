@@ -126,6 +126,9 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 // in the defaults.
 func (a *Appliance) initSpec(req InitRequest) (spec seal.InitSpec, rs, rt int, err error) {
 	spec = seal.InitSpec{HSM: a.cfg.Seal.PKCS11 != nil, Shamir: a.cfg.Seal.Shamir != nil, PGPKeys: req.PGPKeys}
+	if err := req.checkFIPS(); err != nil {
+		return spec, 0, 0, err
+	}
 	for _, f := range []struct {
 		name string
 		v    int

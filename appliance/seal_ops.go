@@ -8,6 +8,7 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -98,6 +99,9 @@ func (a *Appliance) PendingSealChange() *seal.ChangeStatus { return a.seal.Pendi
 // split where none is given. Out-of-range numbers are refused by name.
 func (a *Appliance) changeRequest(ctx context.Context, op string, c SealChange) (seal.ChangeRequest, error) {
 	req := seal.ChangeRequest{PGPKeys: c.PGPKeys, AuthorizeWith: c.AuthorizeWith}
+	if err := fips.CheckPGP("pgp_keys", c.PGPKeys); err != nil {
+		return req, err
+	}
 	switch {
 	case op == "rotate-shares":
 		req.Operation = seal.RotateShares

@@ -8,6 +8,7 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -45,6 +46,8 @@ type Status struct {
 	// node: running, applied, or why not.
 	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
 	UptimeSeconds   int64  `json:"uptime_seconds"`
+	// FIPS is whether the node's cryptography runs in FIPS 140-3 mode.
+	FIPS bool `json:"fips"`
 }
 
 // RaftStatus is this node's view of integrated storage.
@@ -74,6 +77,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		UptimeSeconds:  int64(time.Since(a.started).Seconds()),
 		Seal:           a.seal.Status(ctx, a.cfg.Seal.Shamir != nil),
 		SealChange:     a.seal.PendingChange(),
+		FIPS:           fips.Enabled(),
 	}
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)

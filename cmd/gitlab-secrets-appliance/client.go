@@ -156,6 +156,11 @@ func printStatus(w io.Writer, st appliance.Status) {
 	}
 	row("Raft", fmt.Sprintf("voter: %v, peers: %d, applied index: %d", st.Raft.Voter, st.Raft.Peers, st.Raft.AppliedIndex))
 	row("Version", fmt.Sprintf("%s (OpenBao %s)", st.Version, st.OpenBaoVersion))
+	fipsMode := "off"
+	if st.FIPS {
+		fipsMode = "on"
+	}
+	row("FIPS 140-3", fipsMode)
 	tw.Flush()
 }
 

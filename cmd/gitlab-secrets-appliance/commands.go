@@ -77,6 +77,7 @@ func newApp() *cli.App {
 			return exit(exitUsage, nil)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
+		Before:         fipsSelfCheck,
 		Commands: []*cli.Command{
 			{
 				Name:  "server",

@@ -5,7 +5,7 @@ const (
 	exitOK          = 0  // success; for status: unsealed and serving
 	exitFailed      = 1  // the operation failed; the message says why
 	exitSealed      = 2  // status: the node answered but is sealed or not initialized
-	exitConfig      = 3  // the configuration is invalid, or its data_dir is in use; nothing was started
+	exitConfig      = 3  // the configuration is invalid, its data_dir is in use, or the FIPS self-check failed; nothing was started
 	exitUnreachable = 4  // no appliance answered at --address
 	exitUsage       = 64 // unknown command or flag, or a missing argument
 )
@@ -14,7 +14,8 @@ const exitCodesHelp = `EXIT CODES:
    0   success; for status: unsealed and serving
    1   the operation failed; the message says why
    2   status: the node answered but is sealed or not initialized
-   3   the configuration is invalid, or its data_dir is in use by another node; nothing was started
+   3   the configuration is invalid, or its data_dir is in use by another node, or a FIPS build
+       runs with FIPS 140-3 mode off (or any build with GODEBUG=fips140=only); nothing was started
    4   no appliance answered at --address
    64  unknown command or flag, or a missing argument`
 

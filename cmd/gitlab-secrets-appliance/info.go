@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
 
 func configValidateAction(c *cli.Context) error {
@@ -51,14 +52,29 @@ func versionAction(c *cli.Context) error {
 		return err
 	}
 	v := struct {
-		Version   string `json:"version"`
-		OpenBao   string `json:"openbao_version"`
-		GoVersion string `json:"go_version"`
-	}{appliance.Version, appliance.OpenBaoVersion, runtime.Version()}
+		Version   string    `json:"version"`
+		OpenBao   string    `json:"openbao_version"`
+		GoVersion string    `json:"go_version"`
+		FIPS      fips.Info `json:"fips"`
+	}{appliance.Version, appliance.OpenBaoVersion, runtime.Version(), fips.Current()}
 	if asJSON {
 		printJSON(c.App.Writer, v)
 		return nil
 	}
-	fmt.Fprintf(c.App.Writer, "gitlab-secrets-appliance %s (OpenBao %s, %s)\n", v.Version, v.OpenBao, v.GoVersion)
+	fmt.Fprintf(c.App.Writer, "gitlab-secrets-appliance %s (OpenBao %s, %s)\n%s\n", v.Version, v.OpenBao, v.GoVersion, v.FIPS)
+	return nil
+}
+
+// fipsSelfCheck runs before every command but version and help: a FIPS
+// build refuses to do anything with FIPS 140-3 mode off, and no build runs
+// with GODEBUG=fips140=only (see package fips).
+func fipsSelfCheck(c *cli.Context) error {
+	switch c.Args().First() {
+	case "version", "help", "h", "":
+		return nil
+	}
+	if err := fips.SelfCheck(); err != nil {
+		return exit(exitConfig, err)
+	}
 	return nil
 }
