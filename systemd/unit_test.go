@@ -59,7 +59,7 @@ func TestUnitSettings(t *testing.T) {
 			"ExecReload":               "/bin/kill -HUP $MAINPID",
 			"User":                     "gitlab-secrets-appliance",
 			"Group":                    "gitlab-secrets-appliance",
-			"WatchdogSec":              "30s",
+			"WatchdogSec":              "2min",
 			"Restart":                  "on-failure",
 			"RestartPreventExitStatus": "3",
 			"TimeoutStartSec":          "5min",
