@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
@@ -75,6 +76,11 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
 			return
 		}
+		release, ok := a.keySlot(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		p, err := a.Unseal(r.Context(), req.Share)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, struct {
@@ -103,6 +109,11 @@ func (a *Appliance) adminHandler() http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
+		release, ok := a.keySlot(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		st, err := a.AuthorizeSealChange(r.Context(), req.Nonce, req.Key)
 		writeChange(w, st, err)
 	})
@@ -114,6 +125,11 @@ func (a *Appliance) adminHandler() http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
+		release, ok := a.keySlot(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		st, err := a.VerifySealChange(r.Context(), req.Nonce, req.Share)
 		writeChange(w, st, err)
 	})
@@ -171,6 +187,30 @@ func writeChange(w http.ResponseWriter, st seal.ChangeStatus, err error) {
 		Errors []string `json:"errors"`
 		seal.ChangeStatus
 	}{[]string{err.Error()}, st})
+}
+
+// maxKeyAttempts bounds the unseal, authorize and verify attempts that
+// run at once (after their bodies were read), so that a flood of them
+// cannot crowd out the operators'; keyWait is how long one waits for a
+// slot before it is told to retry.
+const (
+	maxKeyAttempts = 4
+	keyWait        = 2 * time.Second
+)
+
+// keySlot takes a key attempt slot, or answers 503 with Retry-After.
+func (a *Appliance) keySlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	t := time.NewTimer(keyWait)
+	defer t.Stop()
+	select {
+	case a.keySlots <- struct{}{}:
+		return func() { <-a.keySlots }, true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, errors.New("too many unseal or seal change attempts at once: retry in a moment"))
+	return nil, false
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -47,8 +47,9 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftHandle  // the hashicorp/raft instance inside raft
-	leaders     *leaderWatch // cancels forwards to a leader that is no longer it
+	raftH       *raftHandle   // the hashicorp/raft instance inside raft
+	leaders     *leaderWatch  // cancels forwards to a leader that is no longer it
+	keySlots    chan struct{} // unseal, authorize and verify attempts running (keySlot)
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -88,13 +89,14 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, err
 	}
 	a = &Appliance{
-		leaders: newLeaderWatch(),
-		cfg:     cfg,
-		started: time.Now(),
-		ready:   make(chan struct{}),
-		stopped: make(chan struct{}),
-		errc:    make(chan error, 1),
-		kick:    make(chan struct{}, 1),
+		leaders:  newLeaderWatch(),
+		keySlots: make(chan struct{}, maxKeyAttempts),
+		cfg:      cfg,
+		started:  time.Now(),
+		ready:    make(chan struct{}),
+		stopped:  make(chan struct{}),
+		errc:     make(chan error, 1),
+		kick:     make(chan struct{}, 1),
 	}
 	// undo holds what to close if a later step fails. Its funcs must not
 	// read a: the deferred func runs after `return nil, err` set it to nil.

@@ -103,6 +103,11 @@ func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("'key' must be specified in request body as JSON, or 'reset' set to true"))
 		return
 	default:
+		release, ok := a.keySlot(w, r)
+		if !ok {
+			return
+		}
+		defer release()
 		if _, err := a.Unseal(r.Context(), req.Key); err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return

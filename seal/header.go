@@ -108,6 +108,8 @@ func (h *header) next(now time.Time) *header {
 	return &n
 }
 
+func (h *header) changedTime() time.Time { return time.Unix(h.Changed, 0) }
+
 // newer reports whether h is a later header of the same cluster than o.
 func (h *header) newer(o *header) bool {
 	return o == nil || h.Cluster != o.Cluster || h.Gen > o.Gen
