@@ -50,6 +50,7 @@ type Appliance struct {
 	raftH       *raftHandle   // the hashicorp/raft instance inside raft
 	leaders     *leaderWatch  // cancels forwards to a leader that is no longer it
 	keySlots    chan struct{} // unseal, authorize and verify attempts running (keySlot)
+	disk        *diskGuard    // refuses writes before the data dir is full
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -91,6 +92,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	a = &Appliance{
 		leaders:  newLeaderWatch(),
 		keySlots: make(chan struct{}, maxKeyAttempts),
+		disk:     &diskGuard{dir: cfg.DataDir},
 		cfg:      cfg,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
@@ -230,7 +232,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
-	core.SetClusterHandler(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core}))
+	core.SetClusterHandler(a.diskGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core})))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -253,7 +255,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.readyGate(a.baoCompat(h)))
+		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(h))))
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -274,6 +276,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	go func() {
 		defer a.bg.Done()
 		a.sealKeeper(bgCtx)
+	}()
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		a.watchDisk(bgCtx)
 	}()
 	a.leaders.tune = a.tuneRaft
 	a.bg.Add(1)

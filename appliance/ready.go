@@ -308,7 +308,7 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 // What a held answer turns out to be.
 const (
 	answerAsIs    = iota // any answer but those below
-	leaderUnknown        // 500 "active cluster node not found", written before anything was done
+	leaderUnknown        // 500 "active cluster node not found" or Raft's "not the leader": nothing was done
 	forwardFailed        // 307 from a standby whose forward to the active node failed
 	writeInDoubt         // 500 "leadership lost while committing log": maybe applied
 )
@@ -388,7 +388,8 @@ func (h *heldAnswer) kind(noForward bool) int {
 		return answerAsIs
 	case h.code == http.StatusTemporaryRedirect && !noForward:
 		return forwardFailed
-	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte(leaderNotFound)):
+	case h.code == http.StatusInternalServerError && (bytes.Contains(h.body.Bytes(), []byte(leaderNotFound)) ||
+		bytes.Contains(h.body.Bytes(), []byte(raftNotLeader))):
 		return leaderUnknown
 	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte("leadership lost while committing log")):
 		return writeInDoubt
@@ -396,7 +397,12 @@ func (h *heldAnswer) kind(noForward bool) int {
 	return answerAsIs
 }
 
-const leaderNotFound = "active cluster node not found"
+const (
+	leaderNotFound = "active cluster node not found"
+	// raftNotLeader is hashicorp/raft's ErrNotLeader: the entry was not
+	// appended, nothing was done.
+	raftNotLeader = "node is not the leader"
+)
 
 // health answers sys/health as OpenBao does, with the appliance's
 // readiness added: an unsealed node that is not ready answers

@@ -45,7 +45,9 @@ type Status struct {
 	// GitLabBootstrap is how the GitLab bootstrap after init went on this
 	// node: running, applied, or why not.
 	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
-	UptimeSeconds   int64  `json:"uptime_seconds"`
+	// Disk is the data dir's free space; writes are refused while it is low.
+	Disk          DiskStatus `json:"disk"`
+	UptimeSeconds int64      `json:"uptime_seconds"`
 	// FIPS is whether the node's cryptography runs in FIPS 140-3 mode.
 	FIPS bool `json:"fips"`
 }
@@ -80,6 +82,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		FIPS:           fips.Enabled(),
 	}
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
+	st.Disk = a.disk.status()
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
 	st.Initialized, _ = a.core.Initialized(ctx)
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
