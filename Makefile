@@ -22,7 +22,7 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 export GONOSUMDB := github.com/openbao/*,gitlab.com/gitlab-org/*
 export GOFLAGS   := -mod=readonly
 
-.PHONY: build build-fips run test test-deps test-fips chaos package bench lint clean
+.PHONY: build build-fips run test test-deps test-fips chaos fuzz package bench lint clean
 
 build: $(BIN)
 
@@ -54,6 +54,7 @@ test: test-deps
 	GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd test/runner && GSA_TEST_BINARY= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd packaging/nfpm && $(GO) test -count=1 ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
 # The fips package's tests as a FIPS build, then the process suites (test/
 # and test/runner) on the FIPS binary, with the FIPS-only tests enabled.
@@ -73,6 +74,17 @@ package: build
 
 test-deps:
 	@scripts/test-deps.sh
+
+# Every fuzz target for FUZZTIME (the seed corpora run in every go test).
+# -fuzzminimizetime 0: the appliance's targets instrument the whole embedded
+# server and make little progress while minimizing.
+FUZZTIME      ?= 1m
+TEST_FUZZTIME ?= 10s
+FUZZ_TARGETS  := seal:FuzzDecodeShare seal:FuzzDecodeHeader seal:FuzzChangeInputs appliance:FuzzParseHCL appliance:FuzzParseJSON
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+	  $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 || exit 1; done
 
 # The fault campaign alone, ROUNDS rounds (make test runs one of each
 # fault): per round the fault, write gap, answers by kind, acknowledged and
