@@ -1,0 +1,254 @@
+package test
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// shares: before, the unseal loop had ended and `unseal` timed out.
+func TestOperatorSealThenShares(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", hsmSeal(t, hsm, dir, "kek", true))
+	n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr)
+	waitState(t, tr, bin, addr, "active")
+	c := apiClient(t, addr, res.RootToken)
+
+	for round := range 2 {
+		if err := c.Sys().Seal(); err != nil {
+			t.Fatalf("round %d: sys/seal: %v", round, err)
+		}
+		st, code := status(t, tr, bin, addr)
+		if code != 2 || st.State != "sealed" {
+			t.Fatalf("round %d: after sys/seal: exit %d %+v", round, code, st)
+		}
+		harness.Eventually(t, time.Minute, "the log to say the operator sealed it", func() bool {
+			return strings.Count(n.Output.String(), "sealed by an operator") == round+1
+		})
+		// The seal keeper tried (every 2 s) and refused to use the HSM.
+		harness.Eventually(t, time.Minute, "the keeper to refuse the HSM", func() bool {
+			return strings.Contains(n.Output.String(), "an operator sealed this node")
+		})
+		if st, _ := status(t, tr, bin, addr); st.State != "sealed" {
+			t.Fatalf("round %d: the node unsealed itself after an operator sealed it: %+v", round, st)
+		}
+		submitShares(t, tr, bin, addr, res.Shares[round], res.Shares[round+1])
+		waitState(t, tr, bin, addr, "active")
+	}
+	// A restart uses the HSM again.
+	n.Signal(t, syscall.SIGTERM, time.Minute)
+	n = harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+	n.WaitServing(t, tr)
+	st := waitState(t, tr, bin, addr, "active")
+	if p, _ := mechanism(st, "pkcs11"); !p.LastUsed {
+		t.Fatalf("after a restart the HSM did not unseal: %+v", st.Seal)
+	}
+}
+
+// says how it went.
+func TestInitAnswersBeforeTheGitLabBootstrap(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	// A "GitLab" that accepts connections and does not answer until
+	// released, then hangs up.
+	hang := harness.FreeAddr(t, "127.0.0.1")
+	l, err := net.Listen("tcp", hang)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := make(chan struct{})
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				<-release
+				conn.Close()
+			}()
+		}
+	}()
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", fmt.Sprintf("gitlab {\n  url = %q\n  jwks_url = %q\n  audience = \"https://gitlab.example.com:8200\"\n}\n",
+		"https://gitlab.example.com", "http://"+hang+"/oauth/discovery/keys"))
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr)
+	if res.GitLabBootstrap != "running" || len(res.Shares) == 0 || res.RootToken == "" {
+		t.Fatalf("init: bootstrap %q, %d shares", res.GitLabBootstrap, len(res.Shares))
+	}
+	var st struct {
+		GitLabBootstrap string `json:"gitlab_bootstrap"`
+	}
+	out, _, _ := harness.Run(t, tr, nil, bin, "status", "--format", "json", "--address", addr)
+	if json.Unmarshal([]byte(out), &st); st.GitLabBootstrap != "running" {
+		t.Fatalf("the bootstrap ended while GitLab did not answer: %q", st.GitLabBootstrap)
+	}
+	close(release)
+	harness.Eventually(t, 3*time.Minute, "the bootstrap to end", func() bool {
+		out, _, _ := harness.Run(t, tr, nil, bin, "status", "--format", "json", "--address", addr)
+		json.Unmarshal([]byte(out), &st)
+		return st.GitLabBootstrap != "running"
+	})
+	if !strings.Contains(st.GitLabBootstrap, "gitlab bootstrap") {
+		t.Fatalf("the failed bootstrap does not say how to retry: %q", st.GitLabBootstrap)
+	}
+	// A second init is refused; the cluster works.
+	if _, errOut, code := harness.Run(t, tr, nil, bin, "init", "--address", addr); code != 1 || !strings.Contains(errOut, "already initialized") {
+		t.Fatalf("second init: exit %d %s", code, errOut)
+	}
+	waitState(t, tr, bin, addr, "active")
+}
+
+// shares printed belong to the cluster.
+func TestConcurrentInitsOneWins(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	cfg, addr, _ := singleNode(t)
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	hc := &http.Client{Timeout: time.Minute}
+	type answer struct {
+		code int
+		res  initOutput
+	}
+	answers := make(chan answer, 4)
+	for range 4 {
+		go func() {
+			var res initOutput
+			code, _ := adminCall(hc, addr, "", "init", map[string]int{"shares": 3, "threshold": 2}, &res)
+			answers <- answer{code, res}
+		}()
+	}
+	var won []initOutput
+	for range 4 {
+		a := <-answers
+		switch a.code {
+		case http.StatusOK:
+			won = append(won, a.res)
+		case http.StatusConflict:
+		default:
+			t.Fatalf("init answered %d", a.code)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d inits succeeded", len(won))
+	}
+	waitState(t, tr, bin, addr, "active")
+	n.Signal(t, syscall.SIGTERM, time.Minute)
+	n = harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	unsealWith(t, tr, bin, addr, won[0].Shares[:2])
+}
+
+// already has state".
+func TestInitKilledHalfWay(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	hc := &http.Client{Timeout: time.Minute}
+	var outcomes = map[string]int{}
+	for round := range 8 {
+		cfg, addr, dir := singleNode(t)
+		n := harness.StartNode(t, tr, bin, cfg, addr)
+		n.WaitServing(t, tr)
+		go adminCall(hc, addr, "", "init", map[string]int{"shares": 3, "threshold": 2}, nil)
+		d, _ := rand.Int(rand.Reader, big.NewInt(1500))
+		time.Sleep(time.Duration(d.Int64()) * time.Millisecond) // the fault's random point
+		n.Kill()
+		n.Wait(t, time.Minute)
+
+		n = harness.StartNode(t, tr, bin, cfg, addr)
+		n.WaitServing(t, tr)
+		st, _ := status(t, tr, bin, addr)
+		if st.Initialized {
+			outcomes["initialized before the kill"]++
+			continue
+		}
+		out, errOut, code := harness.Run(t, &harness.Transcript{}, nil, bin, "init", "--format", "json", "--address", addr)
+		switch {
+		case code == 0:
+			outcomes["init worked after the restart"]++
+		case strings.Contains(errOut, "an earlier init on this node stopped before it finished"):
+			outcomes["init explained the interrupted init"]++
+			n.Signal(t, syscall.SIGTERM, time.Minute)
+			for _, p := range []string{"raft", "vault.db"} {
+				if err := os.RemoveAll(filepath.Join(dir, "data", p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n = harness.StartNode(t, tr, bin, cfg, addr)
+			n.WaitServing(t, tr)
+			if _, errOut, code := harness.Run(t, &harness.Transcript{}, nil, bin, "init", "--address", addr); code != 0 {
+				t.Fatalf("round %d: init after following the advice: %s", round, errOut)
+			}
+		default:
+			t.Fatalf("round %d: init after a kill: exit %d: %s %s", round, code, out, errOut)
+		}
+		waitState(t, tr, bin, addr, "active")
+		n.Signal(t, syscall.SIGTERM, time.Minute)
+	}
+	t.Logf("outcomes: %v", outcomes)
+}
+
+// and `--recovery-shares -3` made a cluster without recovery keys.
+func TestBadNumbersAreRefusedByName(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	cfg, addr, dir := singleNode(t)
+	n := harness.StartNode(t, tr, bin, cfg, addr)
+	n.WaitServing(t, tr)
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for _, args := range [][]string{{"--recovery-shares", "-3"}, {"--shares", "-1"}, {"--threshold", "300"}, {"--recovery-threshold", "-1"}} {
+		_, errOut, code := harness.Run(t, tr, nil, bin, append([]string{"init", "--address", addr}, args...)...)
+		if code != 64 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("init %v: exit %d: %s", args, code, errOut)
+		}
+	}
+	for _, body := range []map[string]int{{"recovery_shares": -3}, {"shares": -1}, {"shares": 3, "threshold": 5}, {"recovery_shares": 3, "recovery_threshold": 1}} {
+		if code, err := adminCall(hc, addr, "", "init", body, nil); code != http.StatusBadRequest {
+			t.Errorf("init %v: %d %v", body, code, err)
+		}
+	}
+	if st, _ := status(t, tr, bin, addr); st.Initialized {
+		t.Fatal("a refused init initialized the cluster")
+	}
+	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
+	waitState(t, tr, bin, addr, "active")
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte(res.RootToken), 0o600)
+	for _, args := range [][]string{{"--shares", "-1"}, {"--threshold", "-2"}, {"--shares", "256"}} {
+		_, errOut, code := harness.Run(t, tr, nil, bin, append([]string{"seal", "rotate-shares", "--address", addr, "--token-file", tokenFile}, args...)...)
+		if code != 64 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("rotate-shares %v: exit %d: %s", args, code, errOut)
+		}
+	}
+	for _, body := range []map[string]int{{"shares": -1}, {"threshold": -2}, {"shares": 3, "threshold": 4}} {
+		if code, err := adminCall(hc, addr, res.RootToken, "seal/rotate-shares", body, nil); code != http.StatusBadRequest {
+			t.Errorf("rotate-shares %v: %d %v", body, code, err)
+		}
+	}
+	var st sealedStatus
+	adminCall(hc, addr, "", "status", nil, &st)
+	if st.Seal.Generation != 1 || len(st.Seal.Mechanisms) != 1 || st.Seal.Mechanisms[0].Type != "shamir" {
+		t.Fatalf("the refused changes changed the seal: %+v", st.Seal)
+	}
+}
