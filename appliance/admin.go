@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -101,38 +102,33 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeChange(w, st, err)
 		})
 	}
-	mux.HandleFunc("POST "+adminPrefix+"seal/authorize", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Nonce string `json:"nonce"`
-			Key   string `json:"key"`
-		}
-		if !readJSON(w, r, &req) {
-			return
-		}
-		release, ok := a.keySlot(w, r)
-		if !ok {
-			return
-		}
-		defer release()
-		st, err := a.AuthorizeSealChange(r.Context(), req.Nonce, req.Key)
-		writeChange(w, st, err)
-	})
-	mux.HandleFunc("POST "+adminPrefix+"seal/verify", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Nonce string `json:"nonce"`
-			Share string `json:"share"`
-		}
-		if !readJSON(w, r, &req) {
-			return
-		}
-		release, ok := a.keySlot(w, r)
-		if !ok {
-			return
-		}
-		defer release()
-		st, err := a.VerifySealChange(r.Context(), req.Nonce, req.Share)
-		writeChange(w, st, err)
-	})
+	// authorize takes a current key ("key"), verify a new share ("share").
+	for step, do := range map[string]func(ctx context.Context, nonce, key string) (seal.ChangeStatus, error){
+		"authorize": a.AuthorizeSealChange,
+		"verify":    a.VerifySealChange,
+	} {
+		mux.HandleFunc("POST "+adminPrefix+"seal/"+step, func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Nonce string `json:"nonce"`
+				Key   string `json:"key"`
+				Share string `json:"share"`
+			}
+			if !readJSON(w, r, &req) {
+				return
+			}
+			release, ok := a.keySlot(w, r)
+			if !ok {
+				return
+			}
+			defer release()
+			key := req.Key
+			if key == "" {
+				key = req.Share
+			}
+			st, err := do(r.Context(), req.Nonce, key)
+			writeChange(w, st, err)
+		})
+	}
 	mux.HandleFunc("POST "+adminPrefix+"seal/cancel", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Nonce string `json:"nonce"`

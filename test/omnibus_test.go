@@ -328,9 +328,9 @@ func TestOmnibusHSMNode(t *testing.T) {
 		shareTokenWithGroup(t, hsm, "users")
 	}
 	ssl := n.path("etc/gitlab/ssl")
-	ca := newTestCA(t)
-	caFile := ca.write(t, ssl)
-	certFile, keyFile := ca.issue(t, ssl, "localhost", "127.0.0.1")
+	ca := harness.NewCA(t)
+	caFile := ca.WriteTo(t, ssl)
+	certFile, keyFile := ca.IssueIn(t, ssl, "localhost", "127.0.0.1")
 	pinFile := hsm.WritePINFile(t, n.path("etc/gitlab"))
 	listen := harness.FreeAddr(t, "127.0.0.1")
 	rb := n.baseRB() + groups + fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
@@ -454,7 +454,7 @@ func TestOmnibusGeoTopologyConfigs(t *testing.T) {
 	bin := harness.Binary(t)
 	hsm := harness.NewSoftHSM(t, "gitlab")
 	hsm.GenerateAESKey(t, "gitlab-secrets-kek")
-	ca := newTestCA(t)
+	ca := harness.NewCA(t)
 	sites := map[string][]string{"a": {"gitlab-a1.example.com", "gitlab-a2.example.com", "gitlab-a3.example.com"},
 		"b": {"gitlab-b1.example.com", "gitlab-b2.example.com"}}
 	var all []string
@@ -468,8 +468,8 @@ func TestOmnibusGeoTopologyConfigs(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				n := newOmnibusNode(t, bin, name)
 				ssl := n.path("etc/gitlab/ssl")
-				caFile := ca.write(t, ssl)
-				certFile, keyFile := ca.issue(t, ssl, name)
+				caFile := ca.WriteTo(t, ssl)
+				certFile, keyFile := ca.IssueIn(t, ssl, name)
 				rb := n.baseRB() + fmt.Sprintf(`external_url 'https://gitlab.example.com'
 gitlab_rails['openbao']['url'] = 'https://secrets.gitlab.example.com'
 gitlab_secrets_appliance['tls_cert_file'] = %q

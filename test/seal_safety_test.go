@@ -102,6 +102,19 @@ func rotateShares(hc *http.Client, addr, token string, current []string, n, thr 
 	return st, nil
 }
 
+// activeNode starts a single node (singleNode's config), initializes it
+// with n shares of threshold thr and waits until it is active.
+func activeNode(t *testing.T, n, thr int) (bin string, tr *harness.Transcript, cfg, addr, dir string, node *harness.Node, res initOutput) {
+	t.Helper()
+	bin, tr = harness.Binary(t), &harness.Transcript{}
+	cfg, addr, dir = singleNode(t)
+	node = harness.StartNode(t, tr, bin, cfg, addr)
+	node.WaitServing(t, tr)
+	res = initCluster(t, bin, addr, "--shares", fmt.Sprint(n), "--threshold", fmt.Sprint(thr))
+	waitState(t, tr, bin, addr, "active")
+	return bin, tr, cfg, addr, dir, node, res
+}
+
 // forgedShare makes a share in the appliance's format with a valid
 // checksum, claiming cluster and generation (both public in status) and
 // threshold, with a made-up key check and part: what anyone who can reach
@@ -138,13 +151,7 @@ type sealedStatus struct {
 // 255) while operators submit their genuine shares: it unseals, every
 // time, and no forged share is ever accepted.
 func TestForgedShareFloodCannotKeepANodeSealed(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "5", "--threshold", "3")
-	waitState(t, tr, bin, addr, "active")
+	bin, tr, cfg, addr, _, n, res := activeNode(t, 5, 3)
 	hc := &http.Client{Timeout: 30 * time.Second}
 
 	for round := range 5 {
@@ -199,13 +206,7 @@ func TestForgedShareFloodCannotKeepANodeSealed(t *testing.T) {
 // restart either the old or the new shares unseal, never neither, and the
 // data is there.
 func TestRotationKilledAtRandomPointsNeverLocksOut(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	cfg, addr, dir := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	bin, tr, cfg, addr, dir, n, res := activeNode(t, 3, 2)
 	c := apiClient(t, addr, res.RootToken)
 	harness.MountKVv2(t, c, "kv")
 	if _, err := c.KVv2("kv").Put(context.Background(), "k", map[string]interface{}{"v": "kept"}); err != nil {
@@ -452,13 +453,7 @@ func TestSnapshotRestoreKeepsTheCurrentSeal(t *testing.T) {
 // a change that waits for a quorum of the current shares; forged shares do
 // not authorize it; the operators see it in status and cancel it.
 func TestTokenAloneCannotChangeTheSeal(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	cfg, addr, dir := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	bin, tr, cfg, addr, dir, n, res := activeNode(t, 3, 2)
 	root := apiClient(t, addr, res.RootToken)
 	if err := root.Sys().PutPolicy("seal-admin", `path "sys/appliance/seal" { capabilities = ["sudo", "update"] }`); err != nil {
 		t.Fatal(err)

@@ -18,13 +18,7 @@ import (
 // drip, while operators check the status and unseal the node. The server
 // closes the slow connections itself (header and body read timeouts).
 func TestSlowClientsDoNotBlockOthers(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	bin, tr, cfg, addr, _, n, res := activeNode(t, 3, 2)
 	n.Signal(t, syscall.SIGTERM, time.Minute)
 	n = harness.StartNode(t, tr, bin, cfg, addr)
 	n.WaitServing(t, tr)

@@ -48,9 +48,15 @@ func NewCA(t testing.TB) *CA {
 	return ca
 }
 
-// Issue makes a server certificate for the IPs and returns its files
-// (the key 0600).
+// Issue makes a server certificate for name and the IPs and returns its
+// files (the key 0600), in the CA's own directory.
 func (ca *CA) Issue(t testing.TB, name string, ips ...string) (certFile, keyFile string) {
+	t.Helper()
+	return ca.IssueIn(t, ca.dir, name, ips...)
+}
+
+// IssueIn is Issue writing <dir>/<name>.crt and <name>.key.
+func (ca *CA) IssueIn(t testing.TB, dir, name string, ips ...string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -60,6 +66,9 @@ func (ca *CA) Issue(t testing.TB, name string, ips ...string) (certFile, keyFile
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if net.ParseIP(name) == nil {
+		tmpl.DNSNames = []string{name}
 	}
 	for _, ip := range ips {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
@@ -72,10 +81,25 @@ func (ca *CA) Issue(t testing.TB, name string, ips ...string) (certFile, keyFile
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	writePEM(t, certFile, "CERTIFICATE", der, 0o644)
 	writePEM(t, keyFile, "PRIVATE KEY", kb, 0o600)
 	return certFile, keyFile
+}
+
+// WriteTo copies the CA certificate to <dir>/ca.crt (0644) and returns
+// its path.
+func (ca *CA) WriteTo(t testing.TB, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // ClientTLS trusts the CA.
