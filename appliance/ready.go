@@ -70,6 +70,10 @@ func (a *Appliance) readiness() Readiness {
 		if state != hraft.Leader {
 			return notReady("stepping down: Raft has lost the leadership")
 		}
+		lease := time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
+		if ok, age := a.leaders.confirmedWithin(lease); !ok {
+			return notReady("confirming its leadership with a quorum (last confirmed %s ago)", age.Round(time.Millisecond))
+		}
 		return Readiness{Ready: true, active: true}
 	}
 	silence := time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
@@ -202,6 +206,25 @@ type leaderWatch struct {
 	state  hraft.RaftState
 	leader hraft.ServerID
 	tune   func(r *hraft.Raft) // called at every look (see tuneRaft)
+
+	// While this node leads, a quorum confirms its leadership every
+	// verifyEvery (Raft's VerifyLeader: a round of heartbeats); confirmed
+	// is when the last confirmed round started. A leader that was paused
+	// or cut off still believes it leads until it hears otherwise; its
+	// confirmation is old at once, so it is not ready and serves nothing
+	// stale meanwhile.
+	verifying bool
+	confirmed atomic.Int64 // unix nanoseconds
+}
+
+// verifyEvery is how often a leader has a quorum confirm its leadership.
+const verifyEvery = 100 * time.Millisecond
+
+// confirmedWithin reports whether a quorum confirmed this node's
+// leadership within d.
+func (w *leaderWatch) confirmedWithin(d time.Duration) (bool, time.Duration) {
+	age := time.Since(time.Unix(0, w.confirmed.Load()))
+	return age <= d, age
 }
 
 func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})} }
@@ -227,6 +250,7 @@ func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
 			if w.tune != nil {
 				w.tune(r)
 			}
+			w.verify(r, state)
 		})
 		w.mu.Lock()
 		if state != w.state || leader != w.leader {
@@ -236,6 +260,31 @@ func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// verify starts a leadership confirmation if this node leads and none is
+// running or recent.
+func (w *leaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if state != hraft.Leader || w.verifying {
+		return
+	}
+	if ok, _ := w.confirmedWithin(verifyEvery); ok {
+		return
+	}
+	w.verifying = true
+	start := time.Now()
+	f := r.VerifyLeader()
+	go func() {
+		err := f.Error()
+		w.mu.Lock()
+		w.verifying = false
+		w.mu.Unlock()
+		if err == nil {
+			w.confirmed.Store(start.UnixNano())
+		}
+	}()
 }
 
 // bound is r with a context cancelled at the next change; call done when

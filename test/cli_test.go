@@ -29,6 +29,7 @@ type initOutput struct {
 
 type statusOutput struct {
 	State       string `json:"state"`
+	Ready       bool   `json:"ready"`
 	Initialized bool   `json:"initialized"`
 	Sealed      bool   `json:"sealed"`
 	NodeID      string `json:"node_id"`

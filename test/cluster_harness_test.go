@@ -153,7 +153,9 @@ func (c *cluster) unseal(m *member) {
 	}
 }
 
-// leader is the member whose status says active, polled until one does.
+// leader is the member whose status says active and ready (a quorum
+// confirmed its leadership: not an old leader that does not know it yet),
+// polled until one does.
 func (c *cluster) leader() *member {
 	c.t.Helper()
 	var l *member
@@ -162,7 +164,7 @@ func (c *cluster) leader() *member {
 			if m.n == nil || m.n.Exited() {
 				continue
 			}
-			if st, _ := status(c.t, c.tr, c.bin, m.addr); st.State == "active" {
+			if st, _ := status(c.t, c.tr, c.bin, m.addr); st.State == "active" && st.Ready {
 				l = m
 				return true
 			}
