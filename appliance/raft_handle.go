@@ -3,6 +3,7 @@ package appliance
 import (
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	hraft "github.com/hashicorp/raft"
@@ -17,22 +18,53 @@ import (
 // that of the pinned OpenBao version; newRaftHandle checks it, and a test
 // fails if an upgrade changes it.
 type raftHandle struct {
-	lock *sync.RWMutex // RaftBackend.l, which guards RaftBackend.raft
-	raft **hraft.Raft
+	lock  *sync.RWMutex // RaftBackend.l, which guards RaftBackend.raft
+	raft  **hraft.Raft
+	trans *hraft.Transport // RaftBackend.raftTransport, set with raft
+
+	unpiped hraft.Transport // the transport whose pipelining is off
 }
 
 func newRaftHandle(b *raft.RaftBackend) (*raftHandle, bool) {
 	t := reflect.TypeOf(b).Elem()
 	rf, ok1 := t.FieldByName("raft")
 	lf, ok2 := t.FieldByName("l")
-	if !ok1 || !ok2 || rf.Type != reflect.TypeOf((*hraft.Raft)(nil)) || lf.Type != reflect.TypeOf(sync.RWMutex{}) {
+	tf, ok3 := t.FieldByName("raftTransport")
+	if !ok1 || !ok2 || !ok3 || rf.Type != reflect.TypeOf((*hraft.Raft)(nil)) || lf.Type != reflect.TypeOf(sync.RWMutex{}) ||
+		tf.Type != reflect.TypeOf((*hraft.Transport)(nil)).Elem() || maxInFlight.Type != reflect.TypeOf(0) {
 		return nil, false
 	}
 	base := unsafe.Pointer(b)
 	return &raftHandle{
-		lock: (*sync.RWMutex)(unsafe.Add(base, lf.Offset)),
-		raft: (**hraft.Raft)(unsafe.Add(base, rf.Offset)),
+		lock:  (*sync.RWMutex)(unsafe.Add(base, lf.Offset)),
+		raft:  (**hraft.Raft)(unsafe.Add(base, rf.Offset)),
+		trans: (*hraft.Transport)(unsafe.Add(base, tf.Offset)),
 	}, true
+}
+
+// maxInFlight is hashicorp/raft's NetworkTransport.maxInFlight.
+var maxInFlight, _ = reflect.TypeOf(hraft.NetworkTransport{}).FieldByName("maxInFlight")
+
+// unpipe turns off pipelined replication on the running Raft's network
+// transport (maxInFlight 1, what NetworkTransportConfig.MaxRPCsInFlight = 1
+// asks for; OpenBao leaves it at 2 and offers no setting). hashicorp/raft
+// v1.7.3's pipeline can deadlock when a follower answers Success=false
+// while the next send is queued (pipelineDecode returns, decodeResponses
+// then waits on doneCh forever, pipelineSend waits on inprogressCh, and
+// the deferred pipeline.Close never runs): the leader stops replicating to
+// that follower and Raft's Shutdown hangs. The chaos campaign met it after
+// a partition healed. Without pipelining a leader sends one AppendEntries
+// at a time per follower (each carrying up to 64 entries). Called with
+// the backend's lock held (inside with), from one goroutine (the leader
+// watch); pipelines opened before it keep
+// running until their next failure.
+func (h *raftHandle) unpipe() {
+	nt, ok := (*h.trans).(*hraft.NetworkTransport)
+	if !ok || h.unpiped == *h.trans {
+		return
+	}
+	atomic.StoreInt64((*int64)(unsafe.Add(unsafe.Pointer(nt), maxInFlight.Offset)), 1)
+	h.unpiped = *h.trans
 }
 
 // with runs f with the running Raft instance, or not at all (sealed: Raft

@@ -245,6 +245,7 @@ func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
 		var state hraft.RaftState = hraft.Shutdown
 		var leader hraft.ServerID
 		h.with(func(r *hraft.Raft) {
+			h.unpipe()
 			state = r.State()
 			_, leader = r.LeaderWithID()
 			if w.tune != nil {

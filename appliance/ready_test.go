@@ -1,11 +1,14 @@
 package appliance
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	hraft "github.com/hashicorp/raft"
 )
 
 // OpenBao's answers while the leader changes are held and told apart;
@@ -58,4 +61,23 @@ func TestRetryAfterOn503(t *testing.T) {
 			t.Errorf("%d: Retry-After %q", code, got)
 		}
 	}
+}
+
+// TestReplicationIsNotPipelined: once Raft runs, its transport refuses to
+// open an AppendEntries pipeline (hashicorp/raft v1.7.3's pipeline can
+// deadlock a leader's replication and its shutdown; see unpipe).
+func TestReplicationIsNotPipelined(t *testing.T) {
+	a := startNode(t, testConfig(t, &syncBuffer{}))
+	initAndUnseal(t, a)
+	waitFor(t, "the leader watch to turn pipelining off", func() bool {
+		piped := true
+		a.raftH.with(func(*hraft.Raft) {
+			p, err := (*a.raftH.trans).AppendEntriesPipeline("other", "127.0.0.1:1")
+			if p != nil {
+				p.Close()
+			}
+			piped = !errors.Is(err, hraft.ErrPipelineReplicationNotSupported)
+		})
+		return !piped
+	})
 }
