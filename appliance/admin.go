@@ -22,6 +22,7 @@ const adminPrefix = "/appliance/v1/"
 // like OpenBao's, with 400 for a refused request, 409 for a wrong state.
 //
 //	GET  /appliance/v1/status  -> Status (no token needed, no secret in it)
+//	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
 //	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
 //
@@ -46,6 +47,13 @@ func (a *Appliance) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status(r.Context()))
+	})
+	mux.HandleFunc("GET "+adminPrefix+"geo/peer", func(w http.ResponseWriter, r *http.Request) {
+		if a.geo == nil {
+			writeError(w, http.StatusNotFound, errors.New("this node has no geo block"))
+			return
+		}
+		writeJSON(w, http.StatusOK, a.geo.peer(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPrefix+"init", func(w http.ResponseWriter, r *http.Request) {
 		var req InitRequest

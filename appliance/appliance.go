@@ -27,6 +27,7 @@ import (
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"github.com/openbao/openbao/vault"
 	vaultseal "github.com/openbao/openbao/vault/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -48,6 +49,7 @@ type Appliance struct {
 	core        *vault.Core
 	raft        *raft.RaftBackend
 	raftH       *raftHandle   // the hashicorp/raft instance inside raft
+	geo         *geoRun       // the Geo topology and reconciler; nil without a geo block
 	leaders     *leaderWatch  // cancels forwards to a leader that is no longer it
 	keySlots    chan struct{} // unseal, authorize and verify attempts running (keySlot)
 	disk        *diskGuard    // refuses writes before the data dir is full
@@ -88,6 +90,13 @@ var ErrAlreadyInitialized = errors.New("the cluster is already initialized")
 func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var topo *geo.Topology
+	if cfg.Geo != nil {
+		if topo, err = cfg.Geo.topology(); err != nil {
+			return nil, fmt.Errorf("geo: %w", err) // changed since Validate read it
+		}
+		cfg = cfg.withGeo(topo)
 	}
 	a = &Appliance{
 		leaders:  newLeaderWatch(),
@@ -223,6 +232,9 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		MetricsHelper:      metrics.helper,
 		MetricSink:         metrics.sink,
 		DisableSSCTokens:   true,
+		// The Geo reconciler decides who votes; autopilot would promote
+		// every healthy non-voter.
+		DisableAutopilot: cfg.Geo != nil,
 	}
 	core, err := vault.NewCore(coreConfig)
 	if err != nil {
@@ -282,6 +294,16 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		defer a.bg.Done()
 		a.watchDisk(bgCtx)
 	}()
+	if topo != nil {
+		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
+			return nil, err
+		}
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.geo.run(bgCtx)
+		}()
+	}
 	a.leaders.tune = a.tuneRaft
 	a.bg.Add(1)
 	go func() {

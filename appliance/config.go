@@ -45,6 +45,7 @@ type Config struct {
 	Telemetry *Telemetry    `hcl:"telemetry,block"`
 	Seal      *Seal         `hcl:"seal,block"`
 	GitLab    *GitLab       `hcl:"gitlab,block"`
+	Geo       *Geo          `hcl:"geo,block"`
 
 	// LogOutput receives the node's log; default os.Stderr. Not a file key.
 	LogOutput io.Writer
@@ -212,6 +213,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.GitLab != nil {
 		c.GitLab.applyDefaults()
+	}
+	if c.Geo != nil {
+		c.Geo.applyDefaults()
 	}
 	for i := range c.Audit {
 		if c.Audit[i].Path == "" {

@@ -106,6 +106,9 @@ func (c *Config) validate(v *validator) {
 	if c.GitLab != nil {
 		c.GitLab.validate(v)
 	}
+	if c.Geo != nil {
+		c.Geo.validate(v, c)
+	}
 	c.validateFIPS(v)
 }
 

@@ -358,7 +358,7 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 // What a held answer turns out to be.
 const (
 	answerAsIs    = iota // any answer but those below
-	leaderUnknown        // 500 "active cluster node not found" or Raft's "not the leader": nothing was done
+	leaderUnknown        // 500 "active cluster node not found", Raft's "not the leader" or "leadership transfer in progress": nothing was done
 	forwardFailed        // 307 from a standby whose forward to the active node failed
 	writeInDoubt         // 500 "leadership lost while committing log": maybe applied
 )
@@ -439,7 +439,7 @@ func (h *heldAnswer) kind(noForward bool) int {
 	case h.code == http.StatusTemporaryRedirect && !noForward:
 		return forwardFailed
 	case h.code == http.StatusInternalServerError && (bytes.Contains(h.body.Bytes(), []byte(leaderNotFound)) ||
-		bytes.Contains(h.body.Bytes(), []byte(raftNotLeader))):
+		bytes.Contains(h.body.Bytes(), []byte(raftNotLeader)) || bytes.Contains(h.body.Bytes(), []byte(raftTransferring))):
 		return leaderUnknown
 	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte("leadership lost while committing log")):
 		return writeInDoubt
@@ -452,6 +452,10 @@ const (
 	// raftNotLeader is hashicorp/raft's ErrNotLeader: the entry was not
 	// appended, nothing was done.
 	raftNotLeader = "node is not the leader"
+	// raftTransferring is hashicorp/raft's ErrLeadershipTransferInProgress
+	// (the Geo reconciler moves leadership): refused before it was
+	// appended, nothing was done.
+	raftTransferring = "leadership transfer in progress"
 )
 
 // health answers sys/health as OpenBao does, with the appliance's

@@ -22,6 +22,7 @@ func TestHeldAnswer(t *testing.T) {
 	}{
 		{"leader not found", `{"errors":["local node not active but active cluster node not found"]}` + "\n", 500, false, leaderUnknown},
 		{"raft not the leader", `{"errors":["1 error occurred:\n\t* node is not the leader\n\n"]}` + "\n", 500, false, leaderUnknown},
+		{"raft transferring leadership", `{"errors":["1 error occurred:\n\t* leadership transfer in progress\n\n"]}` + "\n", 500, false, leaderUnknown},
 		{"leadership lost", `{"errors":["1 error occurred:\n\t* leadership lost while committing log\n\n"]}` + "\n", 500, false, writeInDoubt},
 		{"another 500", `{"errors":["internal error"]}` + "\n", 500, false, answerAsIs},
 		{"a forward that failed", "", 307, false, forwardFailed},

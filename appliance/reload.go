@@ -16,6 +16,7 @@ import (
 //   - the TLS certificates, read again from the same files;
 //   - log_level;
 //   - the audit devices, added or removed as the config now declares them;
+//   - the geo block's topology (its file is also re-read when it changes);
 //   - the gitlab block, which `gitlab bootstrap` then applies to OpenBao,
 //     unless its jwt_validation_pubkeys_file or pubkeys_jwks_address
 //     changed: the keys are served from what the node started with.
@@ -48,6 +49,11 @@ func (a *Appliance) Reload(cfg *Config) error {
 	a.logger.SetLevel(level)
 	a.core.SetLogLevel(level)
 
+	if a.geo != nil && cfg.Geo != nil {
+		g := *cfg.Geo
+		next.Geo = &g
+		a.geo.reload(&g)
+	}
 	a.core.SetConfig(a.coreConfig(&next))
 	a.core.ReloadAuditLogs()
 	a.live.Store(&next)
@@ -61,7 +67,7 @@ func (a *Appliance) Reload(cfg *Config) error {
 	if gitlabLive && !reflect.DeepEqual(prev.GitLab, next.GitLab) {
 		a.logger.Info("the gitlab block changed: run `gitlab-secrets-appliance gitlab bootstrap` to apply it to OpenBao")
 	}
-	if later := restartOnly(a.cfg, cfg, gitlabLive); len(later) > 0 {
+	if later := restartOnly(a.cfg, cfg.geoDerived(), gitlabLive); len(later) > 0 {
 		a.logger.Info("changed, applies at the next start: " + strings.Join(later, ", "))
 	}
 	return nil
@@ -101,6 +107,7 @@ func restartOnly(started, now *Config, gitlabLive bool) []string {
 		switch {
 		case k == "log_level", k == "audit" || strings.HasPrefix(k, "audit["):
 		case gitlabLive && (k == "gitlab" || strings.HasPrefix(k, "gitlab.")):
+		case strings.HasPrefix(k, "geo.") && k != "geo.ca_cert_file":
 		default:
 			out = append(out, k)
 		}

@@ -50,6 +50,9 @@ type Status struct {
 	UptimeSeconds int64      `json:"uptime_seconds"`
 	// FIPS is whether the node's cryptography runs in FIPS 140-3 mode.
 	FIPS bool `json:"fips"`
+	// Geo is the topology this node follows and, on the active node, the
+	// reconciler's view of every node (with a geo block only).
+	Geo *GeoStatus `json:"geo,omitempty"`
 }
 
 // RaftStatus is this node's view of integrated storage.
@@ -105,6 +108,9 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		st.Raft.Peers = len(conf.Servers)
 	}
 	st.State, st.LeaderAPIAddr = a.stateAndLeader(ctx, st.Initialized)
+	if a.geo != nil {
+		st.Geo = a.geo.status()
+	}
 	return st
 }
 

@@ -51,6 +51,22 @@ type statusOutput struct {
 			Progress  int    `json:"progress"`
 		} `json:"mechanisms"`
 	} `json:"seal"`
+	Geo *struct {
+		Site          string `json:"site"`
+		PrimarySite   string `json:"primary_site"`
+		PrimarySource string `json:"primary_source"`
+		TopologyError string `json:"topology_error"`
+		Reconciler    string `json:"reconciler"`
+		Nodes         []struct {
+			ID           string `json:"id"`
+			Site         string `json:"site"`
+			DesiredVoter bool   `json:"desired_voter"`
+			InRaft       bool   `json:"in_raft"`
+			Voter        bool   `json:"voter"`
+			Leader       bool   `json:"leader"`
+			Lag          uint64 `json:"lag"`
+		} `json:"nodes"`
+	} `json:"geo"`
 }
 
 // singleNode writes a config for one loopback node with a file audit
@@ -74,6 +90,14 @@ audit "file" {
 		t.Fatal(err)
 	}
 	return cfg, "http://" + listen, dir
+}
+
+// tryStatus is status for a node that may not answer (paused, killed).
+func tryStatus(t *testing.T, tr *harness.Transcript, bin, addr string) (statusOutput, bool) {
+	t.Helper()
+	out, _, _ := harness.Run(t, tr, nil, bin, "status", "--format", "json", "--address", addr)
+	var st statusOutput
+	return st, json.Unmarshal([]byte(out), &st) == nil
 }
 
 func status(t *testing.T, tr *harness.Transcript, bin, addr string) (statusOutput, int) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -25,6 +26,11 @@ type cluster struct {
 	nodes []*member
 	res   initOutput
 	ca    *harness.CA // the nodes' TLS CA (nodes off loopback serve TLS)
+	dir   string
+	// topo is the Geo topology the nodes follow (geo clusters only), in
+	// topoFile.
+	topo     *geo.Topology
+	topoFile string
 }
 
 // member is one node of a cluster.
@@ -44,6 +50,17 @@ type clusterOptions struct {
 	seals func(i int, dir string) string
 	// net runs each node in its own network namespace (harness.NewNet).
 	net *harness.Net
+	// geo puts the nodes in Geo sites: the nodes join through the
+	// topology and the reconciler decides who votes.
+	geo *geoLayout
+}
+
+// geoLayout is a Geo cluster's shape: sites[i] nodes in site "site-<a+i>"
+// (node-1... in order), the first site primary.
+type geoLayout struct {
+	sites     []int
+	preferred map[string]string // site -> preferred leader
+	minVoters int
 }
 
 // newCluster starts opts.size nodes, initializes the first, unseals the
@@ -53,6 +70,14 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
 	c := &cluster{t: t, tr: &harness.Transcript{}, bin: harness.Binary(t), env: opts.env}
 	dir := t.TempDir()
+	c.dir = dir
+	t.Cleanup(c.logTails)
+	if opts.geo != nil {
+		opts.size = 0
+		for _, n := range opts.geo.sites {
+			opts.size += n
+		}
+	}
 	if opts.net != nil {
 		// Plain HTTP is for loopback only: the nodes serve TLS, the CLI
 		// and the test's clients trust the test CA.
@@ -71,11 +96,14 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		}
 		c.nodes = append(c.nodes, m)
 	}
+	if opts.geo != nil {
+		c.writeGeoTopology(opts.geo)
+	}
 	for i, m := range c.nodes {
 		var joins strings.Builder
 		for _, o := range c.nodes {
-			if o == m {
-				continue
+			if o == m || opts.geo != nil {
+				continue // geo nodes join through the topology
 			}
 			if c.ca != nil {
 				fmt.Fprintf(&joins, "  retry_join {\n    leader_api_addr = %q\n    leader_ca_cert_file = %q\n  }\n", o.addr, c.ca.File)
@@ -95,6 +123,10 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		if opts.seals != nil {
 			seal = opts.seals(i, dir)
 		}
+		extra := opts.extra
+		if opts.geo != nil {
+			extra += fmt.Sprintf("geo {\n  topology_file = %q\n  cluster_file  = %q\n}\n", c.topoFile, c.clusterFile(m))
+		}
 		m.cfg = filepath.Join(dir, m.id+".hcl")
 		src := fmt.Sprintf(`node_id  = %q
 data_dir = %q
@@ -103,7 +135,7 @@ listener {
 %s}
 raft {
 %s}
-%s%s`, m.id, filepath.Join(dir, m.id), hostPort(m.addr), listener, joins.String(), seal, opts.extra)
+%s%s`, m.id, filepath.Join(dir, m.id), hostPort(m.addr), listener, joins.String(), seal, extra)
 		if err := os.WriteFile(m.cfg, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +151,10 @@ raft {
 	for _, m := range c.nodes[1:] {
 		waitState(t, c.tr, c.bin, m.addr, "standby")
 	}
+	if opts.geo != nil {
+		c.geoConverged()
+		return c
+	}
 	// Autopilot promotes joined nodes to voters after its stabilization
 	// time (10 s); faults before that would hit a cluster of one voter.
 	for _, m := range c.nodes {
@@ -128,6 +164,20 @@ raft {
 		})
 	}
 	return c
+}
+
+// logTails logs the end of every node's log when the test failed.
+func (c *cluster) logTails() {
+	if !c.t.Failed() {
+		return
+	}
+	for _, m := range c.nodes {
+		if m.n == nil {
+			continue
+		}
+		lines := strings.Split(m.n.Output.String(), "\n")
+		c.t.Logf("the last lines of %s's log:\n%s", m.id, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
 }
 
 // start runs m's process and waits for its API.
@@ -229,6 +279,7 @@ func hostPort(u string) string {
 func (c *cluster) stop() {
 	for _, m := range c.nodes {
 		if m.n != nil && !m.n.Exited() {
+			m.n.Notify(syscall.SIGCONT) // a test that failed may have left it paused
 			m.n.Signal(c.t, syscall.SIGTERM, 2*time.Minute)
 		}
 	}

@@ -1,0 +1,574 @@
+package appliance
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	hraft "github.com/hashicorp/raft"
+	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+)
+
+// Geo reconciler timing: how often a node looks at its files and, when
+// active, at the cluster; how soon it looks again after taking a step;
+// how long a peer has to answer.
+const (
+	geoTick      = time.Second
+	geoAfterStep = 200 * time.Millisecond
+	geoPeerWait  = 800 * time.Millisecond
+	geoStepWait  = 15 * time.Second
+)
+
+// geoOverrideKey holds the geo.Override in Raft (outside the barrier: it
+// is no secret, and every node reads it from its own FSM).
+const geoOverrideKey = "appliance/geo/primary"
+
+// PeerStatus is what a node tells the active node's reconciler about
+// itself (GET /appliance/v1/geo/peer): cheap, no secret, no HSM probe.
+type PeerStatus struct {
+	NodeID       string    `json:"node_id"`
+	Initialized  bool      `json:"initialized"`
+	Sealed       bool      `json:"sealed"`
+	Ready        bool      `json:"ready"`
+	NotReady     string    `json:"not_ready,omitempty"`
+	AppliedIndex uint64    `json:"applied_index"`
+	ClusterRole  string    `json:"cluster_file_role"`
+	ClusterAt    time.Time `json:"cluster_file_time,omitzero"`
+}
+
+// GeoStatus is the Geo part of Status.
+type GeoStatus struct {
+	Site        string `json:"site"`
+	PrimarySite string `json:"primary_site"`
+	// PrimarySource says where the primary comes from (topology, geo
+	// promote, a node's gitlab-cluster.json).
+	PrimarySource string `json:"primary_source"`
+	// TopologyError is why the topology last read was refused (the node
+	// runs on the one before).
+	TopologyError string `json:"topology_error,omitempty"`
+	// ClusterFileRole is what this node's gitlab-cluster.json says.
+	ClusterFileRole  string   `json:"cluster_file_role"`
+	ClusterFileError string   `json:"cluster_file_error,omitempty"`
+	Notes            []string `json:"notes,omitempty"`
+	// Reconciler: what the active node decided last ("converged", the
+	// step it took, or what it waits for); on a standby, "standby: the
+	// active node reconciles".
+	Reconciler string        `json:"reconciler"`
+	LastStep   *GeoStepEntry `json:"last_step,omitempty"`
+	Nodes      []GeoNodeView `json:"nodes"`
+}
+
+// GeoStepEntry is a step the reconciler took.
+type GeoStepEntry struct {
+	Step  geo.Step  `json:"step"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
+}
+
+// GeoNodeView is one node of the topology as the active node sees it.
+type GeoNodeView struct {
+	ID           string `json:"id"`
+	Site         string `json:"site"`
+	DesiredVoter bool   `json:"desired_voter"`
+	Why          string `json:"why"`
+	// InRaft: the node is in the Raft configuration; Voter its suffrage.
+	InRaft       bool   `json:"in_raft"`
+	Voter        bool   `json:"voter"`
+	Leader       bool   `json:"leader"`
+	Reachable    bool   `json:"reachable"`
+	Sealed       bool   `json:"sealed"`
+	Ready        bool   `json:"ready"`
+	NotReady     string `json:"not_ready,omitempty"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Lag          uint64 `json:"lag"`
+	// LastContact is how long ago the active node last heard from it.
+	LastContact string `json:"last_contact,omitempty"`
+}
+
+// geoRun is a node's Geo state: the topology it follows (the last one
+// that validated), its gitlab-cluster.json, and on the active node the
+// reconciler's view.
+type geoRun struct {
+	a      *Appliance
+	client *http.Client
+
+	mu          sync.Mutex
+	cfg         *Geo
+	topo        *geo.Topology
+	topoErr     string
+	topoStamp   fileStamp
+	role        geo.Role
+	roleAt      time.Time
+	roleErr     string
+	roleStamp   fileStamp
+	primary     geo.Resolution
+	plan        geo.Plan
+	decision    string
+	lastStep    *GeoStepEntry
+	nodes       []GeoNodeView
+	peerContact map[string]time.Time
+}
+
+// fileStamp tells a changed file from an unchanged one without reading it.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+func stampOf(path string) fileStamp {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{mod: st.ModTime(), size: st.Size(), ok: true}
+}
+
+func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CACertFile != "" {
+		pem, err := os.ReadFile(cfg.CACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("geo.ca_cert_file: %w", unwrapPathError(err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("geo.ca_cert_file: %s holds no PEM certificate", cfg.CACertFile)
+		}
+		tc.RootCAs = pool
+	}
+	g := &geoRun{
+		a:           a,
+		client:      &http.Client{Timeout: geoPeerWait, Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 2}},
+		cfg:         cfg,
+		topo:        topo,
+		peerContact: map[string]time.Time{},
+	}
+	if cfg.TopologyFile != "" {
+		g.topoStamp = stampOf(cfg.TopologyFile)
+	}
+	g.readClusterFile()
+	g.primary = geo.Resolve(topo, nil, nil)
+	g.plan, _ = geo.PlanFor(g.primary.Topology)
+	g.decision = "starting"
+	return g, nil
+}
+
+// reload takes a geo block from a reloaded config (SIGHUP).
+func (g *geoRun) reload(cfg *Geo) {
+	g.mu.Lock()
+	g.cfg = cfg
+	g.topoStamp = fileStamp{} // read it again
+	g.mu.Unlock()
+	g.refreshTopology(true)
+}
+
+// refreshTopology re-reads the topology when its file changed (or when
+// forced). One that does not validate is refused with its problems, and
+// the node runs on the one it had.
+func (g *geoRun) refreshTopology(force bool) {
+	g.mu.Lock()
+	cfg := g.cfg
+	stamp := fileStamp{}
+	if cfg.TopologyFile != "" {
+		stamp = stampOf(cfg.TopologyFile)
+		if !force && stamp == g.topoStamp {
+			g.mu.Unlock()
+			return
+		}
+	} else if !force {
+		g.mu.Unlock()
+		return
+	}
+	g.topoStamp = stamp
+	g.mu.Unlock()
+
+	t, err := cfg.topology()
+	if err == nil {
+		if _, _, ok := t.SiteOf(g.a.cfg.NodeID); !ok {
+			err = fmt.Errorf("node_id %s is not a node of it", g.a.cfg.NodeID)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		g.topoErr = err.Error()
+		g.a.logger.Error("geo: the new topology is refused; running on the previous one", "error", err)
+		return
+	}
+	g.topoErr = ""
+	g.topo = t
+	g.a.logger.Info("geo: topology loaded", "primary_site", t.Primary().Name, "sites", len(t.Sites))
+}
+
+func (g *geoRun) readClusterFile() {
+	path := g.cfg.ClusterFile
+	stamp := stampOf(path)
+	if stamp == g.roleStamp {
+		return
+	}
+	g.roleStamp = stamp
+	if !stamp.ok {
+		g.role, g.roleAt, g.roleErr = geo.RoleUnknown, time.Time{}, ""
+		return
+	}
+	src, err := os.ReadFile(path)
+	if err == nil {
+		g.role, err = geo.ParseClusterFile(src)
+	}
+	if err != nil {
+		g.role, g.roleErr = geo.RoleUnknown, fmt.Sprintf("%s: %v", path, err)
+		g.a.logger.Error("geo: cannot read gitlab-cluster.json; it says nothing until fixed", "file", path, "error", err)
+		return
+	}
+	g.roleAt, g.roleErr = stamp.mod, ""
+	g.a.logger.Info("geo: gitlab-cluster.json read", "file", path, "role", g.role)
+}
+
+// peer is this node's PeerStatus.
+func (g *geoRun) peer(ctx context.Context) PeerStatus {
+	a := g.a
+	ps := PeerStatus{NodeID: a.cfg.NodeID, Sealed: a.core.Sealed(), AppliedIndex: a.raft.AppliedIndex()}
+	ps.Initialized, _ = a.core.Initialized(ctx)
+	rd := a.readiness()
+	ps.Ready, ps.NotReady = rd.Ready, rd.Reason
+	g.mu.Lock()
+	ps.ClusterRole, ps.ClusterAt = g.role.String(), g.roleAt
+	g.mu.Unlock()
+	return ps
+}
+
+// run is the reconciler's loop; it acts only while this node is active.
+func (g *geoRun) run(ctx context.Context) {
+	wait := geoTick
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = geoTick
+		g.refreshTopology(false)
+		g.mu.Lock()
+		g.readClusterFile()
+		g.mu.Unlock()
+		if took := g.reconcile(ctx); took {
+			wait = geoAfterStep
+		}
+	}
+}
+
+// active: this node's core is active and its Raft leads.
+func (g *geoRun) active() bool {
+	isLeader, _, _, err := g.a.core.Leader()
+	if err != nil || !isLeader {
+		return false
+	}
+	leads := false
+	g.a.raftH.with(func(r *hraft.Raft) { leads = r.State() == hraft.Leader })
+	return leads
+}
+
+// reconcile runs one round on the active node: poll the topology's nodes,
+// settle the primary, plan, take the next step. It reports whether it took
+// one.
+func (g *geoRun) reconcile(ctx context.Context) bool {
+	if !g.active() {
+		g.mu.Lock()
+		g.decision = "standby: the active node reconciles"
+		g.nodes = nil
+		g.mu.Unlock()
+		return false
+	}
+	g.mu.Lock()
+	topo := g.topo
+	self := PeerStatus{NodeID: g.a.cfg.NodeID, ClusterRole: g.role.String(), ClusterAt: g.roleAt}
+	g.mu.Unlock()
+
+	peers := g.pollPeers(ctx, topo)
+	claims := []geo.Claim{{Node: self.NodeID, Role: parseRole(self.ClusterRole), At: self.ClusterAt}}
+	for id, p := range peers {
+		claims = append(claims, geo.Claim{Node: id, Role: parseRole(p.ClusterRole), At: p.ClusterAt})
+	}
+	last, err := g.readOverride(ctx)
+	if err != nil {
+		g.setDecision("cannot read the primary override: " + err.Error())
+		return false
+	}
+	res := geo.Resolve(topo, last, claims)
+	if res.Persist != nil {
+		if err := g.writeOverride(ctx, res.Persist); err != nil {
+			g.setDecision("cannot record the new primary: " + err.Error())
+			return false
+		}
+		if res.Persist.Lapsed {
+			g.a.logger.Info("geo: the primary override lapsed: the topology names another primary", "override", res.Persist.Site, "topology_primary", topo.Primary().Name)
+		} else {
+			g.a.logger.Info("geo: the primary site moves", "site", res.Persist.Site, "source", res.Persist.Source)
+		}
+	}
+	plan, err := geo.PlanFor(res.Topology)
+	if err != nil {
+		g.setDecision("cannot plan: " + err.Error())
+		return false
+	}
+	m := &raftMembership{a: g.a, peers: peers}
+	live, err := m.Servers(ctx)
+	if err != nil {
+		g.setDecision("cannot read the Raft configuration: " + err.Error())
+		return false
+	}
+	d := geo.Next(plan, live)
+	g.mu.Lock()
+	g.primary, g.plan = res, plan
+	g.nodes = g.view(plan, live, peers)
+	prev := g.decision
+	g.decision = d.Describe()
+	g.mu.Unlock()
+	if d.Step == nil {
+		if g.decision != prev && d.Converged {
+			g.a.logger.Info("geo: converged", "primary_site", plan.Primary, "voters", fmt.Sprint(plan.Voters()))
+		}
+		return false
+	}
+	g.a.logger.Info("geo: "+string(d.Step.Action), "node", d.Step.ID, "why", d.Step.Why)
+	sctx, cancel := context.WithTimeout(ctx, geoStepWait)
+	err = geo.Apply(sctx, m, *d.Step)
+	cancel()
+	entry := &GeoStepEntry{Step: *d.Step, At: time.Now().UTC()}
+	if err != nil {
+		entry.Error = err.Error()
+		g.a.logger.Error("geo: step failed; the next round decides again", "step", d.Step.String(), "error", err)
+	}
+	g.mu.Lock()
+	g.lastStep = entry
+	g.mu.Unlock()
+	return err == nil
+}
+
+func (g *geoRun) setDecision(s string) {
+	g.mu.Lock()
+	g.decision = s
+	g.mu.Unlock()
+}
+
+func parseRole(s string) geo.Role {
+	switch s {
+	case "primary":
+		return geo.RolePrimary
+	case "secondary":
+		return geo.RoleSecondary
+	}
+	return geo.RoleUnknown
+}
+
+// pollPeers asks every other node of the topology for its PeerStatus, at
+// once; a node that does not answer in time is absent from the result.
+func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology) map[string]PeerStatus {
+	var mu sync.Mutex
+	out := map[string]PeerStatus{}
+	var wg sync.WaitGroup
+	for _, s := range t.Sites {
+		for _, n := range s.Nodes {
+			if n.ID == g.a.cfg.NodeID {
+				continue
+			}
+			wg.Add(1)
+			go func(n geo.Node) {
+				defer wg.Done()
+				ps, err := g.askPeer(ctx, n.APIAddr)
+				if err != nil || ps.NodeID != n.ID {
+					return
+				}
+				mu.Lock()
+				out[n.ID] = ps
+				mu.Unlock()
+			}(n)
+		}
+	}
+	wg.Wait()
+	now := time.Now()
+	g.mu.Lock()
+	for id := range out {
+		g.peerContact[id] = now
+	}
+	g.mu.Unlock()
+	return out
+}
+
+func (g *geoRun) askPeer(ctx context.Context, apiAddr string) (PeerStatus, error) {
+	var ps PeerStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiAddr+adminPrefix+"geo/peer", nil)
+	if err != nil {
+		return ps, err
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return ps, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ps, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ps)
+	return ps, err
+}
+
+func (g *geoRun) readOverride(ctx context.Context) (*geo.Override, error) {
+	e, err := g.a.raft.Get(ctx, geoOverrideKey)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	var o geo.Override
+	if err := json.Unmarshal(e.Value, &o); err != nil {
+		return nil, fmt.Errorf("%s holds no override: %w", geoOverrideKey, err)
+	}
+	return &o, nil
+}
+
+func (g *geoRun) writeOverride(ctx context.Context, o *geo.Override) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	return g.a.raft.Put(ctx, &physical.Entry{Key: geoOverrideKey, Value: b})
+}
+
+// view joins the plan, the Raft configuration and the peers' answers.
+func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus) []GeoNodeView {
+	byID := map[string]geo.Server{}
+	for _, s := range live {
+		byID[s.ID] = s
+	}
+	commit := uint64(0)
+	g.a.raftH.with(func(r *hraft.Raft) { commit = r.CommitIndex() })
+	var out []GeoNodeView
+	for _, m := range p.Members {
+		v := GeoNodeView{ID: m.ID, Site: m.Site, DesiredVoter: m.Voter, Why: m.Why}
+		if s, ok := byID[m.ID]; ok {
+			v.InRaft, v.Voter, v.Leader = true, s.Voter, s.Leader
+		}
+		if m.ID == g.a.cfg.NodeID {
+			v.Reachable, v.Ready, v.AppliedIndex = true, true, g.a.raft.AppliedIndex()
+		} else if ps, ok := peers[m.ID]; ok {
+			v.Reachable, v.Sealed, v.Ready, v.NotReady, v.AppliedIndex = true, ps.Sealed, ps.Ready, ps.NotReady, ps.AppliedIndex
+		}
+		if v.Reachable && commit > v.AppliedIndex {
+			v.Lag = commit - v.AppliedIndex
+		}
+		if at, ok := g.peerContact[m.ID]; ok && m.ID != g.a.cfg.NodeID {
+			v.LastContact = time.Since(at).Round(time.Millisecond).String()
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// status is the node's GeoStatus.
+func (g *geoRun) status() *GeoStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	site, _, _ := g.topo.SiteOf(g.a.cfg.NodeID)
+	st := &GeoStatus{
+		Site:             site.Name,
+		PrimarySite:      g.primary.Topology.Primary().Name,
+		PrimarySource:    g.primary.Source,
+		TopologyError:    g.topoErr,
+		ClusterFileRole:  g.role.String(),
+		ClusterFileError: g.roleErr,
+		Reconciler:       g.decision,
+		LastStep:         g.lastStep,
+		Nodes:            g.nodes,
+	}
+	st.Notes = append(append(st.Notes, g.plan.Notes...), g.primary.Notes...)
+	return st
+}
+
+// raftMembership is geo.Membership on this node's Raft (the active node).
+// OpenBao's autopilot is off on geo nodes, so the RaftBackend methods make
+// the raw Raft changes.
+type raftMembership struct {
+	a     *Appliance
+	peers map[string]PeerStatus
+}
+
+func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
+	var conf hraft.Configuration
+	var err error
+	if !m.a.raftH.with(func(r *hraft.Raft) {
+		f := r.GetConfiguration()
+		err = f.Error()
+		conf = f.Configuration()
+	}) {
+		return nil, errors.New("Raft is not running")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []geo.Server
+	for _, s := range conf.Servers {
+		gs := geo.Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == hraft.Voter}
+		if gs.ID == m.a.cfg.NodeID {
+			gs.Leader, gs.Healthy, gs.CaughtUp = true, true, true
+		} else if ps, ok := m.peers[gs.ID]; ok {
+			gs.Healthy = ps.Initialized && !ps.Sealed
+			gs.CaughtUp = gs.Healthy && ps.Ready
+		}
+		out = append(out, gs)
+	}
+	return out, nil
+}
+
+func (m *raftMembership) Promote(ctx context.Context, id string) error {
+	return m.a.raft.PromotePeer(ctx, id)
+}
+
+func (m *raftMembership) Demote(ctx context.Context, id string) error {
+	return m.a.raft.DemotePeer(ctx, id)
+}
+
+func (m *raftMembership) Remove(ctx context.Context, id string) error {
+	return m.a.raft.RemovePeer(ctx, id)
+}
+
+// TransferLeadership uses hashicorp/raft's targeted transfer: the leader
+// brings id's log up to date, tells it to start an election at once
+// (TimeoutNow) and steps down; OpenBao's core on the old leader then
+// stands by and the new leader's core takes the HA lock.
+func (m *raftMembership) TransferLeadership(ctx context.Context, id string) error {
+	var r *hraft.Raft
+	m.a.raftH.with(func(rf *hraft.Raft) { r = rf })
+	if r == nil {
+		return errors.New("Raft is not running")
+	}
+	var addr hraft.ServerAddress
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			addr = s.Address
+		}
+	}
+	if addr == "" {
+		return fmt.Errorf("%s is not in the Raft configuration", id)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.LeadershipTransferToServer(hraft.ServerID(id), addr).Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

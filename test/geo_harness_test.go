@@ -1,0 +1,127 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// writeGeoTopology lays the nodes out in sites and writes the topology
+// file every node follows.
+func (c *cluster) writeGeoTopology(l *geoLayout) {
+	c.t.Helper()
+	t := &geo.Topology{MinVoters: l.minVoters}
+	i := 0
+	for si, n := range l.sites {
+		s := geo.Site{Name: fmt.Sprintf("site-%c", 'a'+si), Primary: si == 0}
+		s.PreferredLeader = l.preferred[s.Name]
+		for range n {
+			m := c.nodes[i]
+			host, port := splitHostPort(hostPort(m.addr))
+			s.Nodes = append(s.Nodes, geo.Node{ID: m.id, APIAddr: m.addr, ClusterAddr: fmt.Sprintf("https://%s:%d", host, port+1)})
+			i++
+		}
+		t.Sites = append(t.Sites, s)
+	}
+	c.topoFile = filepath.Join(c.dir, "topology.json")
+	c.setTopology(t)
+}
+
+// setTopology writes t as the topology file (atomically, as Omnibus's
+// file resource does).
+func (c *cluster) setTopology(t *geo.Topology) {
+	c.t.Helper()
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.writeTopologyBytes(b)
+	c.topo = t
+}
+
+func (c *cluster) writeTopologyBytes(b []byte) {
+	c.t.Helper()
+	tmp := c.topoFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, c.topoFile); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// withPrimary is the cluster's topology with site as the primary.
+func (c *cluster) withPrimary(site string) *geo.Topology {
+	c.t.Helper()
+	t, err := c.topo.WithPrimary(site)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return t
+}
+
+// clusterFile is m's gitlab-cluster.json.
+func (c *cluster) clusterFile(m *member) string {
+	return filepath.Join(c.dir, m.id+".gitlab-cluster.json")
+}
+
+// geoConverged waits until the active node's reconciler says converged
+// and returns its status.
+func (c *cluster) geoConverged() statusOutput {
+	c.t.Helper()
+	var st statusOutput
+	harness.Eventually(c.t, 3*time.Minute, "the Geo reconciler to converge", func() bool {
+		for _, m := range c.nodes {
+			if m.n == nil || m.n.Exited() {
+				continue
+			}
+			s, _ := status(c.t, c.tr, c.bin, m.addr)
+			if s.State == "active" && s.Geo != nil && s.Geo.Reconciler == "converged" {
+				st = s
+				return true
+			}
+		}
+		return false
+	})
+	return st
+}
+
+// geoVoters are the nodes the active node's geo status says vote, and its
+// leader.
+func geoVoters(st statusOutput) (voters []string, leader string) {
+	for _, n := range st.Geo.Nodes {
+		if n.Voter {
+			voters = append(voters, n.ID)
+		}
+		if n.Leader {
+			leader = n.ID
+		}
+	}
+	slices.Sort(voters)
+	return voters, leader
+}
+
+// byID is the member named id.
+func (c *cluster) byID(id string) *member {
+	for _, m := range c.nodes {
+		if m.id == id {
+			return m
+		}
+	}
+	c.t.Fatalf("no member %s", id)
+	return nil
+}
+
+func splitHostPort(hp string) (string, int) {
+	host, p, _ := net.SplitHostPort(hp)
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
