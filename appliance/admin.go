@@ -23,6 +23,7 @@ const adminPrefix = "/appliance/v1/"
 //
 //	GET  /appliance/v1/status  -> Status (no token needed, no secret in it)
 //	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
+//	POST /appliance/v1/geo/promote {"site":"B","dry_run":false} -> PromoteResult; sudo on sys/appliance/geo
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
 //	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
 //
@@ -48,9 +49,33 @@ func (a *Appliance) adminHandler() http.Handler {
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status(r.Context()))
 	})
+	mux.HandleFunc("POST "+adminPrefix+"geo/promote", func(w http.ResponseWriter, r *http.Request) {
+		var req PromoteRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		res, err := a.GeoPromote(r.Context(), r.Header.Get("X-Vault-Token"), req)
+		if err == nil {
+			writeJSON(w, http.StatusOK, res)
+			return
+		}
+		code := http.StatusBadRequest
+		switch {
+		case errors.Is(err, ErrNoGeo):
+			code = http.StatusNotFound
+		case errors.Is(err, ErrGeoUnauthorized):
+			code = http.StatusForbidden
+		case errors.Is(err, ErrGeoNotActive), errors.Is(err, ErrGeoPreflight):
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, struct {
+			Errors []string `json:"errors"`
+			PromoteResult
+		}{[]string{err.Error()}, res})
+	})
 	mux.HandleFunc("GET "+adminPrefix+"geo/peer", func(w http.ResponseWriter, r *http.Request) {
 		if a.geo == nil {
-			writeError(w, http.StatusNotFound, errors.New("this node has no geo block"))
+			writeError(w, http.StatusNotFound, ErrNoGeo)
 			return
 		}
 		writeJSON(w, http.StatusOK, a.geo.peer(r.Context()))

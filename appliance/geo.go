@@ -78,6 +78,7 @@ type GeoStepEntry struct {
 type GeoNodeView struct {
 	ID           string `json:"id"`
 	Site         string `json:"site"`
+	APIAddr      string `json:"api_addr"`
 	DesiredVoter bool   `json:"desired_voter"`
 	Why          string `json:"why"`
 	// InRaft: the node is in the Raft configuration; Voter its suffrage.
@@ -453,7 +454,7 @@ func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus
 	g.a.raftH.with(func(r *hraft.Raft) { commit = r.CommitIndex() })
 	var out []GeoNodeView
 	for _, m := range p.Members {
-		v := GeoNodeView{ID: m.ID, Site: m.Site, DesiredVoter: m.Voter, Why: m.Why}
+		v := GeoNodeView{ID: m.ID, Site: m.Site, APIAddr: m.APIAddr, DesiredVoter: m.Voter, Why: m.Why}
 		if s, ok := byID[m.ID]; ok {
 			v.InRaft, v.Voter, v.Leader = true, s.Voter, s.Leader
 		}

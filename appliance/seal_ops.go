@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
@@ -163,60 +162,44 @@ func (a *Appliance) recoveryQuorum(ctx context.Context) *seal.RecoveryKeys {
 	return &seal.RecoveryKeys{Threshold: cfg.SecretThreshold, Verify: a.barrier.VerifyRecoveryKey}
 }
 
-// authorizeSealChange checks that token may start a seal change: sudo on
-// SealPolicyPath, as OpenBao's own root-protected endpoints demand. It
-// returns the token's identity for the audit log.
+// authorizeSealChange checks that token has sudo on SealPolicyPath.
 func (a *Appliance) authorizeSealChange(ctx context.Context, token string) (*logical.Auth, error) {
-	if token == "" {
-		return nil, ErrUnauthorized
-	}
-	ctx = namespace.RootContext(ctx)
-	resp, err := a.core.HandleRequest(ctx, &logical.Request{
-		Operation:   logical.UpdateOperation,
-		Path:        "sys/capabilities-self",
-		ClientToken: token,
-		Data:        map[string]interface{}{"paths": []string{SealPolicyPath}},
-	})
-	if err != nil || resp == nil || resp.IsError() {
-		return nil, ErrUnauthorized
-	}
-	caps, _ := resp.Data[SealPolicyPath].([]string)
-	te, err := a.core.LookupToken(ctx, token)
-	if err != nil || te == nil {
-		return nil, ErrUnauthorized
-	}
-	auth := &logical.Auth{
-		ClientToken: token, Accessor: te.Accessor, DisplayName: te.DisplayName,
-		Policies: te.Policies, EntityID: te.EntityID, TokenType: te.Type,
-	}
-	if slices.Contains(caps, "root") || slices.Contains(caps, "sudo") {
-		return auth, nil
-	}
-	return auth, ErrUnauthorized
+	return a.authorizeSudo(ctx, token, SealPolicyPath, ErrUnauthorized)
 }
 
 // audit records a seal operation in OpenBao's audit devices, like any
 // request: the token HMACed, never a share or key (st is logged without
 // its shares).
 func (a *Appliance) audit(ctx context.Context, path string, auth *logical.Auth, data map[string]any, st *seal.ChangeStatus, opErr error) {
+	var resp map[string]any
+	if st != nil {
+		resp = map[string]any{
+			"operation": string(st.Operation), "state": st.State, "progress": st.Progress, "threshold": st.Threshold,
+			"generation": st.Generation, "new_generation": st.NewGeneration, "new_shares": len(st.Shares),
+			"mechanisms": st.Mechanisms, "requested_by": st.RequestedBy,
+		}
+	}
+	a.auditOp(ctx, path, auth, data, resp, opErr)
+}
+
+// auditOp records an appliance operation (a seal change, a Geo
+// switchover) in OpenBao's audit devices like any request, the token
+// HMACed: the request with data, or its response with resp if not nil.
+func (a *Appliance) auditOp(ctx context.Context, path string, auth *logical.Auth, data, resp map[string]any, opErr error) {
 	ctx = namespace.RootContext(ctx)
 	req := &logical.Request{Operation: logical.UpdateOperation, Path: path, Data: data}
 	if auth != nil {
 		req.ClientToken, req.ClientTokenAccessor = auth.ClientToken, auth.Accessor
 	}
 	in := &logical.LogInput{Request: req, Auth: auth, OuterErr: opErr}
-	if st == nil {
+	if resp == nil {
 		if err := a.core.AuditLogger().AuditRequest(ctx, in); err != nil {
-			a.logger.Error("audit log of a seal operation failed", "path", path, "error", err)
+			a.logger.Error("audit log of an appliance operation failed", "path", path, "error", err)
 		}
 		return
 	}
-	in.Response = &logical.Response{Data: map[string]any{
-		"operation": string(st.Operation), "state": st.State, "progress": st.Progress, "threshold": st.Threshold,
-		"generation": st.Generation, "new_generation": st.NewGeneration, "new_shares": len(st.Shares),
-		"mechanisms": st.Mechanisms, "requested_by": st.RequestedBy,
-	}}
+	in.Response = &logical.Response{Data: resp}
 	if err := a.core.AuditLogger().AuditResponse(ctx, in); err != nil {
-		a.logger.Error("audit log of a seal operation failed", "path", path, "error", err)
+		a.logger.Error("audit log of an appliance operation failed", "path", path, "error", err)
 	}
 }

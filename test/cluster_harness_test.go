@@ -148,12 +148,13 @@ raft {
 		c.start(m)
 		c.unseal(m)
 	}
-	for _, m := range c.nodes[1:] {
-		waitState(t, c.tr, c.bin, m.addr, "standby")
-	}
 	if opts.geo != nil {
+		// The preferred leader may take over as soon as it votes.
 		c.geoConverged()
 		return c
+	}
+	for _, m := range c.nodes[1:] {
+		waitState(t, c.tr, c.bin, m.addr, "standby")
 	}
 	// Autopilot promotes joined nodes to voters after its stabilization
 	// time (10 s); faults before that would hit a cluster of one voter.

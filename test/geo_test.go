@@ -3,12 +3,15 @@ package test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -119,6 +122,49 @@ func TestGeoSites(t *testing.T) {
 	c.waitGeo("site A to lead again", converged(primary, "node-2"))
 	phase("switchover back to A (topology file)")
 
+	// geo promote: a dry run changes nothing; a token without sudo on
+	// sys/appliance/geo is refused; a switchover whose leader is killed
+	// half-way is finished by running it again; then back to A.
+	leader := c.leader()
+	out, _, code := harness.Run(t, c.tr, []byte(c.res.RootToken+"\n"), c.bin, "geo", "promote", "--site", "site-b", "--dry-run", "--address", leader.addr)
+	if code != 0 || !strings.Contains(out, "ok   node node-5") || !strings.Contains(out, "ok   quorum") {
+		t.Fatalf("dry run: exit %d: %s", code, out)
+	}
+	out, _, _ = harness.Run(t, c.tr, []byte(c.res.RootToken+"\n"), c.bin, "geo", "promote", "--site", "site-b", "--dry-run", "--format", "json", "--address", leader.addr)
+	if !strings.Contains(out, `"started": false`) {
+		t.Fatalf("dry run (json): %s", out)
+	}
+	if st := c.waitGeo("site A still primary after the dry run", converged(primary, "node-2")); st.Geo.PrimarySite != "site-a" {
+		t.Fatalf("the dry run moved the primary to %s", st.Geo.PrimarySite)
+	}
+	weak, err := c.client(leader).Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := harness.Run(t, c.tr, []byte(weak.Auth.ClientToken+"\n"), c.bin, "geo", "promote", "--site", "site-b", "--address", leader.addr)
+	if code != 1 || !strings.Contains(errOut, "needs the sudo capability on sys/appliance/geo") {
+		t.Fatalf("a token without sudo: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := harness.Run(t, c.tr, []byte(c.res.RootToken+"\n"), c.bin, "geo", "promote", "--site", "site-b", "--wait", "0", "--address", leader.addr); code != 0 {
+		t.Fatalf("promote --wait 0: exit %d: %s", code, errOut)
+	}
+	c.kill(leader)
+	c.start(leader)
+	c.unseal(leader)
+	if out, errOut, code := harness.Run(t, c.tr, []byte(c.res.RootToken+"\n"), c.bin, "geo", "promote", "--site", "site-b", "--address", c.byID("node-4").addr); code != 0 || !strings.Contains(out, "Site site-b is primary: node-5 leads") {
+		t.Fatalf("promote again: exit %d: %s %s", code, out, errOut)
+	}
+	st = c.waitGeo("site B to lead after geo promote", converged([]string{"node-5"}, "node-5"))
+	if !strings.HasPrefix(st.Geo.PrimarySource, "geo promote by ") {
+		t.Errorf("primary source %q", st.Geo.PrimarySource)
+	}
+	phase("geo promote to B, leader killed half-way, again")
+	if _, errOut, code := harness.Run(t, c.tr, []byte(c.res.RootToken+"\n"), c.bin, "geo", "promote", "--site", "site-a", "--address", c.byID("node-5").addr); code != 0 {
+		t.Fatalf("promote back to A: exit %d: %s", code, errOut)
+	}
+	c.waitGeo("site A to lead after geo promote", converged(primary, "node-2"))
+	phase("geo promote back to A")
+
 	// Geo's own promotion: gitlab-ctl geo promote writes gitlab-cluster.json
 	// on node-4; Omnibus then renders the topology with B primary, and on
 	// failing back the file is deleted and A is primary again.
@@ -138,6 +184,70 @@ func TestGeoSites(t *testing.T) {
 	c.setTopology(c.withPrimary("site-a"))
 	c.waitGeo("site A to lead after failing back", converged(primary, "node-2"))
 	phase("fail back to A")
+
+	l.stop()
+	acked, lost := l.verify(t, c.leader())
+	t.Logf("%d keys acknowledged, %d lost; answers: %s", acked, lost, l.kindsSummary())
+	if lost != 0 {
+		t.Fatalf("%d acknowledged writes lost", lost)
+	}
+	if bad := l.serverErrors(); len(bad) > 0 {
+		t.Fatalf("HTTP 5xx other than 503: %v", bad)
+	}
+}
+
+// 4 nodes in one site: exactly 3 vote. A node removed from the topology
+// leaves Raft (and the even count's non-voter is promoted); the node added
+// back (fresh data) joins as a non-voter, is promoted, and the odd one out
+// is demoted again. A topology file that does not validate changes
+// nothing and every node says why. A writer runs throughout.
+func TestGeoMembership(t *testing.T) {
+	c := newCluster(t, clusterOptions{geo: &geoLayout{sites: []int{4}}})
+	defer c.stop()
+	three := []string{"node-1", "node-2", "node-3"}
+	c.waitGeo("3 of 4 nodes to vote", converged(three, ""))
+	c.mountKV()
+	l := startLoad(c, 3)
+
+	full := c.topo
+	without := *full
+	without.Sites = slices.Clone(full.Sites)
+	without.Sites[0].Nodes = slices.DeleteFunc(slices.Clone(full.Sites[0].Nodes), func(n geo.Node) bool { return n.ID == "node-3" })
+	c.setTopology(&without)
+	st := c.waitGeo("node-3 to leave and node-4 to vote", converged([]string{"node-1", "node-2", "node-4"}, ""))
+	for _, n := range st.Geo.Nodes {
+		if n.ID == "node-3" {
+			t.Fatalf("node-3 still listed: %+v", n)
+		}
+	}
+	n3 := c.byID("node-3")
+	c.kill(n3)
+	if err := os.RemoveAll(filepath.Join(c.dir, n3.id)); err != nil {
+		t.Fatal(err)
+	}
+	c.setTopology(full)
+	c.start(n3)
+	c.unseal(n3)
+	c.waitGeo("node-3 back as a voter, node-4 a non-voter again", converged(three, ""))
+
+	// Two primaries: refused; nothing changes.
+	bad := *full
+	bad.Sites = append(slices.Clone(full.Sites), geo.Site{Name: "site-z", Primary: true, Nodes: []geo.Node{{ID: "node-9", APIAddr: "http://127.0.0.9:1", ClusterAddr: "https://127.0.0.9:2"}}})
+	c.setTopology(&bad)
+	for _, m := range c.nodes {
+		harness.Eventually(t, time.Minute, m.id+" to refuse the topology", func() bool {
+			s, ok := tryStatus(t, c.tr, c.bin, m.addr)
+			return ok && s.Geo != nil && strings.Contains(s.Geo.TopologyError, "2 primary sites (site-a, site-z)")
+		})
+	}
+	if st := c.waitGeo("the same 3 voters", converged(three, "")); len(st.Geo.Nodes) != 4 {
+		t.Fatalf("a refused topology changed the view: %+v", st.Geo.Nodes)
+	}
+	c.setTopology(full)
+	harness.Eventually(t, time.Minute, "the topology error to clear", func() bool {
+		s, ok := tryStatus(t, c.tr, c.bin, c.leader().addr)
+		return ok && s.Geo != nil && s.Geo.TopologyError == ""
+	})
 
 	l.stop()
 	acked, lost := l.verify(t, c.leader())

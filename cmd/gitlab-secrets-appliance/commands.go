@@ -192,6 +192,7 @@ func newApp() *cli.App {
 					Action: gitlabBootstrapAction,
 				}},
 			},
+			geoCommand(),
 			{
 				Name:   "status",
 				Usage:  "show a node's state; exit code 2 if it is sealed or not initialized",
