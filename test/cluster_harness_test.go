@@ -61,6 +61,9 @@ type geoLayout struct {
 	sites     []int
 	preferred map[string]string // site -> preferred leader
 	minVoters int
+	// delay puts the secondary sites this far away: their cluster
+	// addresses in the topology are harness.DelayProxy relays.
+	delay time.Duration
 }
 
 // newCluster starts opts.size nodes, initializes the first, unseals the

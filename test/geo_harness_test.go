@@ -26,7 +26,11 @@ func (c *cluster) writeGeoTopology(l *geoLayout) {
 		for range n {
 			m := c.nodes[i]
 			host, port := splitHostPort(hostPort(m.addr))
-			s.Nodes = append(s.Nodes, geo.Node{ID: m.id, APIAddr: m.addr, ClusterAddr: fmt.Sprintf("https://%s:%d", host, port+1)})
+			cluster := fmt.Sprintf("%s:%d", host, port+1)
+			if si > 0 && l.delay > 0 {
+				cluster = harness.NewDelayProxy(c.t, host+":0", cluster, l.delay).Addr
+			}
+			s.Nodes = append(s.Nodes, geo.Node{ID: m.id, APIAddr: m.addr, ClusterAddr: "https://" + cluster})
 			i++
 		}
 		t.Sites = append(t.Sites, s)
