@@ -177,6 +177,16 @@ func (n *omnibusNode) path(p string) string { return filepath.Join(n.Root, p) }
 // ConfigFile is where the recipe renders appliance.json.
 func (n *omnibusNode) ConfigFile() string { return filepath.Join(n.Dir, "appliance.json") }
 
+// TopologyFile is where the recipe writes the Geo topology (the default
+// geo['topology_file']).
+func (n *omnibusNode) TopologyFile() string { return filepath.Join(n.Dir, "geo-topology.json") }
+
+// GitlabClusterJSON is Omnibus' /etc/gitlab/gitlab-cluster.json;
+// GeoClusterCopy is where reconfigure mirrors its Geo role for the
+// service (the default geo['cluster_file']).
+func (n *omnibusNode) GitlabClusterJSON() string { return n.path("etc/gitlab/gitlab-cluster.json") }
+func (n *omnibusNode) GeoClusterCopy() string    { return filepath.Join(n.Dir, "geo-gitlab-cluster.json") }
+
 // baseRB is the part of gitlab.rb every test node has: this node's paths
 // under its root, and the service account.
 func (n *omnibusNode) baseRB() string {
@@ -201,7 +211,7 @@ func (n *omnibusNode) reconfigure(t *testing.T, gitlabRB string) (code int, stdo
 	cmd := exec.Command("ruby", filepath.Join(omnibusDir(t), "test", "reconfigure.rb"),
 		"--cookbook", cookbookDir(t), "--gitlab-rb", rb, "--install-dir", n.InstallDir,
 		"--sv-dir", n.SvDir, "--public-attributes", n.PublicAttrs,
-		"--node-name", n.Name, "--fqdn", n.FQDN)
+		"--node-name", n.Name, "--fqdn", n.FQDN, "--gitlab-cluster-json", n.GitlabClusterJSON())
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

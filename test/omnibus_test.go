@@ -22,11 +22,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/gitlabsim"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
@@ -105,7 +107,8 @@ func onlyScrapeConfig(t *testing.T, n *omnibusNode) map[string]any {
 // scripts that run the appliance as that user with svlogd logging, the
 // Prometheus scrape config that really scrapes it, and gitlab-ctl's
 // secrets-appliance-* commands running the binary: status 2 on a fresh
-// node, init, bootstrap, unseal after a restart, status 4 once stopped.
+// node, init, bootstrap, the Geo commands refused on a node without Geo,
+// unseal after a restart, status 4 once stopped.
 func TestOmnibusSingleNode(t *testing.T) {
 	needRuby(t)
 	bin := harness.Binary(t)
@@ -275,6 +278,18 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-bootstrap", "--token-file", badToken); code != 1 {
 		t.Errorf("secrets-appliance-bootstrap with a bad token: exit %d, want 1", code)
 	}
+	// The Geo commands on a node without Geo: the binary's refusal and
+	// its exit code (TestOmnibusGeoNode runs them on a Geo node).
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance-geo-status without Geo: exit %d, want 1: %q", code, errOut)
+	}
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile); code != 1 ||
+		!strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance-geo-promote without Geo: exit %d, want 1: %q", code, errOut)
+	}
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--token-file", tokenFile); code != 64 {
+		t.Errorf("secrets-appliance-geo-promote without --site: exit %d, want 64", code)
+	}
 	audit := filepath.Join(n.LogDir, "audit.log")
 	harness.Eventually(t, time.Minute, "the audit log in the log directory", func() bool {
 		st, err := os.Stat(audit)
@@ -442,29 +457,79 @@ func shareTokenWithGroup(t *testing.T, hsm *harness.SoftHSM, group string) {
 	})
 }
 
-// A Geo-shaped cluster of 3 nodes in site A and 2 in site B, each node
-// with the same gitlab.rb but its own name and certificate: wildcard
-// listeners advertise https://<fqdn>, every node joins through the four
-// others (its own URL dropped from the shared list), site B's nodes are
-// non-voters, site A unseals with a shared HSM and shares, site B with
-// shares only. The Geo and snapshot placeholders are warned about and not
-// rendered. Every rendered config passes config validate.
+// omnibusGeoSites is gitlab_secrets_appliance['geo']['sites'] of the 3 + 2
+// nodes, the same in every node's gitlab.rb: site A primary with a
+// preferred leader, its nodes by id only (one as a bare String), so their
+// addresses default to https://<id>:8200 and :8201; site B's first node
+// advertised under another name, its second defaulted.
+const omnibusGeoSites = `gitlab_secrets_appliance['geo']['sites'] = [
+  { 'name' => 'site-a', 'primary' => true, 'preferred_leader' => 'gitlab-a2.example.com',
+    'nodes' => [{ 'id' => 'gitlab-a1.example.com' }, { 'id' => 'gitlab-a2.example.com' }, 'gitlab-a3.example.com'] },
+  { 'name' => 'site-b',
+    'nodes' => [{ 'id' => 'gitlab-b1.example.com', 'api_addr' => 'https://secrets-b1.example.com:8200',
+                  'cluster_addr' => 'https://secrets-b1.example.com:8201' },
+                { 'id' => 'gitlab-b2.example.com' }] }
+]
+`
+
+// omnibusGeoTopology is the topology omnibusGeoSites must become.
+func omnibusGeoTopology() geo.Topology {
+	node := func(id string) geo.Node {
+		return geo.Node{ID: id, APIAddr: "https://" + id + ":8200", ClusterAddr: "https://" + id + ":8201"}
+	}
+	return geo.Topology{Sites: []geo.Site{
+		{Name: "site-a", Primary: true, PreferredLeader: "gitlab-a2.example.com",
+			Nodes: []geo.Node{node("gitlab-a1.example.com"), node("gitlab-a2.example.com"), node("gitlab-a3.example.com")}},
+		{Name: "site-b", Nodes: []geo.Node{
+			{ID: "gitlab-b1.example.com", APIAddr: "https://secrets-b1.example.com:8200", ClusterAddr: "https://secrets-b1.example.com:8201"},
+			node("gitlab-b2.example.com")}},
+	}}
+}
+
+// readTopology decodes a topology file as the appliance does (unknown keys
+// refused) and validates it.
+func readTopology(t *testing.T, path string) (geo.Topology, []byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var topo geo.Topology
+	if err := dec.Decode(&topo); err != nil {
+		t.Fatalf("%s is not a topology: %v\n%s", path, err, b)
+	}
+	if err := topo.Validate(); err != nil {
+		t.Fatalf("%s does not validate: %v\n%s", path, err, b)
+	}
+	return topo, b
+}
+
+// A Geo cluster of 3 nodes in site A and 2 in site B, each node with the
+// same gitlab.rb (the same sites list) but its own name and certificate.
+// Every node gets the same topology file (root:<group> 0644), which the
+// appliance's geo package reads as the expected topology, and an
+// appliance.json whose geo block names it (with the CA, and the mirrored
+// gitlab-cluster.json): no non_voter, no retry_join, no addresses of its
+// own (the appliance takes them from the topology: every other node,
+// primary site first). Site A unseals with a shared HSM and shares, site B
+// with shares only; site B's nodes have a gitlab-cluster.json (root 0600)
+// whose Geo role alone is mirrored, with its modification time. The
+// snapshots placeholder is warned about and not rendered, Geo is not.
+// Every rendered config passes config validate, and a second reconfigure
+// rewrites nothing.
 func TestOmnibusGeoTopologyConfigs(t *testing.T) {
 	needRuby(t)
 	bin := harness.Binary(t)
 	hsm := harness.NewSoftHSM(t, "gitlab")
 	hsm.GenerateAESKey(t, "gitlab-secrets-kek")
 	ca := harness.NewCA(t)
-	sites := map[string][]string{"a": {"gitlab-a1.example.com", "gitlab-a2.example.com", "gitlab-a3.example.com"},
-		"b": {"gitlab-b1.example.com", "gitlab-b2.example.com"}}
-	var all []string
-	for _, site := range []string{"a", "b"} {
-		for _, name := range sites[site] {
-			all = append(all, fmt.Sprintf("'https://%s:8200'", name))
-		}
-	}
-	for _, site := range []string{"a", "b"} {
-		for _, name := range sites[site] {
+	want := omnibusGeoTopology()
+	topologies := map[string][]byte{}
+	for _, site := range want.Sites {
+		for _, node := range site.Nodes {
+			name := node.ID
 			t.Run(name, func(t *testing.T) {
 				n := newOmnibusNode(t, bin, name)
 				ssl := n.path("etc/gitlab/ssl")
@@ -475,14 +540,12 @@ gitlab_rails['openbao']['url'] = 'https://secrets.gitlab.example.com'
 gitlab_secrets_appliance['tls_cert_file'] = %q
 gitlab_secrets_appliance['tls_key_file'] = %q
 gitlab_secrets_appliance['ca_cert_file'] = %q
-gitlab_secrets_appliance['raft']['retry_join'] = [%s]
 gitlab_secrets_appliance['gitlab']['enable'] = true
 gitlab_secrets_appliance['geo']['enable'] = true
-gitlab_secrets_appliance['geo']['site'] = 'site-%s'
-gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 gitlab_secrets_appliance['snapshots']['enable'] = true
-`, certFile, keyFile, caFile, strings.Join(all, ", "), site)
-				if site == "a" {
+`, certFile, keyFile, caFile) + omnibusGeoSites
+				clusterTime := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+				if site.Primary {
 					rb += fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
 gitlab_secrets_appliance['seal']['pkcs11']['enable'] = true
 gitlab_secrets_appliance['seal']['pkcs11']['library'] = %q
@@ -490,54 +553,288 @@ gitlab_secrets_appliance['seal']['pkcs11']['token_label'] = 'gitlab'
 gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 `, hsm.Conf, hsm.Library, hsm.WritePINFile(t, n.path("etc/gitlab")))
 				} else {
-					rb += "gitlab_secrets_appliance['raft']['non_voter'] = true\n"
+					// What omnibus-gitlab's GitlabCluster#save writes: root's, 0600.
+					src := `{"geo_secondary": {"enable": true}, "patroni": {"standby_cluster": {"enable": true}}}`
+					if err := os.WriteFile(n.GitlabClusterJSON(), []byte(src), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					os.Chtimes(n.GitlabClusterJSON(), clusterTime, clusterTime)
 				}
 				n.mustReconfigure(t, rb)
 				cfg := n.renderedConfig(t)
 				n.validate(t)
 
-				if cfg["node_id"] != name || cfg["api_addr"] != "https://"+name+":8200" || cfg["cluster_addr"] != "https://"+name+":8201" {
-					t.Errorf("node_id %v, api_addr %v, cluster_addr %v", cfg["node_id"], cfg["api_addr"], cfg["cluster_addr"])
+				// appliance.json: the geo block, and nothing the topology decides.
+				if cfg["node_id"] != name {
+					t.Errorf("node_id %v", cfg["node_id"])
 				}
-				raft := cfg["raft"].(map[string]any)
-				joins, _ := raft["retry_join"].([]any)
-				if len(joins) != 4 {
-					t.Errorf("retry_join has %d entries, want the 4 other nodes: %v", len(joins), joins)
+				wantGeo := map[string]any{"topology_file": n.TopologyFile(), "cluster_file": n.GeoClusterCopy(), "ca_cert_file": caFile}
+				if !reflect.DeepEqual(cfg["geo"], jsonRoundTrip(t, wantGeo)) {
+					t.Errorf("geo block %v, want %v", cfg["geo"], wantGeo)
 				}
-				for _, j := range joins {
-					j := j.(map[string]any)
-					if j["leader_api_addr"] == "https://"+name+":8200" || j["leader_ca_cert_file"] != caFile {
-						t.Errorf("retry_join entry %v: want another node, trusted with %s", j, caFile)
+				for _, k := range []string{"api_addr", "cluster_addr"} {
+					if v, ok := cfg[k]; ok {
+						t.Errorf("appliance.json sets %s = %v: the topology gives it", k, v)
 					}
 				}
-				if nv, _ := raft["non_voter"].(bool); nv != (site == "b") {
-					t.Errorf("raft.non_voter = %v in site %s", raft["non_voter"], site)
+				if raft := cfg["raft"]; !reflect.DeepEqual(raft, jsonRoundTrip(t, map[string]any{"performance_multiplier": 1})) {
+					t.Errorf("raft block %v: want no non_voter and no retry_join with Geo", raft)
 				}
+
+				// The topology file: what the appliance reads, on every node the same.
+				topo, b := readTopology(t, n.TopologyFile())
+				if !reflect.DeepEqual(topo, want) {
+					t.Errorf("topology:\n%s\nwant:\n%s", prettyJSON(topo), prettyJSON(want))
+				}
+				topologies[name] = b
+				if mode, uid, gid := fileMode(t, n.TopologyFile()); mode != 0o644 || (os.Getuid() == 0 && (uid != 0 || gid != n.Account.GID)) {
+					t.Errorf("topology file: mode %04o uid %d gid %d, want 0644 root:%s", mode, uid, gid, n.Account.Group)
+				}
+				if f := n.Report.resource(t, "file", n.TopologyFile()); f["owner"] != "root" || f["group"] != n.Account.Group || f["mode"] != "0644" {
+					t.Errorf("topology file resource: %v", f)
+				}
+				// What the appliance derives from it for this node.
+				_, self, _ := topo.SiteOf(name)
+				plan, err := geo.PlanFor(&topo)
+				if err != nil {
+					t.Fatal(err)
+				}
+				joins := plan.RetryJoin(name)
+				if len(joins) != 4 || slices.Contains(joins, self.APIAddr) {
+					t.Errorf("retry_join from the topology: %v, want the 4 other nodes", joins)
+				}
+				if site.Name == "site-b" && !strings.HasPrefix(joins[0], "https://gitlab-a") {
+					t.Errorf("retry_join from the topology: %v, want site A's nodes first", joins)
+				}
+				if m, _ := plan.Member(name); m.Voter != site.Primary {
+					t.Errorf("planned voter %v in %s", m.Voter, site.Name)
+				}
+
+				// gitlab-cluster.json's Geo role, mirrored for the service.
+				if site.Primary {
+					if _, err := os.Stat(n.GeoClusterCopy()); !os.IsNotExist(err) {
+						t.Errorf("a mirror of a gitlab-cluster.json that does not exist: %v", err)
+					}
+				} else {
+					b, _ := os.ReadFile(n.GeoClusterCopy())
+					var roles map[string]any
+					if json.Unmarshal(b, &roles) != nil || !reflect.DeepEqual(roles, map[string]any{"geo_secondary": map[string]any{"enable": true}}) {
+						t.Errorf("mirrored gitlab-cluster.json: %s", b)
+					}
+					st, err := os.Stat(n.GeoClusterCopy())
+					if err != nil || !st.ModTime().Equal(clusterTime) {
+						t.Errorf("mirrored gitlab-cluster.json modified at %v (%v), want the source's %v", st.ModTime(), err, clusterTime)
+					}
+					if mode, uid, gid := fileMode(t, n.GeoClusterCopy()); mode != 0o640 || (os.Getuid() == 0 && (uid != 0 || gid != n.Account.GID)) {
+						t.Errorf("mirrored gitlab-cluster.json: mode %04o uid %d gid %d, want 0640 root:%s", mode, uid, gid, n.Account.Group)
+					}
+				}
+
 				seal := cfg["seal"].(map[string]any)
-				if _, hasHSM := seal["pkcs11"]; hasHSM != (site == "a") || seal["shamir"] == nil {
-					t.Errorf("seal in site %s: %v", site, seal)
+				if _, hasHSM := seal["pkcs11"]; hasHSM != site.Primary || seal["shamir"] == nil {
+					t.Errorf("seal in %s: %v", site.Name, seal)
 				}
 				g := cfg["gitlab"].(map[string]any)
 				if g["url"] != "https://gitlab.example.com" || g["jwks_url"] != "https://gitlab.example.com/oauth/discovery/keys" ||
 					g["audience"] != "https://secrets.gitlab.example.com" {
 					t.Errorf("gitlab block: %v", g)
 				}
-				for _, k := range []string{"geo", "snapshots"} {
-					if _, ok := cfg[k]; ok {
-						t.Errorf("appliance.json has %q, which the appliance does not implement", k)
-					}
-					if !strings.Contains(strings.Join(n.Report.Warnings, "\n"), "gitlab_secrets_appliance['"+k+"'] is not implemented") {
-						t.Errorf("no warning about %s: %v", k, n.Report.Warnings)
-					}
+				warnings := strings.Join(n.Report.Warnings, "\n")
+				if _, ok := cfg["snapshots"]; ok || !strings.Contains(warnings, "gitlab_secrets_appliance['snapshots'] is not implemented") {
+					t.Errorf("snapshots: rendered %v, warnings %v", ok, n.Report.Warnings)
 				}
+				if strings.Contains(warnings, "geo") {
+					t.Errorf("warnings about Geo: %v", n.Report.Warnings)
+				}
+				// gitlab-ctl and Prometheus reach this node at its topology address.
+				u := strings.TrimPrefix(self.APIAddr, "https://")
 				sc := onlyScrapeConfig(t, n)
 				targets := sc["static_configs"].([]any)[0].(map[string]any)["targets"].([]any)
-				if targets[0] != name+":8200" || sc["scheme"] != "https" {
-					t.Errorf("scrape config: %v", sc)
+				if targets[0] != u || sc["scheme"] != "https" {
+					t.Errorf("scrape config: %v, want target %s", sc, u)
+				}
+				var pub map[string]map[string]any
+				pb, _ := os.ReadFile(n.PublicAttrs)
+				if json.Unmarshal(pb, &pub) != nil || pub["gitlab_secrets_appliance"]["ctl_address"] != self.APIAddr {
+					t.Errorf("public attributes: %s, want ctl_address %s", pb, self.APIAddr)
+				}
+
+				// Reconfigure again: the same files, not rewritten.
+				before := map[string]time.Time{}
+				for _, f := range []string{n.TopologyFile(), n.ConfigFile(), n.GeoClusterCopy()} {
+					if st, err := os.Stat(f); err == nil {
+						before[f] = st.ModTime()
+					}
+				}
+				n.mustReconfigure(t, rb)
+				for f, m := range before {
+					if st, err := os.Stat(f); err != nil || !st.ModTime().Equal(m) {
+						t.Errorf("a second reconfigure rewrote %s", f)
+					}
 				}
 			})
 		}
 	}
+	var first []byte
+	for name, b := range topologies {
+		if first == nil {
+			first = b
+		} else if !bytes.Equal(b, first) {
+			t.Errorf("%s's topology file differs from another node's:\n%s\n%s", name, b, first)
+		}
+	}
+	if len(topologies) != 5 {
+		t.Errorf("%d topology files, want 5", len(topologies))
+	}
+}
+
+// geoStatusOutput is `geo status --format json`.
+type geoStatusOutput struct {
+	Site             string `json:"site"`
+	PrimarySite      string `json:"primary_site"`
+	PrimarySource    string `json:"primary_source"`
+	TopologyError    string `json:"topology_error"`
+	ClusterFileRole  string `json:"cluster_file_role"`
+	ClusterFileError string `json:"cluster_file_error"`
+	Reconciler       string `json:"reconciler"`
+	Nodes            []struct {
+		ID     string `json:"id"`
+		Site   string `json:"site"`
+		InRaft bool   `json:"in_raft"`
+		Voter  bool   `json:"voter"`
+		Leader bool   `json:"leader"`
+	} `json:"nodes"`
+}
+
+// A Geo node installed the Omnibus way and running: the primary site's
+// only node, with a secondary site whose node never comes. It follows the
+// topology file reconfigure wrote and the Geo role reconfigure mirrored
+// from gitlab-cluster.json (root's, 0600, which the service user could not
+// read); gitlab-ctl's secrets-appliance-geo-status and -geo-promote run
+// the binary's geo commands against it and pass their exit codes on; a
+// reconfigure with another node in the sites reaches the running node
+// without a restart. The pre-topology key geo['primary_site'] is logged as
+// deprecated and ignored.
+func TestOmnibusGeoNode(t *testing.T) {
+	needRuby(t)
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	const name = "gitlab-geo1.example.com"
+	n := newOmnibusNode(t, bin, name)
+	listen := harness.FreeAddr(t, "127.0.0.1")
+	if err := os.WriteFile(n.GitlabClusterJSON(), []byte(`{"primary": true, "secondary": false}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sites := func(siteB string) string {
+		return fmt.Sprintf(`gitlab_secrets_appliance['geo']['sites'] = [
+  { 'name' => 'site-a', 'primary' => true, 'nodes' => [{ 'id' => %q, 'api_addr' => 'http://%s', 'cluster_addr' => 'https://%s' }] },
+  { 'name' => 'site-b', 'nodes' => %s }
+]
+`, name, listen, nextAddr(t, listen), siteB)
+	}
+	rb := n.baseRB() + fmt.Sprintf(`gitlab_secrets_appliance['listen_address'] = %q
+gitlab_secrets_appliance['cluster_listen_address'] = %q
+gitlab_secrets_appliance['tls_disable'] = true
+gitlab_secrets_appliance['seal']['shamir']['shares'] = 1
+gitlab_secrets_appliance['seal']['shamir']['threshold'] = 1
+gitlab_secrets_appliance['geo']['enable'] = true
+gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
+`, listen, nextAddr(t, listen))
+	n.mustReconfigure(t, rb+sites("['gitlab-geo2.invalid']"))
+	n.validate(t)
+	if w := strings.Join(n.Report.Warnings, "\n"); !strings.Contains(w, "gitlab_secrets_appliance['geo']['primary_site'] is no longer used and is ignored") {
+		t.Errorf("no deprecation of geo['primary_site']: %v", n.Report.Warnings)
+	}
+	var pub map[string]map[string]any
+	b, _ := os.ReadFile(n.PublicAttrs)
+	if json.Unmarshal(b, &pub) != nil || pub["gitlab_secrets_appliance"]["ctl_address"] != "http://"+listen {
+		t.Fatalf("public attributes: %s (want the topology's address for this node)", b)
+	}
+
+	s := n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 2)
+	initTr := &harness.Transcript{}
+	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
+	var res initOutput
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.RootToken == "" {
+		t.Fatalf("secrets-appliance-init: exit %d, stderr %q", code, errOut)
+	}
+	n.waitCtlStatus(t, tr, s, 0)
+	tokenFile := n.path("etc/gitlab/root-token")
+	if err := os.WriteFile(tokenFile, []byte(res.RootToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	geoStatus := func() (geoStatusOutput, int) {
+		out, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status", "--format", "json")
+		var st geoStatusOutput
+		if code == 0 && json.Unmarshal([]byte(out), &st) != nil {
+			t.Fatalf("secrets-appliance-geo-status --format json: %q", out)
+		}
+		return st, code
+	}
+	hasNode := func(st geoStatusOutput, id string) bool {
+		for _, x := range st.Nodes {
+			if x.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	var st geoStatusOutput
+	harness.Eventually(t, time.Minute, "geo status with site-a primary and both sites' nodes", func() bool {
+		var code int
+		st, code = geoStatus()
+		return code == 0 && st.PrimarySite == "site-a" && hasNode(st, name) && hasNode(st, "gitlab-geo2.invalid")
+	})
+	if st.Site != "site-a" || st.TopologyError != "" || st.ClusterFileRole != "primary" || st.ClusterFileError != "" {
+		t.Errorf("geo status: %+v; want site-a, the topology taken, and gitlab-cluster.json's role (primary) read from the mirror", st)
+	}
+	if out, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 0 || !strings.Contains(out, "Primary site site-a") {
+		t.Errorf("secrets-appliance-geo-status: exit %d: %s", code, out)
+	}
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status", "--no-such-flag"); code != 64 {
+		t.Errorf("secrets-appliance-geo-status --no-such-flag: exit %d, want 64", code)
+	}
+
+	// geo promote: the checks pass for the site that is primary, fail for
+	// a site whose node is not there; a missing --site is a usage error, a
+	// bad token a failure.
+	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-a", "--dry-run", "--format", "json", "--token-file", tokenFile)
+	if code != 0 || !strings.Contains(out, `"started": false`) || !strings.Contains(out, `"check": "quorum"`) {
+		t.Errorf("secrets-appliance-geo-promote --site site-a --dry-run: exit %d: %s %s", code, out, errOut)
+	}
+	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile)
+	if code != 1 || !strings.Contains(out, "FAIL node gitlab-geo2.invalid") {
+		t.Errorf("secrets-appliance-geo-promote --site site-b --dry-run (its node is not there): exit %d, want 1: %s %s", code, out, errOut)
+	}
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--dry-run", "--token-file", tokenFile); code != 64 {
+		t.Errorf("secrets-appliance-geo-promote without --site: exit %d, want 64", code)
+	}
+	badToken := n.path("etc/gitlab/bad-token")
+	os.WriteFile(badToken, []byte("s.not-a-token\n"), 0o600)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-a", "--dry-run", "--token-file", badToken); code != 1 ||
+		!strings.Contains(errOut, "sys/appliance/geo") {
+		t.Errorf("secrets-appliance-geo-promote with a bad token: exit %d, want 1: %s", code, errOut)
+	}
+
+	// A node added to the sites: reconfigure rewrites the topology file and
+	// the running node follows it (no restart, no signal here).
+	n.mustReconfigure(t, rb+sites("['gitlab-geo2.invalid', 'gitlab-geo3.invalid']"))
+	harness.Eventually(t, time.Minute, "the running node to follow the new topology", func() bool {
+		st, code := geoStatus()
+		return code == 0 && hasNode(st, "gitlab-geo3.invalid")
+	})
+	if s.exited() {
+		t.Fatal("the appliance exited")
+	}
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 4 {
+		t.Errorf("secrets-appliance-geo-status of a stopped node: exit %d, want 4", code)
+	}
+	scanForSecrets(t, tr.String()+n.logText(s), []string{res.RootToken})
 }
 
 // Metrics access: by default the listener serves metrics without a token
@@ -583,7 +880,10 @@ func TestOmnibusMetricsAccess(t *testing.T) {
 
 // Settings the appliance would refuse stop reconfigure with the
 // appliance's own message, before appliance.json is replaced; settings the
-// cookbook cannot map stop it naming the gitlab.rb key.
+// cookbook cannot map stop it naming the gitlab.rb key. With Geo: a node
+// missing from the sites is named, with the sites; raft['non_voter'] is
+// refused; a topology the appliance refuses (two primaries) is not
+// written.
 func TestOmnibusReconfigureRefusesInvalidSettings(t *testing.T) {
 	needRuby(t)
 	bin := harness.Binary(t)
@@ -592,6 +892,9 @@ func TestOmnibusReconfigureRefusesInvalidSettings(t *testing.T) {
 	good := n.baseRB() + fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen)
 	n.mustReconfigure(t, good)
 	before, _ := os.ReadFile(n.ConfigFile())
+	const geoOn = "gitlab_secrets_appliance['geo']['enable'] = true\n"
+	const geoSites = "gitlab_secrets_appliance['geo']['sites'] = [{ 'name' => 'site-a', 'primary' => true, 'nodes' => ['gitlab-1.example.com'] }, " +
+		"{ 'name' => 'site-b', 'nodes' => ['gitlab-2.example.com'] }]\n"
 	for _, tc := range []struct{ name, rb, want string }{
 		{"HSM without a PIN", "gitlab_secrets_appliance['seal']['pkcs11']['enable'] = true\n" +
 			"gitlab_secrets_appliance['seal']['pkcs11']['library'] = '/usr/lib/softhsm/libsofthsm2.so'\n" +
@@ -602,6 +905,16 @@ func TestOmnibusReconfigureRefusesInvalidSettings(t *testing.T) {
 		{"unknown retry_join key", "gitlab_secrets_appliance['raft']['retry_join'] = [{ 'leader_api_addr' => 'https://gitlab-2.example.com:8200', 'leader_ca_cert' => '/x' }]\n",
 			"gitlab_secrets_appliance['raft']['retry_join'][0]: unknown key(s) leader_ca_cert"},
 		{"no seal", "gitlab_secrets_appliance['seal']['shamir']['enable'] = false\n", "gitlab_secrets_appliance['seal']: enable pkcs11, shamir, or both"},
+		{"node not in the Geo sites", geoOn + "gitlab_secrets_appliance['geo']['sites'] = [{ 'name' => 'site-a', 'primary' => true, 'nodes' => ['gitlab-2.example.com', 'gitlab-3.example.com'] }, " +
+			"{ 'name' => 'site-b', 'nodes' => ['gitlab-4.example.com'] }]\n",
+			"this node's node_id gitlab-1.example.com is not a node of any site (site-a: gitlab-2.example.com, gitlab-3.example.com; site-b: gitlab-4.example.com)"},
+		{"Geo without sites", geoOn, "gitlab_secrets_appliance['geo']['sites']: list the Geo sites"},
+		{"Geo and non_voter", geoOn + geoSites + "gitlab_secrets_appliance['raft']['non_voter'] = true\n",
+			"gitlab_secrets_appliance['raft']['non_voter'] cannot be set with gitlab_secrets_appliance['geo']['enable']"},
+		{"Geo site with an unknown key", geoOn + "gitlab_secrets_appliance['geo']['sites'] = [{ 'name' => 'site-a', 'primary_site' => true, 'nodes' => ['gitlab-1.example.com'] }]\n",
+			"gitlab_secrets_appliance['geo']['sites'][0]: unknown key(s) primary_site"},
+		{"two Geo primaries", geoOn + strings.Replace(geoSites, "'name' => 'site-b'", "'name' => 'site-b', 'primary' => true", 1),
+			"2 primary sites (site-a, site-b): Geo has exactly one primary"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := n.reconfigure(t, good+tc.rb)
@@ -610,6 +923,9 @@ func TestOmnibusReconfigureRefusesInvalidSettings(t *testing.T) {
 			}
 			if after, _ := os.ReadFile(n.ConfigFile()); !bytes.Equal(before, after) {
 				t.Fatalf("a refused reconfigure replaced appliance.json:\n%s", after)
+			}
+			if _, err := os.Stat(n.TopologyFile()); !os.IsNotExist(err) {
+				t.Fatalf("a refused reconfigure wrote the topology file (%v)", err)
 			}
 		})
 	}
@@ -629,7 +945,8 @@ func TestOmnibusDisabled(t *testing.T) {
 		n.Report.resource(t, "runit_service", "secrets-appliance")["action"] != "disable" {
 		t.Fatalf("disable recipe: %+v", n.Report)
 	}
-	for _, cmd := range []string{"secrets-appliance-status", "secrets-appliance-init", "secrets-appliance-unseal", "secrets-appliance-bootstrap"} {
+	for _, cmd := range []string{"secrets-appliance-status", "secrets-appliance-init", "secrets-appliance-unseal", "secrets-appliance-bootstrap",
+		"secrets-appliance-geo-status", "secrets-appliance-geo-promote"} {
 		_, errOut, code := n.ctl(t, tr, nil, cmd)
 		if code != 3 || !strings.Contains(errOut, "gitlab_secrets_appliance['enable'] = true") {
 			t.Errorf("%s on a node without the appliance: exit %d, %q", cmd, code, errOut)

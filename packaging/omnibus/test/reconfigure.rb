@@ -6,9 +6,10 @@
 # cookbook's library (GitlabSecretsAppliance.parse_variables), merges the
 # gitlab.rb settings over the defaults as normal attributes, evaluates the
 # recipe (enable or disable), and applies the resources it declares to the
-# paths they name: directories, files, env_dir, templates rendered with
-# Ruby's ERB (verify blocks run first, on a staged copy with the same
-# extension, as Chef does), runit_service (its sv-*-run, log/run and
+# paths they name: directories, files and templates (rendered with Ruby's
+# ERB) as Chef writes them (verify blocks first, on a staged copy with the
+# same extension; then an atomic rename; unchanged content is left
+# alone), env_dir, ruby_block, runit_service (its sv-*-run, log/run and
 # log/config templates), version_file. Owners are applied only when run as
 # root. It then writes public_attributes.json as Omnibus' Attributes
 # handler does, and prints a JSON report of the run on standard output.
@@ -16,7 +17,8 @@
 # Only what the cookbook uses is provided; anything else fails loudly.
 #
 #   ruby reconfigure.rb --cookbook DIR --gitlab-rb FILE --install-dir DIR \
-#     --sv-dir DIR --public-attributes FILE [--node-name NAME] [--fqdn FQDN]
+#     --sv-dir DIR --public-attributes FILE [--node-name NAME] [--fqdn FQDN] \
+#     [--gitlab-cluster-json FILE]
 
 require 'erb'
 require 'etc'
@@ -34,6 +36,7 @@ OptionParser.new do |o|
   o.on('--public-attributes FILE') { |v| opts[:public_attributes] = v }
   o.on('--node-name NAME') { |v| opts[:node_name] = v }
   o.on('--fqdn FQDN') { |v| opts[:fqdn] = v }
+  o.on('--gitlab-cluster-json FILE') { |v| opts[:gitlab_cluster_json] = v }
 end.parse!
 %i[cookbook gitlab_rb install_dir sv_dir public_attributes].each do |k|
   abort "reconfigure.rb: --#{k.to_s.tr('_', '-')} is required" unless opts[k]
@@ -155,7 +158,18 @@ module LoggingHelper
     messages << message
     $stderr.puts "WARNING: #{message}"
   end
+
+  def self.deprecation(message)
+    messages << message
+    $stderr.puts "DEPRECATION: #{message}"
+  end
 end
+
+# Omnibus' GitlabCluster (package/libraries/gitlab_cluster.rb): the
+# cluster-wide overrides `gitlab-ctl geo promote` records, in JSON_FILE
+# (/etc/gitlab/gitlab-cluster.json; --gitlab-cluster-json here).
+class GitlabCluster; end
+GitlabCluster::JSON_FILE = opts[:gitlab_cluster_json] || '/etc/gitlab/gitlab-cluster.json'
 
 # Omnibus' Services: whether a service is enabled on this node. The
 # services in Omnibus' default group (Prometheus among them) are on unless
@@ -186,7 +200,7 @@ end
 
 # One declared resource: its properties as the block set them.
 class Resource
-  BLOCK_PROPERTIES = %i[verify only_if not_if].freeze
+  BLOCK_PROPERTIES = %i[verify only_if not_if block].freeze
 
   attr_reader :type, :name, :properties, :blocks, :notifications
 
@@ -238,7 +252,7 @@ end
 
 # A recipe's context: the resources the cookbook declares.
 class RecipeContext
-  RESOURCES = %i[account directory env_dir file template runit_service version_file].freeze
+  RESOURCES = %i[account directory env_dir file ruby_block template runit_service version_file].freeze
 
   attr_reader :resources, :node
 
@@ -308,8 +322,15 @@ class Converge
       FileUtils.rm_f(r.name)
       return
     end
-    File.write(r.name, r['content'].to_s) if r.properties.key?('content')
-    set_mode_owner(r.name, r)
+    if r.properties.key?('content')
+      install(r.name, r['content'].to_s, r)
+    else
+      set_mode_owner(r.name, r)
+    end
+  end
+
+  def apply_ruby_block(r)
+    r.blocks[:block].each(&:call)
   end
 
   def apply_env_dir(r)
@@ -350,22 +371,36 @@ class Converge
   end
 
   # Verify blocks see a staged copy beside the target, with its extension
-  # (Chef keeps it so that a verifier can tell the file's type).
+  # (Chef keeps it so that a verifier can tell the file's type). As Chef's
+  # file providers do, unchanged content is not rewritten (its
+  # modification time stays) and new content replaces the file at once
+  # (a rename): a running service that watches the file never reads half.
   def install(path, content, r)
+    if File.exist?(path) && File.binread(path) == content
+      set_mode_owner(path, r)
+      return
+    end
     unless r.blocks[:verify].empty?
       ext = File.extname(path)
       staged = File.join(File.dirname(path), ".chef-#{File.basename(path, ext)}#{SecureRandom.hex(4)}#{ext}")
       File.write(staged, content, perm: 0o600)
       begin
         r.blocks[:verify].each do |b|
-          raise "template[#{path}] failed verification" unless b.call(staged)
+          raise "#{r.type}[#{path}] failed verification" unless b.call(staged)
         end
       ensure
         FileUtils.rm_f(staged)
       end
     end
-    File.write(path, content)
-    set_mode_owner(path, r)
+    tmp = File.join(File.dirname(path), ".chef-#{File.basename(path)}#{SecureRandom.hex(4)}")
+    begin
+      File.write(tmp, content, perm: 0o600)
+      File.chmod(File.exist?(path) ? File.stat(path).mode & 0o7777 : 0o666 & ~File.umask, tmp) unless r['mode']
+      set_mode_owner(tmp, r)
+      File.rename(tmp, path)
+    ensure
+      FileUtils.rm_f(tmp)
+    end
   end
 
   def write(path, content, mode)

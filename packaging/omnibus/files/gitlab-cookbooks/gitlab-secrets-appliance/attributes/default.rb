@@ -58,8 +58,10 @@ default['gitlab_secrets_appliance']['tls_client_ca_file'] = nil
 default['gitlab_secrets_appliance']['tls_require_client_cert'] = false
 default['gitlab_secrets_appliance']['x_forwarded_for_authorized_addrs'] = []
 # The CA that signed the appliance certificates: the CA gitlab-ctl's
-# commands and Prometheus trust, and each retry_join URL's
-# leader_ca_cert_file unless the entry names its own. nil: the system's CAs.
+# commands and Prometheus trust, each retry_join URL's
+# leader_ca_cert_file unless the entry names its own, and with Geo
+# geo.ca_cert_file (the other nodes, when joining and polled by the active
+# node). nil: the system's CAs.
 default['gitlab_secrets_appliance']['ca_cert_file'] = nil
 # The URL gitlab-ctl's commands talk to. nil: api_addr, or the listener
 # (127.0.0.1 for a wildcard address).
@@ -68,6 +70,8 @@ default['gitlab_secrets_appliance']['ctl_address'] = nil
 # Raft (raft block). retry_join lists the other nodes: each an API URL, or
 # a Hash with leader_api_addr and optionally leader_ca_cert_file,
 # leader_client_cert_file, leader_client_key_file, leader_tls_servername.
+# With geo enabled, retry_join defaults to the topology's other nodes and
+# non_voter is an error (Geo decides who votes).
 default['gitlab_secrets_appliance']['raft']['performance_multiplier'] = 1
 default['gitlab_secrets_appliance']['raft']['non_voter'] = false
 default['gitlab_secrets_appliance']['raft']['retry_join'] = []
@@ -123,15 +127,49 @@ default['gitlab_secrets_appliance']['unauthenticated_metrics_access'] = nil
 default['gitlab_secrets_appliance']['prometheus_scrape_credentials_file'] = nil
 default['gitlab_secrets_appliance']['prometheus_scrape_tls_server_name'] = nil
 
+# Geo (geo block): Raft follows GitLab Geo. The primary site's nodes vote
+# (one does not when they are even), the other sites' nodes are
+# non-voting replicas, and the active node moves the membership one safe
+# step at a time when the primary site changes. With geo enabled, the
+# appliance takes this node's api_addr and cluster_addr from its entry in
+# the sites (api_addr/cluster_addr above, if set, must equal them) and its
+# retry_join from the other nodes, primary site first (raft['retry_join'],
+# if set, replaces that list); raft['non_voter'] must not be set.
+default['gitlab_secrets_appliance']['geo']['enable'] = false
+# The Geo sites, the same list on every node of every site: an Array of
+#   { 'name' => 'site-a',                           # the site's Geo name
+#     'primary' => true,                            # on exactly one site
+#     'preferred_leader' => 'gitlab-a1.example.com',  # optional, a node of the site
+#     'nodes' => [{ 'id' => 'gitlab-a1.example.com',  # the node's node_id
+#                   'api_addr' => nil,              # nil: https://<id>:8200
+#                   'cluster_addr' => nil }] }      # nil: https://<id>:8201
+# A node may be given by its id alone ('gitlab-a1.example.com'). The order
+# counts: nodes join primary site first, and min_voters takes secondary
+# nodes in this order. Reconfigure writes it to topology_file; a running
+# node follows a changed file without a restart.
+default['gitlab_secrets_appliance']['geo']['sites'] = nil
+# min_voters: when the primary site has fewer nodes, the first secondary
+# nodes vote too (a cross-site round trip in every commit). nil or 0: no
+# minimum; otherwise odd.
+default['gitlab_secrets_appliance']['geo']['min_voters'] = nil
+# geo.topology_file: where reconfigure writes the sites (root:group 0644).
+# nil: <dir>/geo-topology.json.
+default['gitlab_secrets_appliance']['geo']['topology_file'] = nil
+# geo.cluster_file: a gitlab-cluster.json whose Geo role (what
+# `gitlab-ctl geo promote` records) overrides the sites' 'primary'.
+# nil: reconfigure mirrors the Geo role keys of /etc/gitlab/gitlab-cluster.json
+# (root's, 0600: the service cannot read it) to <dir>/geo-gitlab-cluster.json
+# (root:group 0640, the source's modification time) and the appliance reads
+# that; `gitlab-ctl geo promote` runs reconfigure. A file named here is read
+# as it is: the service user must be able to read it.
+default['gitlab_secrets_appliance']['geo']['cluster_file'] = nil
+# geo.ca_cert_file is ca_cert_file above (the other nodes' certificates).
+
 ####
 # Not implemented by gitlab-secrets-appliance yet. These keys are reserved
 # and never rendered into appliance.json; reconfigure warns when one is
-# enabled. Until Geo-driven membership lands, a secondary site's nodes are
-# configured with raft['non_voter'] = true and retry_join to the primary's.
+# enabled.
 ####
-default['gitlab_secrets_appliance']['geo']['enable'] = false
-default['gitlab_secrets_appliance']['geo']['site'] = nil
-default['gitlab_secrets_appliance']['geo']['primary_site'] = nil
 default['gitlab_secrets_appliance']['snapshots']['enable'] = false
 default['gitlab_secrets_appliance']['snapshots']['interval'] = '1h'
 default['gitlab_secrets_appliance']['snapshots']['retain'] = 24

@@ -26,15 +26,46 @@ require_relative 'secrets_appliance_helper'
 module GitlabSecretsAppliance
   SCRAPE_JOB_NAME = 'gitlab-secrets-appliance'.freeze
   METRICS_PATH = '/v1/sys/metrics'.freeze
-  NOT_IMPLEMENTED = %w[geo snapshots].freeze
+  NOT_IMPLEMENTED = %w[snapshots].freeze
+  # Keys of the geo block before the topology: a site's name alone cannot
+  # place the nodes.
+  REMOVED_GEO_KEYS = %w[site primary_site].freeze
 
   class << self
     def parse_variables
       return unless attr('enable')
 
+      parse_geo
       parse_gitlab
       parse_scrape_config
       warn_not_implemented
+    end
+
+    # Geo: fail early, naming the gitlab.rb key, on what Ruby can check
+    # (the sites' shape, this node among them, raft['non_voter']); the
+    # appliance checks the rest when reconfigure validates the files.
+    def parse_geo
+      REMOVED_GEO_KEYS.each do |key|
+        next if (user_config['geo'] || {})[key].nil?
+
+        LoggingHelper.deprecation("gitlab_secrets_appliance['geo']['#{key}'] is no longer used and is ignored: list every Geo site " \
+                                  "and its nodes in gitlab_secrets_appliance['geo']['sites'] (the same list on every node), " \
+                                  "with 'primary' => true on the Geo primary site")
+      end
+      return unless nested('geo', 'enable')
+
+      raise SecretsApplianceHelper::GEO_NON_VOTER_ERROR if nested('raft', 'non_voter')
+
+      unless Array(nested('raft', 'retry_join')).empty?
+        LoggingHelper.warning("gitlab_secrets_appliance['raft']['retry_join'] is set with gitlab_secrets_appliance['geo']['enable']: " \
+                              "this node joins through that list instead of every other node of gitlab_secrets_appliance['geo']['sites']; " \
+                              "remove it to join through the topology")
+      end
+      geo_topology
+    end
+
+    def geo_topology
+      SecretsApplianceHelper.geo_topology({ 'sites' => nested('geo', 'sites'), 'min_voters' => nested('geo', 'min_voters') }, attr('node_id'))
     end
 
     # The gitlab block's defaults come from GitLab's own settings on this
@@ -71,7 +102,8 @@ module GitlabSecretsAppliance
     end
 
     def scrape_config
-      api_addr = SecretsApplianceHelper.api_addr(attr('api_addr'), attr('listen_address'), attr('tls_disable'), Gitlab['node']['fqdn'])
+      geo_node = nested('geo', 'enable') ? SecretsApplianceHelper.geo_node(geo_topology, attr('node_id')) : nil
+      api_addr = SecretsApplianceHelper.api_addr(attr('api_addr'), attr('listen_address'), attr('tls_disable'), Gitlab['node']['fqdn'], geo_node)
       uri = URI(SecretsApplianceHelper.ctl_address(attr('ctl_address'), api_addr, attr('listen_address'), attr('tls_disable')))
       config = {
         'job_name' => SCRAPE_JOB_NAME,

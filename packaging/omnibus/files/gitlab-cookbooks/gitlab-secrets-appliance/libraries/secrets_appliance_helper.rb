@@ -15,7 +15,10 @@
 # limitations under the License.
 #
 
+require 'fileutils'
+require 'json'
 require 'open3'
+require 'tempfile'
 require 'uri'
 # Omnibus' BaseHelper (a test harness may have defined it already).
 require_relative '../../package/libraries/helpers/base_helper' unless defined?(BaseHelper)
@@ -35,13 +38,29 @@ class SecretsApplianceHelper < BaseHelper
   RETRY_JOIN_KEYS = %w[leader_api_addr leader_ca_cert_file leader_client_cert_file
                        leader_client_key_file leader_tls_servername].freeze
   WILDCARD_HOSTS = ['', '0.0.0.0', '::', '[::]'].freeze
+  GEO_SITES_KEY = "gitlab_secrets_appliance['geo']['sites']".freeze
+  GEO_SITE_KEYS = %w[name primary preferred_leader nodes].freeze
+  GEO_NODE_KEYS = %w[id api_addr cluster_addr].freeze
+  # A Geo node's addresses when its entry leaves them out: the cookbook's
+  # default listeners, on the host named by its id.
+  GEO_API_PORT = 8200
+  GEO_CLUSTER_PORT = 8201
+  GEO_TOPOLOGY_FILE = 'geo-topology.json'.freeze
+  # Where reconfigure mirrors the Geo role of Omnibus' gitlab-cluster.json.
+  GEO_CLUSTER_COPY = 'geo-gitlab-cluster.json'.freeze
+  GEO_CLUSTER_SOURCE = '/etc/gitlab/gitlab-cluster.json'.freeze
+  GEO_NON_VOTER_ERROR = "gitlab_secrets_appliance['raft']['non_voter'] cannot be set with gitlab_secrets_appliance['geo']['enable']: " \
+                        "the Geo topology decides which nodes vote (the primary site's nodes; the other sites' are non-voting replicas). " \
+                        "Remove raft['non_voter'].".freeze
 
   class << self
-    # The API URL this node advertises: api_addr if set; with a wildcard
-    # listen address, https://<fqdn>:<port>; else nil (the appliance
-    # derives it from the listener).
-    def api_addr(explicit, listen_address, tls_disable, fqdn)
+    # The API URL this node advertises: api_addr if set; with Geo, this
+    # node's entry in the topology; with a wildcard listen address,
+    # https://<fqdn>:<port>; else nil (the appliance derives it from the
+    # listener).
+    def api_addr(explicit, listen_address, tls_disable, fqdn, geo_node = nil)
       return explicit unless blank?(explicit)
+      return geo_node['api_addr'] if geo_node
 
       host, port = split_host_port(listen_address)
       return nil unless WILDCARD_HOSTS.include?(host) && !blank?(fqdn)
@@ -85,6 +104,90 @@ class SecretsApplianceHelper < BaseHelper
     def blank?(value)
       value.nil? || value.to_s.empty?
     end
+
+    # The Geo topology file's content (geo.Topology's JSON form) from
+    # gitlab_secrets_appliance['geo']: the sites in gitlab.rb's order (it
+    # is meaningful: retry_join and min_voters go by it), each key in a
+    # fixed order, so that every node renders the same bytes. A node's
+    # api_addr and cluster_addr default to https://<id>:8200 and :8201.
+    # Raises, naming the gitlab.rb key, on what Ruby can tell cheaply
+    # (shape, unknown keys, names, this node missing); the appliance
+    # checks the rest (one primary, unique ids and addresses,
+    # preferred_leader, min_voters) when reconfigure validates the file.
+    def geo_topology(geo, node_id)
+      sites = geo && geo['sites']
+      unless sites.is_a?(Array) && !sites.empty?
+        raise "#{GEO_SITES_KEY}: list the Geo sites (the same list on every node), each " \
+              "{ 'name' => '<Geo site name>', 'primary' => true|false, 'preferred_leader' => '<node id>' (optional), " \
+              "'nodes' => [{ 'id' => '<node_id>', 'api_addr' => ..., 'cluster_addr' => ... }] }"
+      end
+
+      topology = {}
+      min_voters = geo['min_voters']
+      unless min_voters.nil?
+        begin
+          topology['min_voters'] = Integer(min_voters)
+        rescue ArgumentError, TypeError
+          raise "gitlab_secrets_appliance['geo']['min_voters']: #{min_voters.inspect} is not a number"
+        end
+      end
+      topology['sites'] = sites.each_with_index.map { |site, i| geo_site(site, "#{GEO_SITES_KEY}[#{i}]") }
+
+      unless topology['sites'].any? { |s| s['nodes'].any? { |n| n['id'] == node_id } }
+        listed = topology['sites'].map { |s| "#{s['name']}: #{s['nodes'].map { |n| n['id'] }.join(', ')}" }.join('; ')
+        raise "#{GEO_SITES_KEY}: this node's node_id #{node_id} is not a node of any site (#{listed}). " \
+              "Add it to its site's nodes on every node, or set gitlab_secrets_appliance['node_id'] to its id there."
+      end
+
+      topology
+    end
+
+    # This node's entry in a topology from geo_topology.
+    def geo_node(topology, node_id)
+      topology['sites'].each do |s|
+        s['nodes'].each { |n| return n if n['id'] == node_id }
+      end
+      nil
+    end
+
+    private
+
+    def geo_site(site, key)
+      raise "#{key}: a site is a Hash with #{GEO_SITE_KEYS.join(', ')}, not #{site.inspect}" unless site.respond_to?(:to_hash)
+
+      s = site.to_hash.transform_keys(&:to_s)
+      unknown = s.keys - GEO_SITE_KEYS
+      raise "#{key}: unknown key(s) #{unknown.join(', ')}; use #{GEO_SITE_KEYS.join(', ')}" unless unknown.empty?
+      raise "#{key}: 'name' is missing: use the site's Geo name" if blank?(s['name'])
+      raise "#{key} (#{s['name']}): 'primary' is #{s['primary'].inspect}: use true or false" unless [true, false, nil].include?(s['primary'])
+
+      name = s['name'].to_s
+      nodes = s['nodes']
+      raise "#{key} (#{name}): 'nodes' lists no node: give each of the site's nodes, by its node_id" unless nodes.is_a?(Array) && !nodes.empty?
+
+      out = { 'name' => name }
+      out['primary'] = true if s['primary']
+      out['preferred_leader'] = s['preferred_leader'].to_s unless blank?(s['preferred_leader'])
+      out['nodes'] = nodes.each_with_index.map { |n, j| geo_site_node(n, "#{key}['nodes'][#{j}]") }
+      out
+    end
+
+    def geo_site_node(node, key)
+      node = { 'id' => node } if node.is_a?(String)
+      raise "#{key}: a node is a Hash with #{GEO_NODE_KEYS.join(', ')} (or only its id), not #{node.inspect}" unless node.respond_to?(:to_hash)
+
+      n = node.to_hash.transform_keys(&:to_s)
+      unknown = n.keys - GEO_NODE_KEYS
+      raise "#{key}: unknown key(s) #{unknown.join(', ')}; use #{GEO_NODE_KEYS.join(', ')}" unless unknown.empty?
+      raise "#{key}: 'id' is missing: use the node's node_id" if blank?(n['id'])
+
+      id = n['id'].to_s
+      {
+        'id' => id,
+        'api_addr' => blank?(n['api_addr']) ? "https://#{id}:#{GEO_API_PORT}" : n['api_addr'].to_s,
+        'cluster_addr' => blank?(n['cluster_addr']) ? "https://#{id}:#{GEO_CLUSTER_PORT}" : n['cluster_addr'].to_s
+      }
+    end
   end
 
   def settings
@@ -99,12 +202,57 @@ class SecretsApplianceHelper < BaseHelper
     File.join(settings['dir'], CONFIG_FILE)
   end
 
+  # The API URL this node advertises (gitlab-ctl, Prometheus, and the
+  # retry_join entry it leaves out): with Geo, its topology entry's unless
+  # api_addr is set.
   def api_addr
-    self.class.api_addr(settings['api_addr'], settings['listen_address'], settings['tls_disable'], node['fqdn'])
+    self.class.api_addr(settings['api_addr'], settings['listen_address'], settings['tls_disable'], node['fqdn'], geo_node)
   end
 
   def cluster_addr
-    self.class.cluster_addr(settings['cluster_addr'], settings['cluster_listen_address'], node['fqdn'])
+    explicit = settings['cluster_addr']
+    return geo_node['cluster_addr'] if geo? && self.class.blank?(explicit)
+
+    self.class.cluster_addr(explicit, settings['cluster_listen_address'], node['fqdn'])
+  end
+
+  def geo?
+    !!settings.dig('geo', 'enable')
+  end
+
+  # The topology file's content, as a Hash (see self.geo_topology).
+  def geo_topology
+    @geo_topology ||= self.class.geo_topology(settings['geo'], settings['node_id'])
+  end
+
+  def geo_node
+    geo? ? self.class.geo_node(geo_topology, settings['node_id']) : nil
+  end
+
+  def geo_topology_json
+    "#{JSON.pretty_generate(geo_topology)}\n"
+  end
+
+  # geo.topology_file: geo['topology_file'], else beside appliance.json.
+  def geo_topology_file
+    explicit = settings.dig('geo', 'topology_file')
+    self.class.blank?(explicit) ? File.join(settings['dir'], GEO_TOPOLOGY_FILE) : explicit
+  end
+
+  # Omnibus' gitlab-cluster.json is root's, mode 0600 (GitlabCluster#save):
+  # the service user cannot read it. Unless geo['cluster_file'] names a
+  # file, reconfigure mirrors its Geo role into one the service can read
+  # (see sync_geo_cluster_file), and the appliance reads that.
+  def geo_cluster_copy?
+    self.class.blank?(settings.dig('geo', 'cluster_file'))
+  end
+
+  def geo_cluster_file
+    geo_cluster_copy? ? File.join(settings['dir'], GEO_CLUSTER_COPY) : settings.dig('geo', 'cluster_file')
+  end
+
+  def geo_cluster_source
+    defined?(GitlabCluster) ? GitlabCluster::JSON_FILE : GEO_CLUSTER_SOURCE
   end
 
   def ctl_address
@@ -125,8 +273,8 @@ class SecretsApplianceHelper < BaseHelper
     compact(
       'node_id' => settings['node_id'],
       'data_dir' => settings['data_dir'],
-      'api_addr' => api_addr,
-      'cluster_addr' => cluster_addr,
+      'api_addr' => geo? ? presence(settings['api_addr']) : api_addr,
+      'cluster_addr' => geo? ? presence(settings['cluster_addr']) : cluster_addr,
       'log_level' => settings['log_level'],
       'log_format' => settings['log_format'],
       'listener' => [listener],
@@ -135,7 +283,21 @@ class SecretsApplianceHelper < BaseHelper
       'audit' => audit,
       'telemetry' => telemetry,
       'seal' => seal,
-      'gitlab' => gitlab
+      'gitlab' => gitlab,
+      'geo' => geo
+    )
+  end
+
+  # The geo block. With it the appliance takes this node's api_addr and
+  # cluster_addr (unless set in gitlab.rb) and its retry_join (unless
+  # raft['retry_join'] is set) from the topology, and decides who votes.
+  def geo
+    return nil unless geo?
+
+    compact(
+      'topology_file' => geo_topology_file,
+      'cluster_file' => geo_cluster_file,
+      'ca_cert_file' => self.class.blank?(settings['ca_cert_file']) ? nil : settings['ca_cert_file']
     )
   end
 
@@ -160,6 +322,8 @@ class SecretsApplianceHelper < BaseHelper
 
   def raft
     r = settings['raft'] || {}
+    raise GEO_NON_VOTER_ERROR if geo? && r['non_voter']
+
     compact(
       'performance_multiplier' => r['performance_multiplier'].nil? ? nil : Integer(r['performance_multiplier']),
       'non_voter' => r['non_voter'] ? true : nil,
@@ -252,14 +416,56 @@ class SecretsApplianceHelper < BaseHelper
     files.compact.reject(&:empty?).uniq
   end
 
+  # The topology file's verify step: the appliance's config validate on
+  # this node's config with geo.topology_file at the staged file, so that a
+  # topology the appliance would refuse (or that does not fit this node's
+  # config) never replaces the one the running node follows.
+  def validate_topology(path)
+    cfg = config
+    cfg['geo'] = cfg['geo'].merge('topology_file' => path)
+    Tempfile.create(['.chef-appliance-geo', '.json'], File.dirname(path)) do |f|
+      f.write(JSON.pretty_generate(cfg))
+      f.close
+      validate(f.path, "with the Geo topology from gitlab_secrets_appliance['geo'] (checked as a staged copy of #{config_file})")
+    end
+  end
+
+  # Writes the Geo role keys of Omnibus' gitlab-cluster.json (primary,
+  # secondary, geo_secondary.enable: what `gitlab-ctl geo promote` sets
+  # before it runs reconfigure) to geo_cluster_file, root:<group> 0640,
+  # with the source's modification time: the appliance dates a node's
+  # claim by it. Without a source, the copy goes (a missing file says
+  # nothing). Unchanged, it is left alone.
+  def sync_geo_cluster_file(source = geo_cluster_source)
+    dest = geo_cluster_file
+    return FileUtils.rm_f(dest) unless File.exist?(source)
+
+    src = JSON.parse(File.read(source))
+    roles = {}
+    %w[primary secondary].each { |k| roles[k] = src[k] if src.key?(k) }
+    roles['geo_secondary'] = { 'enable' => src['geo_secondary']['enable'] } if src['geo_secondary'].is_a?(Hash) && src['geo_secondary'].key?('enable')
+    content = "#{JSON.pretty_generate(roles)}\n"
+    mtime = File.mtime(source)
+    return if File.exist?(dest) && File.read(dest) == content && File.mtime(dest) == mtime
+
+    tmp = "#{dest}.#{Process.pid}.tmp"
+    File.write(tmp, content, perm: 0o640)
+    File.chmod(0o640, tmp)
+    FileUtils.chown('root', settings['group'], tmp) if Process.uid.zero?
+    File.utime(mtime, mtime, tmp)
+    File.rename(tmp, dest)
+  ensure
+    FileUtils.rm_f(tmp) if tmp
+  end
+
   # Runs `gitlab-secrets-appliance config validate` on a rendered config
   # (a template's verify step); raises with the appliance's answer.
-  def validate(path)
+  def validate(path, what = nil)
     out, status = Open3.capture2e(binary, 'config', 'validate', path)
     return true if status.success?
 
     raise "The secrets appliance config rendered from gitlab_secrets_appliance[...] in /etc/gitlab/gitlab.rb " \
-          "is not valid (#{binary} config validate, exit #{status.exitstatus}):\n#{out}"
+          "#{what ? "#{what} " : ''}is not valid (#{binary} config validate, exit #{status.exitstatus}):\n#{out}"
   end
 
   def logging_settings
@@ -313,5 +519,9 @@ class SecretsApplianceHelper < BaseHelper
 
   def compact(hash)
     hash.reject { |_, v| v.nil? }
+  end
+
+  def presence(value)
+    self.class.blank?(value) ? nil : value
   end
 end

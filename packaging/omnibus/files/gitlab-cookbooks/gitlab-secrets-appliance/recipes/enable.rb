@@ -80,6 +80,40 @@ helper.private_files.each do |path|
   end
 end
 
+# Geo: the sites, as the appliance's topology file. The same bytes on every
+# node (gitlab.rb's order, fixed keys). It replaces the file the running
+# node follows (re-read when it changes, no restart) only once the
+# appliance accepted it with this node's config.
+topology_file = helper.geo_topology_file
+cluster_copy = ::File.join(working_dir, SecretsApplianceHelper::GEO_CLUSTER_COPY)
+if helper.geo?
+  file topology_file do
+    owner 'root'
+    group service_group
+    mode '0644'
+    content helper.geo_topology_json
+    verify { |path| helper.validate_topology(path) }
+  end
+else
+  file topology_file do
+    action :delete
+  end
+end
+
+# The Geo role of Omnibus' gitlab-cluster.json, which the service user
+# cannot read (root, 0600), mirrored where it can unless geo['cluster_file']
+# names another file; `gitlab-ctl geo promote` records the role there, then
+# runs reconfigure.
+if helper.geo? && helper.geo_cluster_copy?
+  ruby_block 'Mirror the Geo role of gitlab-cluster.json for the secrets appliance' do
+    block { helper.sync_geo_cluster_file }
+  end
+else
+  file cluster_copy do
+    action :delete
+  end
+end
+
 # Checked by the appliance itself before it replaces the running config.
 # A change is applied with SIGHUP (what needs a restart is logged): a
 # restart would seal a node that has no HSM.
