@@ -284,7 +284,13 @@ func (g *geoRun) active() bool {
 // one.
 func (g *geoRun) reconcile(ctx context.Context) bool {
 	if !g.active() {
+		// The primary as the replicated override and this node's
+		// topology say (the active node also weighs the claims).
+		last, _ := g.readOverride(ctx)
 		g.mu.Lock()
+		g.primary = geo.Resolve(g.topo, last, nil)
+		g.primary.Persist = nil
+		g.plan, _ = geo.PlanFor(g.primary.Topology)
 		g.decision = "standby: the active node reconciles"
 		g.nodes = nil
 		g.mu.Unlock()

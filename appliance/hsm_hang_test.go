@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -140,6 +141,15 @@ func testHungHSMAtUnseal(t *testing.T, hang []string) {
 	}
 
 	shim.Release(t)
+	// The closed node's cluster listener goes away in the background
+	// (OpenBao stops it asynchronously); the next node needs the port.
+	harness.Eventually(t, hangDetector, "the cluster port to be free", func() bool {
+		l, err := net.Listen("tcp", cfg.Cluster.Address)
+		if err == nil {
+			l.Close()
+		}
+		return err == nil
+	})
 	a = startNode(t, cfg)
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)

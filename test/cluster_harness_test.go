@@ -128,7 +128,11 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		}
 		extra := opts.extra
 		if opts.geo != nil {
-			extra += fmt.Sprintf("geo {\n  topology_file = %q\n  cluster_file  = %q\n}\n", c.topoFile, c.clusterFile(m))
+			ca := ""
+			if c.ca != nil {
+				ca = fmt.Sprintf("  ca_cert_file  = %q\n", c.ca.File)
+			}
+			extra += fmt.Sprintf("geo {\n  topology_file = %q\n  cluster_file  = %q\n%s}\n", c.topoFile, c.clusterFile(m), ca)
 		}
 		m.cfg = filepath.Join(dir, m.id+".hcl")
 		src := fmt.Sprintf(`node_id  = %q

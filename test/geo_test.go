@@ -117,6 +117,10 @@ func TestGeoSites(t *testing.T) {
 	if st.Geo.PrimarySite != "site-b" || st.Geo.PrimarySource != "topology" {
 		t.Errorf("after the switchover: primary %s from %s", st.Geo.PrimarySite, st.Geo.PrimarySource)
 	}
+	harness.Eventually(t, time.Minute, "node-1, now a replica, to say site B is primary", func() bool {
+		s, ok := tryStatus(t, c.tr, c.bin, c.byID("node-1").addr)
+		return ok && s.Geo != nil && s.Geo.PrimarySite == "site-b" && s.Geo.Reconciler == "standby: the active node reconciles"
+	})
 	phase("switchover to B (topology file)")
 	c.setTopology(c.withPrimary("site-a"))
 	c.waitGeo("site A to lead again", converged(primary, "node-2"))
@@ -255,6 +259,93 @@ func TestGeoMembership(t *testing.T) {
 	if lost != 0 {
 		t.Fatalf("%d acknowledged writes lost", lost)
 	}
+	if bad := l.serverErrors(); len(bad) > 0 {
+		t.Fatalf("HTTP 5xx other than 503: %v", bad)
+	}
+}
+
+// 3 + 2 nodes, each in its own network namespace (root only): cutting off
+// the preferred leader moves leadership to another site A node and back
+// once it is reachable again; cutting off the whole of site B does not
+// stop writes (its nodes do not vote), and once it is back its nodes
+// catch up (lag <= 64). A writer runs throughout; every acknowledged
+// write reads back.
+func TestGeoPartitions(t *testing.T) {
+	nw, err := harness.NewNet(t, 5)
+	if err != nil {
+		t.Skipf("no private network: %v", err)
+	}
+	c := newCluster(t, clusterOptions{net: nw, geo: &geoLayout{
+		sites:     []int{3, 2},
+		preferred: map[string]string{"site-a": "node-2"},
+	}})
+	defer c.stop()
+	primary := []string{"node-1", "node-2", "node-3"}
+	c.waitGeo("3 voters led by node-2", converged(primary, "node-2"))
+	c.mountKV()
+	l := startLoad(c, 4)
+	from := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		t.Logf("%-40s write gap %v", name, l.maxGap(from, now).Round(time.Millisecond))
+		from = now
+	}
+
+	n2 := c.byID("node-2")
+	if err := n2.netHost.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitGeo("a site A leader while node-2 is cut off", func(st statusOutput) bool {
+		_, leader := geoVoters(st)
+		return leader == "node-1" || leader == "node-3"
+	})
+	if err := n2.netHost.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitGeo("node-2 to lead again", converged(primary, "node-2"))
+	phase("preferred leader cut off, healed")
+
+	for _, id := range []string{"node-4", "node-5"} {
+		if err := c.byID(id).netHost.Cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutAt := time.Now()
+	harness.Eventually(t, time.Minute, "writes acknowledged while site B is cut off", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		n := 0
+		for _, a := range l.acks {
+			if a.After(cutAt) {
+				n++
+			}
+		}
+		return n >= 100
+	})
+	for _, id := range []string{"node-4", "node-5"} {
+		if err := c.byID(id).netHost.Heal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitGeo("site B back", func(st statusOutput) bool {
+		for _, n := range st.Geo.Nodes {
+			if n.Site == "site-b" && (n.Lag > 64 || !n.InRaft) {
+				return false
+			}
+		}
+		return converged(primary, "node-2")(st)
+	})
+	phase("site B cut off, healed")
+
+	l.stop()
+	for _, reader := range []*member{c.byID("node-5"), c.leader()} {
+		acked, lost := l.verify(t, reader)
+		t.Logf("read through %s: %d keys acknowledged, %d lost", reader.id, acked, lost)
+		if lost != 0 {
+			t.Fatalf("%d acknowledged writes lost", lost)
+		}
+	}
+	t.Logf("answers: %s", l.kindsSummary())
 	if bad := l.serverErrors(); len(bad) > 0 {
 		t.Fatalf("HTTP 5xx other than 503: %v", bad)
 	}

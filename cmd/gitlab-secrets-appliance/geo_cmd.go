@@ -29,7 +29,8 @@ func geoCommand() *cli.Command {
 					"pre-flight checks first; needs a token with sudo on " + appliance.GeoPolicyPath,
 				Description: "Every node should be up. The command waits until the cluster converged (--wait); stopped half-way, the cluster keeps working " +
 					"and running the command again finishes it. A topology file that names another primary later wins: Geo stays the source of truth.",
-				Flags: append(clientFlags(), formatFlag(), tokenFileFlag(),
+				Flags: append(clientFlags(), formatFlag(),
+					&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on " + appliance.GeoPolicyPath + " (default: $" + envToken + ", the first line of standard input, or a prompt)"},
 					&cli.StringFlag{Name: "site", Required: true, Usage: "the Geo site to make primary"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "run the pre-flight checks and print the plan; change nothing"},
 					&cli.DurationFlag{Name: "wait", Value: 5 * time.Minute, Usage: "how long to wait for the switchover to converge (0: do not wait)"}),
