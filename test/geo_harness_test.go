@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"testing"
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -128,4 +129,23 @@ func splitHostPort(hp string) (string, int) {
 	host, p, _ := net.SplitHostPort(hp)
 	port, _ := strconv.Atoi(p)
 	return host, port
+}
+
+// finish stops the load and fails the test if an acknowledged write does
+// not read back through every reader, or if any answer was a 5xx other
+// than 503.
+func (l *load) finish(t *testing.T, readers ...*member) {
+	t.Helper()
+	l.stop()
+	for _, r := range readers {
+		acked, lost := l.verify(t, r)
+		t.Logf("read through %s: %d keys acknowledged, %d lost", r.id, acked, lost)
+		if lost != 0 {
+			t.Fatalf("%d acknowledged writes lost", lost)
+		}
+	}
+	t.Logf("answers: %s", l.kindsSummary())
+	if bad := l.serverErrors(); len(bad) > 0 {
+		t.Fatalf("HTTP 5xx other than 503: %v", bad)
+	}
 }

@@ -189,15 +189,7 @@ func TestGeoSites(t *testing.T) {
 	c.waitGeo("site A to lead after failing back", converged(primary, "node-2"))
 	phase("fail back to A")
 
-	l.stop()
-	acked, lost := l.verify(t, c.leader())
-	t.Logf("%d keys acknowledged, %d lost; answers: %s", acked, lost, l.kindsSummary())
-	if lost != 0 {
-		t.Fatalf("%d acknowledged writes lost", lost)
-	}
-	if bad := l.serverErrors(); len(bad) > 0 {
-		t.Fatalf("HTTP 5xx other than 503: %v", bad)
-	}
+	l.finish(t, c.leader())
 }
 
 // 4 nodes in one site: exactly 3 vote. A node removed from the topology
@@ -253,15 +245,7 @@ func TestGeoMembership(t *testing.T) {
 		return ok && s.Geo != nil && s.Geo.TopologyError == ""
 	})
 
-	l.stop()
-	acked, lost := l.verify(t, c.leader())
-	t.Logf("%d keys acknowledged, %d lost; answers: %s", acked, lost, l.kindsSummary())
-	if lost != 0 {
-		t.Fatalf("%d acknowledged writes lost", lost)
-	}
-	if bad := l.serverErrors(); len(bad) > 0 {
-		t.Fatalf("HTTP 5xx other than 503: %v", bad)
-	}
+	l.finish(t, c.leader())
 }
 
 // 3 + 2 nodes, each in its own network namespace (root only): cutting off
@@ -337,16 +321,5 @@ func TestGeoPartitions(t *testing.T) {
 	})
 	phase("site B cut off, healed")
 
-	l.stop()
-	for _, reader := range []*member{c.byID("node-5"), c.leader()} {
-		acked, lost := l.verify(t, reader)
-		t.Logf("read through %s: %d keys acknowledged, %d lost", reader.id, acked, lost)
-		if lost != 0 {
-			t.Fatalf("%d acknowledged writes lost", lost)
-		}
-	}
-	t.Logf("answers: %s", l.kindsSummary())
-	if bad := l.serverErrors(); len(bad) > 0 {
-		t.Fatalf("HTTP 5xx other than 503: %v", bad)
-	}
+	l.finish(t, c.byID("node-5"), c.leader())
 }
