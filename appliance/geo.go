@@ -347,6 +347,12 @@ func (g *geoRun) reconcile(ctx context.Context) bool {
 		}
 		return false
 	}
+	// A leader that was paused or cut off may not know yet that it was
+	// replaced: a quorum confirms its leadership before it changes anything.
+	if !g.confirmedLeader() {
+		g.setDecision("waiting: a quorum has not confirmed this node's leadership")
+		return false
+	}
 	g.a.logger.Info("geo: "+string(d.Step.Action), "node", d.Step.ID, "why", d.Step.Why)
 	sctx, cancel := context.WithTimeout(ctx, geoStepWait)
 	err = geo.Apply(sctx, m, *d.Step)
@@ -360,6 +366,14 @@ func (g *geoRun) reconcile(ctx context.Context) bool {
 	g.lastStep = entry
 	g.mu.Unlock()
 	return err == nil
+}
+
+// confirmedLeader: a quorum confirmed this node's leadership within its
+// lease (the leader watch asks Raft's VerifyLeader, as readiness does).
+func (g *geoRun) confirmedLeader() bool {
+	lease := time.Duration(g.a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
+	ok, _ := g.a.leaders.confirmedWithin(lease)
+	return ok
 }
 
 func (g *geoRun) setDecision(s string) {
@@ -509,18 +523,17 @@ type raftMembership struct {
 }
 
 func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
-	var conf hraft.Configuration
-	var err error
-	if !m.a.raftH.with(func(r *hraft.Raft) {
-		f := r.GetConfiguration()
-		err = f.Error()
-		conf = f.Configuration()
-	}) {
+	// The future is waited for outside the backend's lock: a leader
+	// that was paused answers late, and nothing else may queue behind it.
+	r := m.a.raftH.current()
+	if r == nil {
 		return nil, errors.New("Raft is not running")
 	}
-	if err != nil {
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
 		return nil, err
 	}
+	conf := f.Configuration()
 	var out []geo.Server
 	for _, s := range conf.Servers {
 		gs := geo.Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == hraft.Voter}
@@ -552,8 +565,7 @@ func (m *raftMembership) Remove(ctx context.Context, id string) error {
 // (TimeoutNow) and steps down; OpenBao's core on the old leader then
 // stands by and the new leader's core takes the HA lock.
 func (m *raftMembership) TransferLeadership(ctx context.Context, id string) error {
-	var r *hraft.Raft
-	m.a.raftH.with(func(rf *hraft.Raft) { r = rf })
+	r := m.a.raftH.current()
 	if r == nil {
 		return errors.New("Raft is not running")
 	}

@@ -81,3 +81,12 @@ func (h *raftHandle) with(f func(r *hraft.Raft)) bool {
 	f(*h.raft)
 	return true
 }
+
+// current is the running Raft instance, or nil (sealed). Its methods stay
+// safe to call after it shut down (they answer ErrRaftShutdown); use it to
+// wait on a future without holding the backend's lock.
+func (h *raftHandle) current() *hraft.Raft {
+	var r *hraft.Raft
+	h.with(func(rf *hraft.Raft) { r = rf })
+	return r
+}
