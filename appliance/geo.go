@@ -41,7 +41,7 @@ type PeerStatus struct {
 	Ready        bool      `json:"ready"`
 	NotReady     string    `json:"not_ready,omitempty"`
 	AppliedIndex uint64    `json:"applied_index"`
-	ClusterRole  string    `json:"cluster_file_role"`
+	ClusterRole  geo.Role  `json:"cluster_file_role"`
 	ClusterAt    time.Time `json:"cluster_file_time,omitzero"`
 }
 
@@ -243,7 +243,7 @@ func (g *geoRun) peer(ctx context.Context) PeerStatus {
 	rd := a.readiness()
 	ps.Ready, ps.NotReady = rd.Ready, rd.Reason
 	g.mu.Lock()
-	ps.ClusterRole, ps.ClusterAt = g.role.String(), g.roleAt
+	ps.ClusterRole, ps.ClusterAt = g.role, g.roleAt
 	g.mu.Unlock()
 	return ps
 }
@@ -298,13 +298,12 @@ func (g *geoRun) reconcile(ctx context.Context) bool {
 	}
 	g.mu.Lock()
 	topo := g.topo
-	self := PeerStatus{NodeID: g.a.cfg.NodeID, ClusterRole: g.role.String(), ClusterAt: g.roleAt}
+	claims := []geo.Claim{{Node: g.a.cfg.NodeID, Role: g.role, At: g.roleAt}}
 	g.mu.Unlock()
 
 	peers := g.pollPeers(ctx, topo)
-	claims := []geo.Claim{{Node: self.NodeID, Role: parseRole(self.ClusterRole), At: self.ClusterAt}}
 	for id, p := range peers {
-		claims = append(claims, geo.Claim{Node: id, Role: parseRole(p.ClusterRole), At: p.ClusterAt})
+		claims = append(claims, geo.Claim{Node: id, Role: p.ClusterRole, At: p.ClusterAt})
 	}
 	last, err := g.readOverride(ctx)
 	if err != nil {
@@ -380,16 +379,6 @@ func (g *geoRun) setDecision(s string) {
 	g.mu.Lock()
 	g.decision = s
 	g.mu.Unlock()
-}
-
-func parseRole(s string) geo.Role {
-	switch s {
-	case "primary":
-		return geo.RolePrimary
-	case "secondary":
-		return geo.RoleSecondary
-	}
-	return geo.RoleUnknown
 }
 
 // pollPeers asks every other node of the topology for its PeerStatus, at

@@ -24,6 +24,22 @@ const (
 	RoleSecondary
 )
 
+// MarshalText writes the role as String does, for JSON.
+func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote; anything else is unknown.
+func (r *Role) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "primary":
+		*r = RolePrimary
+	case "secondary":
+		*r = RoleSecondary
+	default:
+		*r = RoleUnknown
+	}
+	return nil
+}
+
 func (r Role) String() string {
 	switch r {
 	case RolePrimary:

@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -146,6 +147,16 @@ func TestParseClusterFile(t *testing.T) {
 		got, err := ParseClusterFile([]byte(c.src))
 		if got != c.want || (c.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("%s: got %v, %v; want %v, %q", c.src, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestRoleJSON(t *testing.T) {
+	for _, r := range []Role{RolePrimary, RoleSecondary, RoleUnknown} {
+		b, _ := json.Marshal(r)
+		var back Role
+		if err := json.Unmarshal(b, &back); err != nil || back != r || string(b) != `"`+r.String()+`"` {
+			t.Errorf("%v: %s -> %v, %v", r, b, back, err)
 		}
 	}
 }
