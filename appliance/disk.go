@@ -8,21 +8,31 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A full disk must not take the node down. When Raft cannot append to its
 // log (ENOSPC), hashicorp/raft steps its leader down, and a leader that
-// cannot write its term cannot be elected again: the node would stop
-// answering reads too. So the appliance refuses writes itself before the
-// disk is full: when the data dir's filesystem has less than minFree
+// cannot write its term cannot be elected again; when OpenBao's FSM cannot
+// write vault.db it panics. So the appliance refuses writes itself before
+// the disk is full: when the data dir's filesystem has less than minFree
 // left, API writes (on this node, and forwarded to it as the active node)
 // answer 507 with what to do, reads go on, and writes come back by
-// themselves once space returns. A ballast file (released when space runs
-// low) keeps room for Raft's own bookkeeping if something else fills the
-// disk faster than the guard looks.
+// themselves once space returns. The free space is read every diskPoll and
+// again before every API write.
+//
+// Raft's own bookkeeping and the writes already in its log still need
+// room after that. A file of spare space would not keep it: when it is
+// freed, whatever fills the disk takes it. So the room is reserved inside
+// the two bbolt files themselves (raft/raft.db, the log; vault.db, the
+// FSM): blocks allocated past their end (fallocate KEEP_SIZE), which bbolt
+// grows into without asking the filesystem, and which no other process can
+// take. It is topped up while the disk is not low.
 const (
 	// diskPoll is how often the guard looks at the free space.
 	diskPoll = 100 * time.Millisecond
@@ -30,10 +40,15 @@ const (
 	// filesystem if that is less.
 	maxMinFree   = 256 << 20
 	minFreeShare = 20
-	// ballastSize is the file kept in the data dir for Raft's bookkeeping.
-	ballastSize = 16 << 20
-	ballastFile = "disk-ballast"
+	// reserve is the room kept allocated past the end of each bbolt file.
+	reserve = 8 << 20
+	// oldBallast is the spare-space file earlier versions kept.
+	oldBallast = "disk-ballast"
 )
+
+// reservedFiles are the bbolt files the guard keeps room in, relative to
+// the data dir.
+var reservedFiles = []string{"vault.db", filepath.Join("raft", "raft.db")}
 
 // DiskStatus is the data dir's free space as the guard sees it.
 type DiskStatus struct {
@@ -46,6 +61,7 @@ type DiskStatus struct {
 // diskGuard watches the data dir's filesystem.
 type diskGuard struct {
 	dir     string
+	mu      sync.Mutex // one look at a time, so a change is seen once
 	minFree atomic.Uint64
 	free    atomic.Uint64
 	low     atomic.Bool
@@ -57,6 +73,8 @@ func (g *diskGuard) status() DiskStatus {
 
 // look reads the free space; it reports whether low changed.
 func (g *diskGuard) look() (changed bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(g.dir, &st); err != nil {
 		return false, err
@@ -66,73 +84,74 @@ func (g *diskGuard) look() (changed bool, err error) {
 	minFree := min(uint64(maxMinFree), size/minFreeShare)
 	g.minFree.Store(minFree)
 	g.free.Store(free)
-	// Writes come back only with room above the line for the ballast
-	// (released when space ran low) and a quarter more, so that the node
-	// does not flap at its edge.
+	// Writes come back only with a quarter more than the line, so that
+	// the node does not flap at its edge.
 	low := g.low.Load()
 	next := low
 	switch {
 	case !low && free < minFree:
 		next = true
-	case low && free > minFree+minFree/4+ballastSize:
+	case low && free > minFree+minFree/4:
 		next = false
 	}
 	g.low.Store(next)
 	return next != low, nil
 }
 
+// checkDisk looks at the free space and logs a change.
+func (a *Appliance) checkDisk() {
+	changed, err := a.disk.look()
+	if err != nil || !changed {
+		return
+	}
+	if st := a.disk.status(); st.Low {
+		a.logger.Error("the data dir is nearly full: API writes are refused until space is freed; reads go on",
+			"data_dir", a.cfg.DataDir, "free_bytes", st.FreeBytes, "min_free_bytes", st.MinFreeBytes)
+	} else {
+		a.logger.Info("space is back in the data dir: API writes are accepted again", "free_bytes", st.FreeBytes)
+	}
+}
+
 // watchDisk runs the guard until ctx ends.
 func (a *Appliance) watchDisk(ctx context.Context) {
-	ballast := filepath.Join(a.cfg.DataDir, ballastFile)
-	a.disk.look()
-	if !a.disk.low.Load() {
-		a.keepBallast(ballast)
-	}
+	os.Remove(filepath.Join(a.cfg.DataDir, oldBallast))
 	t := time.NewTicker(diskPoll)
 	defer t.Stop()
 	for {
+		a.checkDisk()
+		if !a.disk.low.Load() {
+			for _, f := range reservedFiles {
+				keepRoom(filepath.Join(a.cfg.DataDir, f))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		changed, err := a.disk.look()
-		if err != nil || !changed {
-			continue
-		}
-		st := a.disk.status()
-		if st.Low {
-			os.Remove(ballast)
-			a.logger.Error("the data dir is nearly full: API writes are refused until space is freed; reads go on",
-				"data_dir", a.cfg.DataDir, "free_bytes", st.FreeBytes, "min_free_bytes", st.MinFreeBytes)
-			continue
-		}
-		a.keepBallast(ballast)
-		a.logger.Info("space is back in the data dir: API writes are accepted again", "free_bytes", st.FreeBytes)
 	}
 }
 
-// keepBallast makes sure the ballast file exists, allocated.
-func (a *Appliance) keepBallast(path string) {
-	if st, err := os.Stat(path); err == nil && st.Size() == ballastSize {
+// keepRoom makes sure reserve bytes are allocated past the end of the
+// file at path (and that the file has no holes bbolt would write into),
+// without changing its size. A file that does not exist yet, or a
+// filesystem without fallocate, is left as it is: the guard's line still
+// refuses writes before the disk is full.
+func keepRoom(path string) {
+	fi, err := os.Stat(path)
+	if err != nil {
 		return
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	want := fi.Size() + reserve
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 >= want-reserve/4 {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return
 	}
 	defer f.Close()
-	if err := syscall.Fallocate(int(f.Fd()), 0, 0, ballastSize); err != nil {
-		// No fallocate (some filesystems): write it.
-		buf := make([]byte, 1<<20)
-		for off := int64(0); off < ballastSize; off += int64(len(buf)) {
-			if _, err := f.WriteAt(buf, off); err != nil {
-				f.Close()
-				os.Remove(path)
-				return
-			}
-		}
-	}
+	syscall.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, want)
 }
 
 // ErrDiskFull refuses a write while the data dir is nearly full.
@@ -149,6 +168,7 @@ func (a *Appliance) diskGate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		a.checkDisk()
 		if a.disk.low.Load() {
 			writeError(w, http.StatusInsufficientStorage, fmt.Errorf("%w (%s: %d bytes free, %d needed)", ErrDiskFull, a.cfg.DataDir, a.disk.free.Load(), a.disk.minFree.Load()))
 			return
@@ -156,9 +176,8 @@ func (a *Appliance) diskGate(next http.Handler) http.Handler {
 		h := &heldAnswer{w: w, header: http.Header{}}
 		next.ServeHTTP(h, r)
 		if h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), "no space left on device") {
-			// Faster than the guard: room for Raft to elect its leader again.
+			// Faster than the guard.
 			a.disk.low.Store(true)
-			os.Remove(filepath.Join(a.cfg.DataDir, ballastFile))
 			writeError(w, http.StatusInsufficientStorage, fmt.Errorf("%w (%s: no space left on device)", ErrDiskFull, a.cfg.DataDir))
 			return
 		}

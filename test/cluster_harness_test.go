@@ -183,9 +183,14 @@ func (c *cluster) logTails() {
 		if m.n == nil {
 			continue
 		}
-		lines := strings.Split(m.n.Output.String(), "\n")
-		c.t.Logf("the last lines of %s's log:\n%s", m.id, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		c.t.Logf("the last lines of %s's log:\n%s", m.id, tail(m.n.Output.String(), 40))
 	}
+}
+
+// tail is the last n lines of a log.
+func tail(log string, n int) string {
+	lines := strings.Split(log, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // start runs m's process and waits for its API.

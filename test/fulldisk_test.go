@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("the refusal is not the appliance's 507 saying the disk is full: %s", refusal)
 	}
 	// If a write beat the guard to the last bytes, Raft's leader stepped
-	// down; with the ballast released it is elected again.
+	// down; with the room kept in its log file it is elected again.
 	var st struct {
 		Ready bool `json:"ready"`
 		Disk  struct {
@@ -100,13 +101,50 @@ func TestFullDisk(t *testing.T) {
 		code, _ := put(hc, addr, res.RootToken, "after", "space is back")
 		return code == http.StatusOK
 	})
-	// Something else fills the disk to the last byte: the guard releases
-	// its ballast, writes are refused, reads go on, and again writes come
-	// back when the space does.
+	// Something else fills the disk to the last byte: writes are refused,
+	// writes already in Raft's log and Raft's bookkeeping go into the room
+	// the guard keeps in the bbolt files (the node does not die), reads go
+	// on, and again writes come back when the space does.
+	// Two writers race the filler, so that writes reach Raft's log while
+	// the last bytes go (what once made OpenBao's FSM panic).
 	other := filepath.Join(mnt, "other")
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("race%d-%d", w, i)
+				if code, _ := put(hc, addr, res.RootToken, key, value); code == http.StatusOK {
+					mu.Lock()
+					acked[key] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
 	fill(t, other, mnt, 0)
+	close(stop)
+	wg.Wait()
+	if n.Exited() {
+		t.Fatalf("the node died when another process filled its disk:\n%s", tail(n.Output.String(), 40))
+	}
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("the last answer to a write was: %s\nthe node's log:\n%s", last, tail(n.Output.String(), 40))
+		}
+	}()
 	harness.Eventually(t, time.Minute, "writes refused on a disk filled by another process", func() bool {
-		code, _ := put(hc, addr, res.RootToken, "full", value)
+		code, body := put(hc, addr, res.RootToken, "full", value)
+		last = fmt.Sprintf("%d %s", code, body)
 		return code == http.StatusInsufficientStorage
 	})
 	harness.Eventually(t, time.Minute, "the node ready on a full disk", func() bool {
