@@ -117,7 +117,11 @@ func (a *Appliance) adminHandler() http.Handler {
 		defer release()
 		p, err := a.Unseal(r.Context(), req.Share)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, struct {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrFenced) {
+				code = http.StatusConflict
+			}
+			writeJSON(w, code, struct {
 				Errors []string `json:"errors"`
 				UnsealProgress
 			}{[]string{err.Error()}, p})

@@ -255,6 +255,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 	}
 
+	// Geo before the API serves and the seal keeper runs: both ask it.
+	if topo != nil {
+		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
+			return nil, err
+		}
+	}
 	admin := a.adminHandler()
 	for _, ln := range a.listeners {
 		h := vaulthttp.Handler.Handler(&vault.HandlerProperties{
@@ -294,10 +300,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		defer a.bg.Done()
 		a.watchDisk(bgCtx)
 	}()
-	if topo != nil {
-		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
-			return nil, err
-		}
+	if a.geo != nil {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()

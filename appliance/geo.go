@@ -43,6 +43,7 @@ type PeerStatus struct {
 	AppliedIndex uint64    `json:"applied_index"`
 	ClusterRole  geo.Role  `json:"cluster_file_role"`
 	ClusterAt    time.Time `json:"cluster_file_time,omitzero"`
+	Epoch        Epoch     `json:"epoch"`
 }
 
 // GeoStatus is the Geo part of Status.
@@ -59,6 +60,12 @@ type GeoStatus struct {
 	ClusterFileRole  string   `json:"cluster_file_role"`
 	ClusterFileError string   `json:"cluster_file_error,omitempty"`
 	Notes            []string `json:"notes,omitempty"`
+	// Epoch is this node's Geo epoch (0 until a disaster promotion), RPO
+	// what that promotion may have lost; Fenced says why this node must
+	// not unseal: its Raft data belongs to a replaced cluster.
+	Epoch  Epoch  `json:"epoch"`
+	RPO    *RPO   `json:"rpo,omitempty"`
+	Fenced string `json:"fenced,omitempty"`
 	// Reconciler: what the active node decided last ("converged", the
 	// step it took, or what it waits for); on a standby, "standby: the
 	// active node reconciles".
@@ -91,6 +98,7 @@ type GeoNodeView struct {
 	NotReady     string `json:"not_ready,omitempty"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Lag          uint64 `json:"lag"`
+	Epoch        uint64 `json:"epoch"`
 	// LastContact is how long ago the active node last heard from it.
 	LastContact string `json:"last_contact,omitempty"`
 }
@@ -117,6 +125,14 @@ type geoRun struct {
 	lastStep    *GeoStepEntry
 	nodes       []GeoNodeView
 	peerContact map[string]time.Time
+
+	// The epoch (see geo_epoch.go): this node's, whether it had Raft
+	// data at start, why it is fenced ("" if not), and whether it has
+	// looked at its peers' epochs yet.
+	localEpoch   Epoch
+	hadState     bool
+	fenced       string
+	fenceChecked bool
 }
 
 // fileStamp tells a changed file from an unchanged one without reading it.
@@ -134,7 +150,8 @@ func stampOf(path string) fileStamp {
 	return fileStamp{mod: st.ModTime(), size: st.Size(), ok: true}
 }
 
-func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
+// geoTLS is the TLS config nodes verify each other's APIs with.
+func geoTLS(cfg *Geo) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CACertFile != "" {
 		pem, err := os.ReadFile(cfg.CACertFile)
@@ -147,12 +164,30 @@ func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
 		}
 		tc.RootCAs = pool
 	}
+	return tc, nil
+}
+
+func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
+	client, err := geoClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	epoch, err := readEpochFile(a.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	hadState, err := a.raft.HasState()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the Raft state: %w", err)
+	}
 	g := &geoRun{
 		a:           a,
-		client:      &http.Client{Timeout: geoPeerWait, Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 2}},
+		client:      client,
 		cfg:         cfg,
 		topo:        topo,
 		peerContact: map[string]time.Time{},
+		localEpoch:  epoch,
+		hadState:    hadState,
 	}
 	if cfg.TopologyFile != "" {
 		g.topoStamp = stampOf(cfg.TopologyFile)
@@ -245,6 +280,7 @@ func (g *geoRun) peer(ctx context.Context) PeerStatus {
 	g.mu.Lock()
 	ps.ClusterRole, ps.ClusterAt = g.role, g.roleAt
 	g.mu.Unlock()
+	ps.Epoch = g.epoch(ctx)
 	return ps
 }
 
@@ -261,8 +297,16 @@ func (g *geoRun) run(ctx context.Context) {
 		g.refreshTopology(false)
 		g.mu.Lock()
 		g.readClusterFile()
+		topo := g.topo
 		g.mu.Unlock()
-		if took := g.reconcile(ctx); took {
+		peers := g.pollPeers(ctx, topo)
+		g.checkFence(ctx, peers)
+		g.fenceRunning()
+		active := g.active()
+		if !g.a.core.Sealed() {
+			g.syncEpoch(ctx, active, peers)
+		}
+		if took := g.reconcile(ctx, active, peers); took {
 			wait = geoAfterStep
 		}
 	}
@@ -282,8 +326,8 @@ func (g *geoRun) active() bool {
 // reconcile runs one round on the active node: poll the topology's nodes,
 // settle the primary, plan, take the next step. It reports whether it took
 // one.
-func (g *geoRun) reconcile(ctx context.Context) bool {
-	if !g.active() {
+func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]PeerStatus) bool {
+	if !active {
 		// The primary as the replicated override and this node's
 		// topology say (the active node also weighs the claims).
 		last, _ := g.readOverride(ctx)
@@ -301,7 +345,6 @@ func (g *geoRun) reconcile(ctx context.Context) bool {
 	claims := []geo.Claim{{Node: g.a.cfg.NodeID, Role: g.role, At: g.roleAt}}
 	g.mu.Unlock()
 
-	peers := g.pollPeers(ctx, topo)
 	for id, p := range peers {
 		claims = append(claims, geo.Claim{Node: id, Role: p.ClusterRole, At: p.ClusterAt})
 	}
@@ -309,6 +352,17 @@ func (g *geoRun) reconcile(ctx context.Context) bool {
 	if err != nil {
 		g.setDecision("cannot read the primary override: " + err.Error())
 		return false
+	}
+	// A disaster promotion newer than the override made its site the
+	// primary, until the topology names another.
+	if ep := g.epoch(ctx); ep.Site != "" && (last == nil || last.At.Before(ep.At)) {
+		o := &geo.Override{Site: ep.Site, TopologyPrimary: topo.Primary().Name, Source: fmt.Sprintf("geo promote --force (epoch %d)", ep.Number), At: ep.At}
+		if err := g.writeOverride(ctx, o); err != nil {
+			g.setDecision("cannot record the promoted primary: " + err.Error())
+			return false
+		}
+		g.a.logger.Info("geo: the primary site is the promoted one", "site", ep.Site, "epoch", ep.Number)
+		last = o
 	}
 	res := geo.Resolve(topo, last, claims)
 	if res.Persist != nil {
@@ -395,7 +449,7 @@ func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology) map[string]Peer
 			wg.Add(1)
 			go func(n geo.Node) {
 				defer wg.Done()
-				ps, err := g.askPeer(ctx, n.APIAddr)
+				ps, err := askPeer(ctx, g.client, n.APIAddr)
 				if err != nil || ps.NodeID != n.ID {
 					return
 				}
@@ -415,13 +469,13 @@ func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology) map[string]Peer
 	return out
 }
 
-func (g *geoRun) askPeer(ctx context.Context, apiAddr string) (PeerStatus, error) {
+func askPeer(ctx context.Context, client *http.Client, apiAddr string) (PeerStatus, error) {
 	var ps PeerStatus
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiAddr+adminPrefix+"geo/peer", nil)
 	if err != nil {
 		return ps, err
 	}
-	resp, err := g.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return ps, err
 	}
@@ -468,9 +522,9 @@ func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus
 			v.InRaft, v.Voter, v.Leader = true, s.Voter, s.Leader
 		}
 		if m.ID == g.a.cfg.NodeID {
-			v.Reachable, v.Ready, v.AppliedIndex = true, true, g.a.raft.AppliedIndex()
+			v.Reachable, v.Ready, v.AppliedIndex, v.Epoch = true, true, g.a.raft.AppliedIndex(), g.localEpoch.Number
 		} else if ps, ok := peers[m.ID]; ok {
-			v.Reachable, v.Sealed, v.Ready, v.NotReady, v.AppliedIndex = true, ps.Sealed, ps.Ready, ps.NotReady, ps.AppliedIndex
+			v.Reachable, v.Sealed, v.Ready, v.NotReady, v.AppliedIndex, v.Epoch = true, ps.Sealed, ps.Ready, ps.NotReady, ps.AppliedIndex, ps.Epoch.Number
 		}
 		if v.Reachable && commit > v.AppliedIndex {
 			v.Lag = commit - v.AppliedIndex
@@ -495,6 +549,9 @@ func (g *geoRun) status() *GeoStatus {
 		TopologyError:    g.topoErr,
 		ClusterFileRole:  g.role.String(),
 		ClusterFileError: g.roleErr,
+		Epoch:            g.localEpoch,
+		RPO:              g.localEpoch.rpo(),
+		Fenced:           g.fenced,
 		Reconciler:       g.decision,
 		LastStep:         g.lastStep,
 		Nodes:            g.nodes,

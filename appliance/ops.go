@@ -237,6 +237,11 @@ func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, e
 	wctx, cancel := context.WithTimeout(ctx, unsealWait)
 	defer cancel()
 	for a.core.Sealed() {
+		if a.geo != nil {
+			if reason := a.geo.fencedReason(); reason != "" {
+				return out, fmt.Errorf("%w: %s", ErrFenced, reason)
+			}
+		}
 		select {
 		case <-wctx.Done():
 			return out, errors.New("the shares recovered the seal key but the node did not unseal in time; see its log")

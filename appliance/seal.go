@@ -121,6 +121,14 @@ func (a *Appliance) sealKeeper(ctx context.Context) {
 		if !inited {
 			continue
 		}
+		// A node whose Raft data a disaster promotion replaced must not
+		// unseal: it would lead or vote with its old configuration.
+		if a.geo != nil {
+			if reason := a.geo.fence(ctx); reason != "" {
+				lastErr = reason
+				continue
+			}
+		}
 		a.unsealMu.Lock()
 		err := a.core.UnsealWithStoredKeys(ctx)
 		a.unsealMu.Unlock()

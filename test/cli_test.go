@@ -37,6 +37,8 @@ type statusOutput struct {
 		Voter            bool   `json:"voter"`
 		Peers            int    `json:"peers"`
 		HeartbeatTimeout string `json:"heartbeat_timeout"`
+		AppliedIndex     uint64 `json:"applied_index"`
+		CommitIndex      uint64 `json:"commit_index"`
 	} `json:"raft"`
 	Seal struct {
 		Generation uint32 `json:"generation"`
@@ -57,7 +59,23 @@ type statusOutput struct {
 		PrimarySource string `json:"primary_source"`
 		TopologyError string `json:"topology_error"`
 		Reconciler    string `json:"reconciler"`
-		Nodes         []struct {
+		Fenced        string `json:"fenced"`
+		Epoch         struct {
+			Number    uint64 `json:"number"`
+			Site      string `json:"site"`
+			Survivors []struct {
+				Node      string `json:"node"`
+				LastIndex uint64 `json:"last_index"`
+			} `json:"survivors"`
+		} `json:"epoch"`
+		RPO *struct {
+			KeptIndex         uint64  `json:"kept_index"`
+			KeptBy            string  `json:"kept_by"`
+			NewestIndex       uint64  `json:"newest_index"`
+			LostEntriesAtMost uint64  `json:"lost_entries_at_most"`
+			LostSeconds       float64 `json:"lost_seconds"`
+		} `json:"rpo"`
+		Nodes []struct {
 			ID           string `json:"id"`
 			Site         string `json:"site"`
 			DesiredVoter bool   `json:"desired_voter"`
@@ -65,6 +83,7 @@ type statusOutput struct {
 			Voter        bool   `json:"voter"`
 			Leader       bool   `json:"leader"`
 			Lag          uint64 `json:"lag"`
+			Epoch        uint64 `json:"epoch"`
 		} `json:"nodes"`
 	} `json:"geo"`
 }

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,16 +19,25 @@ import (
 // waitGeo polls the active node's status until cond holds.
 func (c *cluster) waitGeo(what string, cond func(st statusOutput) bool) statusOutput {
 	c.t.Helper()
-	var st statusOutput
+	var st, last statusOutput
+	defer func() {
+		if c.t.Failed() && last.Geo != nil {
+			b, _ := json.Marshal(last)
+			c.t.Logf("the active node's last status: %s", b)
+		}
+	}()
 	harness.Eventually(c.t, 3*time.Minute, what, func() bool {
 		for _, m := range c.nodes {
 			if m.n == nil || m.n.Exited() {
 				continue
 			}
 			s, ok := tryStatus(c.t, c.tr, c.bin, m.addr)
-			if ok && s.State == "active" && s.Ready && s.Geo != nil && cond(s) {
-				st = s
-				return true
+			if ok && s.State == "active" && s.Ready && s.Geo != nil {
+				last = s
+				if cond(s) {
+					st = s
+					return true
+				}
 			}
 		}
 		return false

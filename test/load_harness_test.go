@@ -190,12 +190,34 @@ func (l *load) maxGap(from, to time.Time) time.Duration {
 // how many were lost (missing, or an older value than acknowledged).
 func (l *load) verify(t *testing.T, reader *member) (acked, lost int) {
 	t.Helper()
+	return l.verifyAcked(t, reader, l.ackedNow())
+}
+
+// firstAck is when the first write was acknowledged (zero if none was).
+func (l *load) firstAck() time.Time {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.acks) == 0 {
+		return time.Time{}
+	}
+	return l.acks[0]
+}
+
+// ackedNow is a copy of the writes acknowledged so far (key -> value).
+func (l *load) ackedNow() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	want := make(map[string]int, len(l.acked))
 	for k, v := range l.acked {
 		want[k] = v
 	}
-	l.mu.Unlock()
+	return want
+}
+
+// verifyAcked reads want back through reader; it returns how many were
+// lost (missing, or an older value than acknowledged).
+func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (acked, lost int) {
+	t.Helper()
 	kv := l.c.client(reader).KVv2("kv")
 	for k, v := range want {
 		got, err := kv.Get(context.Background(), k)

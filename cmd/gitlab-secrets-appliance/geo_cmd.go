@@ -33,8 +33,20 @@ func geoCommand() *cli.Command {
 					&cli.StringFlag{Name: "token-file", Usage: "file holding a token with sudo on " + appliance.GeoPolicyPath + " (default: $" + envToken + ", the first line of standard input, or a prompt)"},
 					&cli.StringFlag{Name: "site", Required: true, Usage: "the Geo site to make primary"},
 					&cli.BoolFlag{Name: "dry-run", Usage: "run the pre-flight checks and print the plan; change nothing"},
-					&cli.DurationFlag{Name: "wait", Value: 5 * time.Minute, Usage: "how long to wait for the switchover to converge (0: do not wait)"}),
+					&cli.DurationFlag{Name: "wait", Value: 5 * time.Minute, Usage: "how long to wait for the switchover to converge (0: do not wait)"},
+					&cli.BoolFlag{Name: "force", Usage: "disaster promotion, when the primary site is gone: run on every node of --site with its appliance stopped, then start them (needs --config and --fenced-site; no token)"},
+					&cli.StringSliceFlag{Name: "fenced-site", Usage: "with --force: a site whose nodes held a vote, and which you confirm is stopped or cut off for good (repeat for several)"},
+					&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "with --force: this node's config file"}),
 				Action: geoPromoteAction,
+			},
+			{
+				Name: "rejoin",
+				Usage: "bring back a node that a disaster promotion left behind: with its appliance stopped, set its Raft data aside " +
+					"(kept in the data dir) so that it joins the promoted cluster as a non-voter when it starts",
+				Flags: []cli.Flag{formatFlag(),
+					&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "this node's config file"},
+					&cli.BoolFlag{Name: "yes", Usage: "do it (without it, say what would be done)"}},
+				Action: geoRejoinAction,
 			},
 		},
 	}
@@ -90,6 +102,16 @@ func printGeo(w io.Writer, node string, g *appliance.GeoStatus) {
 	if g.ClusterFileError != "" {
 		fmt.Fprintf(w, "gitlab-cluster.json: %s\n", g.ClusterFileError)
 	}
+	if g.Fenced != "" {
+		fmt.Fprintf(w, "FENCED: %s\n", g.Fenced)
+	}
+	if e := g.Epoch; e.Number > 0 {
+		fmt.Fprintf(w, "Epoch %d: site %s promoted at %s (geo promote --force)\n", e.Number, e.Site, e.At.Format(time.RFC3339))
+	}
+	if r := g.RPO; r != nil {
+		fmt.Fprintf(w, "RPO: kept every entry up to index %d (%s's log, appended %s); the newest a promoted node had: %d (%s, %s); lost at most %d entries, %.3f s\n",
+			r.KeptIndex, r.KeptBy, stamp(r.KeptAt), r.NewestIndex, r.NewestNode, stamp(r.NewestAt), r.LostEntriesAtMost, r.LostSeconds)
+	}
 	fmt.Fprintf(w, "Reconciler: %s\n", g.Reconciler)
 	if s := g.LastStep; s != nil {
 		result := "done"
@@ -105,7 +127,7 @@ func printGeo(w io.Writer, node string, g *appliance.GeoStatus) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSITE\tVOTE (WANTED)\tLEADER\tSTATE\tAPPLIED\tLAG\tLAST CONTACT")
+	fmt.Fprintln(tw, "NODE\tSITE\tVOTE (WANTED)\tLEADER\tSTATE\tAPPLIED\tLAG\tEPOCH\tLAST CONTACT")
 	for _, n := range g.Nodes {
 		state := "unreachable"
 		switch {
@@ -118,8 +140,8 @@ func printGeo(w io.Writer, node string, g *appliance.GeoStatus) {
 		case n.Reachable:
 			state = "not ready: " + n.NotReady
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s (%s)\t%s\t%s\t%d\t%d\t%s\n", n.ID, n.Site, vote(n.Voter, n.InRaft), vote(n.DesiredVoter, true),
-			yes(n.Leader), state, n.AppliedIndex, n.Lag, n.LastContact)
+		fmt.Fprintf(tw, "%s\t%s\t%s (%s)\t%s\t%s\t%d\t%d\t%d\t%s\n", n.ID, n.Site, vote(n.Voter, n.InRaft), vote(n.DesiredVoter, true),
+			yes(n.Leader), state, n.AppliedIndex, n.Lag, n.Epoch, n.LastContact)
 	}
 	tw.Flush()
 }
@@ -145,6 +167,12 @@ func geoPromoteAction(c *cli.Context) error {
 	asJSON, err := jsonOut(c)
 	if err != nil {
 		return err
+	}
+	if c.Bool("force") {
+		return geoForceAction(c, asJSON)
+	}
+	if c.IsSet("fenced-site") {
+		return exit(exitUsage, errors.New("--fenced-site goes with --force (a disaster promotion)"))
 	}
 	cl, token, err := tokenClient(c, newSecretInput(c))
 	if err != nil {
