@@ -25,7 +25,8 @@ const adminPrefix = "/appliance/v1/"
 //	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
 //	POST /appliance/v1/geo/promote {"site":"B","dry_run":false} -> PromoteResult; sudo on sys/appliance/geo
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
-//	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress
+//	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress;
+//	                           409 on a node a Geo disaster promotion fenced
 //
 // Seal changes run on the active node in three steps (see package seal);
 // each answers a seal.ChangeStatus. Starting and cancelling need an

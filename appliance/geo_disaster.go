@@ -233,6 +233,9 @@ func Rejoin(ctx context.Context, cfg *Config, confirmed bool) (*RejoinReport, er
 	if err := os.Mkdir(aside, 0o700); err != nil {
 		return nil, err
 	}
+	if err := ownLikeDir(aside, cfg.DataDir); err != nil {
+		return nil, err
+	}
 	for _, name := range []string{"raft", "vault.db"} {
 		err := os.Rename(filepath.Join(cfg.DataDir, name), filepath.Join(aside, name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

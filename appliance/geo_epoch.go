@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
@@ -105,6 +106,10 @@ func writeDurable(path string, data []byte, perm os.FileMode) error {
 		tmp.Close()
 		return err
 	}
+	if err := ownLikeDir(tmp.Name(), dir); err != nil {
+		tmp.Close()
+		return err
+	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
@@ -125,6 +130,24 @@ func writeDurable(path string, data []byte, perm os.FileMode) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ownLikeDir gives path the owner of dir when root runs an offline
+// command (gitlab-ctl does) on a data dir that the service user owns: the
+// appliance must be able to read, and OpenBao to delete, what it wrote.
+func ownLikeDir(path, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return os.Lchown(path, int(st.Uid), int(st.Gid))
 }
 
 // epochGetter reads a raw Raft key (the FSM of a running node, or one

@@ -290,6 +290,9 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--token-file", tokenFile); code != 64 {
 		t.Errorf("secrets-appliance-geo-promote without --site: exit %d, want 64", code)
 	}
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-rejoin"); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance-geo-rejoin without Geo: exit %d, want 1: %q", code, errOut)
+	}
 	audit := filepath.Join(n.LogDir, "audit.log")
 	harness.Eventually(t, time.Minute, "the audit log in the log directory", func() bool {
 		st, err := os.Stat(audit)
@@ -816,6 +819,16 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-a", "--dry-run", "--token-file", badToken); code != 1 ||
 		!strings.Contains(errOut, "sys/appliance/geo") {
 		t.Errorf("secrets-appliance-geo-promote with a bad token: exit %d, want 1: %s", code, errOut)
+	}
+	// The offline commands get the rendered config: on a running node they
+	// refuse, saying how to stop it.
+	for _, args := range [][]string{
+		{"secrets-appliance-geo-promote", "--site", "site-a", "--force", "--fenced-site", "site-b"},
+		{"secrets-appliance-geo-rejoin", "--yes"},
+	} {
+		if _, errOut, code := n.ctl(t, tr, nil, args...); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop secrets-appliance") {
+			t.Errorf("%v on a running node: exit %d, want 3: %s", args, code, errOut)
+		}
 	}
 
 	// A node added to the sites: reconfigure rewrites the topology file and

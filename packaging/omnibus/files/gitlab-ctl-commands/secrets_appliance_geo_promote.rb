@@ -21,6 +21,13 @@ require 'gitlab_ctl/secrets_appliance'
 # A planned switchover of the secrets appliance's primary site, behind pre-flight checks; every node up.
 # The token (sudo on sys/appliance/geo) comes from --token-file, $GITLAB_SECRETS_APPLIANCE_TOKEN,
 # standard input or a prompt.
-add_command_under_category "secrets-appliance-geo-promote", GitlabCtl::SecretsAppliance::CATEGORY, "Planned switchover: make a Geo site the secrets appliance's primary site (--site NAME; --dry-run checks only)", 2 do |_cmd_name, *_args|
-  Kernel.exit GitlabCtl::SecretsAppliance.new(base_path).run(%w[geo promote], ARGV[3..] || [])
+#
+# gitlab-ctl secrets-appliance-geo-promote --site NAME --force --fenced-site OLD [--format json]
+# Disaster promotion when the primary site is gone: on every node of site NAME, with
+# `gitlab-ctl stop secrets-appliance` first and `gitlab-ctl start secrets-appliance` after.
+# It works on this node's data dir (the config reconfigure rendered), needs no token.
+add_command_under_category "secrets-appliance-geo-promote", GitlabCtl::SecretsAppliance::CATEGORY, "Make a Geo site the secrets appliance's primary site: planned switchover (--site NAME; --dry-run checks only), or disaster promotion on a stopped node (--force --fenced-site OLD)", 2 do |_cmd_name, *_args|
+  args = ARGV[3..] || []
+  ctl = GitlabCtl::SecretsAppliance.new(base_path)
+  Kernel.exit(args.include?('--force') ? ctl.run_offline(%w[geo promote], args) : ctl.run(%w[geo promote], args))
 end

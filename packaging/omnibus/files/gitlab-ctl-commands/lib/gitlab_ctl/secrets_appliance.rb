@@ -55,6 +55,20 @@ module GitlabCtl
       execute(command(subcommand, settings, args))
     end
 
+    # The offline commands (geo promote --force, geo rejoin) work on this
+    # node's data dir, with its appliance stopped: they get the config file
+    # reconfigure rendered instead of an address.
+    def run_offline(subcommand, args = [])
+      settings = (@attributes || GitlabCtl::Util.get_public_node_attributes)['gitlab_secrets_appliance']
+      unless settings && settings['enable']
+        $stderr.puts "The secrets appliance is not enabled on this node: set gitlab_secrets_appliance['enable'] = true " \
+                     "in /etc/gitlab/gitlab.rb and run gitlab-ctl reconfigure."
+        return EXIT_NOT_CONFIGURED
+      end
+
+      execute([binary, *subcommand, '--config', settings['config_file'], *Array(args)])
+    end
+
     def command(subcommand, settings, args)
       cmd = [binary, *subcommand, '--address', settings['ctl_address']]
       cmd.push('--ca-cert', settings['ca_cert_file']) unless settings['ca_cert_file'].to_s.empty?
