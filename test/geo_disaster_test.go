@@ -11,6 +11,22 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
+// forcePromote runs `geo promote --site site --force` on m (stopped),
+// confirming the fenced sites, and returns its report.
+func (c *cluster) forcePromote(m *member, site string, fenced ...string) disasterReport {
+	c.t.Helper()
+	args := []string{"geo", "promote", "--site", site, "--force", "--config", m.cfg, "--format", "json"}
+	for _, f := range fenced {
+		args = append(args, "--fenced-site", f)
+	}
+	out, errOut, code := harness.Run(c.t, c.tr, nil, c.bin, args...)
+	var r disasterReport
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+		c.t.Fatalf("promote --force on %s: exit %d: %s %s", m.id, code, out, errOut)
+	}
+	return r
+}
+
 // disasterReport is what `geo promote --force --format json` prints.
 type disasterReport struct {
 	Node  string `json:"node"`
@@ -81,11 +97,7 @@ func TestGeoDisaster(t *testing.T) {
 	promoted := time.Now()
 	var reports []disasterReport
 	for _, m := range siteB {
-		out, errOut, code := force(m, "--fenced-site", "site-a", "--format", "json")
-		var r disasterReport
-		if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
-			t.Fatalf("promote --force on %s: exit %d: %s %s", m.id, code, out, errOut)
-		}
+		r := c.forcePromote(m, "site-b", "site-a")
 		if r.Epoch.Number != 1 || len(r.Epoch.Survivors) != 1 || r.Epoch.Survivors[0].LastIndex < commit || strings.Join(r.Voters, ",") != "node-5" {
 			t.Fatalf("promote --force on %s reports %+v (commit index before the loss %d)", m.id, r, commit)
 		}

@@ -203,6 +203,28 @@ func (l *load) firstAck() time.Time {
 	return l.acks[0]
 }
 
+// lastAck is when the last write was acknowledged (zero if none was).
+func (l *load) lastAck() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.acks) == 0 {
+		return time.Time{}
+	}
+	return l.acks[len(l.acks)-1]
+}
+
+// firstAckAfter is the first acknowledgement after t (zero if none).
+func (l *load) firstAckAfter(t time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range l.acks {
+		if a.After(t) {
+			return a
+		}
+	}
+	return time.Time{}
+}
+
 // ackedNow is a copy of the writes acknowledged so far (key -> value).
 func (l *load) ackedNow() map[string]int {
 	l.mu.Lock()
