@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	wrapping "github.com/openbao/go-kms-wrapping/v2"
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
@@ -77,11 +76,11 @@ func (a *Appliance) storedSealHeader(ctx context.Context) ([]byte, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	blob := &wrapping.BlobInfo{}
-	if err := proto.Unmarshal(e.Value, blob); err != nil || blob.KeyInfo == nil {
+	h := storedKeysHeader(e.Value)
+	if h == nil {
 		return nil, errors.New("the stored keys are not a seal blob")
 	}
-	return blob.KeyInfo.WrappedKey, nil
+	return h, nil
 }
 
 // unsealRetry is how often a sealed node tries again by itself: the HSM

@@ -162,3 +162,23 @@ func decodeHeader(b []byte) (*header, error) {
 	}
 	return h, nil
 }
+
+// HeaderInfo is what a seal header tells without any key: whose cluster,
+// which generation of the mechanisms, which mechanisms. A Raft snapshot
+// carries the header of its time (in the stored keys).
+type HeaderInfo struct {
+	Cluster    string    `json:"cluster"`
+	Generation uint32    `json:"generation"`
+	Mechanisms []string  `json:"mechanisms"`
+	Changed    time.Time `json:"changed"`
+}
+
+// ReadHeaderInfo reads a seal header (the wrapped key of the stored keys'
+// blob).
+func ReadHeaderInfo(b []byte) (HeaderInfo, error) {
+	h, err := decodeHeader(b)
+	if err != nil {
+		return HeaderInfo{}, err
+	}
+	return HeaderInfo{Cluster: h.Cluster, Generation: h.Gen, Mechanisms: h.mechanisms(), Changed: h.changedTime().UTC()}, nil
+}

@@ -41,6 +41,7 @@ type statusOutput struct {
 		CommitIndex      uint64 `json:"commit_index"`
 	} `json:"raft"`
 	Seal struct {
+		Cluster    string `json:"cluster"`
 		Generation uint32 `json:"generation"`
 		Mechanisms []struct {
 			Type      string `json:"type"`

@@ -193,6 +193,7 @@ func newApp() *cli.App {
 				}},
 			},
 			geoCommand(),
+			snapshotCommand(),
 			{
 				Name:   "status",
 				Usage:  "show a node's state; exit code 2 if it is sealed or not initialized",

@@ -11,14 +11,18 @@ import (
 )
 
 func configValidateAction(c *cli.Context) error {
+	args, err := positional(c)
+	if err != nil {
+		return err
+	}
 	asJSON, err := jsonOut(c)
 	if err != nil {
 		return err
 	}
-	if c.NArg() != 1 {
+	if len(args) != 1 {
 		return exit(exitUsage, errors.New("config validate takes one argument: the config file"))
 	}
-	file := c.Args().First()
+	file := args[0]
 	_, err = appliance.Load(file)
 	var ce *appliance.ConfigError
 	if err != nil && !errors.As(err, &ce) {

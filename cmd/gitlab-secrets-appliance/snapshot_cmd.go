@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"golang.org/x/term"
+)
+
+const snapshotPath = "sys/storage/raft/snapshot"
+
+func snapshotCommand() *cli.Command {
+	tokenFlag := &cli.StringFlag{Name: "token-file", Usage: "file holding a token that may read (save) or update (restore) " + snapshotPath + " (default: $" + envToken + ", the first line of standard input, or a prompt)"}
+	return &cli.Command{
+		Name:  "snapshot",
+		Usage: "save, restore and inspect Raft snapshots (every secret, encrypted as it is in Raft)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "save",
+				Usage:     "stream a snapshot from the active node into FILE (written whole or not at all, mode 0600, checked before it is named FILE)",
+				ArgsUsage: "FILE",
+				Flags:     append(clientFlags(), tokenFlag),
+				Action:    snapshotSaveAction,
+			},
+			{
+				Name:      "restore",
+				Usage:     "replace the cluster's data with FILE's: a snapshot of this cluster only (checked before anything is sent); asks first unless --yes",
+				ArgsUsage: "FILE",
+				Flags:     append(clientFlags(), tokenFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask"}),
+				Action:    snapshotRestoreAction,
+			},
+			{
+				Name:      "inspect",
+				Usage:     "offline: a snapshot file's Raft index and term, size, checksum, cluster, seal generation; no key needed, nothing secret shown",
+				ArgsUsage: "FILE",
+				Flags:     []cli.Flag{formatFlag()},
+				Action:    snapshotInspectAction,
+			},
+		},
+	}
+}
+
+// fileArg is the one FILE argument; call it before reading any flag.
+func fileArg(c *cli.Context) (string, error) {
+	args, err := positional(c)
+	if err != nil {
+		return "", err
+	}
+	if len(args) != 1 {
+		return "", exit(exitUsage, fmt.Errorf("%s takes one argument: the snapshot FILE", c.Command.FullName()))
+	}
+	return args[0], nil
+}
+
+func snapshotInspectAction(c *cli.Context) error {
+	path, err := fileArg(c)
+	if err != nil {
+		return err
+	}
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	info, err := appliance.InspectSnapshotFile(path)
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	if asJSON {
+		printJSON(c.App.Writer, info)
+		return nil
+	}
+	printSnapshot(c.App.Writer, path, info)
+	return nil
+}
+
+func printSnapshot(w io.Writer, path string, i *appliance.SnapshotInfo) {
+	fmt.Fprintf(w, "%s\n", path)
+	fmt.Fprintf(w, "  Raft index %d, term %d; %d storage entries\n", i.Index, i.Term, i.Entries)
+	fmt.Fprintf(w, "  %d bytes, sha256 %s\n", i.FileSize, i.SHA256)
+	fmt.Fprintf(w, "  cluster %s, seal generation %d (%s), seal changed %s\n", i.Seal.Cluster, i.Seal.Generation, strings.Join(i.Seal.Mechanisms, " + "), i.Seal.Changed.Format(time.RFC3339))
+	fmt.Fprintf(w, "  voters %s; Geo epoch %d\n", strings.Join(i.Voters, ", "), i.Epoch)
+	if !i.Created.IsZero() {
+		fmt.Fprintf(w, "  file written %s\n", i.Created.Format(time.RFC3339))
+	}
+}
+
+// rawClient is an HTTP client without a deadline for the whole answer:
+// a snapshot streams for as long as it is big.
+func rawClient(cl *apiClient) *http.Client {
+	h := *cl.http
+	h.Timeout = 0
+	return &h
+}
+
+// baoError is OpenBao's {"errors": [...]} answer as one message.
+func baoError(resp *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct {
+		Errors []string `json:"errors"`
+	}
+	msg := strings.TrimSpace(string(raw))
+	if json.Unmarshal(raw, &e) == nil && len(e.Errors) > 0 {
+		msg = strings.Join(e.Errors, "; ")
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%s: the token may not use %s (%s)", resp.Status, snapshotPath, msg)
+	}
+	return fmt.Errorf("%s: %s", resp.Status, msg)
+}
+
+func snapshotSaveAction(c *cli.Context) error {
+	path, err := fileArg(c)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return exit(exitFailed, fmt.Errorf("%s exists: choose another name, or remove it first", path))
+	}
+	cl, token, err := tokenClient(c, newSecretInput(c))
+	if err != nil {
+		return err
+	}
+	st, active, err := activeStatus(cl)
+	if err != nil {
+		return err
+	}
+	if st.State != appliance.StateActive {
+		return exit(exitFailed, fmt.Errorf("no active node to take the snapshot from (%s is %s)", st.NodeID, st.State))
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, active.addr+"/v1/"+snapshotPath, nil)
+	req.Header.Set("X-Vault-Token", token)
+	resp, err := rawClient(active).Do(req)
+	if err != nil {
+		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w", active.addr, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return exit(exitFailed, fmt.Errorf("the active node %s refused the snapshot: %w", st.NodeID, baoError(resp)))
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	defer os.Remove(tmp.Name())
+	var src io.Reader = resp.Body
+	var p *progress
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		p = newProgress(c.App.ErrWriter, "saving")
+		src = io.TeeReader(resp.Body, p)
+	}
+	_, err = io.Copy(tmp, src)
+	p.done()
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return exit(exitFailed, fmt.Errorf("writing the snapshot to %s: %w; nothing was written at %s", tmp.Name(), err, path))
+	}
+	info, err := appliance.InspectSnapshotFile(tmp.Name())
+	if err != nil {
+		return exit(exitFailed, fmt.Errorf("the snapshot received from %s does not check out (%w); nothing was written at %s", st.NodeID, err, path))
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return exit(exitFailed, fmt.Errorf("naming the snapshot %s: %w", path, err))
+	}
+	syncDir(filepath.Dir(path))
+	fmt.Fprintf(c.App.Writer, "Saved %s from %s: Raft index %d, %d bytes, sha256 %s\n", path, st.NodeID, info.Index, info.FileSize, info.SHA256)
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+func snapshotRestoreAction(c *cli.Context) error {
+	path, err := fileArg(c)
+	if err != nil {
+		return err
+	}
+	info, err := appliance.InspectSnapshotFile(path)
+	if err != nil {
+		return exit(exitFailed, fmt.Errorf("%w; nothing was changed", err))
+	}
+	in := newSecretInput(c)
+	cl, token, err := tokenClient(c, in)
+	if err != nil {
+		return err
+	}
+	st, active, err := activeStatus(cl)
+	if err != nil {
+		return err
+	}
+	if st.State != appliance.StateActive {
+		return exit(exitFailed, fmt.Errorf("no active node to restore into (%s is %s)", st.NodeID, st.State))
+	}
+	if info.Seal.Cluster != st.Seal.Cluster {
+		return exit(exitFailed, fmt.Errorf("%s is a snapshot of cluster %s, and this cluster is %s: its data is sealed by another cluster's keys, "+
+			"and restoring it here would replace every secret with data this cluster's seal cannot open; nothing was changed", path, info.Seal.Cluster, st.Seal.Cluster))
+	}
+	if !c.Bool("yes") {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return exit(exitUsage, fmt.Errorf("restoring %s replaces every secret of the cluster with the snapshot's (Raft index %d, now %d): add --yes to do it", path, info.Index, st.Raft.AppliedIndex))
+		}
+		fmt.Fprintf(c.App.ErrWriter, "Restoring %s replaces every secret of the cluster with the snapshot's (Raft index %d; the cluster is at %d).\nType \"restore\" to go on: ", path, info.Index, st.Raft.AppliedIndex)
+		var answer string
+		fmt.Fscanln(os.Stdin, &answer)
+		if answer != "restore" {
+			return exit(exitFailed, errors.New("not restored; nothing was changed"))
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequestWithContext(c.Context, http.MethodPost, active.addr+"/v1/"+snapshotPath, f)
+	req.Header.Set("X-Vault-Token", token)
+	req.ContentLength = info.FileSize
+	resp, err := rawClient(active).Do(req)
+	if err != nil {
+		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w; see `status` to know whether the restore happened", active.addr, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return exit(exitFailed, fmt.Errorf("the active node %s refused the snapshot: %w", st.NodeID, baoError(resp)))
+	}
+	fmt.Fprintf(c.App.Writer, "Restored %s into the cluster through %s: Raft index %d of the snapshot.\n", path, st.NodeID, info.Index)
+	return nil
+}
+
+// progress prints how much has been copied, on a terminal.
+type progress struct {
+	w     io.Writer
+	what  string
+	n     int64
+	shown time.Time
+}
+
+func newProgress(w io.Writer, what string) *progress { return &progress{w: w, what: what} }
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if time.Since(p.shown) > 200*time.Millisecond {
+		p.shown = time.Now()
+		fmt.Fprintf(p.w, "\r%s: %.1f MiB", p.what, float64(p.n)/(1<<20))
+	}
+	return len(b), nil
+}
+
+func (p *progress) done() {
+	if p != nil {
+		fmt.Fprintf(p.w, "\r%s: %.1f MiB, done\n", p.what, float64(p.n)/(1<<20))
+	}
+}
+
+// positional is the command's positional arguments, taking the flags an
+// operator wrote after them (`snapshot save FILE --address X`): urfave/cli
+// stops reading flags at the first argument.
+func positional(c *cli.Context) ([]string, error) {
+	args := c.Args().Slice()
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			out = append(out, a)
+			continue
+		}
+		var flag cli.Flag
+		for _, f := range c.Command.Flags {
+			for _, n := range f.Names() {
+				if n == name {
+					flag = f
+				}
+			}
+		}
+		if flag == nil {
+			return nil, exit(exitUsage, fmt.Errorf("flag provided but not defined: %s", a))
+		}
+		if _, isBool := flag.(*cli.BoolFlag); isBool && !hasValue {
+			value = "true"
+		} else if !hasValue {
+			if i+1 >= len(args) {
+				return nil, exit(exitUsage, fmt.Errorf("flag needs an argument: %s", a))
+			}
+			i++
+			value = args[i]
+		}
+		if err := c.Set(name, value); err != nil {
+			return nil, exit(exitUsage, fmt.Errorf("%s: %w", a, err))
+		}
+	}
+	return out, nil
+}
