@@ -53,6 +53,7 @@ type Appliance struct {
 	leaders     *leaderWatch  // cancels forwards to a leader that is no longer it
 	keySlots    chan struct{} // unseal, authorize and verify attempts running (keySlot)
 	disk        *diskGuard    // refuses writes before the data dir is full
+	snaps       *snapshotter  // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -255,7 +256,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 	}
 
-	// Geo before the API serves and the seal keeper runs: both ask it.
+	// Geo and the snapshot schedule before the API serves and the seal
+	// keeper runs: both ask them.
+	if cfg.Snapshot != nil {
+		a.snaps = newSnapshotter(a, *cfg.Snapshot)
+	}
 	if topo != nil {
 		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
 			return nil, err
@@ -300,6 +305,13 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		defer a.bg.Done()
 		a.watchDisk(bgCtx)
 	}()
+	if a.snaps != nil {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.snaps.run(bgCtx)
+		}()
+	}
 	if a.geo != nil {
 		a.bg.Add(1)
 		go func() {

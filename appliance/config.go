@@ -46,6 +46,8 @@ type Config struct {
 	Seal      *Seal         `hcl:"seal,block"`
 	GitLab    *GitLab       `hcl:"gitlab,block"`
 	Geo       *Geo          `hcl:"geo,block"`
+	// Snapshot schedules Raft snapshots (see SnapshotSchedule).
+	Snapshot *SnapshotSchedule `hcl:"snapshot,block"`
 
 	// LogOutput receives the node's log; default os.Stderr. Not a file key.
 	LogOutput io.Writer
@@ -216,6 +218,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Geo != nil {
 		c.Geo.applyDefaults()
+	}
+	if c.Snapshot != nil {
+		c.Snapshot.applyDefaults(c.DataDir)
 	}
 	for i := range c.Audit {
 		if c.Audit[i].Path == "" {

@@ -176,6 +176,11 @@ func TestBadConfigs(t *testing.T) {
 		{"heartbeat below a slower lease", "c.hcl", base + "raft {\n performance_multiplier = 3\n heartbeat_timeout = \"1s\"\n}", "raft.heartbeat_timeout", "use 1.5s"},
 		{"heartbeat not a duration", "c.hcl", base + "raft { heartbeat_timeout = \"soon\" }", "raft.heartbeat_timeout", "not a duration"},
 		{"syntax error", "c.hcl", base + "listener {", "", "Unclosed configuration block"},
+		{"snapshot interval", "c.hcl", base + "snapshot { interval = \"10ms\" }", "snapshot.interval", "at least 1s"},
+		{"snapshot retain_age", "c.hcl", base + "snapshot { retain_age = \"forever\" }", "snapshot.retain_age", "not a positive duration"},
+		{"snapshot retain_count", "c.hcl", base + "snapshot { retain_count = -1 }", "snapshot.retain_count", "negative"},
+		{"snapshot directory relative", "c.hcl", base + "snapshot { directory = \"snaps\" }", "snapshot.directory", "not an absolute path"},
+		{"snapshot directory in Raft's", "c.hcl", base + "snapshot { directory = \"" + data + "/raft/snaps\" }", "snapshot.directory", "inside Raft's own directory"},
 	}
 	_ = cert
 	for _, tc := range cases {

@@ -109,6 +109,9 @@ func (c *Config) validate(v *validator) {
 	if c.Geo != nil {
 		c.Geo.validate(v, c)
 	}
+	if c.Snapshot != nil {
+		c.Snapshot.validate(v, c.DataDir)
+	}
 	c.validateFIPS(v)
 }
 

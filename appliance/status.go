@@ -53,6 +53,9 @@ type Status struct {
 	// Geo is the topology this node follows and, on the active node, the
 	// reconciler's view of every node (with a geo block only).
 	Geo *GeoStatus `json:"geo,omitempty"`
+	// Snapshots is the snapshot schedule's last results (with a snapshot
+	// block only).
+	Snapshots *SnapshotStatus `json:"snapshots,omitempty"`
 }
 
 // RaftStatus is this node's view of integrated storage.
@@ -108,6 +111,9 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		st.Raft.Peers = len(conf.Servers)
 	}
 	st.State, st.LeaderAPIAddr = a.stateAndLeader(ctx, st.Initialized)
+	if a.snaps != nil {
+		st.Snapshots = a.snaps.status()
+	}
 	if a.geo != nil {
 		st.Geo = a.geo.status()
 	}

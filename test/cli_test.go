@@ -87,6 +87,19 @@ type statusOutput struct {
 			Epoch        uint64 `json:"epoch"`
 		} `json:"nodes"`
 	} `json:"geo"`
+	Snapshots *struct {
+		Directory string `json:"directory"`
+		Kept      int    `json:"kept"`
+		Last      *struct {
+			File  string `json:"file"`
+			Index uint64 `json:"index"`
+			Error string `json:"error"`
+		} `json:"last"`
+		LastSuccess *struct {
+			File  string `json:"file"`
+			Index uint64 `json:"index"`
+		} `json:"last_success"`
+	} `json:"snapshots"`
 }
 
 // singleNode writes a config for one loopback node with a file audit

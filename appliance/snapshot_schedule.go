@@ -1,0 +1,355 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	metrics "github.com/armon/go-metrics"
+)
+
+// SnapshotSchedule is the snapshot block: Raft snapshots taken by the
+// active node at an interval into a directory, with retention.
+type SnapshotSchedule struct {
+	Interval string `hcl:"interval,optional"`
+	// Directory defaults to <data_dir>/snapshots.
+	Directory string `hcl:"directory,optional"`
+	// RetainCount keeps the newest N; RetainAge deletes older ones. With
+	// neither, the newest DefaultSnapshotRetainCount are kept.
+	RetainCount int    `hcl:"retain_count,optional"`
+	RetainAge   string `hcl:"retain_age,optional"`
+}
+
+// Snapshot schedule defaults.
+const (
+	DefaultSnapshotInterval    = "1h"
+	DefaultSnapshotRetainCount = 24
+	minSnapshotInterval        = time.Second
+	// snapshotRetry is how soon a failed snapshot is tried again (or the
+	// interval, if shorter).
+	snapshotRetry = time.Minute
+	snapshotPoll  = time.Second
+)
+
+func (s *SnapshotSchedule) applyDefaults(dataDir string) {
+	if s.Interval == "" {
+		s.Interval = DefaultSnapshotInterval
+	}
+	if s.Directory == "" && dataDir != "" {
+		s.Directory = filepath.Join(dataDir, "snapshots")
+	}
+	if s.RetainCount == 0 && s.RetainAge == "" {
+		s.RetainCount = DefaultSnapshotRetainCount
+	}
+}
+
+func (s *SnapshotSchedule) validate(v *validator, dataDir string) {
+	if d, err := time.ParseDuration(s.Interval); err != nil || d < minSnapshotInterval {
+		v.add("snapshot.interval", "%q is not a duration of at least 1s (e.g. \"1h\")", s.Interval)
+	}
+	if s.RetainAge != "" {
+		if d, err := time.ParseDuration(s.RetainAge); err != nil || d <= 0 {
+			v.add("snapshot.retain_age", "%q is not a positive duration (e.g. \"168h\")", s.RetainAge)
+		}
+	}
+	if s.RetainCount < 0 {
+		v.add("snapshot.retain_count", "%d is negative; keep at least 1, or 0 with retain_age", s.RetainCount)
+	}
+	switch {
+	case !filepath.IsAbs(s.Directory):
+		v.add("snapshot.directory", "%q is not an absolute path", s.Directory)
+	case dataDir != "" && within(s.Directory, filepath.Join(dataDir, "raft")):
+		v.add("snapshot.directory", "%s is inside Raft's own directory; use <data_dir>/snapshots or another directory", s.Directory)
+	}
+}
+
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// SnapshotResult is one scheduled snapshot, taken or failed.
+type SnapshotResult struct {
+	At    time.Time `json:"at"`
+	File  string    `json:"file,omitempty"`
+	Size  int64     `json:"size,omitempty"`
+	Index uint64    `json:"index,omitempty"`
+	Took  string    `json:"took,omitempty"`
+	Error string    `json:"error,omitempty"`
+}
+
+// SnapshotStatus is the schedule as this node sees it (in Status).
+type SnapshotStatus struct {
+	Directory   string          `json:"directory"`
+	Interval    string          `json:"interval"`
+	Kept        int             `json:"kept"`
+	Last        *SnapshotResult `json:"last,omitempty"`
+	LastSuccess *SnapshotResult `json:"last_success,omitempty"`
+	// Next is when this node takes the next one if it is still active.
+	Next time.Time `json:"next,omitzero"`
+}
+
+// snapshotter runs the schedule.
+type snapshotter struct {
+	a        *Appliance
+	cfg      SnapshotSchedule
+	interval time.Duration
+	maxAge   time.Duration
+
+	mu          sync.Mutex
+	taking      bool
+	last        *SnapshotResult
+	lastSuccess *SnapshotResult
+	next        time.Time
+	kept        int
+}
+
+const snapshotPrefix, snapshotSuffix, snapshotStamp = "gitlab-secrets-appliance-", ".snap", "20060102T150405.000Z"
+
+func newSnapshotter(a *Appliance, cfg SnapshotSchedule) *snapshotter {
+	s := &snapshotter{a: a, cfg: cfg}
+	s.interval, _ = time.ParseDuration(cfg.Interval)
+	if cfg.RetainAge != "" {
+		s.maxAge, _ = time.ParseDuration(cfg.RetainAge)
+	}
+	return s
+}
+
+// run takes a snapshot whenever this node is the active node and the
+// newest one in the directory is an interval old (whoever took it: the
+// schedule goes on across a leader change).
+func (s *snapshotter) run(ctx context.Context) {
+	t := time.NewTicker(min(snapshotPoll, s.interval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.active() {
+			s.mu.Lock()
+			s.next = time.Time{}
+			s.mu.Unlock()
+			continue
+		}
+		files, _ := s.list()
+		due := time.Now()
+		if len(files) > 0 {
+			due = files[len(files)-1].at.Add(s.interval)
+		}
+		s.mu.Lock()
+		if s.last != nil && s.last.Error != "" {
+			due = later(due, s.last.At.Add(min(snapshotRetry, s.interval)))
+		}
+		s.next = due
+		s.kept = len(files)
+		s.mu.Unlock()
+		if time.Now().Before(due) {
+			continue
+		}
+		s.take(ctx)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// active: the active node, with its leadership confirmed by a quorum.
+func (s *snapshotter) active() bool {
+	if s.a.core.Sealed() {
+		return false
+	}
+	isLeader, _, _, err := s.a.core.Leader()
+	if err != nil || !isLeader {
+		return false
+	}
+	lease := time.Duration(s.a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
+	ok, _ := s.a.leaders.confirmedWithin(lease)
+	return ok
+}
+
+// take writes one snapshot (never two at once) and applies retention.
+func (s *snapshotter) take(ctx context.Context) {
+	s.mu.Lock()
+	if s.taking {
+		s.mu.Unlock()
+		return
+	}
+	s.taking = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.taking = false
+		s.mu.Unlock()
+	}()
+	start := time.Now().UTC()
+	res := &SnapshotResult{At: start}
+	path, info, err := s.write(start)
+	if err == nil {
+		res.File, res.Size, res.Index = path, info.FileSize, info.Index
+		res.Took = time.Since(start).Round(time.Millisecond).String()
+		s.a.logger.Info("snapshot taken", "file", path, "size", info.FileSize, "index", info.Index, "took", res.Took)
+		metrics.SetGauge([]string{"appliance", "snapshot", "last_success_timestamp"}, float32(start.Unix()))
+		metrics.SetGauge([]string{"appliance", "snapshot", "last_size_bytes"}, float32(info.FileSize))
+		s.prune()
+	} else {
+		res.Error = err.Error()
+		s.a.logger.Error("snapshot failed; the node serves on and tries again", "directory", s.cfg.Directory, "error", err,
+			"retry_in", min(snapshotRetry, s.interval).String())
+		metrics.IncrCounter([]string{"appliance", "snapshot", "failures"}, 1)
+	}
+	s.mu.Lock()
+	s.last = res
+	if err == nil {
+		s.lastSuccess = res
+	}
+	s.mu.Unlock()
+}
+
+// write takes the snapshot into a hidden temp file beside its final name,
+// checks it, and only then gives it its name: a file with the snapshot
+// name is always whole.
+func (s *snapshotter) write(at time.Time) (string, *SnapshotInfo, error) {
+	dir := s.cfg.Directory
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("cannot create %s: %w", dir, unwrapPathError(err))
+	}
+	if err := s.roomFor(dir); err != nil {
+		return "", nil, err
+	}
+	name := snapshotPrefix + at.Format(snapshotStamp) + snapshotSuffix
+	tmp, err := os.CreateTemp(dir, "."+name+".partial-*")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, unwrapPathError(err))
+	}
+	defer os.Remove(tmp.Name())
+	err = s.a.raft.Snapshot(tmp, s.a.barrier.GetAccess())
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	// raft-snapshot's errors do not wrap: match the message.
+	if err != nil && (errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), syscall.ENOSPC.Error())) {
+		return "", nil, fmt.Errorf("%s is full (no space left on device): free some space or point snapshot.directory elsewhere", dir)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("writing %s: %w", tmp.Name(), err)
+	}
+	info, err := InspectSnapshotFile(tmp.Name())
+	if err != nil {
+		return "", nil, fmt.Errorf("the snapshot just written does not check out: %w", err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", nil, err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return path, info, nil
+}
+
+// roomFor refuses a snapshot that would not fit: about the size of the
+// last one (the first one is tried), and, on the data dir's filesystem,
+// without going below the disk guard's line (that would refuse API
+// writes).
+func (s *snapshotter) roomFor(dir string) error {
+	need := int64(0)
+	s.mu.Lock()
+	if s.lastSuccess != nil {
+		need = s.lastSuccess.Size + s.lastSuccess.Size/4
+	}
+	s.mu.Unlock()
+	var st, data syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return err
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if syscall.Statfs(s.a.cfg.DataDir, &data) == nil && data.Fsid == st.Fsid {
+		need += int64(s.a.disk.minFree.Load())
+	}
+	if free < need {
+		return fmt.Errorf("not enough space in %s for a snapshot: %d bytes free, about %d needed; free some space or point snapshot.directory elsewhere", dir, free, need)
+	}
+	return nil
+}
+
+type snapshotFile struct {
+	path string
+	at   time.Time
+}
+
+// list is the directory's snapshots by the time in their names, oldest
+// first (files of other names are left alone).
+func (s *snapshotter) list() ([]snapshotFile, error) {
+	entries, err := os.ReadDir(s.cfg.Directory)
+	if err != nil {
+		return nil, err
+	}
+	var out []snapshotFile
+	for _, e := range entries {
+		n := e.Name()
+		stamp, ok := strings.CutPrefix(n, snapshotPrefix)
+		if !ok || !strings.HasSuffix(stamp, snapshotSuffix) || !e.Type().IsRegular() {
+			continue
+		}
+		at, err := time.Parse(snapshotStamp, strings.TrimSuffix(stamp, snapshotSuffix))
+		if err != nil {
+			continue
+		}
+		out = append(out, snapshotFile{path: filepath.Join(s.cfg.Directory, n), at: at})
+	}
+	slices.SortFunc(out, func(a, b snapshotFile) int { return a.at.Compare(b.at) })
+	return out, nil
+}
+
+// prune applies retention: the newest retain_count, none older than
+// retain_age; the newest one always stays.
+func (s *snapshotter) prune() {
+	files, err := s.list()
+	if err != nil || len(files) == 0 {
+		return
+	}
+	keep := len(files)
+	if s.cfg.RetainCount > 0 {
+		keep = min(keep, s.cfg.RetainCount)
+	}
+	var removed []string
+	for i, f := range files[:len(files)-1] {
+		old := s.maxAge > 0 && time.Since(f.at) > s.maxAge
+		if i < len(files)-keep || old {
+			if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.a.logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.path, "error", err)
+				continue
+			}
+			removed = append(removed, filepath.Base(f.path))
+		}
+	}
+	if len(removed) > 0 {
+		s.a.logger.Info("snapshot retention: removed old snapshots", "files", strings.Join(removed, ","))
+	}
+	s.mu.Lock()
+	s.kept = len(files) - len(removed)
+	s.mu.Unlock()
+}
+
+func (s *snapshotter) status() *SnapshotStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}
+}
