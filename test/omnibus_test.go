@@ -519,7 +519,8 @@ func readTopology(t *testing.T, path string) (geo.Topology, []byte) {
 // primary site first). Site A unseals with a shared HSM and shares, site B
 // with shares only; site B's nodes have a gitlab-cluster.json (root 0600)
 // whose Geo role alone is mirrored, with its modification time. The
-// snapshots placeholder is warned about and not rendered, Geo is not.
+// snapshots keys become the snapshot block, its directory the service
+// user's (0700).
 // Every rendered config passes config validate, and a second reconfigure
 // rewrites nothing.
 func TestOmnibusGeoTopologyConfigs(t *testing.T) {
@@ -546,7 +547,9 @@ gitlab_secrets_appliance['ca_cert_file'] = %q
 gitlab_secrets_appliance['gitlab']['enable'] = true
 gitlab_secrets_appliance['geo']['enable'] = true
 gitlab_secrets_appliance['snapshots']['enable'] = true
-`, certFile, keyFile, caFile) + omnibusGeoSites
+gitlab_secrets_appliance['snapshots']['directory'] = %q
+gitlab_secrets_appliance['snapshots']['retain_age'] = '168h'
+`, certFile, keyFile, caFile, n.path("var/opt/gitlab/backups/secrets-appliance")) + omnibusGeoSites
 				clusterTime := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 				if site.Primary {
 					rb += fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
@@ -643,8 +646,16 @@ gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 					t.Errorf("gitlab block: %v", g)
 				}
 				warnings := strings.Join(n.Report.Warnings, "\n")
-				if _, ok := cfg["snapshots"]; ok || !strings.Contains(warnings, "gitlab_secrets_appliance['snapshots'] is not implemented") {
-					t.Errorf("snapshots: rendered %v, warnings %v", ok, n.Report.Warnings)
+				snap, _ := cfg["snapshot"].(map[string]any)
+				if snap["interval"] != "1h" || snap["retain_count"] != float64(24) || snap["retain_age"] != "168h" ||
+					snap["directory"] != n.path("var/opt/gitlab/backups/secrets-appliance") {
+					t.Errorf("snapshot block: %v", cfg["snapshot"])
+				}
+				if mode, uid, _ := fileMode(t, n.path("var/opt/gitlab/backups/secrets-appliance")); mode != 0o700 || (os.Geteuid() == 0 && uid != n.Account.UID) {
+					t.Errorf("the snapshot directory: mode %o, uid %d", mode, uid)
+				}
+				if strings.Contains(warnings, "snapshots") {
+					t.Errorf("warnings about snapshots: %v", n.Report.Warnings)
 				}
 				if strings.Contains(warnings, "geo") {
 					t.Errorf("warnings about Geo: %v", n.Report.Warnings)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,15 @@ func TestScheduledSnapshots(t *testing.T) {
 	st, _ := status(t, c.tr, c.bin, leader.addr)
 	if st.Snapshots == nil || st.Snapshots.LastSuccess == nil || st.Snapshots.LastSuccess.Index == 0 || !strings.HasPrefix(st.Snapshots.LastSuccess.File, dirOf(leader)) {
 		t.Fatalf("the active node's status: %+v", st.Snapshots)
+	}
+	metrics, err := c.client(leader).Logical().ReadRaw("sys/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	if !strings.Contains(string(body), "appliance.snapshot.last_success_timestamp") {
+		t.Errorf("the metrics have no snapshot gauge: %.300s", body)
 	}
 	names, _ := snapshotsIn(dirOf(leader))
 	if out, errOut, code := harness.Run(t, c.tr, nil, c.bin, "snapshot", "inspect", filepath.Join(dirOf(leader), names[len(names)-1])); code != 0 {

@@ -166,11 +166,14 @@ default['gitlab_secrets_appliance']['geo']['cluster_file'] = nil
 # geo.ca_cert_file is ca_cert_file above (the other nodes' certificates).
 
 ####
-# Not implemented by gitlab-secrets-appliance yet. These keys are reserved
-# and never rendered into appliance.json; reconfigure warns when one is
-# enabled.
+# Scheduled Raft snapshots (the appliance's snapshot block): taken by the
+# active node every interval into directory (created for the service user,
+# 0700), keeping the newest `retain` and, with retain_age ('168h'), none
+# older. Each one is whole or absent; `gitlab-secrets-appliance snapshot
+# inspect FILE` says what it holds.
 ####
 default['gitlab_secrets_appliance']['snapshots']['enable'] = false
 default['gitlab_secrets_appliance']['snapshots']['interval'] = '1h'
 default['gitlab_secrets_appliance']['snapshots']['retain'] = 24
+default['gitlab_secrets_appliance']['snapshots']['retain_age'] = nil
 default['gitlab_secrets_appliance']['snapshots']['directory'] = '/var/opt/gitlab/backups/secrets-appliance'

@@ -26,7 +26,6 @@ require_relative 'secrets_appliance_helper'
 module GitlabSecretsAppliance
   SCRAPE_JOB_NAME = 'gitlab-secrets-appliance'.freeze
   METRICS_PATH = '/v1/sys/metrics'.freeze
-  NOT_IMPLEMENTED = %w[snapshots].freeze
   # Keys of the geo block before the topology: a site's name alone cannot
   # place the nodes.
   REMOVED_GEO_KEYS = %w[site primary_site].freeze
@@ -38,7 +37,6 @@ module GitlabSecretsAppliance
       parse_geo
       parse_gitlab
       parse_scrape_config
-      warn_not_implemented
     end
 
     # Geo: fail early, naming the gitlab.rb key, on what Ruby can check
@@ -119,15 +117,6 @@ module GitlabSecretsAppliance
       credentials = attr('prometheus_scrape_credentials_file')
       config['authorization'] = { 'type' => 'Bearer', 'credentials_file' => credentials } unless blank?(credentials)
       config
-    end
-
-    def warn_not_implemented
-      NOT_IMPLEMENTED.each do |block|
-        next unless nested(block, 'enable')
-
-        LoggingHelper.warning("gitlab_secrets_appliance['#{block}'] is not implemented by gitlab-secrets-appliance yet: " \
-                              "it is ignored, and nothing of it is rendered into appliance.json")
-      end
     end
 
     private

@@ -284,8 +284,29 @@ class SecretsApplianceHelper < BaseHelper
       'telemetry' => telemetry,
       'seal' => seal,
       'gitlab' => gitlab,
-      'geo' => geo
+      'geo' => geo,
+      'snapshot' => snapshot
     )
+  end
+
+  # The snapshot block: scheduled Raft snapshots, taken by the active node.
+  def snapshot
+    s = settings['snapshots'] || {}
+    return nil unless s['enable']
+
+    compact(
+      'interval' => presence(s['interval']),
+      'directory' => snapshot_directory,
+      'retain_count' => s['retain'] && Integer(s['retain']),
+      'retain_age' => presence(s['retain_age'])
+    )
+  end
+
+  def snapshot_directory
+    s = settings['snapshots'] || {}
+    return nil unless s['enable']
+
+    presence(s['directory'])
   end
 
   # The geo block. With it the appliance takes this node's api_addr and

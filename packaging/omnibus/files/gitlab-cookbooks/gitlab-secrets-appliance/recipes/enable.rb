@@ -52,6 +52,16 @@ directory settings['data_dir'] do
   recursive true
 end
 
+# Scheduled snapshots hold every secret (encrypted): the service user's only.
+unless helper.snapshot_directory.nil?
+  directory helper.snapshot_directory do
+    owner service_user
+    group service_group
+    mode '0700'
+    recursive true
+  end
+end
+
 # svlogd writes current here; the appliance writes its file audit log.
 directory logging_settings[:log_directory] do
   owner logging_settings[:log_directory_owner]
