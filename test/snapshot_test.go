@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,4 +163,76 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatal("a secret written after the snapshot is still there after the restore")
 	}
 	scanForSecrets(t, tr.String(), append([]string{a.res.RootToken, b.res.RootToken, value(3), "not in the snapshot"}, a.res.Shares...))
+}
+
+// A lost cluster rebuilt from its snapshot (the acceptance's "restored into
+// a fresh cluster of the same seal"): on a new node with an empty data dir,
+// `snapshot restore FILE --new-cluster` makes it a cluster of one holding
+// the snapshot; with the same HSM in its config it unseals by itself, with
+// Shamir only it takes the old shares; every secret reads back with the
+// old cluster's token. A data dir that holds a cluster is refused.
+func TestSnapshotNewCluster(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", hsmSeal(t, hsm, dir, "kek", true))
+	n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+	n.WaitServing(t, tr)
+	res := initCluster(t, bin, addr)
+	waitState(t, tr, bin, addr, "active")
+	c := apiClient(t, addr, res.RootToken)
+	harness.MountKVv2(t, c, "kv")
+	ctx := context.Background()
+	for i := range 30 {
+		if _, err := c.KVv2("kv").Put(ctx, fmt.Sprintf("s%d", i), map[string]any{"v": fmt.Sprintf("value-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(dir, "lost.snap")
+	if _, errOut, code := harness.Run(t, tr, []byte(res.RootToken+"\n"), bin, "snapshot", "save", file, "--address", addr); code != 0 {
+		t.Fatalf("snapshot save: exit %d: %s", code, errOut)
+	}
+	n.Signal(t, syscall.SIGTERM, time.Minute) // the cluster is lost
+
+	for _, tc := range []struct {
+		name, seal string
+	}{
+		{"hsm", hsmSeal(t, hsm, dir, "kek", false)},
+		{"shares", "seal {\n  shamir {\n    shares = 3\n    threshold = 2\n  }\n}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, addr := nodeConfig(t, dir, "rebuilt-"+tc.name, "127.0.0.1", "", tc.seal)
+			out, errOut, code := harness.Run(t, tr, nil, bin, "snapshot", "restore", file, "--new-cluster", "--config", cfg)
+			if code != 0 || !strings.Contains(out, "now holds") {
+				t.Fatalf("restore --new-cluster: exit %d: %s %s", code, out, errOut)
+			}
+			if _, errOut, code := harness.Run(t, tr, nil, bin, "snapshot", "restore", file, "--new-cluster", "--config", cfg); code != 1 || !strings.Contains(errOut, "already holds") {
+				t.Errorf("restore --new-cluster over a cluster: exit %d: %s", code, errOut)
+			}
+			n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
+			defer n.Signal(t, syscall.SIGTERM, time.Minute)
+			n.WaitServing(t, tr)
+			if tc.name == "shares" {
+				submitShares(t, tr, bin, addr, res.Shares[1:]...)
+			}
+			waitState(t, tr, bin, addr, "active")
+			kv := apiClient(t, addr, res.RootToken).KVv2("kv")
+			for i := range 30 {
+				s, err := kv.Get(ctx, fmt.Sprintf("s%d", i))
+				if err != nil || s.Data["v"] != fmt.Sprintf("value-%d", i) {
+					t.Fatalf("s%d in the rebuilt cluster: %v", i, err)
+				}
+			}
+			if _, err := kv.Put(ctx, "new", map[string]any{"v": "written in the rebuilt cluster"}); err != nil {
+				t.Fatalf("a write in the rebuilt cluster: %v", err)
+			}
+			for _, line := range strings.Split(n.Output.String(), "\n") {
+				if strings.Contains(line, "[WARN]") || strings.Contains(line, "[ERROR]") {
+					t.Errorf("the rebuilt node logged: %s", line)
+				}
+			}
+		})
+	}
 }

@@ -36,8 +36,10 @@ func snapshotCommand() *cli.Command {
 				Name:      "restore",
 				Usage:     "replace the cluster's data with FILE's: a snapshot of this cluster only (checked before anything is sent); asks first unless --yes",
 				ArgsUsage: "FILE",
-				Flags:     append(clientFlags(), tokenFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask"}),
-				Action:    snapshotRestoreAction,
+				Flags: append(clientFlags(), tokenFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask"},
+					&cli.BoolFlag{Name: "new-cluster", Usage: "offline, on a stopped node with an empty data_dir (--config): make it the first node of a new cluster holding the snapshot; it unseals with the snapshot's seal"},
+					&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "with --new-cluster: the node's config file"}),
+				Action: snapshotRestoreAction,
 			},
 			{
 				Name:      "inspect",
@@ -195,6 +197,9 @@ func snapshotRestoreAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("new-cluster") {
+		return restoreNewCluster(c, path)
+	}
 	info, err := appliance.InspectSnapshotFile(path)
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("%w; nothing was changed", err))
@@ -243,6 +248,25 @@ func snapshotRestoreAction(c *cli.Context) error {
 		return exit(exitFailed, fmt.Errorf("the active node %s refused the snapshot: %w", st.NodeID, baoError(resp)))
 	}
 	fmt.Fprintf(c.App.Writer, "Restored %s into the cluster through %s: Raft index %d of the snapshot.\n", path, st.NodeID, info.Index)
+	return nil
+}
+
+func restoreNewCluster(c *cli.Context, path string) error {
+	if c.String("config") == "" {
+		return exit(exitUsage, errors.New("--new-cluster works on a stopped node's data_dir: give its config file with --config"))
+	}
+	cfg, err := appliance.Load(c.String("config"))
+	if err != nil {
+		return exit(exitConfig, err)
+	}
+	info, err := appliance.RestoreNewCluster(cfg, path)
+	if err != nil {
+		return offlineError(err)
+	}
+	fmt.Fprintf(c.App.Writer, "Node %s now holds %s (Raft index %d, cluster %s, seal generation %d: %s).\n"+
+		"Start it and unseal it with that seal (the HSM does it by itself; or the shares of that generation): it is a new\n"+
+		"cluster of one with the snapshot's secrets and tokens. Other nodes join it with empty data dirs.\n",
+		cfg.NodeID, path, info.Index, info.Seal.Cluster, info.Seal.Generation, strings.Join(info.Seal.Mechanisms, " + "))
 	return nil
 }
 
