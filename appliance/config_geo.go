@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -171,4 +172,12 @@ func (c *Config) geoRetryJoin(t *geo.Topology) []RetryJoin {
 		out = append(out, RetryJoin{LeaderAPIAddr: addr, LeaderCACertFile: c.Geo.CACertFile})
 	}
 	return out
+}
+
+// GeoTopology is the topology the geo block names (its file read now).
+func (c *Config) GeoTopology() (*geo.Topology, error) {
+	if c.Geo == nil {
+		return nil, errors.New("the config has no geo block")
+	}
+	return c.Geo.topology()
 }

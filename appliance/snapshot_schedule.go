@@ -353,3 +353,16 @@ func (s *snapshotter) status() *SnapshotStatus {
 	defer s.mu.Unlock()
 	return &SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}
 }
+
+// NewestSnapshot is the newest scheduled snapshot in dir (by the time in
+// its name).
+func NewestSnapshot(dir string) (string, error) {
+	files, err := (&snapshotter{cfg: SnapshotSchedule{Directory: dir}}).list()
+	if err != nil {
+		return "", err
+	}
+	if len(files) == 0 {
+		return "", fmt.Errorf("%s holds no scheduled snapshot (%s<time>%s)", dir, snapshotPrefix, snapshotSuffix)
+	}
+	return files[len(files)-1].path, nil
+}

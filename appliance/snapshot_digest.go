@@ -1,0 +1,101 @@
+package appliance
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	snapshot "github.com/hashicorp/raft-snapshot"
+	baoraft "github.com/openbao/openbao/physical/raft"
+	"github.com/openbao/openbao/sdk/v2/plugin/pb"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Digests are keyed hashes (HMAC-SHA256 under a key the caller draws and
+// keeps) of storage entries by path: two copies of the storage compare
+// without a value ever leaving either, and a digest tells nothing about a
+// value to whoever lacks the key.
+type Digests map[string][sha256.Size]byte
+
+func digest(key []byte, path string, value []byte) [sha256.Size]byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(path))
+	m.Write([]byte{0})
+	m.Write(value)
+	var out [sha256.Size]byte
+	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// SnapshotDigests digests every storage entry of a snapshot whose path
+// starts with prefix ("logical/": every secret engine's data).
+func SnapshotDigests(r io.Reader, key []byte, prefix string) (Digests, error) {
+	out := Digests{}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		dr := baoraft.NewDelimitedReader(pr, 64<<20)
+		var err error
+		for {
+			var e pb.StorageEntry
+			if err = dr.ReadMsg(&e); err != nil {
+				break
+			}
+			if strings.HasPrefix(e.Key, prefix) {
+				out[e.Key] = digest(key, e.Key, e.Value)
+			}
+		}
+		io.Copy(io.Discard, pr)
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		done <- err
+	}()
+	_, err := snapshot.Parse(r, pw)
+	pw.CloseWithError(err)
+	derr := <-done
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	return out, derr
+}
+
+// StorageDigests digests the entries under prefix in a stopped node's
+// storage (its data dir's vault.db, opened read-only).
+func StorageDigests(dataDir string, key []byte, prefix string) (Digests, error) {
+	db, err := bolt.Open(filepath.Join(dataDir, "vault.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", filepath.Join(dataDir, "vault.db"), err)
+	}
+	defer db.Close()
+	out := Digests{}
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("data"))
+		if b == nil {
+			return errors.New("the storage has no data bucket")
+		}
+		c := b.Cursor()
+		for k, v := c.Seek([]byte(prefix)); k != nil && strings.HasPrefix(string(k), prefix); k, v = c.Next() {
+			out[string(k)] = digest(key, string(k), v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Missing lists the paths of want that got lacks or holds with another
+// value.
+func (want Digests) Missing(got Digests) []string {
+	var out []string
+	for p, d := range want {
+		if g, ok := got[p]; !ok || !hmac.Equal(g[:], d[:]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

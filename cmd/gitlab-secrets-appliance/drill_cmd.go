@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
+)
+
+func drillCommand() *cli.Command {
+	return &cli.Command{
+		Name: "drill",
+		Usage: "rehearse a Geo failover offline: a throwaway cluster of the topology's shape on loopback, built from a snapshot, " +
+			"unsealed by the HSM or by the share holders, loses its primary site and is promoted; every secret is checked; a report is written",
+		Description: "Runs this binary only, on this machine, in a temporary directory it removes at the end; it reaches no address " +
+			"but the loopback ones it picks. Shares are read one per holder (hidden on a terminal, or one per line on standard input), " +
+			"after the token when the token comes from standard input. Exit code 0 when every check passed, 1 otherwise.",
+		Flags: []cli.Flag{formatFlag(),
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the production node's config (its seal, topology and snapshot directory)"},
+			&cli.StringFlag{Name: "snapshot", Usage: "the snapshot file (default: the newest scheduled one)"},
+			&cli.StringFlag{Name: "unseal", Value: drill.UnsealHSM, Usage: "hsm (the config's HSM) or shares (the holders type theirs)"},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding a token of the cluster valid at the snapshot's time, for the canary writes (default: $" + envToken + ", or the first line of standard input)"},
+			&cli.StringFlag{Name: "report-dir", Value: ".", Usage: "where drill-<time>.md and drill-<time>.json go"},
+			&cli.StringFlag{Name: "work-dir", Usage: "where the throwaway cluster lives while the drill runs (default: the system's temporary directory)"},
+		},
+		Action: drillAction,
+	}
+}
+
+func drillAction(c *cli.Context) error {
+	asJSON, err := jsonOut(c)
+	if err != nil {
+		return err
+	}
+	cfg, err := appliance.Load(c.String("config"))
+	if err != nil {
+		return exit(exitConfig, err)
+	}
+	mode := c.String("unseal")
+	if mode != drill.UnsealHSM && mode != drill.UnsealShares {
+		return exit(exitUsage, fmt.Errorf("--unseal %q: use hsm or shares", mode))
+	}
+	in := newSecretInput(c)
+	token, err := in.token()
+	if err != nil {
+		return err
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	rep, err := drill.Run(c.Context, drill.Options{
+		Binary:   bin,
+		Config:   cfg,
+		Snapshot: c.String("snapshot"),
+		Unseal:   mode,
+		Share: func(i, threshold int) (string, error) {
+			s, ok, err := in.next(fmt.Sprintf("Share of holder %d of %d", i, threshold))
+			if err == nil && !ok {
+				err = errors.New("no share given")
+			}
+			return s, err
+		},
+		Token:    token,
+		WorkDir:  c.String("work-dir"),
+		Env:      os.Environ(),
+		Progress: c.App.ErrWriter,
+		Timeout:  3 * time.Minute,
+	})
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	md, js, werr := rep.Write(c.String("report-dir"))
+	if asJSON {
+		printJSON(c.App.Writer, rep)
+	} else {
+		fmt.Fprint(c.App.Writer, rep.Markdown())
+	}
+	if werr != nil {
+		return exit(exitFailed, fmt.Errorf("the report could not be written: %w", werr))
+	}
+	fmt.Fprintf(c.App.ErrWriter, "Report: %s, %s\n", md, js)
+	if !rep.Passed {
+		return exit(exitFailed, errors.New("the drill failed: see the checks above"))
+	}
+	return nil
+}

@@ -1,0 +1,204 @@
+package drill
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+)
+
+// node is one appliance process of the throwaway cluster.
+type node struct {
+	id, site string
+	dir      string // its own directory: config, data, log
+	cfgPath  string
+	api      string // http://127.0.0.x:port
+	cluster  string // https://127.0.0.x:port
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+
+// freePort is a port free on host now.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
+
+// start runs the node's process (this binary); its output goes to its log
+// file in its directory.
+func (n *node) start(bin string, env []string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	log, err := os.OpenFile(filepath.Join(n.dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "server", "--config", n.cfgPath)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the drill
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("starting %s: %w", n.id, err)
+	}
+	n.cmd, n.log, n.done = cmd, log, make(chan struct{})
+	go func(done chan struct{}) {
+		cmd.Wait()
+		log.Close()
+		close(done)
+	}(n.done)
+	return nil
+}
+
+// running: the process was started and has not exited.
+func (n *node) running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends the process with SIGKILL (a lost node) and waits for it.
+func (n *node) kill() { n.signal(syscall.SIGKILL) }
+
+// stop ends it with SIGTERM (a planned stop) and waits for it.
+func (n *node) stop() { n.signal(syscall.SIGTERM) }
+
+func (n *node) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil || done == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// logTail is the end of the node's log, for a failed check's detail.
+func (n *node) logTail(lines int) string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "node.log"))
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(all[max(0, len(all)-lines):], "\n")
+}
+
+// status is the node's /appliance/v1/status, or an error if it does not
+// answer.
+func (n *node) status(ctx context.Context) (appliance.Status, error) {
+	var st appliance.Status
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.api+"/appliance/v1/status", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return st, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+}
+
+// unseal submits one share; the error is the node's refusal.
+func (n *node) unseal(ctx context.Context, share string) (appliance.UnsealProgress, error) {
+	var p appliance.UnsealProgress
+	body, _ := json.Marshal(map[string]string{"share": share})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.api+"/appliance/v1/unseal", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return p, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Errors []string `json:"errors"`
+		}
+		json.Unmarshal(raw, &e)
+		return p, errors.New(strings.Join(e.Errors, "; "))
+	}
+	return p, json.Unmarshal(raw, &p)
+}
+
+// write puts a canary value at path through the node with token; it
+// reports whether the write was acknowledged, and the answer if not.
+func (n *node) write(ctx context.Context, token, path, value string) (bool, string) {
+	body, _ := json.Marshal(map[string]string{"v": value})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, n.api+"/v1/"+path, bytes.NewReader(body))
+	req.Header.Set("X-Vault-Token", token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode/100 == 2, resp.Status
+}
+
+// read gets the canary back; it reports whether it holds value.
+func (n *node) read(ctx context.Context, token, path, value string) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.api+"/v1/"+path, nil)
+	req.Header.Set("X-Vault-Token", token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data map[string]any `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out) != nil {
+		return false
+	}
+	return out.Data["v"] == value
+}
+
+// poll calls cond until it holds or the deadline passes.
+func poll(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
