@@ -61,15 +61,20 @@ type Options struct {
 // Report is what the drill did and found. No value, share, PIN or token
 // is in it.
 type Report struct {
-	Started  time.Time      `json:"started"`
-	Finished time.Time      `json:"finished"`
-	Passed   bool           `json:"passed"`
-	Snapshot SnapshotRef    `json:"snapshot"`
-	Shape    []SiteShape    `json:"shape"`
-	Unsealed string         `json:"unsealed_with"`
-	Steps    []Step         `json:"steps"`
-	Checks   []Check        `json:"checks"`
-	RTO      float64        `json:"rto_seconds"`
+	// Kind is "offline" or "live".
+	Kind     string      `json:"kind"`
+	Started  time.Time   `json:"started"`
+	Finished time.Time   `json:"finished"`
+	Passed   bool        `json:"passed"`
+	Snapshot SnapshotRef `json:"snapshot"`
+	Shape    []SiteShape `json:"shape"`
+	Unsealed string      `json:"unsealed_with"`
+	Steps    []Step      `json:"steps"`
+	Checks   []Check     `json:"checks"`
+	RTO      float64     `json:"rto_seconds,omitempty"`
+	// WriteGap (live) is the longest time without an acknowledged write
+	// during the switchovers.
+	WriteGap float64        `json:"write_gap_seconds,omitempty"`
 	RPO      *appliance.RPO `json:"rpo,omitempty"`
 	// SecretsChecked counts the snapshot's secret-engine entries compared
 	// (every one under logical/).
@@ -123,7 +128,7 @@ type run struct {
 // Passed false. Whatever it started is stopped and removed before it
 // returns.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	d := &run{o: o, r: &Report{Started: time.Now().UTC()}, timeout: o.Timeout}
+	d := &run{o: o, r: &Report{Kind: "offline", Started: time.Now().UTC()}, timeout: o.Timeout}
 	if d.timeout == 0 {
 		d.timeout = 3 * time.Minute
 	}

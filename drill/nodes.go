@@ -121,6 +121,10 @@ func (n *node) logTail(lines int) string {
 // status is the node's /appliance/v1/status, or an error if it does not
 // answer.
 func (n *node) status(ctx context.Context) (appliance.Status, error) {
+	return n.statusWith(ctx, client)
+}
+
+func (n *node) statusWith(ctx context.Context, client *http.Client) (appliance.Status, error) {
 	var st appliance.Status
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.api+"/appliance/v1/status", nil)
 	resp, err := client.Do(req)
@@ -159,6 +163,10 @@ func (n *node) unseal(ctx context.Context, share string) (appliance.UnsealProgre
 // write puts a canary value at path through the node with token; it
 // reports whether the write was acknowledged, and the answer if not.
 func (n *node) write(ctx context.Context, token, path, value string) (bool, string) {
+	return n.writeWith(ctx, client, token, path, value)
+}
+
+func (n *node) writeWith(ctx context.Context, client *http.Client, token, path, value string) (bool, string) {
 	body, _ := json.Marshal(map[string]string{"v": value})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, n.api+"/v1/"+path, bytes.NewReader(body))
 	req.Header.Set("X-Vault-Token", token)
@@ -173,20 +181,31 @@ func (n *node) write(ctx context.Context, token, path, value string) (bool, stri
 
 // read gets the canary back; it reports whether it holds value.
 func (n *node) read(ctx context.Context, token, path, value string) bool {
+	return n.readWith(ctx, client, token, path, value)
+}
+
+func (n *node) readWith(ctx context.Context, client *http.Client, token, path, value string) bool {
+	got, ok := n.value(ctx, client, token, path)
+	return ok && got == value
+}
+
+// value is the canary at path ("", false if it cannot be read).
+func (n *node) value(ctx context.Context, client *http.Client, token, path string) (string, bool) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.api+"/v1/"+path, nil)
 	req.Header.Set("X-Vault-Token", token)
 	resp, err := client.Do(req)
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer resp.Body.Close()
 	var out struct {
 		Data map[string]any `json:"data"`
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out) != nil {
-		return false
+		return "", false
 	}
-	return out.Data["v"] == value
+	v, ok := out.Data["v"].(string)
+	return v, ok
 }
 
 // poll calls cond until it holds or the deadline passes.

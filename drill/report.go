@@ -36,10 +36,15 @@ func (r *Report) Markdown() string {
 	if !r.Passed {
 		verdict = "FAILED"
 	}
-	fmt.Fprintf(&b, "# Geo failover drill: %s\n\n", verdict)
+	title := "Geo failover drill (offline)"
+	if r.Kind == "live" {
+		title = "Live Geo switchover drill"
+	}
+	fmt.Fprintf(&b, "# %s: %s\n\n", title, verdict)
 	fmt.Fprintf(&b, "- Started %s, finished %s (%s)\n", r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339), r.Finished.Sub(r.Started).Round(time.Second))
-	s := r.Snapshot
-	fmt.Fprintf(&b, "- Snapshot `%s`: Raft index %d, sha256 `%s`, cluster `%s`, seal generation %d\n", s.File, s.Index, s.SHA256, s.Cluster, s.Generation)
+	if s := r.Snapshot; s.File != "" {
+		fmt.Fprintf(&b, "- Snapshot `%s`: Raft index %d, sha256 `%s`, cluster `%s`, seal generation %d\n", s.File, s.Index, s.SHA256, s.Cluster, s.Generation)
+	}
 	var shape []string
 	for _, site := range r.Shape {
 		p := ""
@@ -49,12 +54,16 @@ func (r *Report) Markdown() string {
 		shape = append(shape, fmt.Sprintf("%s (%d nodes%s)", site.Name, site.Nodes, p))
 	}
 	fmt.Fprintf(&b, "- Topology rehearsed: %s\n", strings.Join(shape, ", "))
-	fmt.Fprintf(&b, "- Unsealed with: %s\n", r.Unsealed)
-	fmt.Fprintf(&b, "- **RTO**: %.1f s from the loss of the primary site to the first acknowledged write\n", r.RTO)
-	if r.RPO != nil {
-		fmt.Fprintf(&b, "- **RPO**: at most %d Raft entries, %.3f s (kept every entry up to index %d)\n", r.RPO.LostEntriesAtMost, r.RPO.LostSeconds, r.RPO.KeptIndex)
+	if r.Kind == "live" {
+		fmt.Fprintf(&b, "- **Longest write gap** during the switchovers: %.3f s\n\n", r.WriteGap)
+	} else {
+		fmt.Fprintf(&b, "- Unsealed with: %s\n", r.Unsealed)
+		fmt.Fprintf(&b, "- **RTO**: %.1f s from the loss of the primary site to the first acknowledged write\n", r.RTO)
+		if r.RPO != nil {
+			fmt.Fprintf(&b, "- **RPO**: at most %d Raft entries, %.3f s (kept every entry up to index %d)\n", r.RPO.LostEntriesAtMost, r.RPO.LostSeconds, r.RPO.KeptIndex)
+		}
+		fmt.Fprintf(&b, "- Secrets checked: %d secret-engine entries of the snapshot, compared by keyed hash\n\n", r.SecretsChecked)
 	}
-	fmt.Fprintf(&b, "- Secrets checked: %d secret-engine entries of the snapshot, compared by keyed hash\n\n", r.SecretsChecked)
 	b.WriteString("## Checks\n\n| check | result | detail |\n| --- | --- | --- |\n")
 	for _, c := range r.Checks {
 		res := "pass"

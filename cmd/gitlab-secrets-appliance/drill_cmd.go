@@ -19,14 +19,18 @@ func drillCommand() *cli.Command {
 		Description: "Runs this binary only, on this machine, in a temporary directory it removes at the end; it reaches no address " +
 			"but the loopback ones it picks. Shares are read one per holder (hidden on a terminal, or one per line on standard input), " +
 			"after the token when the token comes from standard input. Exit code 0 when every check passed, 1 otherwise.",
-		Flags: []cli.Flag{formatFlag(),
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the production node's config (its seal, topology and snapshot directory)"},
+		Flags: append(clientFlags(), formatFlag(),
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "offline: the production node's config (its seal, topology and snapshot directory)"},
+			&cli.BoolFlag{Name: "live", Usage: "rehearse on the running cluster (at --address): a planned switchover to --site and back, behind pre-flight checks; the token needs sudo on " + appliance.GeoPolicyPath},
+			&cli.StringFlag{Name: "site", Usage: "with --live: the site to switch to"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "with --live: print the plan and the pre-flight checks; change nothing"},
+			&cli.DurationFlag{Name: "max-snapshot-age", Value: time.Hour, Usage: "with --live: the newest scheduled snapshot must be younger than this"},
 			&cli.StringFlag{Name: "snapshot", Usage: "the snapshot file (default: the newest scheduled one)"},
 			&cli.StringFlag{Name: "unseal", Value: drill.UnsealHSM, Usage: "hsm (the config's HSM) or shares (the holders type theirs)"},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding a token of the cluster valid at the snapshot's time, for the canary writes (default: $" + envToken + ", or the first line of standard input)"},
 			&cli.StringFlag{Name: "report-dir", Value: ".", Usage: "where drill-<time>.md and drill-<time>.json go"},
 			&cli.StringFlag{Name: "work-dir", Usage: "where the throwaway cluster lives while the drill runs (default: the system's temporary directory)"},
-		},
+		),
 		Action: drillAction,
 	}
 }
@@ -35,6 +39,12 @@ func drillAction(c *cli.Context) error {
 	asJSON, err := jsonOut(c)
 	if err != nil {
 		return err
+	}
+	if c.Bool("live") {
+		return liveDrillAction(c, asJSON)
+	}
+	if c.String("config") == "" {
+		return exit(exitUsage, errors.New("the offline drill needs the production node's config: --config FILE (or --live for the running cluster)"))
 	}
 	cfg, err := appliance.Load(c.String("config"))
 	if err != nil {
@@ -74,6 +84,30 @@ func drillAction(c *cli.Context) error {
 	if err != nil {
 		return exit(exitFailed, err)
 	}
+	return finishDrill(c, rep, asJSON)
+}
+
+func liveDrillAction(c *cli.Context, asJSON bool) error {
+	if c.String("site") == "" {
+		return exit(exitUsage, errors.New("--live needs --site: the site to switch to and back from"))
+	}
+	cl, token, err := tokenClient(c, newSecretInput(c))
+	if err != nil {
+		return err
+	}
+	rep, err := drill.RunLive(c.Context, drill.LiveOptions{
+		Address: cl.addr, Client: cl.http, Token: token, Site: c.String("site"),
+		MaxSnapshotAge: c.Duration("max-snapshot-age"), DryRun: c.Bool("dry-run"),
+		Progress: c.App.ErrWriter,
+	})
+	if err != nil {
+		return exit(exitFailed, err)
+	}
+	return finishDrill(c, rep, asJSON)
+}
+
+// finishDrill writes and prints the report; any failed check is exit 1.
+func finishDrill(c *cli.Context, rep *drill.Report, asJSON bool) error {
 	md, js, werr := rep.Write(c.String("report-dir"))
 	if asJSON {
 		printJSON(c.App.Writer, rep)
