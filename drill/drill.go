@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ type Report struct {
 	// SecretsChecked counts the snapshot's secret-engine entries compared
 	// (every one under logical/).
 	SecretsChecked int `json:"secrets_checked"`
+	// SecretPaths are their storage paths (opaque: engine UUIDs and, for
+	// KV v2, salted hashes of the secrets' paths).
+	SecretPaths []string `json:"secret_paths,omitempty"`
 }
 
 // SnapshotRef names the snapshot the drill started from.
@@ -209,6 +213,10 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		return
 	}
 	d.r.SecretsChecked = len(want)
+	for p := range want {
+		d.r.SecretPaths = append(d.r.SecretPaths, p)
+	}
+	sort.Strings(d.r.SecretPaths)
 	if err := d.step("throwaway cluster laid out in "+d.dir, d.layout); err != nil {
 		d.check("cluster built", false, err.Error())
 		return

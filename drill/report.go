@@ -62,7 +62,7 @@ func (r *Report) Markdown() string {
 		if r.RPO != nil {
 			fmt.Fprintf(&b, "- **RPO**: at most %d Raft entries, %.3f s (kept every entry up to index %d)\n", r.RPO.LostEntriesAtMost, r.RPO.LostSeconds, r.RPO.KeptIndex)
 		}
-		fmt.Fprintf(&b, "- Secrets checked: %d secret-engine entries of the snapshot, compared by keyed hash\n\n", r.SecretsChecked)
+		fmt.Fprintf(&b, "- Secrets checked: %d secret-engine entries of the snapshot, compared by keyed hash (their storage paths are in the JSON report)\n\n", r.SecretsChecked)
 	}
 	b.WriteString("## Checks\n\n| check | result | detail |\n| --- | --- | --- |\n")
 	for _, c := range r.Checks {

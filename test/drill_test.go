@@ -15,11 +15,12 @@ import (
 
 // drillReport is what `drill --format json` prints.
 type drillReport struct {
-	Passed         bool    `json:"passed"`
-	RTO            float64 `json:"rto_seconds"`
-	WriteGap       float64 `json:"write_gap_seconds"`
-	SecretsChecked int     `json:"secrets_checked"`
-	Unsealed       string  `json:"unsealed_with"`
+	Passed         bool     `json:"passed"`
+	RTO            float64  `json:"rto_seconds"`
+	WriteGap       float64  `json:"write_gap_seconds"`
+	SecretsChecked int      `json:"secrets_checked"`
+	SecretPaths    []string `json:"secret_paths"`
+	Unsealed       string   `json:"unsealed_with"`
 	Checks         []struct {
 		Name   string `json:"name"`
 		OK     bool   `json:"ok"`
@@ -102,7 +103,7 @@ func TestDrill(t *testing.T) {
 				t.Errorf("drill %s: check %q missing or failed: %+v", name, name, r.Checks)
 			}
 		}
-		if r.SecretsChecked < 25 || r.RTO <= 0 || r.RPO == nil {
+		if r.SecretsChecked < 25 || len(r.SecretPaths) != r.SecretsChecked || r.RTO <= 0 || r.RPO == nil {
 			t.Errorf("drill %s: %d secrets checked, RTO %.1f s, RPO %+v", name, r.SecretsChecked, r.RTO, r.RPO)
 		}
 		t.Logf("drill %s: RTO %.1f s, RPO at most %d entries, %d secrets checked, unsealed with %s", name, r.RTO, r.RPO.LostEntriesAtMost, r.SecretsChecked, r.Unsealed)
