@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	hraft "github.com/hashicorp/raft"
 	snapshot "github.com/hashicorp/raft-snapshot"
 	wrapping "github.com/openbao/go-kms-wrapping/v2"
 	baoraft "github.com/openbao/openbao/physical/raft"
@@ -69,64 +70,74 @@ func InspectSnapshotFile(path string) (*SnapshotInfo, error) {
 func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	sum := sha256.New()
 	counted := &countingReader{r: io.TeeReader(r, sum)}
-	pr, pw := io.Pipe()
-	type scanned struct {
-		entries int
-		header  []byte
-		epoch   []byte
-		err     error
-	}
-	done := make(chan scanned, 1)
-	go func() {
-		var s scanned
-		dr := baoraft.NewDelimitedReader(pr, 64<<20)
-		for {
-			var e pb.StorageEntry
-			if err := dr.ReadMsg(&e); err != nil {
-				if !errors.Is(err, io.EOF) {
-					s.err = err
-				}
-				break
-			}
-			s.entries++
-			switch e.Key {
-			case vault.StoredBarrierKeysPath:
-				s.header = storedKeysHeader(e.Value)
-			case geoEpochKey:
-				s.epoch = e.Value
-			}
+	var entries int
+	var header, epoch []byte
+	meta, err := scanSnapshot(counted, func(e *pb.StorageEntry) {
+		entries++
+		switch e.Key {
+		case vault.StoredBarrierKeysPath:
+			header = storedKeysHeader(e.Value)
+		case geoEpochKey:
+			epoch = e.Value
 		}
-		io.Copy(io.Discard, pr) // let Parse finish whatever happened here
-		done <- s
-	}()
-	meta, err := snapshot.Parse(counted, pw)
-	pw.CloseWithError(err)
-	s := <-done
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v; it was cut short or changed since it was taken: use another snapshot", ErrBadSnapshot, err)
+		return nil, err
 	}
-	if s.err != nil {
-		return nil, fmt.Errorf("%w: its state does not decode (%v)", ErrBadSnapshot, s.err)
-	}
-	info := &SnapshotInfo{Index: meta.Index, Term: meta.Term, FileSize: counted.n, SHA256: hex.EncodeToString(sum.Sum(nil)), Entries: s.entries}
+	info := &SnapshotInfo{Index: meta.Index, Term: meta.Term, FileSize: counted.n, SHA256: hex.EncodeToString(sum.Sum(nil)), Entries: entries}
 	for _, srv := range meta.Configuration.Servers {
 		if srv.Suffrage == 0 {
 			info.Voters = append(info.Voters, string(srv.ID))
 		}
 	}
-	if s.header == nil {
+	if header == nil {
 		return nil, fmt.Errorf("%w: it holds no seal header: it is not a snapshot of an initialized appliance cluster", ErrBadSnapshot)
 	}
-	if info.Seal, err = seal.ReadHeaderInfo(s.header); err != nil {
+	if info.Seal, err = seal.ReadHeaderInfo(header); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
-	if s.epoch != nil {
+	if epoch != nil {
 		var e Epoch
-		if json.Unmarshal(s.epoch, &e) == nil {
+		if json.Unmarshal(epoch, &e) == nil {
 			info.Epoch = e.Number
 		}
 	}
 	return info, nil
+}
+
+// scanSnapshot reads a snapshot archive, checks its checksums and calls
+// each for every storage entry of its state (as it streams: a snapshot
+// may be larger than memory). A truncated or altered archive is
+// ErrBadSnapshot.
+func scanSnapshot(r io.Reader, each func(*pb.StorageEntry)) (*hraft.SnapshotMeta, error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		dr := baoraft.NewDelimitedReader(pr, 64<<20)
+		var err error
+		for {
+			var e pb.StorageEntry
+			if err = dr.ReadMsg(&e); err != nil {
+				break
+			}
+			each(&e)
+		}
+		io.Copy(io.Discard, pr) // let Parse finish whatever happened here
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		done <- err
+	}()
+	meta, err := snapshot.Parse(r, pw)
+	pw.CloseWithError(err)
+	serr := <-done
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v; it was cut short or changed since it was taken: use another snapshot", ErrBadSnapshot, err)
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("%w: its state does not decode (%v)", ErrBadSnapshot, serr)
+	}
+	return meta, nil
 }
 
 // storedKeysHeader is the seal header inside OpenBao's stored keys entry

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	snapshot "github.com/hashicorp/raft-snapshot"
-	baoraft "github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/plugin/pb"
 	bolt "go.etcd.io/bbolt"
 )
@@ -36,33 +34,12 @@ func digest(key []byte, path string, value []byte) [sha256.Size]byte {
 // starts with prefix ("logical/": every secret engine's data).
 func SnapshotDigests(r io.Reader, key []byte, prefix string) (Digests, error) {
 	out := Digests{}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		dr := baoraft.NewDelimitedReader(pr, 64<<20)
-		var err error
-		for {
-			var e pb.StorageEntry
-			if err = dr.ReadMsg(&e); err != nil {
-				break
-			}
-			if strings.HasPrefix(e.Key, prefix) {
-				out[e.Key] = digest(key, e.Key, e.Value)
-			}
+	_, err := scanSnapshot(r, func(e *pb.StorageEntry) {
+		if strings.HasPrefix(e.Key, prefix) {
+			out[e.Key] = digest(key, e.Key, e.Value)
 		}
-		io.Copy(io.Discard, pr)
-		if errors.Is(err, io.EOF) {
-			err = nil
-		}
-		done <- err
-	}()
-	_, err := snapshot.Parse(r, pw)
-	pw.CloseWithError(err)
-	derr := <-done
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-	}
-	return out, derr
+	})
+	return out, err
 }
 
 // StorageDigests digests the entries under prefix in a stopped node's

@@ -203,7 +203,6 @@ func (s *snapshotter) take(ctx context.Context) {
 		s.a.logger.Info("snapshot taken", "file", path, "size", info.FileSize, "index", info.Index, "took", res.Took)
 		metrics.SetGauge([]string{"appliance", "snapshot", "last_success_timestamp"}, float32(start.Unix()))
 		metrics.SetGauge([]string{"appliance", "snapshot", "last_size_bytes"}, float32(info.FileSize))
-		s.prune()
 	} else {
 		res.Error = err.Error()
 		s.a.logger.Error("snapshot failed; the node serves on and tries again", "directory", s.cfg.Directory, "error", err,
@@ -253,6 +252,7 @@ func (s *snapshotter) write(at time.Time) (string, *SnapshotInfo, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("the snapshot just written does not check out: %w", err)
 	}
+	s.prune(true)
 	path := filepath.Join(dir, name)
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return "", nil, err
@@ -319,20 +319,28 @@ func (s *snapshotter) list() ([]snapshotFile, error) {
 }
 
 // prune applies retention: the newest retain_count, none older than
-// retain_age; the newest one always stays.
-func (s *snapshotter) prune() {
+// retain_age; the newest one always stays. It runs just before a new
+// snapshot is named (incoming: it counts as the newest), so that the
+// directory never holds more than retain_count.
+func (s *snapshotter) prune(incoming bool) {
 	files, err := s.list()
-	if err != nil || len(files) == 0 {
+	if err != nil {
 		return
 	}
-	keep := len(files)
+	total, candidates := len(files), files
+	if incoming {
+		total++
+	} else if len(files) > 0 {
+		candidates = files[:len(files)-1]
+	}
+	keep := total
 	if s.cfg.RetainCount > 0 {
 		keep = min(keep, s.cfg.RetainCount)
 	}
 	var removed []string
-	for i, f := range files[:len(files)-1] {
+	for i, f := range candidates {
 		old := s.maxAge > 0 && time.Since(f.at) > s.maxAge
-		if i < len(files)-keep || old {
+		if i < total-keep || old {
 			if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				s.a.logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.path, "error", err)
 				continue
@@ -344,7 +352,7 @@ func (s *snapshotter) prune() {
 		s.a.logger.Info("snapshot retention: removed old snapshots", "files", strings.Join(removed, ","))
 	}
 	s.mu.Lock()
-	s.kept = len(files) - len(removed)
+	s.kept = total - len(removed)
 	s.mu.Unlock()
 }
 

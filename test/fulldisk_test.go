@@ -25,18 +25,10 @@ import (
 // space returns the node takes writes again without a restart; a restart
 // afterwards opens the same data. Needs root to mount the tmpfs.
 func TestFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root; the full-disk test did not run")
-	}
+	dir := t.TempDir()
+	mnt := mountTmpfs(t, filepath.Join(dir, "small"), "96m")
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "small")
-	os.Mkdir(mnt, 0o700)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s); the full-disk test did not run", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
 	listen := harness.FreeAddr(t, "127.0.0.1")
 	cfg := filepath.Join(dir, "appliance.hcl")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("node_id = \"node-1\"\ndata_dir = %q\nlistener {\n  address = %q\n  tls_disable = true\n}\n",
@@ -171,6 +163,22 @@ func TestFullDisk(t *testing.T) {
 			t.Fatalf("after the restart, %s: %v", k, err)
 		}
 	}
+}
+
+// mountTmpfs mounts a tmpfs of size at path (created) for the test's
+// life; without root, or where tmpfs cannot be mounted, the test is
+// skipped and says so.
+func mountTmpfs(t *testing.T, path, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root; the test did not run")
+	}
+	os.Mkdir(path, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", path).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s); the test did not run", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", path).Run() })
+	return path
 }
 
 // fill writes a file until free bytes are left on the filesystem of dir.

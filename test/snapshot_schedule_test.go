@@ -98,18 +98,10 @@ func TestScheduledSnapshots(t *testing.T) {
 // loudly (status, log), leaves no file with a snapshot's name, and the
 // node keeps serving writes; when space is there, the next one is taken.
 func TestScheduledSnapshotFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root; the test did not run")
-	}
+	dir := t.TempDir()
+	mnt := mountTmpfs(t, filepath.Join(dir, "snaps"), "64k")
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "snaps")
-	os.Mkdir(mnt, 0o700)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
 	listen := harness.FreeAddr(t, "127.0.0.1")
 	cfg := filepath.Join(dir, "appliance.hcl")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("node_id = \"node-1\"\ndata_dir = %q\nlistener {\n  address = %q\n  tls_disable = true\n}\nsnapshot {\n  interval = \"1s\"\n  directory = %q\n}\n",

@@ -128,16 +128,9 @@ func snapshotSaveAction(c *cli.Context) error {
 	if _, err := os.Lstat(path); err == nil {
 		return exit(exitFailed, fmt.Errorf("%s exists: choose another name, or remove it first", path))
 	}
-	cl, token, err := tokenClient(c, newSecretInput(c))
+	st, active, token, err := activeWithToken(c, newSecretInput(c), "take the snapshot from")
 	if err != nil {
 		return err
-	}
-	st, active, err := activeStatus(cl)
-	if err != nil {
-		return err
-	}
-	if st.State != appliance.StateActive {
-		return exit(exitFailed, fmt.Errorf("no active node to take the snapshot from (%s is %s)", st.NodeID, st.State))
 	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
@@ -185,6 +178,23 @@ func snapshotSaveAction(c *cli.Context) error {
 	return nil
 }
 
+// activeWithToken is the caller's token and the active node (status and
+// client); what says what the node is needed for.
+func activeWithToken(c *cli.Context, in *secretInput, what string) (appliance.Status, *apiClient, string, error) {
+	cl, token, err := tokenClient(c, in)
+	if err != nil {
+		return appliance.Status{}, nil, "", err
+	}
+	st, active, err := activeStatus(cl)
+	if err != nil {
+		return st, nil, "", err
+	}
+	if st.State != appliance.StateActive {
+		return st, nil, "", exit(exitFailed, fmt.Errorf("no active node to %s (%s is %s)", what, st.NodeID, st.State))
+	}
+	return st, active, token, nil
+}
+
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -204,17 +214,9 @@ func snapshotRestoreAction(c *cli.Context) error {
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("%w; nothing was changed", err))
 	}
-	in := newSecretInput(c)
-	cl, token, err := tokenClient(c, in)
+	st, active, token, err := activeWithToken(c, newSecretInput(c), "restore into")
 	if err != nil {
 		return err
-	}
-	st, active, err := activeStatus(cl)
-	if err != nil {
-		return err
-	}
-	if st.State != appliance.StateActive {
-		return exit(exitFailed, fmt.Errorf("no active node to restore into (%s is %s)", st.NodeID, st.State))
 	}
 	if info.Seal.Cluster != st.Seal.Cluster {
 		return exit(exitFailed, fmt.Errorf("%s is a snapshot of cluster %s, and this cluster is %s: its data is sealed by another cluster's keys, "+

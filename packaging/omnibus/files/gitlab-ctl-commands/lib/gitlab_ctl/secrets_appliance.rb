@@ -45,12 +45,8 @@ module GitlabCtl
     # the operator added after the gitlab-ctl command, passed on as is
     # (later flags win, so --address can be overridden).
     def run(subcommand, args = [])
-      settings = (@attributes || GitlabCtl::Util.get_public_node_attributes)['gitlab_secrets_appliance']
-      unless settings && settings['enable']
-        $stderr.puts "The secrets appliance is not enabled on this node: set gitlab_secrets_appliance['enable'] = true " \
-                     "in /etc/gitlab/gitlab.rb and run gitlab-ctl reconfigure."
-        return EXIT_NOT_CONFIGURED
-      end
+      settings = enabled_settings
+      return EXIT_NOT_CONFIGURED unless settings
 
       execute(command(subcommand, settings, args))
     end
@@ -59,12 +55,8 @@ module GitlabCtl
     # node's data dir, with its appliance stopped: they get the config file
     # reconfigure rendered instead of an address.
     def run_offline(subcommand, args = [])
-      settings = (@attributes || GitlabCtl::Util.get_public_node_attributes)['gitlab_secrets_appliance']
-      unless settings && settings['enable']
-        $stderr.puts "The secrets appliance is not enabled on this node: set gitlab_secrets_appliance['enable'] = true " \
-                     "in /etc/gitlab/gitlab.rb and run gitlab-ctl reconfigure."
-        return EXIT_NOT_CONFIGURED
-      end
+      settings = enabled_settings
+      return EXIT_NOT_CONFIGURED unless settings
 
       execute([binary, *subcommand, '--config', settings['config_file'], *Array(args)])
     end
@@ -76,6 +68,17 @@ module GitlabCtl
     end
 
     private
+
+    # This node's public settings, or nil (and what to do, on stderr) when
+    # the appliance is not enabled here.
+    def enabled_settings
+      settings = (@attributes || GitlabCtl::Util.get_public_node_attributes)['gitlab_secrets_appliance']
+      return settings if settings && settings['enable']
+
+      $stderr.puts "The secrets appliance is not enabled on this node: set gitlab_secrets_appliance['enable'] = true " \
+                   "in /etc/gitlab/gitlab.rb and run gitlab-ctl reconfigure."
+      nil
+    end
 
     def execute(cmd)
       pid = Process.spawn(*cmd)
