@@ -293,6 +293,23 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-rejoin"); code != 1 || !strings.Contains(errOut, "no geo block") {
 		t.Errorf("secrets-appliance-geo-rejoin without Geo: exit %d, want 1: %q", code, errOut)
 	}
+	// Snapshots and drills through gitlab-ctl: a snapshot saved and
+	// inspected; restore --new-cluster on the running node's data dir
+	// refused; the live drill without Geo refused.
+	snap := n.path("var/opt/gitlab/backups/secrets.snap")
+	os.MkdirAll(filepath.Dir(snap), 0o700)
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-save", snap, "--token-file", tokenFile); code != 0 || !strings.Contains(out, "Saved "+snap) {
+		t.Errorf("secrets-appliance-snapshot-save: exit %d: %s %s", code, out, errOut)
+	}
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-inspect", snap); code != 0 || !strings.Contains(out, "seal generation 1") {
+		t.Errorf("secrets-appliance-snapshot-inspect: exit %d: %s %s", code, out, errOut)
+	}
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-restore", snap, "--new-cluster"); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop secrets-appliance") {
+		t.Errorf("secrets-appliance-snapshot-restore --new-cluster on a running node: exit %d, want 3: %s", code, errOut)
+	}
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-drill", "--live", "--site", "b", "--dry-run", "--token-file", tokenFile); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance-drill --live without Geo: exit %d, want 1: %s", code, errOut)
+	}
 	audit := filepath.Join(n.LogDir, "audit.log")
 	harness.Eventually(t, time.Minute, "the audit log in the log directory", func() bool {
 		st, err := os.Stat(audit)

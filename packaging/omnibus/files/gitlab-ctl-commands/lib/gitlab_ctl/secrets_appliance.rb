@@ -61,6 +61,14 @@ module GitlabCtl
       execute([binary, *subcommand, '--config', settings['config_file'], *Array(args)])
     end
 
+    # Commands that need neither the node's address nor its config
+    # (snapshot inspect works on a file).
+    def run_local(subcommand, args = [])
+      return EXIT_NOT_CONFIGURED unless enabled_settings
+
+      execute([binary, *subcommand, *Array(args)])
+    end
+
     def command(subcommand, settings, args)
       cmd = [binary, *subcommand, '--address', settings['ctl_address']]
       cmd.push('--ca-cert', settings['ca_cert_file']) unless settings['ca_cert_file'].to_s.empty?
