@@ -124,7 +124,7 @@ func TestDrill(t *testing.T) {
 	if code != 1 || r.Passed || !strings.Contains(errOut, "the share of holder 2 was refused") {
 		t.Fatalf("a drill with a wrong share: exit %d, passed %v: %s", code, r.Passed, errOut)
 	}
-	scanForSecrets(t, outputs.String(), append([]string{c.res.RootToken, secret, string(wrong)}, c.res.Shares...))
+	scanForSecrets(t, outputs.String(), append([]string{c.res.RootToken, secret, string(wrong), hsm.PIN}, c.res.Shares...))
 }
 
 // drill --live on a running 3+2 cluster under a writer: --dry-run runs the
