@@ -126,11 +126,10 @@ type geoRun struct {
 	nodes       []GeoNodeView
 	peerContact map[string]time.Time
 
-	// The epoch (see geo_epoch.go): this node's, whether it had Raft
-	// data at start, why it is fenced ("" if not), and whether it has
-	// looked at its peers' epochs yet.
+	// The epoch (see geo_epoch.go): this node's (its file's), why it is
+	// fenced ("" if not), and whether it has looked at its peers' epochs
+	// yet.
 	localEpoch   Epoch
-	hadState     bool
 	fenced       string
 	fenceChecked bool
 }
@@ -176,10 +175,6 @@ func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	hadState, err := a.raft.HasState()
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the Raft state: %w", err)
-	}
 	g := &geoRun{
 		a:           a,
 		client:      client,
@@ -187,7 +182,6 @@ func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
 		topo:        topo,
 		peerContact: map[string]time.Time{},
 		localEpoch:  epoch,
-		hadState:    hadState,
 	}
 	if cfg.TopologyFile != "" {
 		g.topoStamp = stampOf(cfg.TopologyFile)
@@ -292,6 +286,10 @@ func (g *geoRun) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-g.a.leaders.changed():
+			// At once: a leader that stepped down because a node answered
+			// with a far higher term (a promoted site's, see termJump)
+			// learns of the newer epoch before it can be elected again.
 		}
 		wait = geoTick
 		g.refreshTopology(false)

@@ -32,7 +32,10 @@ import (
 
 // termJump is how far a promotion moves the promoted nodes' Raft term, so
 // that an old-site leader that reaches them steps down at its first
-// contact instead of overwriting their logs.
+// contact instead of overwriting their logs. The step-down wakes the old
+// node's Geo loop at once (a leader change), which asks its peers for
+// their epochs and stops the node: well before an election timeout could
+// give the old site a leader of a higher term still.
 const termJump = 1 << 20
 
 // NeedsConfirmationError refuses an offline command that was not

@@ -310,28 +310,33 @@ func (e Epoch) rpo() *RPO {
 // ErrFenced stops a node whose Raft data an epoch superseded.
 var ErrFenced = errors.New("this node's Raft data belongs to a replaced cluster")
 
-// checkFence looks at the peers' epochs. A node that had Raft data when it
-// started and finds a peer in an epoch made without it is fenced for the
-// rest of its life: it does not unseal, and if it was unsealed it stops.
-// A node that started without Raft data joins whatever cluster answers,
-// and learns that cluster's epoch from Raft.
+// checkFence looks at the peers' epochs. A node with Raft data (applied
+// entries) that finds a peer in an epoch made without it, newer than its
+// own (its file's or its Raft's), is fenced for the rest of its life: it
+// does not unseal, and if it was unsealed it stops. A node without Raft
+// data is about to join whatever cluster answers: the snapshot it gets
+// carries that cluster's epoch.
 func (g *geoRun) checkFence(ctx context.Context, peers map[string]PeerStatus) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	done := g.fenced != ""
 	g.fenceChecked = true
-	if g.fenced != "" || !g.hadState {
+	g.mu.Unlock()
+	if done || g.a.raft.AppliedIndex() == 0 {
 		return
 	}
-	mine := g.localEpoch
+	mine := g.epoch(ctx)
 	for id, p := range peers {
 		if !p.Epoch.supersedes(mine, g.a.cfg.NodeID) {
 			continue
 		}
-		g.fenced = fmt.Sprintf("fenced: node %s is in Geo epoch %d (site %s promoted at %s by geo promote --force) and this node's Raft data is from epoch %d: "+
+		reason := fmt.Sprintf("fenced: node %s is in Geo epoch %d (site %s promoted at %s by geo promote --force) and this node's Raft data is from epoch %d: "+
 			"it must not lead or vote with it. Stop this node and run `gitlab-secrets-appliance geo rejoin --config FILE --yes` on it: "+
 			"its Raft data is set aside and it joins the new cluster as a non-voter",
 			id, p.Epoch.Number, p.Epoch.Site, p.Epoch.At.Format(time.RFC3339), mine.Number)
-		g.a.logger.Error("geo: "+g.fenced, "node", g.a.cfg.NodeID)
+		g.mu.Lock()
+		g.fenced = reason
+		g.mu.Unlock()
+		g.a.logger.Error("geo: "+reason, "node", g.a.cfg.NodeID)
 		return
 	}
 }

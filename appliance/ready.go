@@ -293,6 +293,13 @@ func (w *leaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
 	}()
 }
 
+// changed is closed at the next change of Raft's state or leader.
+func (w *leaderWatch) changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
 // bound is r with a context cancelled at the next change; call done when
 // the request is over. cut reports whether the change cancelled it.
 func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
