@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -77,7 +78,7 @@ func drillAction(c *cli.Context) error {
 		},
 		Token:    token,
 		WorkDir:  c.String("work-dir"),
-		Env:      os.Environ(),
+		Env:      nodeEnv(),
 		Progress: c.App.ErrWriter,
 		Timeout:  3 * time.Minute,
 	})
@@ -104,6 +105,21 @@ func liveDrillAction(c *cli.Context, asJSON bool) error {
 		return exit(exitFailed, err)
 	}
 	return finishDrill(c, rep, asJSON)
+}
+
+// nodeEnv is the drill nodes' environment: the drill's (the HSM module's
+// settings), without what would make a node talk to systemd or take this
+// command's token.
+func nodeEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == "NOTIFY_SOCKET" || name == "WATCHDOG_USEC" || name == "WATCHDOG_PID" || name == envToken {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // finishDrill writes and prints the report; any failed check is exit 1.
