@@ -177,8 +177,9 @@ type RejoinReport struct {
 	// Epoch is the cluster's epoch this node now belongs to, as From told.
 	Epoch Epoch  `json:"epoch"`
 	From  string `json:"from"`
-	// SetAside is where this node's old Raft data went (kept: it may hold
-	// writes acknowledged in the old site after the promotion's RPO).
+	// SetAside is where this node's old Raft data and seal floor went
+	// (kept: they may hold writes acknowledged in the old site after the
+	// promotion's RPO).
 	SetAside string `json:"set_aside"`
 }
 
@@ -239,7 +240,10 @@ func Rejoin(ctx context.Context, cfg *Config, confirmed bool) (*RejoinReport, er
 	if err := ownLikeDir(aside, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"raft", "vault.db"} {
+	// The seal floor goes too: the new cluster's seal is the one to
+	// follow, and it may be older than what this node saw (a seal change
+	// the old site made after site B's last replicated index).
+	for _, name := range []string{"raft", "vault.db", SealHeaderFile} {
 		err := os.Rename(filepath.Join(cfg.DataDir, name), filepath.Join(aside, name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("cannot set %s aside: %w", name, err)
