@@ -12,6 +12,7 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // Files a dev node keeps in its data directory, both mode 0600. The unseal
@@ -139,12 +140,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 
 // writeSecretFile writes a token or key with mode 0600, atomically.
 func writeSecretFile(path, value string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strings.TrimSpace(value)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, unwrapPathError(err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(path, []byte(strings.TrimSpace(value)+"\n"), 0o600, -1, -1); err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, unwrapPathError(err))
 	}
 	return nil

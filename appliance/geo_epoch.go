@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // A disaster promotion (`geo promote --force`) rebuilds the cluster from
@@ -93,61 +94,42 @@ func writeEpochFile(dir string, e Epoch) error {
 	return writeDurable(filepath.Join(dir, GeoEpochFile), append(b, '\n'), 0o600)
 }
 
-// writeDurable writes path atomically: a crash leaves the old file or the
-// new one, never a torn one.
+// writeDurable writes path atomically and durably, owned like its
+// directory when root writes it (see ownLikeDir).
 func writeDurable(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
+	uid, gid, err := dirOwner(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := ownLikeDir(tmp.Name(), dir); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, data, perm, uid, gid)
 }
 
-// ownLikeDir gives path the owner of dir when root runs an offline
-// command (gitlab-ctl does) on a data dir that the service user owns: the
-// appliance must be able to read, and OpenBao to delete, what it wrote.
-func ownLikeDir(path, dir string) error {
+// dirOwner is the owner to give what root writes in dir for an offline
+// command (gitlab-ctl runs them as root) on a data dir the service user
+// owns: the appliance must be able to read, and OpenBao to delete, what
+// it wrote. -1, -1 when there is nothing to change.
+func dirOwner(dir string) (uid, gid int, err error) {
 	if os.Geteuid() != 0 {
-		return nil
+		return -1, -1, nil
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return err
+		return -1, -1, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || st.Uid == 0 {
-		return nil
+		return -1, -1, nil
 	}
-	return os.Lchown(path, int(st.Uid), int(st.Gid))
+	return int(st.Uid), int(st.Gid), nil
+}
+
+// ownLikeDir gives path the owner dirOwner gives.
+func ownLikeDir(path, dir string) error {
+	uid, gid, err := dirOwner(dir)
+	if err != nil || uid == -1 {
+		return err
+	}
+	return os.Lchown(path, uid, gid)
 }
 
 // epochGetter reads a raw Raft key (the FSM of a running node, or one
