@@ -62,9 +62,11 @@ func RestoreNewCluster(cfg *Config, path string) (*SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The address the node will advertise when it starts (see
+	// resolveClusterAddr): the one other nodes dial.
 	addr, err := raftAddr(cfg.geoDerived().ClusterAddr)
 	if err != nil {
-		addr = cfg.Cluster.Address // no advertised address: the listener's
+		addr = advertisable(cfg.Cluster.Address)
 	}
 	self := hraft.Configuration{Servers: []hraft.Server{{ID: hraft.ServerID(cfg.NodeID), Address: hraft.ServerAddress(addr), Suffrage: hraft.Voter}}}
 	f, err := os.Open(path)

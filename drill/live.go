@@ -117,7 +117,6 @@ func (l *liveRun) preflight(ctx context.Context) error {
 	}
 	l.active, l.from = active, st.Geo.PrimarySite
 	d := l.run
-	d.r.Shape = nil
 	sites := map[string]int{}
 	var order []string
 	for _, n := range st.Geo.Nodes {

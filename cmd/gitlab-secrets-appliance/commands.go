@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -231,4 +232,44 @@ func addExitCodes(c *cli.Command) {
 	for _, s := range c.Subcommands {
 		addExitCodes(s)
 	}
+}
+
+// positional is the command's positional arguments, taking the flags an
+// operator wrote after them (`snapshot save FILE --address X`): urfave/cli
+// stops reading flags at the first argument.
+func positional(c *cli.Context) ([]string, error) {
+	args := c.Args().Slice()
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			out = append(out, a)
+			continue
+		}
+		var flag cli.Flag
+		for _, f := range c.Command.Flags {
+			for _, n := range f.Names() {
+				if n == name {
+					flag = f
+				}
+			}
+		}
+		if flag == nil {
+			return nil, exit(exitUsage, fmt.Errorf("flag provided but not defined: %s", a))
+		}
+		if _, isBool := flag.(*cli.BoolFlag); isBool && !hasValue {
+			value = "true"
+		} else if !hasValue {
+			if i+1 >= len(args) {
+				return nil, exit(exitUsage, fmt.Errorf("flag needs an argument: %s", a))
+			}
+			i++
+			value = args[i]
+		}
+		if err := c.Set(name, value); err != nil {
+			return nil, exit(exitUsage, fmt.Errorf("%s: %w", a, err))
+		}
+	}
+	return out, nil
 }
