@@ -102,11 +102,7 @@ func TestScheduledSnapshotFullDisk(t *testing.T) {
 	mnt := mountTmpfs(t, filepath.Join(dir, "snaps"), "64k")
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	listen := harness.FreeAddr(t, "127.0.0.1")
-	cfg := filepath.Join(dir, "appliance.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("node_id = \"node-1\"\ndata_dir = %q\nlistener {\n  address = %q\n  tls_disable = true\n}\nsnapshot {\n  interval = \"1s\"\n  directory = %q\n}\n",
-		filepath.Join(dir, "data"), listen, mnt)), 0o600)
-	addr := "http://" + listen
+	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", fmt.Sprintf("snapshot {\n  interval = \"1s\"\n  directory = %q\n}\n", mnt))
 	n := harness.StartNode(t, tr, bin, cfg, addr)
 	n.WaitServing(t, tr)
 	res := initCluster(t, bin, addr, "--shares", "1", "--threshold", "1")

@@ -7,7 +7,7 @@ const (
 	exitSealed      = 2  // status: the node answered but is sealed or not initialized
 	exitConfig      = 3  // the configuration is invalid, its data_dir is in use, or the FIPS self-check failed; nothing was started
 	exitUnreachable = 4  // no appliance answered at --address
-	exitUsage       = 64 // unknown command or flag, or a missing argument
+	exitUsage       = 64 // unknown command or flag, a missing argument, or a confirmation missing
 )
 
 const exitCodesHelp = `EXIT CODES:
@@ -17,7 +17,8 @@ const exitCodesHelp = `EXIT CODES:
    3   the configuration is invalid, or its data_dir is in use by another node, or a FIPS build
        runs with FIPS 140-3 mode off (or any build with GODEBUG=fips140=only); nothing was started
    4   no appliance answered at --address
-   64  unknown command or flag, or a missing argument`
+   64  unknown command or flag, or a missing argument, or a missing confirmation (geo promote
+       --force without --fenced-site, geo rejoin or snapshot restore without --yes)`
 
 // exitError carries an exit code out of a command's action.
 type exitError struct {
