@@ -33,6 +33,7 @@ type quietRule struct {
 var quietRules = []quietRule{
 	// The cluster listener before the TLS keyring (start, join).
 	{msg: "no TLS config found for ALPN", level: hclog.Debug},
+	{msg: "no TLS certs found for ALPN", level: hclog.Debug}, // its server-side twin
 	{msg: "cluster listener is already started", level: hclog.Debug},
 	// Init on Raft: the HA init lock's unlock after Raft was torn down.
 	{msg: "failed to unlock initialization lock", args: map[string]string{"error": "cannot find peer"}, level: hclog.Debug},

@@ -21,6 +21,7 @@ func TestQuietLogger(t *testing.T) {
 	raft.Warn("heartbeat timeout reached, starting election", "last-leader-addr", "", "last-leader-id", "")
 	raft.Warn("heartbeat timeout reached, starting election", "last-leader-addr", "10.0.0.1:8201", "last-leader-id", "gitlab-1")
 	l.Error("failed to unlock initialization lock", "error", "cannot find peer")
+	l.Named("core.cluster-listener").Warn("no TLS certs found for ALPN", "ALPN", []string{"raft_storage_v1"})
 	for range 5 {
 		raft.Error("failed to appendEntries to", "peer", "{Voter gitlab-2 10.0.0.2:8201}", "error", "connection refused")
 		now = now.Add(3 * time.Second)
@@ -34,6 +35,7 @@ func TestQuietLogger(t *testing.T) {
 		"[INFO]  storage.raft: heartbeat timeout reached",
 		"[WARN]  storage.raft: heartbeat timeout reached",
 		"", // the init lock line is at debug: not logged at info
+		"", // the cluster listener before Raft's handler: debug too
 		"[INFO]  storage.raft: failed to appendEntries to",
 		"[INFO]  storage.raft: failed to appendEntries to",
 		"[INFO]  storage.raft: failed to appendEntries to",
