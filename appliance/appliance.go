@@ -65,6 +65,7 @@ type Appliance struct {
 	started     time.Time
 
 	initMu          sync.Mutex   // one init at a time
+	initRunning     atomic.Bool  // an init holds initMu (its marker is not a leftover)
 	unsealMu        sync.Mutex   // the seal keeper's unseal and an operator's sys/seal exclude each other
 	gitlabBootstrap atomic.Value // string: how the GitLab bootstrap after init went
 

@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -69,6 +71,9 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		return nil, err
 	}
 	inited, err := a.core.Initialized(ctx)
+	if ierr := a.interruptedInit(err); ierr != nil {
+		return nil, ierr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the cluster's state: %w", err)
 	}
@@ -78,8 +83,18 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	if err := a.checkNoInterruptedInit(); err != nil {
 		return nil, err
 	}
+	// The marker stands until the answer is ready: a node killed before
+	// that (whatever OpenBao had written) says so at its next start
+	// instead of looking initialized with shares nobody ever saw.
+	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600, -1, -1); err != nil {
+		return nil, fmt.Errorf("init failed: %w", err)
+	}
+	a.initRunning.Store(true)
+	defer a.initRunning.Store(false)
 	shares, err := a.seal.Initialize(ctx, spec)
 	if err != nil {
+		atomicfile.Remove(marker)
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
 	res, err := a.core.Initialize(namespace.RootContext(ctx), &vault.InitParams{
@@ -88,6 +103,11 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 			SecretShares: rs, SecretThreshold: rt, PGPKeys: req.RecoveryPGPKeys,
 		},
 	})
+	if err == nil {
+		err = atomicfile.Remove(marker)
+	} else if has, herr := a.raft.HasState(); herr == nil && !has {
+		atomicfile.Remove(marker) // nothing was written: a clean refusal
+	}
 	if err != nil {
 		a.seal.ForgetInit()
 		if errors.Is(err, vault.ErrAlreadyInit) || strings.Contains(err.Error(), "already initialized") {
@@ -180,7 +200,42 @@ func (a *Appliance) checkNoInterruptedInit() error {
 			}
 		}
 	}
-	return fmt.Errorf("%w: an earlier init on this node stopped before it finished: Raft holds state but the cluster was never initialized, so no secret can be in it. "+
+	return a.errInterruptedInit()
+}
+
+// initMarker, in the data dir, stands while an init runs (see Init).
+const initMarker = "init-in-progress"
+
+// interruptedInit explains a node whose first init stopped before it
+// answered: the marker Init leaves stands, or OpenBao reports the state an
+// init killed between writing its barrier and its seal configuration
+// leaves (coreErr is core.Initialized's error). Once the operator deleted
+// the Raft state the marker is stale and goes.
+func (a *Appliance) interruptedInit(coreErr error) error {
+	if a.initRunning.Load() {
+		return nil
+	}
+	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	_, serr := os.Stat(marker)
+	halfInit := coreErr != nil && strings.Contains(coreErr.Error(), "barrier reports initialized but no seal configuration found")
+	if serr != nil && !halfInit {
+		return nil
+	}
+	has, err := a.raft.HasState()
+	if err != nil {
+		return nil
+	}
+	if !has {
+		if serr == nil {
+			atomicfile.Remove(marker)
+		}
+		return nil
+	}
+	return a.errInterruptedInit()
+}
+
+func (a *Appliance) errInterruptedInit() error {
+	return fmt.Errorf("%w: an earlier init on this node stopped before it finished: its answer (the shares, recovery keys and root token) never left this node, so nobody can use this cluster and no secret can be in it. "+
 		"To start over: stop this node, delete %s and %s, start it again and run init",
 		ErrInterruptedInit, filepath.Join(a.cfg.DataDir, "raft"), filepath.Join(a.cfg.DataDir, "vault.db"))
 }

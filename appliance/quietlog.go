@@ -35,6 +35,8 @@ var quietRules = []quietRule{
 	{msg: "no TLS config found for ALPN", level: hclog.Debug},
 	{msg: "no TLS certs found for ALPN", level: hclog.Debug}, // its server-side twin
 	{msg: "cluster listener is already started", level: hclog.Debug},
+	// Every status, health or summary read before init asks the core.
+	{msg: "security barrier not initialized", level: hclog.Debug},
 	// Init on Raft: the HA init lock's unlock after Raft was torn down.
 	{msg: "failed to unlock initialization lock", args: map[string]string{"error": "cannot find peer"}, level: hclog.Debug},
 	// Init: postUnseal upgrades the seal keys before the recovery key exists.
@@ -75,13 +77,16 @@ type quieter struct {
 
 // level is the level msg is logged at.
 func (q *quieter) level(level hclog.Level, msg string, args []any) hclog.Level {
-	if level < hclog.Warn {
+	if level < hclog.Info {
 		return level
 	}
 	for _, r := range quietRules {
 		if strings.HasPrefix(msg, r.msg) && argsMatch(args, r.args) {
-			return r.level
+			return min(level, r.level) // a rule never raises
 		}
+	}
+	if level < hclog.Warn {
+		return level
 	}
 	for prefix, arg := range peerMessages {
 		if strings.HasPrefix(msg, prefix) {

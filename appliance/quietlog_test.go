@@ -22,6 +22,7 @@ func TestQuietLogger(t *testing.T) {
 	raft.Warn("heartbeat timeout reached, starting election", "last-leader-addr", "10.0.0.1:8201", "last-leader-id", "gitlab-1")
 	l.Error("failed to unlock initialization lock", "error", "cannot find peer")
 	l.Named("core.cluster-listener").Warn("no TLS certs found for ALPN", "ALPN", []string{"raft_storage_v1"})
+	l.Named("core").Info("security barrier not initialized")
 	for range 5 {
 		raft.Error("failed to appendEntries to", "peer", "{Voter gitlab-2 10.0.0.2:8201}", "error", "connection refused")
 		now = now.Add(3 * time.Second)
@@ -36,6 +37,7 @@ func TestQuietLogger(t *testing.T) {
 		"[WARN]  storage.raft: heartbeat timeout reached",
 		"", // the init lock line is at debug: not logged at info
 		"", // the cluster listener before Raft's handler: debug too
+		"", // a status read before init: debug
 		"[INFO]  storage.raft: failed to appendEntries to",
 		"[INFO]  storage.raft: failed to appendEntries to",
 		"[INFO]  storage.raft: failed to appendEntries to",

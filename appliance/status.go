@@ -45,6 +45,9 @@ type Status struct {
 	// GitLabBootstrap is how the GitLab bootstrap after init went on this
 	// node: running, applied, or why not.
 	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
+	// InitInterrupted says what to do on a node whose first init was
+	// killed half-way (it then reads uninitialized).
+	InitInterrupted string `json:"init_interrupted,omitempty"`
 	// Disk is the data dir's free space; writes are refused while it is low.
 	Disk          DiskStatus `json:"disk"`
 	UptimeSeconds int64      `json:"uptime_seconds"`
@@ -90,7 +93,11 @@ func (a *Appliance) Status(ctx context.Context) Status {
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
 	st.Disk = a.disk.status()
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
-	st.Initialized, _ = a.core.Initialized(ctx)
+	var err error
+	st.Initialized, err = a.core.Initialized(ctx)
+	if ierr := a.interruptedInit(err); ierr != nil {
+		st.InitInterrupted = ierr.Error()
+	}
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
 	a.raftH.with(func(r *hraft.Raft) {
 		st.Raft.CommitIndex = r.CommitIndex()

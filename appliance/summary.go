@@ -29,6 +29,9 @@ func (s Status) Summary() string {
 	var head string
 	switch s.State {
 	case StateUninitialized:
+		if s.InitInterrupted != "" {
+			return "uninitialized: " + s.InitInterrupted
+		}
 		return "uninitialized: waiting for `gitlab-secrets-appliance init` (a new cluster) or to join one (raft.retry_join)"
 	case StateSealed:
 		return "sealed: " + s.sealedWaitsFor()

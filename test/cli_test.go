@@ -33,7 +33,9 @@ type statusOutput struct {
 	Initialized bool   `json:"initialized"`
 	Sealed      bool   `json:"sealed"`
 	NodeID      string `json:"node_id"`
-	Raft        struct {
+	// InitInterrupted: the first init stopped before it answered.
+	InitInterrupted string `json:"init_interrupted"`
+	Raft            struct {
 		Voter            bool   `json:"voter"`
 		Peers            int    `json:"peers"`
 		HeartbeatTimeout string `json:"heartbeat_timeout"`

@@ -144,6 +144,7 @@ func printStatus(w io.Writer, st appliance.Status) {
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
 	row("Node", st.NodeID)
 	row("State", st.State)
+	row("Summary", st.Summary())
 	row("Initialized", st.Initialized)
 	row("Sealed", st.Sealed)
 	for _, m := range st.Seal.Mechanisms {

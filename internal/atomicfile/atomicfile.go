@@ -43,3 +43,17 @@ func WriteFile(path string, data []byte, perm os.FileMode, uid, gid int) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Remove removes path and syncs its directory, so that a crash after it
+// returns cannot bring the file back. A missing file is not an error.
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,91 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	baoraft "github.com/openbao/openbao/physical/raft"
+)
+
+// TestInitKilledBetweenBarrierAndSealConfig: OpenBao's init writes the
+// barrier's keyring, then the seal configuration. A node killed between
+// the two (CI met it once) made every later init fail with OpenBao's
+// "barrier reports initialized but no seal configuration found". The
+// state is made here exactly: a finished init with the seal configuration
+// taken out of the FSM offline.
+func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
+	log := &syncBuffer{}
+	cfg := testConfig(t, log)
+	a := startNode(t, cfg)
+	initAndUnseal(t, a)
+	a.Close()
+
+	fsm, err := baoraft.NewFSM(cfg.DataDir, cfg.NodeID, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fsm.Delete(context.Background(), "core/seal-config"); err != nil {
+		t.Fatal(err)
+	}
+	fsm.Close()
+
+	b := startNode(t, cfg)
+	ctx := context.Background()
+	st := b.Status(ctx)
+	if st.State != StateUninitialized || !strings.Contains(st.InitInterrupted, "stopped before it finished") {
+		t.Fatalf("status: state %s, init_interrupted %q", st.State, st.InitInterrupted)
+	}
+	if sum := st.Summary(); !strings.Contains(sum, "delete") {
+		t.Fatalf("summary does not say what to do: %s", sum)
+	}
+	if _, err := b.Init(ctx, InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) || !strings.Contains(err.Error(), "vault.db") {
+		t.Fatalf("init: want the interrupted init explained, got %v", err)
+	}
+}
+
+// TestInitMarker: a node killed after OpenBao's init wrote everything but
+// before the answer left it looks initialized, and nobody holds its shares
+// or root token. The marker Init leaves until the answer is ready says so;
+// once the operator deleted the Raft state, init works and the stale
+// marker goes.
+func TestInitMarker(t *testing.T) {
+	cfg := testConfig(t, &syncBuffer{})
+	a := startNode(t, cfg)
+	initAndUnseal(t, a)
+	marker := filepath.Join(cfg.DataDir, initMarker)
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the marker outlived a finished init: %v", err)
+	}
+	a.Close()
+	if err := os.WriteFile(marker, []byte("killed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	b := startNode(t, cfg)
+	ctx := context.Background()
+	if st := b.Status(ctx); !st.Initialized || !strings.Contains(st.InitInterrupted, "never left this node") {
+		t.Fatalf("status: initialized %v, init_interrupted %q", st.Initialized, st.InitInterrupted)
+	}
+	if _, err := b.Init(ctx, InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) {
+		t.Fatalf("init: want the interrupted init explained, got %v", err)
+	}
+	b.Close()
+	for _, p := range []string{"raft", "vault.db"} {
+		if err := os.RemoveAll(filepath.Join(cfg.DataDir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startNode(t, cfg)
+	if st := c.Status(ctx); st.Initialized || st.InitInterrupted != "" {
+		t.Fatalf("after the advice: initialized %v, init_interrupted %q", st.Initialized, st.InitInterrupted)
+	}
+	initAndUnseal(t, c)
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the stale marker stayed: %v", err)
+	}
+}
