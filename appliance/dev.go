@@ -74,6 +74,9 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 	info := &DevInfo{RootTokenFile: filepath.Join(a.cfg.DataDir, DevRootTokenFile)}
 	keyFile := filepath.Join(a.cfg.DataDir, DevUnsealKeyFile)
 	inited, err := a.core.Initialized(ctx)
+	if ierr := a.interruptedInit(err); ierr != nil {
+		return nil, ierr
+	}
 	if err != nil {
 		return nil, err
 	}
