@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
@@ -43,22 +44,11 @@ func (s *syncBuffer) String() string {
 // after it free too (for the cluster listener).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().(*net.TCPAddr)
-		l.Close()
-		next, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", addr.Port+1))
-		if err != nil {
-			continue
-		}
-		next.Close()
-		return addr.String()
+	port, err := freeport.Pair("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port pair on 127.0.0.1")
-	return ""
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 func testConfig(t *testing.T, log *syncBuffer) *Config {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 )
 
 // The throwaway cluster's shape, addresses, configs and seal.
@@ -26,11 +27,11 @@ func (d *run) layout() error {
 		for j := range s.Nodes {
 			h := fmt.Sprintf("127.0.0.%d", host)
 			host++
-			api, err := freePort(h)
+			api, err := freeport.Port(h)
 			if err != nil {
 				return err
 			}
-			cl, err := freePort(h)
+			cl, err := freeport.Port(h)
 			if err != nil {
 				return err
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,16 +34,6 @@ type node struct {
 }
 
 var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
-
-// freePort is a port free on host now.
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 )
 
 // target is one server under measurement: the appliance or the stock
@@ -266,19 +268,6 @@ func (t *target) rssBytes() (int64, error) {
 }
 
 func freePortPair() (string, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		n, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		if err != nil {
-			continue
-		}
-		n.Close()
-		return fmt.Sprintf("127.0.0.1:%d", port), nil
-	}
-	return "", fmt.Errorf("no free port pair on 127.0.0.1")
+	port, err := freeport.Pair("127.0.0.1")
+	return fmt.Sprintf("127.0.0.1:%d", port), err
 }

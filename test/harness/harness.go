@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 )
 
 // EnvBinary names a prebuilt binary to test instead of building one.
@@ -98,22 +99,11 @@ func moduleRoot() (string, error) {
 // next one (the cluster port) free.
 func FreeAddr(t testing.TB, host string) string {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		next, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port+1)))
-		if err != nil {
-			continue
-		}
-		next.Close()
-		return net.JoinHostPort(host, fmt.Sprint(port))
+	port, err := freeport.Pair(host)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no free port pair on %s", host)
-	return ""
+	return net.JoinHostPort(host, fmt.Sprint(port))
 }
 
 // Eventually polls cond until it holds or the deadline passes.
