@@ -104,7 +104,11 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		},
 	})
 	if err == nil {
-		err = atomicfile.Remove(marker)
+		if rerr := atomicfile.Remove(marker); rerr != nil {
+			// The answer must not be lost for this: the operator gets it,
+			// and the next start would claim an interrupted init.
+			a.logger.Error("init finished but its marker could not be removed: remove it by hand before restarting this node", "path", marker, "error", rerr)
+		}
 	} else if has, herr := a.raft.HasState(); herr == nil && !has {
 		atomicfile.Remove(marker) // nothing was written: a clean refusal
 	}

@@ -45,8 +45,8 @@ type Status struct {
 	// GitLabBootstrap is how the GitLab bootstrap after init went on this
 	// node: running, applied, or why not.
 	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
-	// InitInterrupted says what to do on a node whose first init was
-	// killed half-way (it then reads uninitialized).
+	// InitInterrupted says what to do on a node whose first init stopped
+	// before it answered (the node may read initialized or not).
 	InitInterrupted string `json:"init_interrupted,omitempty"`
 	// Disk is the data dir's free space; writes are refused while it is low.
 	Disk          DiskStatus `json:"disk"`
