@@ -73,10 +73,10 @@ func StartDev(ctx context.Context, opts DevOptions) (*Appliance, *DevInfo, error
 func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 	info := &DevInfo{RootTokenFile: filepath.Join(a.cfg.DataDir, DevRootTokenFile)}
 	keyFile := filepath.Join(a.cfg.DataDir, DevUnsealKeyFile)
-	inited, err := a.core.Initialized(ctx)
-	if ierr := a.interruptedInit(err); ierr != nil {
-		return nil, ierr
+	if err := a.interruptedInit(); err != nil {
+		return nil, err
 	}
+	inited, err := a.core.Initialized(ctx)
 	if err != nil {
 		return nil, err
 	}

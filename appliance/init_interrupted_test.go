@@ -17,7 +17,7 @@ import (
 // the two (CI met it once) made every later init fail with OpenBao's
 // "barrier reports initialized but no seal configuration found". The
 // state is made here exactly: a finished init with the seal configuration
-// taken out of the FSM offline.
+// taken out of the FSM offline, and the marker an unfinished init leaves.
 func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
@@ -33,6 +33,9 @@ func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsm.Close()
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, initMarker), []byte("killed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	b := startNode(t, cfg)
 	ctx := context.Background()

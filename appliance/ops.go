@@ -70,10 +70,10 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	if err != nil {
 		return nil, err
 	}
-	inited, err := a.core.Initialized(ctx)
-	if ierr := a.interruptedInit(err); ierr != nil {
-		return nil, ierr
+	if err := a.interruptedInit(); err != nil {
+		return nil, err
 	}
+	inited, err := a.core.Initialized(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the cluster's state: %w", err)
 	}
@@ -211,26 +211,19 @@ func (a *Appliance) checkNoInterruptedInit() error {
 const initMarker = "init-in-progress"
 
 // interruptedInit explains a node whose first init stopped before it
-// answered: the marker Init leaves stands, or OpenBao reports the state an
-// init killed between writing its barrier and its seal configuration
-// leaves (coreErr is core.Initialized's error). Once the operator deleted
-// the Raft state the marker is stale and goes.
-func (a *Appliance) interruptedInit(coreErr error) error {
+// answered, wherever OpenBao was (between its barrier and its seal
+// configuration, core.Initialized fails): the marker Init leaves stands.
+// Once the operator deleted the Raft state the marker is stale and goes.
+func (a *Appliance) interruptedInit() error {
 	if a.initRunning.Load() {
 		return nil
 	}
 	marker := filepath.Join(a.cfg.DataDir, initMarker)
-	_, serr := os.Stat(marker)
-	halfInit := coreErr != nil && strings.Contains(coreErr.Error(), "barrier reports initialized but no seal configuration found")
-	if serr != nil && !halfInit {
+	if _, err := os.Stat(marker); err != nil {
 		return nil
 	}
-	has, err := a.raft.HasState()
-	if err != nil {
-		return nil
-	}
-	if !has {
-		if serr == nil {
+	if has, err := a.raft.HasState(); err != nil || !has {
+		if err == nil {
 			atomicfile.Remove(marker)
 		}
 		return nil

@@ -93,10 +93,9 @@ func (a *Appliance) Status(ctx context.Context) Status {
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
 	st.Disk = a.disk.status()
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
-	var err error
-	st.Initialized, err = a.core.Initialized(ctx)
-	if ierr := a.interruptedInit(err); ierr != nil {
-		st.InitInterrupted = ierr.Error()
+	st.Initialized, _ = a.core.Initialized(ctx)
+	if err := a.interruptedInit(); err != nil {
+		st.InitInterrupted = err.Error()
 	}
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
 	a.raftH.with(func(r *hraft.Raft) {
