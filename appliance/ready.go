@@ -303,9 +303,7 @@ func (w *leaderWatch) changed() <-chan struct{} {
 // bound is r with a context cancelled at the next change; call done when
 // the request is over. cut reports whether the change cancelled it.
 func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
-	w.mu.Lock()
-	ch := w.ch
-	w.mu.Unlock()
+	ch := w.changed()
 	ctx, cancel := context.WithCancel(r.Context())
 	var byChange atomic.Bool
 	go func() {
