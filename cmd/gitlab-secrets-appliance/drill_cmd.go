@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
 )
 
 func drillCommand() *cli.Command {
@@ -114,7 +115,7 @@ func nodeEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if name == "NOTIFY_SOCKET" || name == "WATCHDOG_USEC" || name == "WATCHDOG_PID" || name == envToken {
+		if name == systemd.EnvNotifySocket || name == systemd.EnvWatchdogUsec || name == systemd.EnvWatchdogPID || name == envToken {
 			continue
 		}
 		out = append(out, kv)
