@@ -146,12 +146,15 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			active = rd.active
 		}
 		// Answers OpenBao gives while the leader changes under a request
-		// become what they are: the request is sent again once the node
-		// is ready (nothing was done), or a 503 says the outcome of a write
-		// is unknown. See heldAnswer.
+		// become what they are (see heldAnswer and the README's Readiness
+		// and faults): a request nothing was done for is sent again once
+		// the node is ready; a read is sent again whatever happened to it;
+		// a write that may have reached the active node is never sent
+		// again: its client is told that its outcome is unknown.
+		read := isRead(r, path)
 		var body []byte
 		replay := false
-		if !active {
+		if !active || read {
 			body, replay = bufferBody(r)
 		}
 		noForward := r.Header.Get("X-Vault-No-Request-Forwarding") != "" || strings.HasPrefix(path, "sys/storage/raft/snapshot")
@@ -176,19 +179,15 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			case kind == answerAsIs:
 				h.release()
 				return
-			case kind == writeInDoubt:
-				writeError(w, http.StatusServiceUnavailable, errors.New("the active node lost its leadership while committing this request: it may or may not have been applied; retry it"))
+			case !read && kind != notForwarded:
+				writeError(w, http.StatusServiceUnavailable, errOutcomeUnknown)
 				return
-			case !replay || attempt == 2 || orig.Context().Err() != nil:
-				if kind == forwardFailed {
-					h.release() // OpenBao's redirect to the leader, as it would answer
-				} else {
-					writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: the active node changed while the request was forwarded; retry in a moment or use another node"))
-				}
+			case !replay || attempt == maxReplays || orig.Context().Err() != nil:
+				writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: the active node changed while the request was handled (it was not applied); retry in a moment or use another node"))
 				return
 			}
-			// Nothing was done: once the node is ready again and hears from
-			// a leader, send the request again.
+			// Nothing was done, or a read: once the node is ready again and
+			// hears from a leader, send the request again.
 			if rd := a.waitFresh(orig, failed, time.Now().Add(readyHold)); !rd.Ready {
 				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
 				return
@@ -196,6 +195,27 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			orig.Body = io.NopCloser(bytes.NewReader(body))
 		}
 	})
+}
+
+// maxReplays is how many times the gate sends a request again.
+const maxReplays = 2
+
+// errOutcomeUnknown answers a write that may have reached the active node
+// when the leader changed under it: it was applied once or not at all,
+// and only a read can tell which.
+var errOutcomeUnknown = errors.New("outcome unknown: the active node changed while this request was being applied; it may or may not have been applied (it was not sent again); check before retrying it")
+
+// isRead reports whether r only reads, so that sending it again cannot
+// apply anything twice: GET, HEAD and LIST, except a GET that issues a
+// credential (a database plugin's creds/<role>), which is a write.
+func isRead(r *http.Request, path string) bool {
+	switch r.Method {
+	case http.MethodGet:
+		return !strings.HasPrefix(path, "creds/") && !strings.Contains(path, "/creds/")
+	case http.MethodHead, "LIST":
+		return true
+	}
+	return false
 }
 
 // leaderWatch tells the requests a standby forwards that the leader they
@@ -367,10 +387,10 @@ func bufferBody(r *http.Request) ([]byte, bool) {
 
 // What a held answer turns out to be.
 const (
-	answerAsIs    = iota // any answer but those below
-	leaderUnknown        // 500 "active cluster node not found", Raft's "not the leader" or "leadership transfer in progress": nothing was done
-	forwardFailed        // 307 from a standby whose forward to the active node failed
-	writeInDoubt         // 500 "leadership lost while committing log": maybe applied
+	answerAsIs   = iota // any answer but those below
+	notForwarded        // 500 "active cluster node not found": refused before anything was done or forwarded
+	mayHaveDone         // a failed forward (OpenBao's 307 or 503 "no active Vault instance found" after it), Raft's "not the leader" or "leadership transfer in progress": a read is sent again, a write's outcome is unknown
+	writeInDoubt        // 500 "leadership lost while committing log": maybe applied
 )
 
 // heldAnswer holds OpenBao's 307 and 500 answers (headers and body) until
@@ -390,7 +410,7 @@ func (h *heldAnswer) WriteHeader(code int) {
 	if h.wrote || h.code != 0 {
 		return
 	}
-	if code == http.StatusTemporaryRedirect || code == http.StatusInternalServerError {
+	if code == http.StatusTemporaryRedirect || code == http.StatusInternalServerError || code == http.StatusServiceUnavailable {
 		h.code = code
 		return
 	}
@@ -442,16 +462,27 @@ func (h *heldAnswer) release() {
 
 // kind says what the held answer is; noForward: the request did not want
 // forwarding, so a redirect is the answer.
+//
+// OpenBao's forwardRequest answers a redirect (or 503 "no active Vault
+// instance found", when it knows no leader any more) for every failed
+// forward, whether the active node received the request or not, and
+// Raft's "not the leader" may come after a request's earlier writes were
+// committed: only "active cluster node not found", answered before any
+// forward, proves that nothing was done.
 func (h *heldAnswer) kind(noForward bool) int {
+	body := h.body.Bytes()
 	switch {
 	case h.wrote || h.code == 0:
 		return answerAsIs
 	case h.code == http.StatusTemporaryRedirect && !noForward:
-		return forwardFailed
-	case h.code == http.StatusInternalServerError && (bytes.Contains(h.body.Bytes(), []byte(leaderNotFound)) ||
-		bytes.Contains(h.body.Bytes(), []byte(raftNotLeader)) || bytes.Contains(h.body.Bytes(), []byte(raftTransferring))):
-		return leaderUnknown
-	case h.code == http.StatusInternalServerError && bytes.Contains(h.body.Bytes(), []byte("leadership lost while committing log")):
+		return mayHaveDone
+	case h.code == http.StatusServiceUnavailable && bytes.Contains(body, []byte(noActiveFound)) && !noForward:
+		return mayHaveDone
+	case h.code == http.StatusInternalServerError && bytes.Contains(body, []byte(leaderNotFound)):
+		return notForwarded
+	case h.code == http.StatusInternalServerError && (bytes.Contains(body, []byte(raftNotLeader)) || bytes.Contains(body, []byte(raftTransferring))):
+		return mayHaveDone
+	case h.code == http.StatusInternalServerError && bytes.Contains(body, []byte("leadership lost while committing log")):
 		return writeInDoubt
 	}
 	return answerAsIs
@@ -459,12 +490,14 @@ func (h *heldAnswer) kind(noForward bool) int {
 
 const (
 	leaderNotFound = "active cluster node not found"
-	// raftNotLeader is hashicorp/raft's ErrNotLeader: the entry was not
-	// appended, nothing was done.
+	// noActiveFound is OpenBao's respondStandby without a known leader.
+	noActiveFound = "no active Vault instance found"
+	// raftNotLeader is hashicorp/raft's ErrNotLeader: this entry was not
+	// appended (the request's earlier ones may have been).
 	raftNotLeader = "node is not the leader"
 	// raftTransferring is hashicorp/raft's ErrLeadershipTransferInProgress
-	// (the Geo reconciler moves leadership): refused before it was
-	// appended, nothing was done.
+	// (the Geo reconciler moves leadership): this entry was refused (the
+	// request's earlier ones may have been committed).
 	raftTransferring = "leadership transfer in progress"
 )
 

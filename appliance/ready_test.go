@@ -20,13 +20,16 @@ func TestHeldAnswer(t *testing.T) {
 		noForward  bool
 		kind       int
 	}{
-		{"leader not found", `{"errors":["local node not active but active cluster node not found"]}` + "\n", 500, false, leaderUnknown},
-		{"raft not the leader", `{"errors":["1 error occurred:\n\t* node is not the leader\n\n"]}` + "\n", 500, false, leaderUnknown},
-		{"raft transferring leadership", `{"errors":["1 error occurred:\n\t* leadership transfer in progress\n\n"]}` + "\n", 500, false, leaderUnknown},
+		{"leader not found", `{"errors":["local node not active but active cluster node not found"]}` + "\n", 500, false, notForwarded},
+		{"raft not the leader", `{"errors":["1 error occurred:\n\t* node is not the leader\n\n"]}` + "\n", 500, false, mayHaveDone},
+		{"raft transferring leadership", `{"errors":["1 error occurred:\n\t* leadership transfer in progress\n\n"]}` + "\n", 500, false, mayHaveDone},
 		{"leadership lost", `{"errors":["1 error occurred:\n\t* leadership lost while committing log\n\n"]}` + "\n", 500, false, writeInDoubt},
 		{"another 500", `{"errors":["internal error"]}` + "\n", 500, false, answerAsIs},
-		{"a forward that failed", "", 307, false, forwardFailed},
+		{"a forward that failed", "", 307, false, mayHaveDone},
 		{"a redirect asked for", "", 307, true, answerAsIs},
+		{"a forward that failed, no leader left", `{"errors":["no active Vault instance found"]}` + "\n", 503, false, mayHaveDone},
+		{"no leader, no forward asked for", `{"errors":["no active Vault instance found"]}` + "\n", 503, true, answerAsIs},
+		{"sealed", `{"errors":["Vault is sealed"]}` + "\n", 503, false, answerAsIs},
 		{"a long 500", strings.Repeat("x", 70<<10), 500, false, answerAsIs},
 		{"200", `{"data":{}}`, 200, false, answerAsIs},
 	} {
@@ -81,4 +84,28 @@ func TestReplicationIsNotPipelined(t *testing.T) {
 		})
 		return !piped
 	})
+}
+
+// Only requests that cannot apply anything are sent again whatever
+// happened to them.
+func TestIsRead(t *testing.T) {
+	for _, tc := range []struct {
+		method, path string
+		read         bool
+	}{
+		{"GET", "kv/data/x", true},
+		{"HEAD", "sys/mounts", true},
+		{"LIST", "kv/metadata/", true},
+		{"GET", "database/creds/readonly", false},
+		{"GET", "creds/role", false},
+		{"PUT", "kv/data/x", false},
+		{"POST", "auth/token/create", false},
+		{"DELETE", "kv/data/x", false},
+		{"PATCH", "kv/data/x", false},
+	} {
+		r := httptest.NewRequest(tc.method, "/v1/"+tc.path, nil)
+		if got := isRead(r, tc.path); got != tc.read {
+			t.Errorf("%s %s: read %v, want %v", tc.method, tc.path, got, tc.read)
+		}
+	}
 }

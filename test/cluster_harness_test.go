@@ -3,9 +3,11 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +40,9 @@ type member struct {
 	id, host, cfg, addr string
 	n                   *harness.Node
 	netHost             *harness.Host // its network namespace, if the cluster has a Net
+	// proxy relays the other nodes' connections to its cluster port (the
+	// cluster_addr it advertises), if the cluster has fault proxies.
+	proxy *harness.FaultProxy
 }
 
 // clusterOptions shape a cluster.
@@ -50,6 +55,10 @@ type clusterOptions struct {
 	seals func(i int, dir string) string
 	// net runs each node in its own network namespace (harness.NewNet).
 	net *harness.Net
+	// faultProxies puts a harness.FaultProxy in front of every node's
+	// cluster port (loopback clusters only): the tests can lose the
+	// answers a node sends its peers.
+	faultProxies bool
 	// geo puts the nodes in Geo sites: the nodes join through the
 	// topology and the reconciler decides who votes.
 	geo *geoLayout
@@ -127,6 +136,10 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 			seal = opts.seals(i, dir)
 		}
 		extra := opts.extra
+		if opts.faultProxies {
+			m.proxy = harness.NewFaultProxy(t, m.host+":0", clusterPort(m.addr))
+			extra += fmt.Sprintf("cluster_addr = %q\n", "https://"+m.proxy.Addr)
+		}
 		if opts.geo != nil {
 			ca := ""
 			if c.ca != nil {
@@ -280,6 +293,13 @@ func (c *cluster) httpClient() *http.Client {
 		tr.TLSClientConfig = c.ca.ClientTLS()
 	}
 	return &http.Client{Timeout: 5 * time.Second, Transport: tr}
+}
+
+// clusterPort is the cluster port beside an API address (its port + 1).
+func clusterPort(apiURL string) string {
+	host, port, _ := net.SplitHostPort(hostPort(apiURL))
+	p, _ := strconv.Atoi(port)
+	return net.JoinHostPort(host, strconv.Itoa(p+1))
 }
 
 // hostPort is a URL's host:port.
