@@ -227,8 +227,20 @@ func newApp() *cli.App {
 	return app
 }
 
+// addExitCodes puts the exit codes in c's help, and gives a command that
+// only groups subcommands an action: without a subcommand, or with an
+// unknown one, it prints its help and exits 64 (a missing argument).
 func addExitCodes(c *cli.Command) {
 	c.CustomHelpTemplate = cli.CommandHelpTemplate + "\n" + exitCodesHelp + "\n"
+	if len(c.Subcommands) > 0 && c.Action == nil {
+		c.Action = func(ctx *cli.Context) error {
+			if ctx.NArg() > 0 {
+				return exit(exitUsage, fmt.Errorf("unknown command %q for %s; run %s %s --help for the list", ctx.Args().First(), c.Name, ctx.App.Name, c.Name))
+			}
+			cli.ShowSubcommandHelp(ctx)
+			return exit(exitUsage, fmt.Errorf("%s needs a subcommand", c.Name))
+		}
+	}
 	for _, s := range c.Subcommands {
 		addExitCodes(s)
 	}

@@ -66,9 +66,11 @@ func sealAction(op string) cli.ActionFunc {
 }
 
 // checkCounts refuses negative or oversized share counts, by flag name.
+// checkCounts refuses a count flag given out of 1 to 255: a flag left
+// out takes the default, one given as 0 is a mistake, not a default.
 func checkCounts(c *cli.Context, flags ...string) error {
 	for _, f := range flags {
-		if v := c.Int(f); v < 0 || v > 255 {
+		if v := c.Int(f); c.IsSet(f) && (v < 1 || v > 255) {
 			return exit(exitUsage, fmt.Errorf("--%s %d: use 1 to 255 (or leave it out for the default)", f, v))
 		}
 	}
