@@ -3,6 +3,7 @@ module gitlab.com/gitlab-org/gitlab-secrets-appliance
 go 1.26.0
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/go-jose/go-jose/v4 v4.1.2
 	github.com/hashicorp/cli v1.1.7

@@ -18,7 +18,10 @@ import (
 // The fault campaign: a 3-node cluster (two nodes unseal by the HSM, one
 // by shares) under 6 writers (2 per node) and a reader per node, and one fault per
 // round. Every round ends with every acknowledged write read back; no
-// write may be lost and no node may answer 500. GSA_CHAOS_ROUNDS sets the
+// write may be lost and no node may answer 500. Each round also runs 9
+// register clients (reads, unique writes, check-and-set on 4 new keys,
+// see registers): their history must be linearizable, with indeterminate
+// operations kept, and every stored version written at most once. GSA_CHAOS_ROUNDS sets the
 // rounds (`make chaos ROUNDS=50`); `make test` runs one round of each
 // fault.
 func TestChaos(t *testing.T) {
@@ -56,6 +59,7 @@ func TestChaos(t *testing.T) {
 			continue
 		}
 		c.waitHealthy(hc, l)
+		regs := startRegisters(c, fmt.Sprintf("lin-r%d", r+1), 4, 9)
 		start := time.Now()
 		before := l.snapshotKinds()
 		res := f.run(c, hc)
@@ -63,9 +67,13 @@ func TestChaos(t *testing.T) {
 		res.fault, res.gap = f.name, l.maxGap(start, time.Now())
 		res.answers = l.kindsSince(before)
 		res.acked, res.lost = l.verify(t, c.leader())
+		res.lin = regs.check(t, c.leader())
 		results = append(results, res)
-		t.Logf("round %2d %-28s gap %6s  not ready %-16s acked %4d lost %d  %s", r+1, f.name,
-			res.gap.Round(time.Millisecond), res.notReadyText(), res.acked, res.lost, res.answers)
+		t.Logf("round %2d %-28s gap %6s  not ready %-16s acked %4d lost %d  ops %d (indeterminate %d %v, versions %d, violations %d)  %s", r+1, f.name,
+			res.gap.Round(time.Millisecond), res.notReadyText(), res.acked, res.lost, res.lin.ops, res.lin.unknown, res.lin.why, res.lin.versions, len(res.lin.problems), res.answers)
+		for _, p := range res.lin.problems {
+			t.Errorf("round %d (%s): %s", r+1, f.name, p)
+		}
 		r++
 	}
 	l.stop()
@@ -94,6 +102,7 @@ type chaosRound struct {
 	notReady    []time.Duration // per restarted node: from its start to ready
 	acked, lost int
 	answers     string
+	lin         regResult // the registers' history and audit
 }
 
 func (r chaosRound) notReadyText() string {
@@ -275,21 +284,22 @@ func chaosSummary(results []chaosRound) string {
 		byFault[r.fault] = append(byFault[r.fault], r)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-28s %6s %10s %10s %12s %12s %8s %5s\n", "fault", "rounds", "gap p50", "gap max", "notready p50", "notready max", "acked", "lost")
-	var acked, lost int
+	fmt.Fprintf(&b, "\n%-28s %6s %10s %10s %12s %12s %8s %5s %8s %6s %5s\n", "fault", "rounds", "gap p50", "gap max", "notready p50", "notready max", "acked", "lost", "reg ops", "indet", "viol")
+	var acked, lost, ops, indet, viol int
 	for _, f := range order {
 		var gaps, nr []time.Duration
-		a, lo := 0, 0
+		a, lo, o, in, v := 0, 0, 0, 0, 0
 		for _, r := range byFault[f] {
 			gaps = append(gaps, r.gap)
 			nr = append(nr, r.notReady...)
 			a, lo = max(a, r.acked), lo+r.lost
+			o, in, v = o+r.lin.ops, in+r.lin.unknown, v+len(r.lin.problems)
 		}
-		acked, lost = max(acked, a), lost+lo
-		fmt.Fprintf(&b, "%-28s %6d %10s %10s %12s %12s %8d %5d\n", f, len(byFault[f]),
-			median(gaps), maxOf(gaps), median(nr), maxOf(nr), a, lo)
+		acked, lost, ops, indet, viol = max(acked, a), lost+lo, ops+o, indet+in, viol+v
+		fmt.Fprintf(&b, "%-28s %6d %10s %10s %12s %12s %8d %5d %8d %6d %5d\n", f, len(byFault[f]),
+			median(gaps), maxOf(gaps), median(nr), maxOf(nr), a, lo, o, in, v)
 	}
-	fmt.Fprintf(&b, "total: %d rounds, %d keys acknowledged, %d lost\n", len(results), acked, lost)
+	fmt.Fprintf(&b, "total: %d rounds, %d keys acknowledged, %d lost; %d register operations, %d indeterminate, %d violations\n", len(results), acked, lost, ops, indet, viol)
 	return b.String()
 }
 
