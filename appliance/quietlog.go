@@ -37,6 +37,13 @@ var quietRules = []quietRule{
 	{msg: "cluster listener is already started", level: hclog.Debug},
 	// Every status, health or summary read before init asks the core.
 	{msg: "security barrier not initialized", level: hclog.Debug},
+	// The only voter stepping down as it stops: Raft finds nobody to hand
+	// the leadership to.
+	{msg: "unlocking HA lock failed", args: map[string]string{"error": "cannot find peer"}, level: hclog.Debug},
+	// A leader that handed its leadership over as it stops (or lost it):
+	// the new leader advertises itself, the old one has nothing to clear.
+	{msg: "clearing leader advertisement failed", args: map[string]string{"error": "node is not the leader"}, level: hclog.Info},
+	{msg: "unlocking HA lock failed", args: map[string]string{"error": "node is not the leader"}, level: hclog.Info},
 	// Init on Raft: the HA init lock's unlock after Raft was torn down.
 	{msg: "failed to unlock initialization lock", args: map[string]string{"error": "cannot find peer"}, level: hclog.Debug},
 	// Init: postUnseal upgrades the seal keys before the recovery key exists.

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,7 +74,9 @@ func (a *Appliance) readiness() Readiness {
 			return notReady("stepping down: Raft has lost the leadership")
 		}
 		lease := time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
-		if ok, age := a.leaders.confirmedWithin(lease); !ok {
+		// The only voter is its own quorum: nobody else can be elected,
+		// however slow this process runs.
+		if ok, age := a.leaders.confirmedWithin(lease); !ok && !a.leaders.soleVoter.Load() {
 			return notReady("confirming its leadership with a quorum (last confirmed %s ago)", age.Round(time.Millisecond))
 		}
 		return Readiness{Ready: true, active: true}
@@ -138,7 +138,24 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		}
 		active := false
 		if !a.core.Sealed() {
-			rd := a.waitReady(r, time.Now().Add(readyHold))
+			// A node not ready for readyHold already is not going to be
+			// in a moment (a restarted node catching up, a lost quorum):
+			// it says so at once instead of holding every request.
+			hold := readyHold
+			if a.leaders.notReadyFor(time.Now()) >= readyHold {
+				hold = 0
+			}
+			deadline := time.Now().Add(hold)
+			rd := a.waitReady(r, deadline)
+			if rd.Ready && !rd.active {
+				// A forward failed lately: the leader may be gone though
+				// Raft has not noticed yet. Forward once it has been heard
+				// from since, not into the failure (whose writes could only
+				// be answered "outcome unknown").
+				if failed := a.leaders.forwardFailedAt(); !failed.IsZero() && !a.heardSince(failed) {
+					rd = a.waitFresh(r, failed, deadline)
+				}
+			}
 			if !rd.Ready {
 				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
 				return
@@ -162,13 +179,26 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		for attempt := 0; ; attempt++ {
 			h := &heldAnswer{w: w, header: http.Header{}}
 			req, done, cut := orig, func() {}, func() bool { return false }
+			var mark *readMark
 			if !active {
 				req, done, cut = a.leaders.bound(orig)
+				mark = &readMark{ReadCloser: req.Body}
+				req.Body = mark
 			}
 			next.ServeHTTP(h, req)
 			done()
 			failed := time.Now()
 			kind := h.kind(noForward)
+			if kind == mayHaveDone && !active {
+				a.leaders.forwardFailed(failed)
+				if h.code != http.StatusInternalServerError && !mark.read.Load() {
+					// A forward's fallback (a redirect, or 503 without a
+					// leader) with a body nobody read: OpenBao reads the body
+					// to forward it, so it was never sent (no forwarding
+					// connection yet: its ErrCannotForward); nothing was done.
+					kind = notForwarded
+				}
+			}
 			if kind == answerAsIs && h.code == http.StatusInternalServerError && cut() {
 				// Cancelled by the leader change, not forwarded but handled
 				// here as the node became active: whatever OpenBao says, the
@@ -197,6 +227,17 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 	})
 }
 
+// readMark is a request body that records whether anyone read it.
+type readMark struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (m *readMark) Read(p []byte) (int, error) {
+	m.read.Store(true)
+	return m.ReadCloser.Read(p)
+}
+
 // maxReplays is how many times the gate sends a request again.
 const maxReplays = 2
 
@@ -218,146 +259,34 @@ func isRead(r *http.Request, path string) bool {
 	return false
 }
 
-// leaderWatch tells the requests a standby forwards that the leader they
-// were forwarded to is no longer it: when this node's Raft state or leader
-// changes, every request bound to the old leader is cancelled. Without
-// this, a forward to a leader that stopped answering (paused, cut off)
-// hangs until the client gives up, and holds OpenBao's forwarding lock,
-// which the node needs to become active if it is the new leader: the whole
-// cluster then waits for the slowest client's timeout.
-type leaderWatch struct {
-	mu     sync.Mutex
-	ch     chan struct{} // closed at the next change
-	state  hraft.RaftState
-	leader hraft.ServerID
-	tune   func(r *hraft.Raft) // called at every look (see tuneRaft)
-
-	// While this node leads, a quorum confirms its leadership every
-	// verifyEvery (Raft's VerifyLeader: a round of heartbeats); confirmed
-	// is when the last confirmed round started. A leader that was paused
-	// or cut off still believes it leads until it hears otherwise; its
-	// confirmation is old at once, so it is not ready and serves nothing
-	// stale meanwhile.
-	verifying bool
-	confirmed atomic.Int64 // unix nanoseconds
-}
-
-// verifyEvery is how often a leader has a quorum confirm its leadership.
-const verifyEvery = 100 * time.Millisecond
-
-// confirmedWithin reports whether a quorum confirmed this node's
-// leadership within d.
-func (w *leaderWatch) confirmedWithin(d time.Duration) (bool, time.Duration) {
-	age := time.Since(time.Unix(0, w.confirmed.Load()))
-	return age <= d, age
-}
-
-func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})} }
-
-// leaderPoll is how often the watch looks at Raft.
-const leaderPoll = 20 * time.Millisecond
-
-// run watches a's Raft until ctx ends.
-func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
-	t := time.NewTicker(leaderPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		var state hraft.RaftState = hraft.Shutdown
-		var leader hraft.ServerID
-		h.with(func(r *hraft.Raft) {
-			h.unpipe()
-			state = r.State()
-			_, leader = r.LeaderWithID()
-			if w.tune != nil {
-				w.tune(r)
-			}
-			w.verify(r, state)
-		})
-		w.mu.Lock()
-		if state != w.state || leader != w.leader {
-			w.state, w.leader = state, leader
-			close(w.ch)
-			w.ch = make(chan struct{})
-		}
-		w.mu.Unlock()
-	}
-}
-
-// verify starts a leadership confirmation if this node leads and none is
-// running or recent.
-func (w *leaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if state != hraft.Leader || w.verifying {
-		return
-	}
-	if ok, _ := w.confirmedWithin(verifyEvery); ok {
-		return
-	}
-	w.verifying = true
-	start := time.Now()
-	f := r.VerifyLeader()
-	go func() {
-		err := f.Error()
-		w.mu.Lock()
-		w.verifying = false
-		w.mu.Unlock()
-		if err == nil {
-			w.confirmed.Store(start.UnixNano())
-		}
-	}()
-}
-
-// changed is closed at the next change of Raft's state or leader.
-func (w *leaderWatch) changed() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ch
-}
-
-// bound is r with a context cancelled at the next change; call done when
-// the request is over. cut reports whether the change cancelled it.
-func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
-	ch := w.changed()
-	ctx, cancel := context.WithCancel(r.Context())
-	var byChange atomic.Bool
-	go func() {
-		select {
-		case <-ch:
-			byChange.Store(true)
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return r.WithContext(ctx), cancel, byChange.Load
-}
-
 // waitFresh is waitReady that also waits for a contact with a leader
 // after since (a forward failed then: the leader may be gone though Raft
 // has not noticed yet; a live one sends a heartbeat within 100 ms).
 func (a *Appliance) waitFresh(r *http.Request, since time.Time, deadline time.Time) Readiness {
 	for {
 		rd := a.waitReady(r, deadline)
-		fresh := false
-		a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(since) })
-		if !rd.Ready || rd.active || fresh || !time.Now().Before(deadline) || r.Context().Err() != nil {
+		if !rd.Ready || rd.active || a.heardSince(since) || !time.Now().Before(deadline) || r.Context().Err() != nil {
 			return rd
 		}
 		time.Sleep(readyPoll)
 	}
 }
 
+// heardSince: this node's Raft heard from a leader after t.
+func (a *Appliance) heardSince(t time.Time) bool {
+	fresh := false
+	a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(t) })
+	return fresh
+}
+
 // waitReady polls the readiness until it holds or deadline passes.
 func (a *Appliance) waitReady(r *http.Request, deadline time.Time) Readiness {
 	rd := a.readiness()
+	a.leaders.saw(rd.Ready, time.Now())
 	for !rd.Ready && time.Now().Before(deadline) && r.Context().Err() == nil {
 		time.Sleep(readyPoll)
 		rd = a.readiness()
+		a.leaders.saw(rd.Ready, time.Now())
 	}
 	return rd
 }

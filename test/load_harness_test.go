@@ -26,10 +26,11 @@ type load struct {
 	hc *http.Client
 
 	mu    sync.Mutex
-	acked map[string]int // key -> the value acknowledged last
-	acks  []time.Time    // when each write was acknowledged
-	kinds map[string]int // "<node> <op> <answer>" -> count
-	bad   []string       // every 5xx other than 503, with its body
+	acked map[string]int      // key -> the value acknowledged last
+	hist  map[string][]string // key -> every write of it: value, times, answer, node
+	acks  []time.Time         // when each write was acknowledged
+	kinds map[string]int      // "<node> <op> <answer>" -> count
+	bad   []string            // every 5xx other than 503, with its body
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -100,7 +101,7 @@ func (c *cluster) nodeAt(hostport string) string {
 // writer w through node w mod n, as clients behind a load balancer stick to
 // a node) and one reader per node.
 func startLoad(c *cluster, writers int) *load {
-	l := &load{c: c, acked: map[string]int{}, kinds: map[string]int{}}
+	l := &load{c: c, acked: map[string]int{}, hist: map[string][]string{}, kinds: map[string]int{}}
 	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
 	if c.ca != nil {
 		tr.TLSClientConfig = c.ca.ClientTLS()
@@ -115,12 +116,15 @@ func startLoad(c *cluster, writers int) *load {
 			for seq := 0; ctx.Err() == nil; seq++ {
 				m := c.nodes[w%len(c.nodes)]
 				key := fmt.Sprintf("w%d-%d", w, seq%50)
-				if l.write(ctx, m.addr, key, seq) {
-					l.mu.Lock()
+				sent := time.Now()
+				code := l.do(ctx, "PUT", m.addr+"/v1/kv/data/"+key, fmt.Appendf(nil, `{"data":{"v":%d}}`, seq))
+				l.mu.Lock()
+				l.hist[key] = append(l.hist[key], fmt.Sprintf("%d sent %s answered %d at %s via %s", seq, sent.Format("15:04:05.000"), code, time.Now().Format("15:04:05.000"), m.id))
+				if code == http.StatusOK {
 					l.acked[key] = seq
 					l.acks = append(l.acks, time.Now())
-					l.mu.Unlock()
 				}
+				l.mu.Unlock()
 			}
 		}()
 	}
@@ -134,12 +138,6 @@ func startLoad(c *cluster, writers int) *load {
 		}()
 	}
 	return l
-}
-
-// write puts kv/<key> = {"v": value}; true if acknowledged.
-func (l *load) write(ctx context.Context, addr, key string, value int) bool {
-	body, _ := json.Marshal(map[string]any{"data": map[string]int{"v": value}})
-	return l.do(ctx, "PUT", addr+"/v1/kv/data/"+key, body) == http.StatusOK
 }
 
 func (l *load) do(ctx context.Context, method, url string, body []byte) int {
@@ -250,7 +248,10 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 		}
 		n, _ := got.Data["v"].(json.Number).Int64()
 		if int(n) < v {
-			t.Errorf("acknowledged write %s=%d reads back %d", k, v, n)
+			l.mu.Lock()
+			h := l.hist[k]
+			l.mu.Unlock()
+			t.Errorf("acknowledged write %s=%d reads back %d (version %d, through %s); the key's last writes:\n%s", k, v, n, got.VersionMetadata.Version, reader.id, strings.Join(h[max(0, len(h)-6):], "\n"))
 			lost++
 		}
 	}

@@ -30,3 +30,14 @@ func TestHealthyStartsAreQuiet(t *testing.T) {
 		t.Errorf("%d warn/error lines on healthy starts:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 }
+
+// A single node's clean stop is as quiet as its start: the only voter has
+// nobody to hand the leadership to, and that is no error.
+func TestSingleNodeStopIsQuiet(t *testing.T) {
+	c := newCluster(t, clusterOptions{size: 1})
+	c.mountKV()
+	c.stop()
+	if lines := warnOrWorse.FindAllString(c.tr.String(), -1); len(lines) > 0 {
+		t.Errorf("%d warn/error lines on a single node's start and stop:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+}

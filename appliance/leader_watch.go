@@ -1,0 +1,199 @@
+package appliance
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hraft "github.com/hashicorp/raft"
+)
+
+// leaderWatch tells the requests a standby forwards that the leader they
+// were forwarded to is no longer it: when this node's Raft state or leader
+// changes, every request bound to the old leader is cancelled. Without
+// this, a forward to a leader that stopped answering (paused, cut off)
+// hangs until the client gives up, and holds OpenBao's forwarding lock,
+// which the node needs to become active if it is the new leader: the whole
+// cluster then waits for the slowest client's timeout.
+type leaderWatch struct {
+	mu     sync.Mutex
+	ch     chan struct{} // closed at the next change
+	state  hraft.RaftState
+	leader hraft.ServerID
+	tune   func(r *hraft.Raft) // called at every look (see tuneRaft)
+
+	// While this node leads, a quorum confirms its leadership every
+	// verifyEvery (Raft's VerifyLeader: a round of heartbeats); confirmed
+	// is when the last confirmed round started. A leader that was paused
+	// or cut off still believes it leads until it hears otherwise; its
+	// confirmation is old at once, so it is not ready and serves nothing
+	// stale meanwhile.
+	verifying bool
+	confirmed atomic.Int64 // unix nanoseconds
+	// soleVoter: this node is the only voter of the Raft configuration.
+	soleVoter atomic.Bool
+
+	// lastForwardFail is when a forward from this node last failed (unix
+	// nanoseconds; 0: never).
+	lastForwardFail atomic.Int64
+	// notReadyFrom is when the episode of not being ready that requests
+	// find the node in began (0: ready), notReadySeen when a request last
+	// found it not ready (unix nanoseconds); see saw.
+	notReadyFrom, notReadySeen atomic.Int64
+}
+
+// saw records what a request found: ready or not, at now. An episode of
+// not being ready lasts while requests keep finding the node not ready
+// (at most episodeGap apart).
+func (w *leaderWatch) saw(ready bool, now time.Time) {
+	if ready {
+		w.notReadyFrom.Store(0)
+		return
+	}
+	n := now.UnixNano()
+	if last := w.notReadySeen.Swap(n); w.notReadyFrom.Load() == 0 || n-last > int64(episodeGap) {
+		w.notReadyFrom.Store(n)
+	}
+}
+
+// notReadyFor is how long the node has been found not ready, without a
+// break, up to now (0: it was ready, or nobody looked lately).
+func (w *leaderWatch) notReadyFor(now time.Time) time.Duration {
+	from, seen := w.notReadyFrom.Load(), w.notReadySeen.Load()
+	if from == 0 || now.UnixNano()-seen > int64(episodeGap) {
+		return 0
+	}
+	return time.Duration(now.UnixNano() - from)
+}
+
+// episodeGap is the longest time between two looks that found the node
+// not ready for them to count as one episode.
+const episodeGap = 250 * time.Millisecond
+
+// forwardFailed records that a forward failed at t.
+func (w *leaderWatch) forwardFailed(t time.Time) { w.lastForwardFail.Store(t.UnixNano()) }
+
+// forwardFailedAt is when a forward last failed (zero: never).
+func (w *leaderWatch) forwardFailedAt() time.Time {
+	if n := w.lastForwardFail.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// verifyEvery is how often a leader has a quorum confirm its leadership.
+const verifyEvery = 100 * time.Millisecond
+
+// confirmedWithin reports whether a quorum confirmed this node's
+// leadership within d.
+func (w *leaderWatch) confirmedWithin(d time.Duration) (bool, time.Duration) {
+	age := time.Since(time.Unix(0, w.confirmed.Load()))
+	return age <= d, age
+}
+
+func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})} }
+
+// leaderPoll is how often the watch looks at Raft.
+const leaderPoll = 20 * time.Millisecond
+
+// run watches a's Raft until ctx ends.
+func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
+	t := time.NewTicker(leaderPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var state hraft.RaftState = hraft.Shutdown
+		var leader hraft.ServerID
+		h.with(func(r *hraft.Raft) {
+			h.unpipe()
+			state = r.State()
+			_, leader = r.LeaderWithID()
+			if w.tune != nil {
+				w.tune(r)
+			}
+			w.verify(r, state)
+			w.soleVoter.Store(state == hraft.Leader && soleVoter(r))
+		})
+		w.mu.Lock()
+		if state != w.state || leader != w.leader {
+			w.state, w.leader = state, leader
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+		w.mu.Unlock()
+	}
+}
+
+// verify starts a leadership confirmation if this node leads and none is
+// running or recent.
+func (w *leaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if state != hraft.Leader || w.verifying {
+		return
+	}
+	if ok, _ := w.confirmedWithin(verifyEvery); ok {
+		return
+	}
+	w.verifying = true
+	start := time.Now()
+	f := r.VerifyLeader()
+	go func() {
+		err := f.Error()
+		w.mu.Lock()
+		w.verifying = false
+		w.mu.Unlock()
+		if err == nil {
+			w.confirmed.Store(start.UnixNano())
+		}
+	}()
+}
+
+// soleVoter reports whether r is the only voter of its configuration.
+func soleVoter(r *hraft.Raft) bool {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	_, self := r.LeaderWithID()
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == hraft.Voter {
+			voters++
+			if s.ID != self {
+				return false
+			}
+		}
+	}
+	return voters == 1
+}
+
+// changed is closed at the next change of Raft's state or leader.
+func (w *leaderWatch) changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
+// bound is r with a context cancelled at the next change; call done when
+// the request is over. cut reports whether the change cancelled it.
+func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
+	ch := w.changed()
+	ctx, cancel := context.WithCancel(r.Context())
+	var byChange atomic.Bool
+	go func() {
+		select {
+		case <-ch:
+			byChange.Store(true)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return r.WithContext(ctx), cancel, byChange.Load
+}

@@ -1,0 +1,50 @@
+package appliance
+
+import (
+	"testing"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// A node found not ready without a break for readyHold is known not to be
+// ready: the gate stops holding requests for it. A break (a ready look, or
+// nobody looking for longer than episodeGap) starts a new episode.
+func TestNotReadyEpisode(t *testing.T) {
+	w := newLeaderWatch()
+	t0 := time.Unix(1000, 0)
+	if d := w.notReadyFor(t0); d != 0 {
+		t.Fatalf("never looked at: %s", d)
+	}
+	for i := 0; i <= 150; i++ { // every 20 ms for 3 s
+		w.saw(false, t0.Add(time.Duration(i)*20*time.Millisecond))
+	}
+	now := t0.Add(3 * time.Second)
+	if d := w.notReadyFor(now); d != 3*time.Second {
+		t.Fatalf("not ready for %s, want 3s", d)
+	}
+	if d := w.notReadyFor(now.Add(episodeGap + time.Millisecond)); d != 0 {
+		t.Fatalf("nobody looked for longer than episodeGap, yet not ready for %s", d)
+	}
+	w.saw(false, now.Add(time.Second)) // a look after a long break: a new episode
+	if d := w.notReadyFor(now.Add(time.Second)); d != 0 {
+		t.Fatalf("a new episode is %s old", d)
+	}
+	w.saw(false, now.Add(time.Second+100*time.Millisecond))
+	w.saw(true, now.Add(time.Second+200*time.Millisecond))
+	if d := w.notReadyFor(now.Add(time.Second + 200*time.Millisecond)); d != 0 {
+		t.Fatalf("ready again, yet not ready for %s", d)
+	}
+}
+
+// The only voter is its own quorum: a single node stays ready however long
+// ago its leadership was last confirmed (a starved process confirms late).
+func TestSoleVoterIsAlwaysReady(t *testing.T) {
+	a := startNode(t, testConfig(t, &syncBuffer{}))
+	initAndUnseal(t, a)
+	harness.Eventually(t, time.Minute, "the node to see it is the only voter", a.leaders.soleVoter.Load)
+	a.leaders.confirmed.Store(1) // last confirmed in 1970
+	if rd := a.readiness(); !rd.Ready || !rd.active {
+		t.Fatalf("a single node with an old confirmation is not ready: %+v", rd)
+	}
+}
