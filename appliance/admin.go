@@ -25,8 +25,10 @@ const adminPrefix = "/appliance/v1/"
 //	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
 //	POST /appliance/v1/geo/promote {"site":"B","dry_run":false} -> PromoteResult; sudo on sys/appliance/geo
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
-//	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress;
-//	                           409 on a node a Geo disaster promotion fenced
+//	POST /appliance/v1/unseal  {"share":"..."} -> UnsealProgress;
+//	                           409 on a node a Geo disaster promotion fenced;
+//	                           {"reset":true,"share":"..."} discards the attempt
+//	                           if the share is one of it (403 otherwise)
 //
 // Seal changes run on the active node in three steps (see package seal);
 // each answers a seal.ChangeStatus. Starting and cancelling need an
@@ -107,7 +109,10 @@ func (a *Appliance) adminHandler() http.Handler {
 			return
 		}
 		if req.Reset {
-			a.ResetUnseal()
+			if err := a.ResetUnseal(r.Context(), req.Share); err != nil {
+				writeError(w, http.StatusForbidden, err)
+				return
+			}
 			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
 			return
 		}

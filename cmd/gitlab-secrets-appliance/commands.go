@@ -118,7 +118,7 @@ func newApp() *cli.App {
 				Usage:     "submit one Shamir unseal share, read from standard input or a prompt (never from arguments)",
 				ArgsUsage: " ",
 				Flags: append(clientFlags(), formatFlag(),
-					&cli.BoolFlag{Name: "reset", Usage: "discard the shares submitted so far"},
+					&cli.BoolFlag{Name: "reset", Usage: "discard the shares submitted so far; asks for one of the attempt's shares as proof (it is not counted)"},
 				),
 				Action: unsealAction,
 			},
