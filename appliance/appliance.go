@@ -164,6 +164,10 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		undo = append(undo, func() { ln.Close() })
 		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
+		// As newer OpenBao releases by default: sys/rekey/* is served by
+		// the system backend only (and sys/rekey-recovery-key/* not at
+		// all); ceremonyGate wants a sudo token for what is left.
+		lc.DisableUnauthedRekeyEndpoints = true
 		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
 		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
 	}
@@ -246,7 +250,9 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
-	core.SetClusterHandler(a.diskGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core})))
+	// Requests a standby forwards pass the same ceremony gate here, on
+	// the active node, as on the listener that took them.
+	core.SetClusterHandler(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core}))))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -279,7 +285,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(h))))
+		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(h)))))
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
