@@ -250,9 +250,9 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
-	// Requests a standby forwards pass the same ceremony gate here, on
-	// the active node, as on the listener that took them.
-	core.SetClusterHandler(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core}))))
+	// Requests a standby forwards pass the same filter and ceremony gate
+	// here, on the active node, as on the listener that took them.
+	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core})))))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -287,7 +287,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		mux.Handle(adminPrefix, admin)
 		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(h)))))
 		srv := &http.Server{
-			Handler:           mux,
+			Handler:           a.filter(mux), // filter.go: before anything reads the request
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			IdleTimeout:       5 * time.Minute,
