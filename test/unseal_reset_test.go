@@ -94,6 +94,11 @@ func TestUnsealResetNeedsAShare(t *testing.T) {
 	if _, errOut, code := harness.Run(t, tr, []byte("\n"), bin, "unseal", "--reset", "--address", addr); code == 0 {
 		t.Fatalf("unseal --reset without a share succeeded: %s", errOut)
 	}
+	// The same through the bao API: the share as "key" beside "reset".
+	submitShares(t, tr, bin, addr, shares[0])
+	if code, out, err := post(hc, addr, "/v1/sys/unseal", "", map[string]any{"reset": true, "key": shares[2]}); err != nil || code != http.StatusOK || !strings.Contains(out, `"progress":0`) {
+		t.Fatalf("sys/unseal reset with a share: %d %s %v", code, out, err)
+	}
 
 	// The attacker: resets in a loop, bounded, until the operators are done.
 	var sent, accepted atomic.Int64
