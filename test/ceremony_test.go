@@ -150,3 +150,55 @@ func TestKeyCeremoniesNeedSudo(t *testing.T) {
 		}
 	}
 }
+
+// On a standby: a key ceremony is not forwarded to the active node but
+// answered 409 (a standby cannot check its token), with a token or
+// without; the request filter of the active node's cluster port refuses
+// what a standby forwards that it could not judge itself (a legacy lease
+// endpoint behind a namespace prefix), and passes the rest.
+func TestKeyCeremoniesAndFilterOnAStandby(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	dir := t.TempDir()
+	cfg1, addr1 := nodeConfig(t, dir, "node-1", "127.0.0.1", "", "")
+	cfg2, addr2 := nodeConfig(t, dir, "node-2", "127.0.0.2", addr1, "")
+	n1 := harness.StartNode(t, tr, bin, cfg1, addr1)
+	n1.WaitServing(t, tr)
+	res := initCluster(t, bin, addr1, "--shares", "3", "--threshold", "2")
+	waitState(t, tr, bin, addr1, "active")
+	n2 := harness.StartNode(t, tr, bin, cfg2, addr2)
+	n2.WaitServing(t, tr)
+	submitShares(t, tr, bin, addr2, res.Shares[:2]...)
+	waitState(t, tr, bin, addr2, "standby")
+	hc := &http.Client{Timeout: 30 * time.Second}
+	root := res.RootToken
+	if code, out := call(t, hc, "POST", addr2+"/v1/sys/namespaces/org_1", root, map[string]any{}); code/100 != 2 {
+		t.Fatalf("namespace org_1 through the standby: %d %s", code, out)
+	}
+
+	for _, tok := range []string{"", root} {
+		for _, c := range []struct{ method, path string }{
+			{"PUT", "sys/generate-root/attempt"},
+			{"DELETE", "sys/generate-root/attempt"},
+			{"PUT", "sys/rekey/init"},
+			{"PUT", "sys/rotate/recovery/init"},
+		} {
+			code, out := call(t, hc, c.method, addr2+"/v1/"+c.path, tok, map[string]any{"secret_shares": 3, "secret_threshold": 2})
+			if code != http.StatusConflict || !strings.Contains(out, "active node") {
+				t.Errorf("standby, token %v: %s %s: %d %s, want 409", tok != "", c.method, c.path, code, strings.TrimSpace(out))
+			}
+		}
+	}
+	if code, out := call(t, hc, "GET", addr1+"/v1/sys/generate-root/attempt", root, nil); code != http.StatusOK || !strings.Contains(out, `"started":false`) {
+		t.Errorf("the active node after the standby's refusals: %d %s", code, out)
+	}
+
+	// Forwarded by the standby, judged by the active node's filter.
+	code, out := call(t, hc, "PUT", addr2+"/v1/org_1/sys/renew", root, map[string]any{"lease_id": "x"})
+	if code != http.StatusNotFound || !strings.Contains(out, "CVE-2026-45808") {
+		t.Errorf("PUT org_1/sys/renew through the standby: %d %s, want 404 naming CVE-2026-45808", code, strings.TrimSpace(out))
+	}
+	if code, out := call(t, hc, "POST", addr2+"/v1/org_1/sys/mounts/kv", root, map[string]any{"type": "kv-v2"}); code/100 != 2 {
+		t.Errorf("a mount in org_1 through the standby: %d %s", code, out)
+	}
+}
