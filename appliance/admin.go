@@ -39,7 +39,7 @@ const adminPrefix = "/appliance/v1/"
 //	POST /appliance/v1/seal/add           {"mechanism":"pkcs11"|"shamir", ...}
 //	POST /appliance/v1/seal/remove        {"mechanism":"pkcs11"|"shamir"}
 //	POST /appliance/v1/seal/rewrap-hsm    {}
-//	POST /appliance/v1/seal/authorize     {"nonce":"...","key":"<a current share or recovery key>"}
+//	POST /appliance/v1/seal/authorize     {"nonce":"...","key":"<a current share or recovery key>"} (a recovery key with the token)
 //	POST /appliance/v1/seal/verify        {"nonce":"...","share":"<a new share>"}
 //	POST /appliance/v1/seal/cancel        {"nonce":"..."}
 //	GET  /appliance/v1/seal/change        -> the change in progress (no shares), or {"state":"none"}
@@ -145,10 +145,13 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeChange(w, st, err)
 		})
 	}
-	// authorize takes a current key ("key"), verify a new share ("share").
-	for step, do := range map[string]func(ctx context.Context, nonce, key string) (seal.ChangeStatus, error){
+	// authorize takes a current key ("key"), verify a new share ("share");
+	// a recovery key comes with a token (see ErrRecoveryKeyNeedsToken).
+	for step, do := range map[string]func(ctx context.Context, token, nonce, key string) (seal.ChangeStatus, error){
 		"authorize": a.AuthorizeSealChange,
-		"verify":    a.VerifySealChange,
+		"verify": func(ctx context.Context, _, nonce, share string) (seal.ChangeStatus, error) {
+			return a.VerifySealChange(ctx, nonce, share)
+		},
 	} {
 		mux.HandleFunc("POST "+adminPrefix+"seal/"+step, func(w http.ResponseWriter, r *http.Request) {
 			var req struct {
@@ -168,7 +171,7 @@ func (a *Appliance) adminHandler() http.Handler {
 			if key == "" {
 				key = req.Share
 			}
-			st, err := do(r.Context(), req.Nonce, key)
+			st, err := do(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce, key)
 			writeChange(w, st, err)
 		})
 	}

@@ -52,9 +52,10 @@ func sealFlags(shares bool) []cli.Flag {
 	return f
 }
 
-// continueFlags are the flags of seal authorize and seal verify.
+// continueFlags are the flags of seal authorize and seal verify (a
+// recovery key is submitted with a token: --token-file).
 func continueFlags() []cli.Flag {
-	return append(clientFlags(), formatFlag(), shareDirFlag(),
+	return append(clientFlags(), formatFlag(), shareDirFlag(), tokenFileFlag(),
 		&cli.StringFlag{Name: "nonce", Usage: "the change's nonce, as the command that started it printed (checked against the change in progress)"})
 }
 
