@@ -64,8 +64,8 @@ func makeToken(t *testing.T, hc *http.Client, addr, root, name, hcl string) stri
 // GitLab-like token (a normal policy) and with a token that may do
 // anything under sys/ but sudo, every request (start, status, update,
 // cancel) is refused with 403 and nothing starts. The root token starts
-// and cancels generate-root and a recovery-key rotation; the legacy
-// recovery-key rekey is off (404), as newer OpenBao has it.
+// and cancels generate-root, a root key and a recovery-key rotation; the
+// legacy rekey endpoints are off (404, 405), as newer OpenBao has them.
 func TestKeyCeremoniesNeedSudo(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
@@ -141,9 +141,12 @@ func TestKeyCeremoniesNeedSudo(t *testing.T) {
 		{"DELETE", "sys/generate-root/attempt", nil, http.StatusNoContent},
 		{"PUT", "sys/rotate/recovery/init", map[string]any{"secret_shares": 3, "secret_threshold": 2}, http.StatusOK},
 		{"DELETE", "sys/rotate/recovery/init", nil, http.StatusNoContent},
-		// Off, as newer OpenBao has it (disable_unauthed_rekey_endpoints):
-		// sys/rotate/recovery is the way.
+		{"PUT", "sys/rotate/root/init", map[string]any{"secret_shares": 1, "secret_threshold": 1}, http.StatusOK},
+		{"DELETE", "sys/rotate/root/init", nil, http.StatusNoContent},
+		// Off, as newer OpenBao has them (disable_unauthed_rekey_endpoints):
+		// sys/rotate/root and sys/rotate/recovery are the way.
 		{"PUT", "sys/rekey-recovery-key/init", map[string]any{"secret_shares": 3, "secret_threshold": 2}, http.StatusNotFound},
+		{"PUT", "sys/rekey/init", map[string]any{"secret_shares": 1, "secret_threshold": 1}, http.StatusMethodNotAllowed},
 	} {
 		if code, out := call(t, hc, c.method, addr+"/v1/"+c.path, root, c.body); code != c.want {
 			t.Errorf("root: %s %s: %d %s, want %d", c.method, c.path, code, strings.TrimSpace(out), c.want)
