@@ -22,6 +22,7 @@ import (
 	auditSyslog "github.com/openbao/openbao/builtin/audit/syslog"
 	"github.com/openbao/openbao/command/server"
 	vaulthttp "github.com/openbao/openbao/http"
+	"github.com/openbao/openbao/internalshared/configutil"
 	"github.com/openbao/openbao/internalshared/listenerutil"
 	"github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/logical"
@@ -251,8 +252,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
 	// Requests a standby forwards pass the same filter and ceremony gate
-	// here, on the active node, as on the listener that took them.
-	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core})))))
+	// here, on the active node, and find the same endpoints (the legacy
+	// rekey ones off), as on the listener that took them.
+	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{
+		Core: core, ListenerConfig: &configutil.Listener{DisableUnauthedRekeyEndpoints: true},
+	})))))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
