@@ -25,8 +25,10 @@ const adminPrefix = "/appliance/v1/"
 //	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
 //	POST /appliance/v1/geo/promote {"site":"B","dry_run":false} -> PromoteResult; sudo on sys/appliance/geo
 //	POST /appliance/v1/init    {"shares":5,"threshold":3} -> InitResult, once
-//	POST /appliance/v1/unseal  {"share":"..."} or {"reset":true} -> UnsealProgress;
-//	                           409 on a node a Geo disaster promotion fenced
+//	POST /appliance/v1/unseal  {"share":"..."} -> UnsealProgress;
+//	                           409 on a node a Geo disaster promotion fenced;
+//	                           {"reset":true,"share":"..."} discards the attempt
+//	                           if the share is one of it (403 otherwise)
 //
 // Seal changes run on the active node in three steps (see package seal);
 // each answers a seal.ChangeStatus. Starting and cancelling need an
@@ -37,7 +39,7 @@ const adminPrefix = "/appliance/v1/"
 //	POST /appliance/v1/seal/add           {"mechanism":"pkcs11"|"shamir", ...}
 //	POST /appliance/v1/seal/remove        {"mechanism":"pkcs11"|"shamir"}
 //	POST /appliance/v1/seal/rewrap-hsm    {}
-//	POST /appliance/v1/seal/authorize     {"nonce":"...","key":"<a current share or recovery key>"}
+//	POST /appliance/v1/seal/authorize     {"nonce":"...","key":"<a current share or recovery key>"} (a recovery key with the token)
 //	POST /appliance/v1/seal/verify        {"nonce":"...","share":"<a new share>"}
 //	POST /appliance/v1/seal/cancel        {"nonce":"..."}
 //	GET  /appliance/v1/seal/change        -> the change in progress (no shares), or {"state":"none"}
@@ -107,7 +109,10 @@ func (a *Appliance) adminHandler() http.Handler {
 			return
 		}
 		if req.Reset {
-			a.ResetUnseal()
+			if err := a.ResetUnseal(r.Context(), req.Share); err != nil {
+				writeError(w, http.StatusForbidden, err)
+				return
+			}
 			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
 			return
 		}
@@ -140,10 +145,13 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeChange(w, st, err)
 		})
 	}
-	// authorize takes a current key ("key"), verify a new share ("share").
-	for step, do := range map[string]func(ctx context.Context, nonce, key string) (seal.ChangeStatus, error){
+	// authorize takes a current key ("key"), verify a new share ("share");
+	// a recovery key comes with a token (see ErrRecoveryKeyNeedsToken).
+	for step, do := range map[string]func(ctx context.Context, token, nonce, key string) (seal.ChangeStatus, error){
 		"authorize": a.AuthorizeSealChange,
-		"verify":    a.VerifySealChange,
+		"verify": func(ctx context.Context, _, nonce, share string) (seal.ChangeStatus, error) {
+			return a.VerifySealChange(ctx, nonce, share)
+		},
 	} {
 		mux.HandleFunc("POST "+adminPrefix+"seal/"+step, func(w http.ResponseWriter, r *http.Request) {
 			var req struct {
@@ -163,7 +171,7 @@ func (a *Appliance) adminHandler() http.Handler {
 			if key == "" {
 				key = req.Share
 			}
-			st, err := do(r.Context(), req.Nonce, key)
+			st, err := do(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce, key)
 			writeChange(w, st, err)
 		})
 	}

@@ -22,6 +22,7 @@ import (
 	auditSyslog "github.com/openbao/openbao/builtin/audit/syslog"
 	"github.com/openbao/openbao/command/server"
 	vaulthttp "github.com/openbao/openbao/http"
+	"github.com/openbao/openbao/internalshared/configutil"
 	"github.com/openbao/openbao/internalshared/listenerutil"
 	"github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/logical"
@@ -164,6 +165,10 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		undo = append(undo, func() { ln.Close() })
 		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
+		// As newer OpenBao releases by default: sys/rekey/* is served by
+		// the system backend only (and sys/rekey-recovery-key/* not at
+		// all); ceremonyGate wants a sudo token for what is left.
+		lc.DisableUnauthedRekeyEndpoints = true
 		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
 		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
 	}
@@ -246,7 +251,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
-	core.SetClusterHandler(a.diskGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: core})))
+	// Requests a standby forwards pass the same filter and ceremony gate
+	// here, on the active node, and find the same endpoints (the legacy
+	// rekey ones off), as on the listener that took them.
+	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{
+		Core: core, ListenerConfig: &configutil.Listener{DisableUnauthedRekeyEndpoints: true},
+	})))))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -279,9 +289,9 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(h))))
+		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(h)))))
 		srv := &http.Server{
-			Handler:           mux,
+			Handler:           a.filter(mux), // filter.go: before anything reads the request
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			IdleTimeout:       5 * time.Minute,

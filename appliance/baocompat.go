@@ -98,7 +98,12 @@ func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("seal migration does not apply: the appliance changes seal mechanisms with `gitlab-secrets-appliance seal`"))
 		return
 	case req.Reset:
-		a.ResetUnseal()
+		// bao's `operator unseal -reset` sends no key: refused, as is
+		// every reset that does not carry one of the attempt's shares.
+		if err := a.ResetUnseal(r.Context(), req.Key); err != nil {
+			writeError(w, http.StatusForbidden, err)
+			return
+		}
 	case req.Key == "":
 		writeError(w, http.StatusBadRequest, errors.New("'key' must be specified in request body as JSON, or 'reset' set to true"))
 		return

@@ -133,8 +133,11 @@ func fipsNoPGP(next http.Handler) http.Handler {
 
 // fipsPGPPaths are OpenBao's endpoints fipsNoPGP guards.
 var fipsPGPPaths = []string{
+	"/v1/sys/generate-root",
 	"/v1/sys/generate-root/attempt",
 	"/v1/sys/generate-recovery-token/attempt",
 	"/v1/sys/rekey/init",
 	"/v1/sys/rekey-recovery-key/init",
+	"/v1/sys/rotate/root/init",
+	"/v1/sys/rotate/recovery/init",
 }

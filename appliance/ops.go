@@ -304,8 +304,25 @@ func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, e
 	return out, nil
 }
 
-// ResetUnseal discards the shares submitted so far.
-func (a *Appliance) ResetUnseal() { a.seal.ResetShares() }
+// ErrResetRefused refuses a reset of the unseal attempt that does not
+// carry one of the attempt's shares: nobody who can merely reach the API
+// may discard the operators' progress.
+var ErrResetRefused = errors.New("permission denied: a reset of the unseal attempt must carry one of this cluster's current shares (`gitlab-secrets-appliance unseal --reset` asks for one; the bao API takes it as \"key\" beside \"reset\")")
+
+// ResetUnseal discards the shares submitted so far, if share is one of
+// the cluster's current shares (see seal.ResetShares); it is not counted.
+// Any other reset is refused with ErrResetRefused, wrapping the share's
+// own error; nothing changes then.
+func (a *Appliance) ResetUnseal(ctx context.Context, share string) error {
+	if strings.TrimSpace(share) == "" {
+		return ErrResetRefused
+	}
+	if err := a.seal.ResetShares(ctx, share); err != nil {
+		return fmt.Errorf("%w: %w", ErrResetRefused, err)
+	}
+	a.logger.Info("the unseal attempt was reset by an operator's share: the shares submitted so far were discarded")
+	return nil
+}
 
 func (a *Appliance) unsealProgress(ctx context.Context) UnsealProgress {
 	st := a.seal.Status(ctx, a.cfg.Seal.Shamir != nil)

@@ -58,15 +58,33 @@ func (a *Appliance) StartSealChange(ctx context.Context, token, op string, c Sea
 	return st, err
 }
 
+// ErrRecoveryKeyNeedsToken refuses a recovery key submitted without a
+// token with sudo on SealPolicyPath. A share is checked on its own (the
+// header lists the digests of the shares it issued), so a forged one
+// changes nothing; a recovery key can only be checked with a quorum of
+// them, and a wrong one among them discards the holders' progress: so
+// whoever submits one must hold the token that may start the change.
+var ErrRecoveryKeyNeedsToken = fmt.Errorf("%w: recovery keys cannot be checked one by one, so each one submitted for a seal change comes with that token", ErrUnauthorized)
+
 // AuthorizeSealChange submits one current share or recovery key for the
 // change named by nonce. Once the quorum is in, the answer carries the new
-// shares (the only time they are shown), or the change is committed.
-func (a *Appliance) AuthorizeSealChange(ctx context.Context, nonce, key string) (seal.ChangeStatus, error) {
+// shares (the only time they are shown), or the change is committed. A
+// change authorized by recovery keys also takes token (see
+// ErrRecoveryKeyNeedsToken); one authorized by shares ignores it.
+func (a *Appliance) AuthorizeSealChange(ctx context.Context, token, nonce, key string) (seal.ChangeStatus, error) {
 	if a.state() != StateActive {
 		return seal.ChangeStatus{}, ErrNotActive
 	}
+	var auth *logical.Auth
+	if p := a.seal.PendingChange(); p != nil && p.AuthorizeWith == seal.AuthorizeRecoveryKeys {
+		var err error
+		if auth, err = a.authorizeSudo(ctx, token, SealPolicyPath, ErrRecoveryKeyNeedsToken); err != nil {
+			a.audit(ctx, "sys/appliance/seal/authorize", auth, nil, nil, err)
+			return seal.ChangeStatus{}, err
+		}
+	}
 	st, err := a.seal.AuthorizeChange(ctx, nonce, key)
-	a.audit(ctx, "sys/appliance/seal/authorize", nil, nil, &st, err)
+	a.audit(ctx, "sys/appliance/seal/authorize", auth, nil, &st, err)
 	return st, err
 }
 

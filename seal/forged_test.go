@@ -150,3 +150,59 @@ func TestLegacyHeaderChecksThresholdAndCheck(t *testing.T) {
 		t.Fatal("genuine shares did not recover the key")
 	}
 }
+
+// A reset of the unseal attempt needs one of its shares: with the header,
+// a forged share (valid checksum, public cluster id and generation) resets
+// nothing and a genuine one discards the attempt without being counted;
+// while joining (no header), a reset discards only the shares that claim
+// the same split as the share it carries.
+func TestResetNeedsAShareOfTheAttempt(t *testing.T) {
+	ctx := context.Background()
+	kek, cluster := newKEK(t)
+	shares, h := split(t, kek, cluster, 4, 5, 3)
+	stored := func(context.Context) ([]byte, error) { return h.encode(), nil }
+
+	s := New(Options{StoredHeader: stored})
+	for _, g := range shares[:2] {
+		if _, err := s.SubmitShare(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []string{"", "not a share", forge(cluster, 4, 3, 1), forge(cluster, 4, 255, 2)} {
+		if err := s.ResetShares(ctx, bad); err == nil {
+			t.Fatalf("reset with %q accepted", bad)
+		}
+		if p := s.progress(); p.Submitted != 2 {
+			t.Fatalf("a refused reset changed the progress: %+v", p)
+		}
+	}
+	if err := s.ResetShares(ctx, shares[4]); err != nil {
+		t.Fatalf("reset with a genuine share: %v", err)
+	}
+	if p := s.progress(); p.Submitted != 0 || p.Recovered {
+		t.Fatalf("after a genuine reset: %+v", p)
+	}
+	for i, g := range shares[2:] {
+		p, err := s.SubmitShare(ctx, g)
+		if err != nil || p.Recovered != (i == 2) {
+			t.Fatalf("share %d after the reset: %+v %v", i, p, err)
+		}
+	}
+
+	joining := New(Options{})
+	for _, g := range shares[:2] {
+		if _, err := joining.SubmitShare(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forged := forge(cluster, 4, 3, 9)
+	if _, err := joining.SubmitShare(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := joining.ResetShares(ctx, forge(cluster, 4, 3, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := joining.SubmitShare(ctx, shares[2]); err != nil || !p.Recovered {
+		t.Fatalf("a forged claim's reset discarded the genuine shares: %+v %v", p, err)
+	}
+}

@@ -170,11 +170,36 @@ func (s *Seal) RecoverCurrentKey(ctx context.Context) error {
 	return err
 }
 
-// ResetShares discards the shares submitted so far.
-func (s *Seal) ResetShares() {
+// ResetShares discards the shares of an unseal attempt. The caller proves
+// that it is one of the attempt's operators with one share of it (text):
+// with the cluster's header the share must be one of the shares issued
+// (as SubmitShare checks it) and every share submitted so far is
+// discarded; without one (a joining node) only the shares that claim the
+// same split as text are, so a forged claim discards nothing but forged
+// claims. The share itself is not counted: submit it again. A refused
+// share changes nothing and gets SubmitShare's error.
+func (s *Seal) ResetShares(ctx context.Context, text string) error {
+	sh, err := decodeShare(text)
+	if err != nil {
+		return err
+	}
+	defer clear(sh.part)
+	s.refresh(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	want := s.cur
+	if want == nil {
+		want = s.hint
+	}
+	if want == nil {
+		s.shares.drop(sh, nil)
+		return nil
+	}
+	if err := want.admits(sh); err != nil {
+		return err
+	}
 	s.shares.reset()
+	return nil
 }
 
 func (s *Seal) progress() Progress {

@@ -27,7 +27,7 @@ var (
 	ErrWrongShares    = errors.New("the submitted shares do not recover this cluster's key: one of them is wrong; those shares were discarded, start again")
 	ErrNoShamir       = errors.New("Shamir shares are not a seal mechanism of this cluster")
 	ErrUnknownShare   = errors.New("the share was not issued for this cluster's current shares")
-	ErrTooManyShares  = errors.New("too many shares were submitted before this node could check them: reset the attempt (`unseal --reset`) and submit the genuine shares again")
+	ErrTooManyShares  = errors.New("too many shares were submitted before this node could check them: submit the genuine shares again once it has heard from its cluster's leader (it then checks each share on its own)")
 )
 
 const (

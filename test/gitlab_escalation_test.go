@@ -163,6 +163,14 @@ func TestGitLabRailsCannotEscalate(t *testing.T) {
 		{name: "a profile of the server", method: "GET", path: "sys/pprof/cmdline", replay: true},
 		{name: "raw storage", method: "GET", path: "sys/raw/sys/policy/ops-admin", replay: true, rootRefusal: "unsupported path"},
 		{name: "revoking leases by prefix", method: "POST", path: "sys/leases/revoke-prefix/auth/ops-userpass", body: map[string]any{}, replay: true},
+
+		// Key ceremonies: a sudo token on top of the keys (the legacy
+		// recovery-key rekey is off altogether).
+		{name: "a recovery-key rotation (legacy endpoint)", method: "PUT", path: "sys/rekey-recovery-key/init", body: map[string]any{"secret_shares": 3, "secret_threshold": 2}},
+		{name: "a recovery-key rotation", method: "PUT", path: "sys/rotate/recovery/init", body: map[string]any{"secret_shares": 3, "secret_threshold": 2},
+			replay: true, undo: "sys/rotate/recovery/init"},
+		{name: "a root token generation", method: "PUT", path: "sys/generate-root/attempt", body: map[string]any{}, replay: true, undo: "sys/generate-root/attempt"},
+		{name: "cancelling a root token generation", method: "DELETE", path: "sys/generate-root/attempt"},
 	} {
 		a.try(t, hc, addr, railsToken, root)
 	}

@@ -286,19 +286,23 @@ func unsealAction(c *cli.Context) error {
 		return err
 	}
 	var p appliance.UnsealProgress
+	// A reset carries one of the attempt's shares too: the node discards
+	// the attempt only for someone who holds one.
+	share, err := readShare(c)
+	if err != nil {
+		return err
+	}
 	if c.Bool("reset") {
-		err = cl.call("POST", "unseal", map[string]bool{"reset": true}, &p, "")
+		err = cl.call("POST", "unseal", map[string]any{"reset": true, "share": share}, &p, "")
 	} else {
-		share, rerr := readShare(c)
-		if rerr != nil {
-			return rerr
-		}
 		err = cl.call("POST", "unseal", map[string]string{"share": share}, &p, "")
 	}
 	if asJSON {
 		printJSON(c.App.Writer, p)
 	} else if err == nil {
 		switch {
+		case c.Bool("reset"):
+			fmt.Fprintf(c.App.Writer, "The unseal attempt was reset: %d of %d shares submitted (the share given for the reset is not counted).\n", p.Progress, p.Threshold)
 		case !p.Sealed && p.Recovered:
 			fmt.Fprintln(c.App.Writer, "The shares gave back the current seal key: seal operations work again.")
 		case !p.Sealed && p.Threshold > 0:

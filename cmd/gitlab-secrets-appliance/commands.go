@@ -52,9 +52,10 @@ func sealFlags(shares bool) []cli.Flag {
 	return f
 }
 
-// continueFlags are the flags of seal authorize and seal verify.
+// continueFlags are the flags of seal authorize and seal verify (a
+// recovery key is submitted with a token: --token-file).
 func continueFlags() []cli.Flag {
-	return append(clientFlags(), formatFlag(), shareDirFlag(),
+	return append(clientFlags(), formatFlag(), shareDirFlag(), tokenFileFlag(),
 		&cli.StringFlag{Name: "nonce", Usage: "the change's nonce, as the command that started it printed (checked against the change in progress)"})
 }
 
@@ -118,7 +119,7 @@ func newApp() *cli.App {
 				Usage:     "submit one Shamir unseal share, read from standard input or a prompt (never from arguments)",
 				ArgsUsage: " ",
 				Flags: append(clientFlags(), formatFlag(),
-					&cli.BoolFlag{Name: "reset", Usage: "discard the shares submitted so far"},
+					&cli.BoolFlag{Name: "reset", Usage: "discard the shares submitted so far; asks for one of the attempt's shares as proof (it is not counted)"},
 				),
 				Action: unsealAction,
 			},

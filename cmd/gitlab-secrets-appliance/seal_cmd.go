@@ -61,7 +61,7 @@ func sealAction(op string) cli.ActionFunc {
 		if err := cl.call("POST", "seal/"+op, req, &st, token); err != nil {
 			return err
 		}
-		return driveChange(c, cl, in, st, dir, asJSON)
+		return driveChange(c, cl, in, st, dir, asJSON, token)
 	}
 }
 
@@ -102,7 +102,16 @@ func continueAction(c *cli.Context) error {
 	if n := c.String("nonce"); n != "" && n != st.Nonce {
 		return exit(exitFailed, fmt.Errorf("the change in progress has nonce %s, not %s: it is another change; check `seal status`", st.Nonce, n))
 	}
-	return driveChange(c, cl, newSecretInput(c), st, dir, asJSON)
+	in := newSecretInput(c)
+	token := ""
+	if st.State == seal.ChangeAuthorizing && st.AuthorizeWith == seal.AuthorizeRecoveryKeys && c.Command.Name == "authorize" {
+		// Recovery keys cannot be checked one by one: each comes with a
+		// token with sudo on sys/appliance/seal.
+		if token, err = in.token(); err != nil {
+			return err
+		}
+	}
+	return driveChange(c, cl, in, st, dir, asJSON, token)
 }
 
 // changeOutput is what a seal command prints as JSON.
@@ -113,7 +122,7 @@ type changeOutput struct {
 
 // driveChange feeds keys to a change until it is done or the input ends,
 // printing the new shares (or writing them to dir) the one time they come.
-func driveChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeStatus, dir string, asJSON bool) error {
+func driveChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeStatus, dir string, asJSON bool, token string) error {
 	msg := c.App.ErrWriter
 	out := changeOutput{ChangeStatus: st}
 	var err error
@@ -123,7 +132,7 @@ func driveChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeS
 			what = "recovery keys"
 		}
 		fmt.Fprintf(msg, "Seal change %s (nonce %s): %d of the %s authorize it; %d in so far.\n", st.Operation, st.Nonce, st.Threshold, what, st.Progress)
-		st, err = feedChange(c, cl, in, st, "seal/authorize", "key", "Current key ("+what+")")
+		st, err = feedChange(c, cl, in, st, "seal/authorize", "key", "Current key ("+what+")", token)
 		if err != nil {
 			return err
 		}
@@ -134,7 +143,7 @@ func driveChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeS
 	}
 	if st.State == seal.ChangeVerifying {
 		shares := st.Shares
-		if st, err = feedChange(c, cl, in, st, "seal/verify", "share", "New unseal share (verification)"); err != nil {
+		if st, err = feedChange(c, cl, in, st, "seal/verify", "share", "New unseal share (verification)", ""); err != nil {
 			return err
 		}
 		st.Shares = shares
@@ -164,10 +173,10 @@ func driveChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeS
 	return nil
 }
 
-// feedChange submits keys from in to step until the change leaves st's
-// state or the input ends. A refused key is reported and the next one
+// feedChange submits keys from in to step (with token, if not empty)
+// until the change leaves st's state or the input ends. A refused key is reported and the next one
 // read; the node keeps the progress.
-func feedChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeStatus, step, field, prompt string) (seal.ChangeStatus, error) {
+func feedChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeStatus, step, field, prompt, token string) (seal.ChangeStatus, error) {
 	state := st.State
 	var refused error
 	for st.State == state {
@@ -180,7 +189,7 @@ func feedChange(c *cli.Context, cl *apiClient, in *secretInput, st seal.ChangeSt
 		}
 		next := st
 		next.Shares = nil
-		err = cl.call("POST", step, map[string]string{"nonce": st.Nonce, field: v}, &next, "")
+		err = cl.call("POST", step, map[string]string{"nonce": st.Nonce, field: v}, &next, token)
 		if err != nil {
 			var ee *exitError
 			if errors.As(err, &ee) && ee.code == exitUnreachable || next.Nonce == "" {
