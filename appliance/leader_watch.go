@@ -38,6 +38,10 @@ type leaderWatch struct {
 	// lastForwardFail is when a forward from this node last failed (unix
 	// nanoseconds; 0: never).
 	lastForwardFail atomic.Int64
+	// lastForwardOK is when a forward that came back was sent (unix
+	// nanoseconds); probing: the probe runs (see forward_health.go).
+	lastForwardOK atomic.Int64
+	probing       atomic.Bool
 	// notReadyFrom is when the episode of not being ready that requests
 	// find the node in began (0: ready), notReadySeen when a request last
 	// found it not ready (unix nanoseconds); see saw.

@@ -160,6 +160,10 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
 				return
 			}
+			if !rd.active && !isRead(r, path) && r.Header.Get("X-Vault-No-Request-Forwarding") == "" && !a.forwardWorks(r, next, deadline) {
+				writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: its last forward to the active node failed and none has worked since (the request was not sent); retry in a moment or use another node"))
+				return
+			}
 			active = rd.active
 		}
 		// Answers OpenBao gives while the leader changes under a request
@@ -185,10 +189,14 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 				mark = &readMark{ReadCloser: req.Body}
 				req.Body = mark
 			}
+			sent := time.Now()
 			next.ServeHTTP(h, req)
 			done()
 			failed := time.Now()
 			kind := h.kind(noForward)
+			if kind == answerAsIs && !active && mark.read.Load() {
+				a.leaders.forwardWorked(sent)
+			}
 			if kind == mayHaveDone && !active {
 				a.leaders.forwardFailed(failed)
 				if h.code != http.StatusInternalServerError && !mark.read.Load() {

@@ -95,6 +95,12 @@ func TestAtMostOnceForwardedAnswerLost(t *testing.T) {
 				st, _ := status(t, c.tr, c.bin, via.addr)
 				return st.Ready
 			})
+			// Forwarding from via works (a write goes through) before the
+			// leader's answers are held.
+			harness.Eventually(t, time.Minute, "a write through "+via.id, func() bool {
+				code, _ := c.do(t, hc, via, "PUT", "/v1/kv/data/once-warmup", []byte(`{"data":{"v":"x"}}`))
+				return code == http.StatusOK
+			})
 			before := rq.count(t, leader)
 			body := rq.body(t, leader)
 
