@@ -87,13 +87,21 @@ func (g *geoRun) leaseLoop(ctx context.Context) {
 
 // checkEpoch asks every other node of the topology for its epoch; if none
 // that answered is in a newer one, the lease runs from the check's start.
+// Only a peer numbering its epoch above this node's own file makes it read
+// Raft (checkFence): Raft's storage lock may be held for seconds while
+// the node unseals or restores, and that must not lapse the lease.
 func (g *geoRun) checkEpoch(ctx context.Context) {
 	start := bootClock()
 	g.mu.Lock()
-	topo := g.topo
+	topo, mine := g.topo, g.localEpoch.Number
 	g.mu.Unlock()
 	peers := g.pollPeers(ctx, topo)
-	g.checkFence(ctx, peers)
+	for _, p := range peers {
+		if p.Epoch.Number > mine {
+			g.checkFence(ctx, peers)
+			break
+		}
+	}
 	if g.fencedReason() != "" {
 		g.fenceRunning()
 		return
