@@ -329,6 +329,11 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 			defer a.bg.Done()
 			a.geo.run(bgCtx)
 		}()
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.geo.leaseLoop(bgCtx)
+		}()
 	}
 	a.leaders.tune = a.tuneRaft
 	a.bg.Add(1)
@@ -423,14 +428,24 @@ func (a *Appliance) APIAddr() string { return a.apiAddr }
 // than once and from several goroutines; all get the first call's result.
 func (a *Appliance) Close() error {
 	a.closeOnce.Do(func() {
-		a.logger.Info("stopping: draining API requests")
-		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-		defer cancel()
 		var errs []error
-		for _, s := range a.servers {
-			if err := s.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("API listener: %w", err))
+		if a.geo != nil && a.geo.fencedReason() != "" {
+			// A fenced node's answers are not to be trusted: no drain.
+			// The gate refuses everything already; what is in flight
+			// loses its connection.
+			a.logger.Info("stopping at once, fenced: closing the API listeners without draining")
+			for _, s := range a.servers {
 				s.Close()
+			}
+		} else {
+			a.logger.Info("stopping: draining API requests")
+			ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+			defer cancel()
+			for _, s := range a.servers {
+				if err := s.Shutdown(ctx); err != nil {
+					errs = append(errs, fmt.Errorf("API listener: %w", err))
+					s.Close()
+				}
 			}
 		}
 		a.bgCancel()

@@ -131,6 +131,8 @@ type geoRun struct {
 	localEpoch   Epoch
 	fenced       string
 	fenceChecked bool
+	// lease is the epoch lease (geo_lease.go).
+	lease epochLease
 }
 
 // fileStamp tells a changed file from an unchanged one without reading it.

@@ -412,5 +412,6 @@ func geoClient(cfg *Geo) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &http.Client{Timeout: geoPeerWait, Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, MaxIdleConnsPerHost: 2}}, nil
+	// No idle connections: every ask dials afresh (see geo_lease.go).
+	return &http.Client{Timeout: geoPeerWait, Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DisableKeepAlives: true}}, nil
 }

@@ -276,6 +276,12 @@ func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, e
 		p, err := a.seal.SubmitShare(ctx, share)
 		return UnsealProgress{Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}, err
 	}
+	// A fenced node refuses the first share already, with the reason.
+	if a.geo != nil {
+		if reason := a.geo.fence(ctx); reason != "" {
+			return UnsealProgress{Sealed: true}, fmt.Errorf("%w: %s", ErrFenced, reason)
+		}
+	}
 	p, err := a.seal.SubmitShare(ctx, share)
 	out := UnsealProgress{Sealed: true, Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}
 	if err != nil || !p.Recovered {

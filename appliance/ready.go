@@ -55,6 +55,9 @@ func (a *Appliance) readiness() Readiness {
 	if a.core.Sealed() {
 		return notReady("sealed")
 	}
+	if reason := a.geoLease(); reason != "" {
+		return notReady("%s", reason)
+	}
 	isLeader, _, clusterAddr, err := a.core.Leader()
 	if err != nil {
 		return notReady("cannot tell the active node: %v", err)
@@ -136,6 +139,7 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		w = a.geoGuard(w) // no 2xx out once the node cannot vouch for it
 		active := false
 		if !a.core.Sealed() {
 			// A node not ready for readyHold already is not going to be

@@ -33,6 +33,9 @@ type cluster struct {
 	// topoFile.
 	topo     *geo.Topology
 	topoFile string
+	// apiRelays and clusterRelays stand in front of the secondary sites'
+	// addresses (geoLayout.relay).
+	apiRelays, clusterRelays []*harness.DelayProxy
 }
 
 // member is one node of a cluster.
@@ -73,6 +76,9 @@ type geoLayout struct {
 	// delay puts the secondary sites this far away: their cluster
 	// addresses in the topology are harness.DelayProxy relays.
 	delay time.Duration
+	// relay puts the secondary sites' API and cluster addresses in the
+	// topology behind relays (cluster.relays) that a test can freeze.
+	relay bool
 }
 
 // newCluster starts opts.size nodes, initializes the first, unseals the

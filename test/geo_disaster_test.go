@@ -133,14 +133,18 @@ func TestGeoDisaster(t *testing.T) {
 		first.Sub(promoted).Round(time.Millisecond), first.Sub(lost).Round(time.Millisecond))
 	for _, m := range siteA {
 		c.start(m)
-		c.unseal(m)
+		// The first share already gets the fence, not "Share accepted".
+		out, errOut, code := harness.Run(t, c.tr, []byte(c.res.Shares[0]+"\n"), c.bin, "unseal", "--address", m.addr)
+		if code == 0 || !strings.Contains(out+errOut, "fenced") || strings.Contains(out+errOut, "accepted") {
+			t.Fatalf("the first share given to fenced %s: exit %d: %s %s", m.id, code, out, errOut)
+		}
 		harness.Eventually(t, time.Minute, m.id+" to say it is fenced", func() bool {
 			s, ok := tryStatus(t, c.tr, c.bin, m.addr)
 			return ok && s.Sealed && s.Geo != nil && strings.Contains(s.Geo.Fenced, "geo rejoin")
 		})
-		out, errOut, code := harness.Run(t, c.tr, []byte(c.res.Shares[0]+"\n"), c.bin, "unseal", "--address", m.addr)
-		if code == 0 || !strings.Contains(out+errOut, "fenced") {
-			t.Fatalf("a share given to fenced %s: exit %d: %s %s", m.id, code, out, errOut)
+		out, errOut, code = harness.Run(t, c.tr, []byte(c.res.Shares[1]+"\n"), c.bin, "unseal", "--address", m.addr)
+		if code == 0 || !strings.Contains(out+errOut, "fenced") || strings.Contains(out+errOut, "accepted") {
+			t.Fatalf("a second share given to fenced %s: exit %d: %s %s", m.id, code, out, errOut)
 		}
 	}
 	for _, m := range siteA {

@@ -28,10 +28,18 @@ func (c *cluster) writeGeoTopology(l *geoLayout) {
 			m := c.nodes[i]
 			host, port := splitHostPort(hostPort(m.addr))
 			cluster := fmt.Sprintf("%s:%d", host, port+1)
-			if si > 0 && l.delay > 0 {
-				cluster = harness.NewDelayProxy(c.t, host+":0", cluster, l.delay).Addr
+			api := m.addr
+			if si > 0 && (l.delay > 0 || l.relay) {
+				p := harness.NewDelayProxy(c.t, host+":0", cluster, l.delay)
+				cluster = p.Addr
+				c.clusterRelays = append(c.clusterRelays, p)
 			}
-			s.Nodes = append(s.Nodes, geo.Node{ID: m.id, APIAddr: m.addr, ClusterAddr: "https://" + cluster})
+			if si > 0 && l.relay {
+				p := harness.NewDelayProxy(c.t, host+":0", hostPort(m.addr), 0)
+				api = "http://" + p.Addr
+				c.apiRelays = append(c.apiRelays, p)
+			}
+			s.Nodes = append(s.Nodes, geo.Node{ID: m.id, APIAddr: api, ClusterAddr: "https://" + cluster})
 			i++
 		}
 		t.Sites = append(t.Sites, s)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -39,13 +40,32 @@ func newClient(c *cli.Context) (*apiClient, error) {
 		}
 		tlsConf.RootCAs = pool
 	}
+	timeout := defaultCallTimeout
+	if c.IsSet("timeout") {
+		if timeout = c.Duration("timeout"); timeout <= 0 {
+			return nil, exit(exitUsage, fmt.Errorf("--timeout %s: give a positive duration, e.g. 30s", timeout))
+		}
+	}
 	return &apiClient{
 		addr: strings.TrimRight(c.String("address"), "/"),
 		http: &http.Client{
-			Timeout:   2 * time.Minute,
+			Timeout:   timeout,
 			Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: nil},
 		},
 	}, nil
+}
+
+// defaultCallTimeout is how long a node has to answer one call (--timeout).
+const defaultCallTimeout = time.Minute
+
+// with is a client of the node at addr that waits at most d (or the
+// client's own deadline, if shorter) for each answer.
+func (a *apiClient) with(addr string, d time.Duration) *apiClient {
+	h := *a.http
+	if h.Timeout == 0 || d < h.Timeout {
+		h.Timeout = d
+	}
+	return &apiClient{addr: addr, http: &h}
 }
 
 // call sends a request and decodes a JSON answer into out. An error answer
@@ -69,6 +89,10 @@ func (a *apiClient) call(method, path string, in, out any, token string) error {
 		req.Header.Set("X-Vault-Token", token)
 	}
 	resp, err := a.http.Do(req)
+	var ue *url.Error
+	if err != nil && errors.As(err, &ue) && ue.Timeout() {
+		return exit(exitUnreachable, fmt.Errorf("the node at %s did not answer within %s: it may be paused, overloaded or cut off; ask another node, or give it longer with --timeout", a.addr, a.http.Timeout))
+	}
 	if err != nil {
 		return exit(exitUnreachable, fmt.Errorf("no appliance answered at %s: %w; check --address (or %s) and that the node runs", a.addr, err, envAddr))
 	}

@@ -24,6 +24,8 @@ func clientFlags() []cli.Flag {
 			Usage: "URL of the appliance's API"},
 		&cli.StringFlag{Name: "ca-cert", EnvVars: []string{envCACert},
 			Usage: "PEM file of the CA that signed the appliance's TLS certificate (default: the system's)"},
+		&cli.DurationFlag{Name: "timeout", Value: defaultCallTimeout,
+			Usage: "how long the node has to answer each call; past it the command fails with exit 4"},
 	}
 }
 

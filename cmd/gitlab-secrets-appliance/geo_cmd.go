@@ -55,19 +55,32 @@ func geoCommand() *cli.Command {
 // activeStatus reads the status of the active node: the one at --address,
 // or the leader it names.
 func activeStatus(cl *apiClient) (appliance.Status, *apiClient, error) {
+	st, active, _, err := activeStatusNote(cl)
+	return st, active, err
+}
+
+// leaderAskTimeout bounds the call to the leader a node names: in a
+// disaster that leader may be gone, paused or cut off, and the node asked
+// answers instead.
+const leaderAskTimeout = 5 * time.Second
+
+// activeStatusNote is activeStatus; when the leader the node at --address
+// names does not answer, it is that node's own view, and note says so.
+func activeStatusNote(cl *apiClient) (appliance.Status, *apiClient, string, error) {
 	var st appliance.Status
 	if err := cl.call("GET", "status", nil, &st, ""); err != nil {
-		return st, cl, err
+		return st, cl, "", err
 	}
 	if st.State == appliance.StateActive || st.LeaderAPIAddr == "" {
-		return st, cl, nil
+		return st, cl, "", nil
 	}
-	leader := &apiClient{addr: strings.TrimRight(st.LeaderAPIAddr, "/"), http: cl.http}
+	leader := cl.with(strings.TrimRight(st.LeaderAPIAddr, "/"), leaderAskTimeout)
 	var lst appliance.Status
 	if err := leader.call("GET", "status", nil, &lst, ""); err != nil {
-		return st, cl, nil // the node's own view, then
+		// The node's own view, then.
+		return st, cl, fmt.Sprintf("the active node %s knows of (%s) did not answer: %v; this is %s's own view", st.NodeID, st.LeaderAPIAddr, err, st.NodeID), nil
 	}
-	return lst, leader, nil
+	return lst, leader, "", nil
 }
 
 func geoStatusAction(c *cli.Context) error {
@@ -79,12 +92,15 @@ func geoStatusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, _, err := activeStatus(cl)
+	st, _, note, err := activeStatusNote(cl)
 	if err != nil {
 		return err
 	}
 	if st.Geo == nil {
 		return exit(exitFailed, fmt.Errorf("%s has no geo block: Geo is off on this node", st.NodeID))
+	}
+	if note != "" {
+		fmt.Fprintln(c.App.ErrWriter, "Note: "+note)
 	}
 	if asJSON {
 		printJSON(c.App.Writer, st.Geo)
