@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -121,11 +120,6 @@ func (a *Appliance) geoLease() string {
 	return a.geo.lease.lapsed()
 }
 
-// ErrOutcomeUnknown is the answer to a request whose 2xx answer was ready
-// when the node could no longer vouch for it: fenced, or its epoch lease
-// lapsed (it was stalled) while the request ran.
-var ErrOutcomeUnknown = errors.New("the outcome of this request is unknown")
-
 // geoGuard holds back every 2xx answer written through w that the node
 // cannot vouch for when it is ready (see geoLease): the client gets 503
 // instead. Without Geo it is w.
@@ -158,6 +152,8 @@ func (w *leaseWriter) WriteHeader(code int) {
 				delete(h, k)
 			}
 			w.a.logger.Warn("geo: an answer held back: the node cannot vouch for it", "reason", reason)
+			// A 2xx answer ready when the node can no longer vouch for it
+			// (fenced, or its lease lapsed while the request ran).
 			writeError(w.ResponseWriter, http.StatusServiceUnavailable, fmt.Errorf("%w: %s; if it was a write it may or may not have been applied on a site that is being replaced: check the promoted site", ErrOutcomeUnknown, reason))
 			return
 		}

@@ -253,10 +253,14 @@ func (m *readMark) Read(p []byte) (int, error) {
 // maxReplays is how many times the gate sends a request again.
 const maxReplays = 2
 
+// ErrOutcomeUnknown marks every answer whose client cannot know whether
+// its request was applied: it was applied once or not at all, and only a
+// read can tell which. Such a request is never sent again.
+var ErrOutcomeUnknown = errors.New("outcome unknown")
+
 // errOutcomeUnknown answers a write that may have reached the active node
-// when the leader changed under it: it was applied once or not at all,
-// and only a read can tell which.
-var errOutcomeUnknown = errors.New("outcome unknown: the active node changed while this request was being applied; it may or may not have been applied (it was not sent again); check before retrying it")
+// when the leader changed under it.
+var errOutcomeUnknown = fmt.Errorf("%w: the active node changed while this request was being applied; it may or may not have been applied (it was not sent again); check before retrying it", ErrOutcomeUnknown)
 
 // isRead reports whether r only reads, so that sending it again cannot
 // apply anything twice: GET, HEAD and LIST, except a GET that issues a
@@ -351,7 +355,7 @@ func (h *heldAnswer) WriteHeader(code int) {
 	if h.wrote || h.code != 0 {
 		return
 	}
-	if code == http.StatusTemporaryRedirect || code == http.StatusInternalServerError || code == http.StatusServiceUnavailable {
+	if code == http.StatusTemporaryRedirect || code == http.StatusInternalServerError || code == http.StatusServiceUnavailable || code == http.StatusBadRequest {
 		h.code = code
 		return
 	}
@@ -421,9 +425,11 @@ func (h *heldAnswer) kind(noForward bool) int {
 		return mayHaveDone
 	case h.code == http.StatusInternalServerError && bytes.Contains(body, []byte(leaderNotFound)):
 		return notForwarded
-	case h.code == http.StatusInternalServerError && (bytes.Contains(body, []byte(raftNotLeader)) || bytes.Contains(body, []byte(raftTransferring))):
+	case (h.code == http.StatusInternalServerError || h.code == http.StatusBadRequest) && (bytes.Contains(body, []byte(raftNotLeader)) || bytes.Contains(body, []byte(raftTransferring))):
 		return mayHaveDone
-	case h.code == http.StatusInternalServerError && bytes.Contains(body, []byte("leadership lost while committing log")):
+	case (h.code == http.StatusInternalServerError || h.code == http.StatusBadRequest) && bytes.Contains(body, []byte(raftLeadershipLost)):
+		// Some backends (the token store) answer a failed storage write
+		// 400: it is no more definite than OpenBao's 500.
 		return writeInDoubt
 	}
 	return answerAsIs
@@ -431,6 +437,9 @@ func (h *heldAnswer) kind(noForward bool) int {
 
 const (
 	leaderNotFound = "active cluster node not found"
+	// raftLeadershipLost is hashicorp/raft's ErrLeadershipLost: the entry
+	// may or may not be committed.
+	raftLeadershipLost = "leadership lost while committing log"
 	// noActiveFound is OpenBao's respondStandby without a known leader.
 	noActiveFound = "no active Vault instance found"
 	// raftNotLeader is hashicorp/raft's ErrNotLeader: this entry was not

@@ -25,6 +25,8 @@ func TestHeldAnswer(t *testing.T) {
 		{"raft transferring leadership", `{"errors":["1 error occurred:\n\t* leadership transfer in progress\n\n"]}` + "\n", 500, false, mayHaveDone},
 		{"leadership lost", `{"errors":["1 error occurred:\n\t* leadership lost while committing log\n\n"]}` + "\n", 500, false, writeInDoubt},
 		{"another 500", `{"errors":["internal error"]}` + "\n", 500, false, answerAsIs},
+		{"leadership lost, as a 400", `{"errors":["failed to create token: leadership lost while committing log"]}` + "\n", 400, false, writeInDoubt},
+		{"a plain 400", `{"errors":["check-and-set parameter did not match the current version"]}` + "\n", 400, false, answerAsIs},
 		{"a forward that failed", "", 307, false, mayHaveDone},
 		{"a redirect asked for", "", 307, true, answerAsIs},
 		{"a forward that failed, no leader left", `{"errors":["no active Vault instance found"]}` + "\n", 503, false, mayHaveDone},
