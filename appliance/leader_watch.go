@@ -79,14 +79,6 @@ const episodeGap = 250 * time.Millisecond
 // forwardFailed records that a forward failed at t.
 func (w *leaderWatch) forwardFailed(t time.Time) { w.lastForwardFail.Store(t.UnixNano()) }
 
-// forwardFailedAt is when a forward last failed (zero: never).
-func (w *leaderWatch) forwardFailedAt() time.Time {
-	if n := w.lastForwardFail.Load(); n != 0 {
-		return time.Unix(0, n)
-	}
-	return time.Time{}
-}
-
 // verifyEvery is how often a leader has a quorum confirm its leadership.
 const verifyEvery = 100 * time.Millisecond
 

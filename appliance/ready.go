@@ -140,6 +140,8 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			return
 		}
 		w = a.geoGuard(w) // no 2xx out once the node cannot vouch for it
+		read := isRead(r, path)
+		noForward := r.Header.Get("X-Vault-No-Request-Forwarding") != "" || strings.HasPrefix(path, "sys/storage/raft/snapshot")
 		active := false
 		if !a.core.Sealed() {
 			// A node not ready for readyHold already is not going to be
@@ -151,20 +153,13 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 			}
 			deadline := time.Now().Add(hold)
 			rd := a.waitReady(r, deadline)
-			if rd.Ready && !rd.active {
-				// A forward failed lately: the leader may be gone though
-				// Raft has not noticed yet. Forward once it has been heard
-				// from since, not into the failure (whose writes could only
-				// be answered "outcome unknown").
-				if failed := a.leaders.forwardFailedAt(); !failed.IsZero() && !a.heardSince(failed) {
-					rd = a.waitFresh(r, failed, deadline)
-				}
-			}
 			if !rd.Ready {
 				writeError(w, http.StatusServiceUnavailable, fmt.Errorf("this node is not ready: %s; retry in a moment or use another node", rd.Reason))
 				return
 			}
-			if !rd.active && !isRead(r, path) && r.Header.Get("X-Vault-No-Request-Forwarding") == "" && !a.forwardWorks(r, next, deadline) {
+			// After a failed forward a write is not sent into the failure
+			// (see forward_health.go); a read is sent again if it fails.
+			if !rd.active && !read && !noForward && !a.forwardWorks(r, next, deadline) {
 				writeError(w, http.StatusServiceUnavailable, errors.New("this node is not ready: its last forward to the active node failed and none has worked since (the request was not sent); retry in a moment or use another node"))
 				return
 			}
@@ -176,13 +171,11 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		// the node is ready; a read is sent again whatever happened to it;
 		// a write that may have reached the active node is never sent
 		// again: its client is told that its outcome is unknown.
-		read := isRead(r, path)
 		var body []byte
 		replay := false
 		if !active || read {
 			body, replay = bufferBody(r)
 		}
-		noForward := r.Header.Get("X-Vault-No-Request-Forwarding") != "" || strings.HasPrefix(path, "sys/storage/raft/snapshot")
 		orig := r
 		for attempt := 0; ; attempt++ {
 			h := &heldAnswer{w: w, header: http.Header{}}
@@ -281,18 +274,13 @@ func isRead(r *http.Request, path string) bool {
 func (a *Appliance) waitFresh(r *http.Request, since time.Time, deadline time.Time) Readiness {
 	for {
 		rd := a.waitReady(r, deadline)
-		if !rd.Ready || rd.active || a.heardSince(since) || !time.Now().Before(deadline) || r.Context().Err() != nil {
+		fresh := false
+		a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(since) })
+		if !rd.Ready || rd.active || fresh || !time.Now().Before(deadline) || r.Context().Err() != nil {
 			return rd
 		}
 		time.Sleep(readyPoll)
 	}
-}
-
-// heardSince: this node's Raft heard from a leader after t.
-func (a *Appliance) heardSince(t time.Time) bool {
-	fresh := false
-	a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(t) })
-	return fresh
 }
 
 // waitReady polls the readiness until it holds or deadline passes.

@@ -69,11 +69,7 @@ func makeToken(t *testing.T, hc *http.Client, addr, root, name, hcl string) stri
 func TestKeyCeremoniesNeedSudo(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
 	hc := &http.Client{Timeout: 30 * time.Second}
 	root := res.RootToken
 	tokens := map[string]string{

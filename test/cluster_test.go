@@ -62,6 +62,18 @@ func initCluster(t *testing.T, bin, addr string, args ...string) initOutput {
 // operators give it shares, then answers the join challenge with the
 // recovered key, joins and unseals. Raft snapshots (checksums sealed with
 // the seal) restore.
+// startActive starts a single node, initializes it with initArgs and
+// waits until it is active; it returns the node's address and the init
+// output.
+func startActive(t *testing.T, tr *harness.Transcript, bin string, initArgs ...string) (string, initOutput) {
+	t.Helper()
+	cfg, addr, _ := singleNode(t)
+	harness.StartNode(t, tr, bin, cfg, addr).WaitServing(t, tr)
+	res := initCluster(t, bin, addr, initArgs...)
+	waitState(t, tr, bin, addr, "active")
+	return addr, res
+}
+
 func TestJoinWithSharesAndSnapshot(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}

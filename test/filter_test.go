@@ -45,11 +45,7 @@ func rawBody(t *testing.T, hc *http.Client, method, url, token, body string, chu
 func TestRequestFilterClosesAdvisories(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
 	root := res.RootToken
 	hc := &http.Client{Timeout: time.Minute}
 	c := apiClient(t, addr, root)

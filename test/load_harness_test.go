@@ -27,7 +27,7 @@ type load struct {
 
 	mu    sync.Mutex
 	acked map[string]int      // key -> the value acknowledged last
-	hist  map[string][]string // key -> every write of it: value, times, answer, node
+	hist  map[string][]string // key -> its last histKeep writes: value, times, answer, node
 	acks  []time.Time         // when each write was acknowledged
 	kinds map[string]int      // "<node> <op> <answer>" -> count
 	bad   []string            // every 5xx other than 503, with its body
@@ -35,6 +35,10 @@ type load struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// histKeep is how many of a key's last writes load keeps, to print on a
+// loss.
+const histKeep = 6
 
 // recorder is a RoundTripper that records every hop's answer.
 type recorder struct {
@@ -119,7 +123,11 @@ func startLoad(c *cluster, writers int) *load {
 				sent := time.Now()
 				code := l.do(ctx, "PUT", m.addr+"/v1/kv/data/"+key, fmt.Appendf(nil, `{"data":{"v":%d}}`, seq))
 				l.mu.Lock()
-				l.hist[key] = append(l.hist[key], fmt.Sprintf("%d sent %s answered %d at %s via %s", seq, sent.Format("15:04:05.000"), code, time.Now().Format("15:04:05.000"), m.id))
+				h := l.hist[key]
+				if len(h) >= histKeep {
+					h = h[1:]
+				}
+				l.hist[key] = append(h, fmt.Sprintf("%d sent %s answered %d at %s via %s", seq, sent.Format("15:04:05.000"), code, time.Now().Format("15:04:05.000"), m.id))
 				if code == http.StatusOK {
 					l.acked[key] = seq
 					l.acks = append(l.acks, time.Now())
@@ -251,7 +259,7 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 			l.mu.Lock()
 			h := l.hist[k]
 			l.mu.Unlock()
-			t.Errorf("acknowledged write %s=%d reads back %d (version %d, through %s); the key's last writes:\n%s", k, v, n, got.VersionMetadata.Version, reader.id, strings.Join(h[max(0, len(h)-6):], "\n"))
+			t.Errorf("acknowledged write %s=%d reads back %d (version %d, through %s); the key's last writes:\n%s", k, v, n, got.VersionMetadata.Version, reader.id, strings.Join(h, "\n"))
 			lost++
 		}
 	}

@@ -18,11 +18,7 @@ import (
 func TestSealAuthorizeWithRecoveryKeysTakesTheToken(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "3", "--threshold", "2")
-	waitState(t, tr, bin, addr, "active")
+	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(res.RootToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -51,11 +51,7 @@ func shamirProgress(t *testing.T, tr *harness.Transcript, bin, addr string) int 
 func TestUnsealResetNeedsAShare(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
-	cfg, addr, _ := singleNode(t)
-	n := harness.StartNode(t, tr, bin, cfg, addr)
-	n.WaitServing(t, tr)
-	res := initCluster(t, bin, addr, "--shares", "5", "--threshold", "3")
-	waitState(t, tr, bin, addr, "active")
+	addr, res := startActive(t, tr, bin, "--shares", "5", "--threshold", "3")
 	hc := &http.Client{Timeout: 30 * time.Second}
 	// Sealed by an operator, the node forgets its key: shares only.
 	if code, out, err := post(hc, addr, "/v1/sys/seal", res.RootToken, map[string]any{}); err != nil || code/100 != 2 {

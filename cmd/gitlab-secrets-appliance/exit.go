@@ -6,7 +6,7 @@ const (
 	exitFailed      = 1  // the operation failed; the message says why
 	exitSealed      = 2  // status: the node answered but is sealed or not initialized
 	exitConfig      = 3  // the configuration is invalid, its data_dir is in use, or the FIPS self-check failed; nothing was started
-	exitUnreachable = 4  // no appliance answered at --address
+	exitUnreachable = 4  // no appliance answered at --address (or not within --timeout)
 	exitUsage       = 64 // unknown command or flag, a missing argument, or a confirmation missing
 )
 
@@ -16,7 +16,7 @@ const exitCodesHelp = `EXIT CODES:
    2   status: the node answered but is sealed or not initialized
    3   the configuration is invalid, or its data_dir is in use by another node, or a FIPS build
        runs with FIPS 140-3 mode off (or any build with GODEBUG=fips140=only); nothing was started
-   4   no appliance answered at --address
+   4   no appliance answered at --address (or not within --timeout)
    64  unknown command or flag, or a missing argument, or a missing confirmation (geo promote
        --force without --fenced-site, geo rejoin or snapshot restore without --yes)`
 
