@@ -32,7 +32,14 @@ import (
 // the two bbolt files themselves (raft/raft.db, the log; vault.db, the
 // FSM): blocks allocated past their end (fallocate KEEP_SIZE), which bbolt
 // grows into without asking the filesystem, and which no other process can
-// take. It is topped up while the disk is not low.
+// take. bbolt grows a file by truncating it to what it needs plus its
+// AllocSize (16 MiB: OpenBao's 100 GB InitialMmapSize puts every file past
+// bbolt's small-file case), which leaves a hole where nothing was
+// allocated; a write into that hole on a full disk is the FSM's panic. So
+// the room is twice AllocSize, topped up when a quarter is used: one
+// growth stays inside it even before the guard's next look. It is topped
+// up whether or not the disk is low: the writes already in Raft's log
+// need it most then.
 const (
 	// diskPoll is how often the guard looks at the free space.
 	diskPoll = 100 * time.Millisecond
@@ -40,8 +47,9 @@ const (
 	// filesystem if that is less.
 	maxMinFree   = 256 << 20
 	minFreeShare = 20
-	// reserve is the room kept allocated past the end of each bbolt file.
-	reserve = 8 << 20
+	// reserve is the room kept allocated past the end of each bbolt
+	// file: twice bbolt's AllocSize (see above).
+	reserve = 2 * 16 << 20
 	// oldBallast is the spare-space file earlier versions kept.
 	oldBallast = "disk-ballast"
 )
@@ -119,10 +127,8 @@ func (a *Appliance) watchDisk(ctx context.Context) {
 	defer t.Stop()
 	for {
 		a.checkDisk()
-		if !a.disk.low.Load() {
-			for _, f := range reservedFiles {
-				keepRoom(filepath.Join(a.cfg.DataDir, f))
-			}
+		for _, f := range reservedFiles {
+			keepRoom(filepath.Join(a.cfg.DataDir, f))
 		}
 		select {
 		case <-ctx.Done():

@@ -26,7 +26,9 @@ import (
 // afterwards opens the same data. Needs root to mount the tmpfs.
 func TestFullDisk(t *testing.T) {
 	dir := t.TempDir()
-	mnt := mountTmpfs(t, filepath.Join(dir, "small"), "96m")
+	// 256 MiB: the guard's line is 5 % of it (12.8 MiB), and the node keeps
+	// 32 MiB allocated past the end of each of its two bbolt files.
+	mnt := mountTmpfs(t, filepath.Join(dir, "small"), "256m")
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
 	listen := harness.FreeAddr(t, "127.0.0.1")
@@ -41,9 +43,10 @@ func TestFullDisk(t *testing.T) {
 	c := apiClient(t, addr, res.RootToken)
 	harness.MountKVv2(t, c, "kv")
 
-	// Fill the disk but for a few MB, then write until writes fail.
+	// Fill the disk but for the guard's line and 40 MiB (room for a top-up
+	// of both files' reserves), then write until writes fail.
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler, mnt, 6<<20)
+	fill(t, filler, mnt, 256<<20/20+40<<20)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	value := strings.Repeat("v", 16<<10)
 	acked := map[string]bool{}
@@ -182,28 +185,33 @@ func mountTmpfs(t *testing.T, path, size string) string {
 }
 
 // fill writes a file until free bytes are left on the filesystem of dir.
+// The node allocates room in its own files meanwhile, so the free space is
+// read again for every MiB; a write that finds the disk full is what a
+// fill to the last byte wants, and a failure for any other fill.
 func fill(t *testing.T, path, dir string, free int64) {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	size := int64(st.Bavail)*int64(st.Bsize) - free
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	buf := make([]byte, 1<<20)
-	for size > 0 {
+	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		size := int64(st.Bavail)*int64(st.Bsize) - free
+		if size <= 0 {
+			return
+		}
 		n := min(size, int64(len(buf)))
 		if _, err := f.Write(buf[:n]); err != nil {
 			if free == 0 && errors.Is(err, syscall.ENOSPC) {
 				return // to the last byte, racing the node's own writes
 			}
-			t.Fatal(err)
+			t.Fatalf("filling the disk to %d bytes free: %v", free, err)
 		}
-		size -= n
 	}
 }
 
