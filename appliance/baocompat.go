@@ -3,6 +3,7 @@ package appliance
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -13,9 +14,11 @@ import (
 // changes, so `bao operator init` and `bao operator unseal` work against
 // the appliance: sys/init enrolls every configured seal mechanism (as
 // Init), sys/unseal takes a Shamir share of the seal key (as Unseal).
-// Everything else, reads of these paths included, goes to OpenBao.
+// sys/seal-status is OpenBao's answer with the appliance's Shamir progress
+// in it. Everything else goes to OpenBao.
 func (a *Appliance) baoCompat(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /v1/sys/seal-status", a.sealStatusProgress(next))
 	for _, m := range []string{"PUT", "POST"} {
 		mux.HandleFunc(m+" /v1/sys/init", a.handleBaoInit)
 		mux.HandleFunc(m+" /v1/sys/unseal", a.handleBaoUnseal)
@@ -43,6 +46,38 @@ func (a *Appliance) operatorSeal(next http.Handler) http.Handler {
 			a.seal.Forget(true)
 			a.logger.Info("sealed by an operator (sys/seal): the node forgot its seal key; it unseals with Shamir shares, or with the HSM after a restart")
 		}
+	})
+}
+
+// sealStatusProgress puts the appliance's unseal progress into OpenBao's
+// sys/seal-status: shares go to the appliance's seal, never to OpenBao's
+// core, whose own progress stays 0 (`bao status` showed operators none of
+// their shares). t and n are the Shamir enrollment's, as sys/unseal
+// answers them; nothing here asks the HSM.
+func (a *Appliance) sealStatusProgress(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{header: http.Header{}, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		var out map[string]any
+		if submitted, threshold, shares := a.seal.ShamirProgress(); rec.code == http.StatusOK && threshold > 0 && json.Unmarshal(rec.body.Bytes(), &out) == nil {
+			if out["sealed"] != true {
+				submitted = 0 // as OpenBao: no attempt on an unsealed node
+			}
+			out["progress"], out["t"] = submitted, threshold
+			if shares > 0 {
+				out["n"] = shares
+			}
+			if b, err := json.Marshal(out); err == nil {
+				rec.body.Reset()
+				rec.body.Write(append(b, '\n'))
+			}
+		}
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.code)
+		w.Write(rec.body.Bytes())
 	})
 }
 

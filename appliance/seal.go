@@ -128,9 +128,14 @@ func (a *Appliance) sealKeeper(ctx context.Context) {
 				continue
 			}
 		}
-		a.unsealMu.Lock()
-		err := a.core.UnsealWithStoredKeys(ctx)
-		a.unsealMu.Unlock()
+		// The HSM is asked first, outside OpenBao's state lock (see
+		// RecoverStoredKey): a hung token must not hang sys/health.
+		err := a.seal.RecoverStoredKey(ctx)
+		if err == nil {
+			a.unsealMu.Lock()
+			err = a.core.UnsealWithStoredKeys(ctx)
+			a.unsealMu.Unlock()
+		}
 		switch {
 		case err == nil && !a.core.Sealed():
 			a.logger.Info("unsealed", "by", a.seal.LastUsed())

@@ -170,6 +170,30 @@ func (s *Seal) RecoverCurrentKey(ctx context.Context) error {
 	return err
 }
 
+// RecoverStoredKey brings into memory the KEK that opens the cluster's
+// stored keys, asking the HSM if it must (bounded, and cut short by
+// shares, as every HSM unwrap). Call it before OpenBao's
+// UnsealWithStoredKeys: OpenBao asks the seal for the stored keys while
+// holding its state lock, which sys/seal-status and sys/health wait on,
+// so a token that hangs there would hang them too. Nil when nothing is
+// stored yet: OpenBao then says so itself.
+func (s *Seal) RecoverStoredKey(ctx context.Context) error {
+	if s.opts.StoredHeader == nil {
+		return nil
+	}
+	raw, err := s.opts.StoredHeader(ctx)
+	if err != nil || raw == nil {
+		return nil
+	}
+	h, err := decodeHeader(raw)
+	if err != nil {
+		return nil // OpenBao's own read of the keys says what is wrong
+	}
+	s.adopt(h, true)
+	_, err = s.kekFor(ctx, h)
+	return err
+}
+
 // ResetShares discards the shares of an unseal attempt. The caller proves
 // that it is one of the attempt's operators with one share of it (text):
 // with the cluster's header the share must be one of the shares issued
@@ -200,6 +224,20 @@ func (s *Seal) ResetShares(ctx context.Context, text string) error {
 	}
 	s.shares.reset()
 	return nil
+}
+
+// ShamirProgress is where the unseal attempt by Shamir shares stands:
+// shares submitted, the threshold, and the shares issued (0 when the
+// cluster has no Shamir enrollment this node knows of). It never asks the
+// HSM: sys/seal-status serves it.
+func (s *Seal) ShamirProgress() (submitted, threshold, shares int) {
+	p := s.progress()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && s.cur.Shamir != nil {
+		shares = s.cur.Shamir.Shares
+	}
+	return p.Submitted, p.Threshold, shares
 }
 
 func (s *Seal) progress() Progress {

@@ -81,6 +81,10 @@ func TestUnsealResetNeedsAShare(t *testing.T) {
 	if p := shamirProgress(t, tr, bin, addr); p != 1 {
 		t.Fatalf("the refused resets changed the progress: %d of 3, want 1", p)
 	}
+	// `bao status` (sys/seal-status) shows the operators the same progress.
+	if ss, err := apiClient(t, addr, "").Sys().SealStatus(); err != nil || !ss.Sealed || ss.Progress != 1 || ss.T != 3 || ss.N != 5 {
+		t.Fatalf("sys/seal-status after one share: %+v %v, want sealed, progress 1 of t=3, n=5", ss, err)
+	}
 
 	// An operator's reset: one of the shares on standard input.
 	out, errOut, code := harness.Run(t, tr, []byte(shares[3]+"\n"), bin, "unseal", "--reset", "--address", addr)
