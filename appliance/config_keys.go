@@ -27,6 +27,12 @@ func diagProblems(diags hcl.Diagnostics, body hcl.Body) []Problem {
 		if d.Severity != hcl.DiagError {
 			continue
 		}
+		if len(out) >= maxReportedProblems {
+			// Counted, never shown (capProblems): naming its key walks
+			// the file, which made a file of many bad keys quadratic.
+			out = append(out, Problem{})
+			continue
+		}
 		where, block, key := "", "", ""
 		if d.Subject != nil {
 			where = fmt.Sprintf(" (line %d)", d.Subject.Start.Line)

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -166,5 +167,22 @@ func TestConfigProblemsCapped(t *testing.T) {
 	problems := configProblems(t, src, "c.hcl")
 	if len(problems) != maxReportedProblems+1 || !strings.Contains(problems[maxReportedProblems].Message, "more problem(s); fix the ones above first") {
 		t.Fatalf("%d problems, last %v", len(problems), problems[len(problems)-1])
+	}
+}
+
+// A JSON config of 33,000 unknown keys (1 MiB): 77 s and 189 MB when every
+// problem's key was named by walking the file; linear since only the
+// reported ones are.
+func BenchmarkParseManyUnknownKeys(b *testing.B) {
+	var src strings.Builder
+	src.WriteString(`{"node_id": "n", "data_dir": "/d",`)
+	for i := range 33_000 {
+		fmt.Fprintf(&src, "\"unknown_%05d\": 1,\n", i)
+	}
+	src.WriteString(`"x": 1}`)
+	for b.Loop() {
+		if _, err := Parse([]byte(src.String()), "many.json"); err == nil {
+			b.Fatal("accepted")
+		}
 	}
 }

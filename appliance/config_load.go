@@ -33,6 +33,9 @@ func (p Problem) String() string {
 type ConfigError struct {
 	Source   string // the file, or "" for a Config built in code
 	Problems []Problem
+	// Total counts every problem found, when Problems lists only the
+	// first ones (then its last entry says how many more); else 0.
+	Total int
 }
 
 func (e *ConfigError) Error() string {
@@ -41,7 +44,11 @@ func (e *ConfigError) Error() string {
 	if e.Source != "" {
 		what = "config file " + e.Source
 	}
-	fmt.Fprintf(&b, "%s has %d problem(s):", what, len(e.Problems))
+	total := len(e.Problems)
+	if e.Total > 0 {
+		total = e.Total
+	}
+	fmt.Fprintf(&b, "%s has %d problem(s):", what, total)
 	for _, p := range e.Problems {
 		b.WriteString("\n  - ")
 		b.WriteString(p.String())
@@ -77,7 +84,11 @@ func Parse(src []byte, filename string) (*Config, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return nil, &ConfigError{Source: filename, Problems: capProblems(problems)}
+		ce := &ConfigError{Source: filename, Problems: capProblems(problems)}
+		if len(problems) > maxReportedProblems {
+			ce.Total = len(problems)
+		}
+		return nil, ce
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,5 +158,33 @@ func TestDataDirInUseExits3(t *testing.T) {
 	unsealWith(t, tr, bin, addrA, res.Shares)
 	if st, code := status(t, tr, bin, addrA); code != 0 || st.State != "active" {
 		t.Fatalf("restart after kill -9: exit %d, %+v", code, st)
+	}
+}
+
+// A JSON config of 33,000 unknown keys (just under the 1 MiB limit) is
+// refused by `config validate` with the first 50 problems named and the
+// rest counted. Naming each problem's key walked the whole file, so that
+// this took 77 s and 189 MB (a SIGHUP with such a file burnt a core for
+// as long); BenchmarkParseManyUnknownKeys (appliance) measures it.
+func TestManyUnknownKeysExit3(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	file := filepath.Join(t.TempDir(), "many.json")
+	var b strings.Builder
+	b.WriteString(`{"node_id": "n",`)
+	const n = 33_000
+	for i := range n {
+		fmt.Fprintf(&b, "\"unknown_%05d\": 1,\n", i)
+	}
+	b.WriteString(`"data_dir": "/nonexistent"}`)
+	if b.Len() >= 1<<20 {
+		t.Fatalf("the file is %d bytes, over the 1 MiB limit", b.Len())
+	}
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := harness.Run(t, tr, nil, bin, "config", "validate", file)
+	if code != 3 || !strings.Contains(errOut, fmt.Sprintf("has %d problem(s)", n)) || !strings.Contains(errOut, "unknown_00000: unknown key (line 1)") || !strings.Contains(errOut, fmt.Sprintf("and %d more problem(s)", n-50)) {
+		t.Fatalf("config validate with %d unknown keys: exit %d, want 3 naming the first and counting the rest:\n%.3000s", n, code, errOut)
 	}
 }
