@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openbao/openbao/sdk/v2/physical"
 	"golang.org/x/sys/unix"
 )
 
@@ -160,12 +162,29 @@ func keepRoom(path string) {
 	syscall.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, want)
 }
 
+// raftMaxEntrySize is the most one Raft log entry, and so one stored
+// value, may hold: OpenBao's default max_entry_size (2 x go-raftchunking's
+// ChunkSize), which the appliance does not change.
+const raftMaxEntrySize = 1 << 20
+
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // ErrDiskFull refuses a write while the data dir is nearly full.
 var ErrDiskFull = errors.New("the data directory is nearly full: writes are refused until space is freed on it; reads still work")
 
 // diskGate answers API writes with 507 while the disk is low, and turns
 // OpenBao's own ENOSPC answers (a write that raced the guard) into the
-// same 507.
+// same 507, and its 500 for a value over Raft's entry limit into 413.
 func (a *Appliance) diskGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path, isAPI := strings.CutPrefix(r.URL.Path, "/v1/")
@@ -180,13 +199,20 @@ func (a *Appliance) diskGate(next http.Handler) http.Handler {
 			return
 		}
 		h := &heldAnswer{w: w, header: http.Header{}}
+		body := &countingBody{ReadCloser: r.Body}
+		r.Body = body
 		next.ServeHTTP(h, r)
-		if h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), "no space left on device") {
+		switch {
+		case h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), "no space left on device"):
 			// Faster than the guard.
 			a.disk.low.Store(true)
 			writeError(w, http.StatusInsufficientStorage, fmt.Errorf("%w (%s: no space left on device)", ErrDiskFull, a.cfg.DataDir))
-			return
+		case h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), physical.ErrValueTooLarge):
+			// OpenBao answers 500 and names the key's size as the
+			// value's ("got 156 bytes").
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("the value is too large to store: one stored entry is at most %d bytes (Raft's max_entry_size), and this request's body was %d bytes; store less under one key (split it over several)", raftMaxEntrySize, body.n))
+		default:
+			h.release()
 		}
-		h.release()
 	})
 }

@@ -202,14 +202,20 @@ func (f *requestFilter) checkBody(r *http.Request) (int, error) {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("the request body is over the limit of %d bytes (max_request_size; CVE-2025-59043)", f.maxBody)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	if err := checkJSON(body); err != nil {
+	if err := checkJSON(body); errors.Is(err, errJSONString) {
+		return http.StatusRequestEntityTooLarge, err
+	} else if err != nil {
 		return http.StatusBadRequest, err
 	}
 	return 0, nil
 }
 
-// errJSONLimit marks a JSON body over one of the limits.
-var errJSONLimit = errors.New("the JSON request body is over a limit (CVE-2025-59043, CVE-2025-6203)")
+// errJSONLimit marks a JSON body over one of the limits; errJSONString,
+// one with a string over its limit (413: no stored value could hold it).
+var (
+	errJSONLimit  = errors.New("the JSON request body is over a limit (CVE-2025-59043, CVE-2025-6203)")
+	errJSONString = fmt.Errorf("%w: a string is too large", errJSONLimit)
+)
 
 // checkJSON scans the first JSON value in body without building it and
 // returns the first limit it exceeds, naming it. A syntax error ends the
@@ -242,7 +248,7 @@ func checkJSON(body []byte) error {
 			}
 		}
 		if s, ok := tok.(string); ok && len(s) > maxJSONStringBytes {
-			return fmt.Errorf("%w: a string of %d bytes, over max_json_string_value_length %d", errJSONLimit, len(s), maxJSONStringBytes)
+			return fmt.Errorf("%w: %d bytes, over max_json_string_value_length %d", errJSONString, len(s), maxJSONStringBytes)
 		}
 		if isKey {
 			top := &stack[len(stack)-1]

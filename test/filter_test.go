@@ -122,18 +122,21 @@ func TestRequestFilterClosesAdvisories(t *testing.T) {
 		return b.String() + "}"
 	}
 	many := "[" + strings.TrimSuffix(strings.Repeat(list(9000)+",", 12), ",") + "]" // 108,000 values
-	for _, b := range []struct{ name, body, want string }{
-		{"nesting", `{"token":` + nested(301) + "}", "max_json_depth"},
-		{"array elements", `{"token":` + list(10001) + "}", "max_json_array_element_count"},
-		{"object entries", object(10001), "max_json_object_entry_count"},
-		{"string length", `{"token":"` + strings.Repeat("x", 1<<20+1) + `"}`, "max_json_string_value_length"},
-		{"values in all", `{"token":` + many + "}", "values in all"},
+	for _, b := range []struct {
+		name, body, want string
+		code             int
+	}{
+		{"nesting", `{"token":` + nested(301) + "}", "max_json_depth", 400},
+		{"array elements", `{"token":` + list(10001) + "}", "max_json_array_element_count", 400},
+		{"object entries", object(10001), "max_json_object_entry_count", 400},
+		{"string length", `{"token":"` + strings.Repeat("x", 1<<20+1) + `"}`, "max_json_string_value_length", 413},
+		{"values in all", `{"token":` + many + "}", "values in all", 400},
 	} {
 		for _, tok := range []string{"", root} {
 			for _, path := range []string{"/v1/sys/wrapping/lookup", "/v1/kv/data/app", "/appliance/v1/unseal"} {
 				code, out := rawBody(t, hc, "POST", addr+path, tok, b.body, false)
-				if code != http.StatusBadRequest || !strings.Contains(out, b.want) {
-					t.Errorf("%s to %s (token %v): %d %.200s, want 400 naming %s", b.name, path, tok != "", code, out, b.want)
+				if code != b.code || !strings.Contains(out, b.want) {
+					t.Errorf("%s to %s (token %v): %d %.200s, want %d naming %s", b.name, path, tok != "", code, out, b.code, b.want)
 				}
 			}
 		}
@@ -177,5 +180,33 @@ func TestRequestFilterClosesAdvisories(t *testing.T) {
 	}
 	if got, err := kv.Get(ctx, "app"); err != nil || got.Data["password"] != "v-1" {
 		t.Errorf("KV v2 get app: %v %v", got, err)
+	}
+}
+
+// A value over Raft's entry limit (1 MiB) is refused with 413 naming the
+// limit and the request's size; OpenBao answered 500 "value being too
+// large; got 156 bytes" (the key's size). One string over the limit is
+// refused before anything parses the body; two strings under it, over it
+// together, when Raft refuses the entry. A value under it is stored.
+func TestTooLargeValue413(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	addr, res := startActive(t, tr, bin)
+	c := apiClient(t, addr, res.RootToken)
+	harness.MountKVv2(t, c, "kv")
+	hc := &http.Client{Timeout: time.Minute}
+	big := `{"data":{"v":"` + strings.Repeat("x", 10<<20) + `"}}`
+	code, out := rawBody(t, hc, "PUT", addr+"/v1/kv/data/big", res.RootToken, big, false)
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(out, "a string is too large: 10485760 bytes, over max_json_string_value_length 1048576") {
+		t.Fatalf("a 10 MiB value: %d %s", code, out)
+	}
+	half := strings.Repeat("y", 600<<10)
+	two := `{"data":{"a":"` + half + `","b":"` + half + `"}}`
+	code, out = rawBody(t, hc, "PUT", addr+"/v1/kv/data/two", res.RootToken, two, false)
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(out, "at most 1048576 bytes") || !strings.Contains(out, fmt.Sprintf("body was %d bytes", len(two))) {
+		t.Fatalf("two 600 KiB values in one secret: %d %s", code, out)
+	}
+	if _, err := c.KVv2("kv").Put(context.Background(), "small", map[string]any{"v": strings.Repeat("x", 512<<10)}); err != nil {
+		t.Fatalf("a 512 KiB value: %v", err)
 	}
 }
