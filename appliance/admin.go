@@ -47,8 +47,16 @@ const adminPrefix = "/appliance/v1/"
 // The GitLab bootstrap runs with the rights of the caller's token:
 //
 //	POST /appliance/v1/gitlab/bootstrap -> {"steps":[...]}
+//
+// A restart (rolling restarts and upgrades) needs sudo on
+// sys/appliance/restart; the node answers, stops and exits for its
+// supervisor to start it again (409 on the active node of a cluster with
+// other voters, or a sealed node):
+//
+//	POST /appliance/v1/restart -> {"node_id":"...","restarting":true}
 func (a *Appliance) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+adminPrefix+"restart", a.handleRestart)
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status(r.Context()))
 	})

@@ -70,14 +70,16 @@ type Appliance struct {
 	unsealMu        sync.Mutex   // the seal keeper's unseal and an operator's sys/seal exclude each other
 	gitlabBootstrap atomic.Value // string: how the GitLab bootstrap after init went
 
-	ready     chan struct{}
-	stopped   chan struct{}
-	errc      chan error
-	closeOnce sync.Once
-	closeErr  error
-	bg        sync.WaitGroup
-	bgCtx     context.Context // ends when Close begins
-	bgCancel  context.CancelFunc
+	ready       chan struct{}
+	restart     chan struct{} // closed when a restart was asked for (restart.go)
+	restartOnce sync.Once
+	stopped     chan struct{}
+	errc        chan error
+	closeOnce   sync.Once
+	closeErr    error
+	bg          sync.WaitGroup
+	bgCtx       context.Context // ends when Close begins
+	bgCancel    context.CancelFunc
 }
 
 // ShutdownTimeout bounds how long Close waits for API requests in flight.
@@ -108,6 +110,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		cfg:      cfg,
 		started:  time.Now(),
 		ready:    make(chan struct{}),
+		restart:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 		errc:     make(chan error, 1),
 		kick:     make(chan struct{}, 1),

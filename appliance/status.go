@@ -51,6 +51,8 @@ type Status struct {
 	// Disk is the data dir's free space; writes are refused while it is low.
 	Disk          DiskStatus `json:"disk"`
 	UptimeSeconds int64      `json:"uptime_seconds"`
+	// StartedAt is when this process started: a restart changes it.
+	StartedAt time.Time `json:"started_at"`
 	// FIPS is whether the node's cryptography runs in FIPS 140-3 mode.
 	FIPS bool `json:"fips"`
 	// Geo is the topology this node follows and, on the active node, the
@@ -86,6 +88,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		ClusterAddr:    a.clusterAddr,
 		Sealed:         a.core.Sealed(),
 		UptimeSeconds:  int64(time.Since(a.started).Seconds()),
+		StartedAt:      a.started.UTC(),
 		Seal:           a.seal.Status(ctx, a.cfg.Seal.Shamir != nil),
 		SealChange:     a.seal.PendingChange(),
 		FIPS:           fips.Enabled(),

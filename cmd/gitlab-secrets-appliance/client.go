@@ -72,6 +72,12 @@ func (a *apiClient) with(addr string, d time.Duration) *apiClient {
 // becomes an error with the appliance's message; no answer at all becomes
 // an exitUnreachable error.
 func (a *apiClient) call(method, path string, in, out any, token string) error {
+	return a.do(method, "/appliance/v1/"+path, in, out, token)
+}
+
+// do is call for any path of the node's API (OpenBao's /v1/ too, whose
+// errors read the same).
+func (a *apiClient) do(method, path string, in, out any, token string) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -80,7 +86,7 @@ func (a *apiClient) call(method, path string, in, out any, token string) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, a.addr+"/appliance/v1/"+path, body)
+	req, err := http.NewRequest(method, a.addr+path, body)
 	if err != nil {
 		return exit(exitUsage, fmt.Errorf("--address %q: %w", a.addr, err))
 	}
@@ -101,7 +107,7 @@ func (a *apiClient) call(method, path string, in, out any, token string) error {
 	if err != nil {
 		return exit(exitUnreachable, fmt.Errorf("reading the answer from %s: %w", a.addr, err))
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		var e struct {
 			Errors []string `json:"errors"`
 		}

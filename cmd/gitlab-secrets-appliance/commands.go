@@ -199,6 +199,7 @@ func newApp() *cli.App {
 			geoCommand(),
 			snapshotCommand(),
 			drillCommand(),
+			rollingRestartCommand(),
 			{
 				Name:   "status",
 				Usage:  "show a node's state; exit code 2 if it is sealed or not initialized",

@@ -8,6 +8,7 @@ const (
 	exitConfig      = 3  // the configuration is invalid, its data_dir is in use, or the FIPS self-check failed; nothing was started
 	exitUnreachable = 4  // no appliance answered at --address (or not within --timeout)
 	exitUsage       = 64 // unknown command or flag, a missing argument, or a confirmation missing
+	exitRestart     = 75 // server: stopped because a restart was asked for; the supervisor starts it again
 )
 
 const exitCodesHelp = `EXIT CODES:
@@ -18,7 +19,9 @@ const exitCodesHelp = `EXIT CODES:
        runs with FIPS 140-3 mode off (or any build with GODEBUG=fips140=only); nothing was started
    4   no appliance answered at --address (or not within --timeout)
    64  unknown command or flag, or a missing argument, or a missing confirmation (geo promote
-       --force without --fenced-site, geo rejoin or snapshot restore without --yes)`
+       --force without --fenced-site, geo rejoin or snapshot restore without --yes)
+   75  server: the node stopped because a restart was asked for (rolling-restart); its
+       supervisor (systemd, runit) starts it again`
 
 // exitError carries an exit code out of a command's action.
 type exitError struct {

@@ -114,11 +114,15 @@ func serve(ctx context.Context, a *appliance.Appliance, sd *systemd.Notifier, re
 	}()
 	var failure error
 	var why string
+	restart := false
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			why = context.Cause(ctx).Error()
+			break loop
+		case <-a.RestartRequested():
+			why, restart = "restarting as asked: the supervisor starts the node again", true
 			break loop
 		case failure = <-a.Err():
 			why = "failed: " + failure.Error()
@@ -136,6 +140,9 @@ loop:
 	}
 	if failure != nil {
 		return exit(exitFailed, failure)
+	}
+	if restart {
+		return exit(exitRestart, errors.New("stopped for a restart (POST /appliance/v1/restart): its supervisor (systemd, runit) starts it again"))
 	}
 	return nil
 }

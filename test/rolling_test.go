@@ -1,0 +1,156 @@
+package test
+
+import (
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// A rolling restart of a 3-node cluster (two nodes unseal by SoftHSM, one
+// by shares only) under 4 writers: every node restarts once, one at a
+// time, the active node last after its leadership moved; the Shamir node
+// comes back sealed and the command says it waits for shares until the
+// share holders (this test) bring them. No acknowledged write is lost and
+// no answer is a 5xx other than 503. The test is the nodes' supervisor: a
+// node that exits with 75 (a restart was asked for) is started again, as
+// systemd's Restart=on-failure and runit do (neither runs here as PID 1).
+// A restart without a token, with a token lacking sudo, or of the active
+// node is refused, and the node keeps running.
+func TestRollingRestart(t *testing.T) {
+	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
+	hsm.GenerateAESKey(t, "kek")
+	c := newCluster(t, clusterOptions{size: 3, env: hsm.Env(), seals: func(i int, dir string) string {
+		if i == 2 {
+			return "seal {\n  shamir {\n    shares = 3\n    threshold = 2\n  }\n}\n"
+		}
+		return hsmSeal(t, hsm, dir, "kek", true)
+	}})
+	defer c.stop()
+	c.mountKV()
+	hc := c.httpClient()
+
+	// The attacks first: nobody restarts a node without sudo.
+	lead := c.leader()
+	other := c.others(lead)[0]
+	limited := createToken(t, c.client(lead), `path "kv/*" { capabilities = ["create", "read", "update"] }`)
+	for _, tc := range []struct {
+		who, addr, token string
+		code             int
+	}{
+		{"no token", other.addr, "", http.StatusForbidden},
+		{"a forged token", other.addr, "s.forged", http.StatusForbidden},
+		{"a token without sudo", other.addr, limited, http.StatusForbidden},
+		{"the root token, on the active node", lead.addr, c.res.RootToken, http.StatusConflict},
+	} {
+		req, _ := http.NewRequest("POST", tc.addr+"/appliance/v1/restart", strings.NewReader("{}"))
+		if tc.token != "" {
+			req.Header.Set("X-Vault-Token", tc.token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("restart with %s: %v", tc.who, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Fatalf("restart with %s: %d, want %d", tc.who, resp.StatusCode, tc.code)
+		}
+	}
+	for _, m := range c.nodes {
+		if m.n.Exited() {
+			t.Fatalf("%s stopped after a refused restart", m.id)
+		}
+	}
+
+	l := startLoad(c, 4)
+	defer l.stop()
+	started := time.Now()
+	cmd := exec.Command(c.bin, "rolling-restart", "--address", other.addr, "--node-timeout", "5m")
+	cmd.Stdin = strings.NewReader(c.res.RootToken + "\n")
+	var out, errOut harness.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	// Supervise: start again whatever exits with 75, and unseal the
+	// Shamir node once the command says it waits for shares.
+	restarts := map[string]int{}
+	unsealed := false
+	deadline := time.Now().Add(15 * time.Minute)
+	var cmdErr error
+supervise:
+	for {
+		select {
+		case cmdErr = <-done:
+			break supervise
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("rolling-restart did not end:\n%s\n%s", out.String(), errOut.String())
+		}
+		for _, m := range c.nodes {
+			if m.n.Exited() {
+				if code := m.n.Wait(t, time.Minute); code != 75 {
+					t.Fatalf("%s exited with %d, not 75 (restart asked for):\n%s", m.id, code, tail(m.n.Output.String(), 30))
+				}
+				restarts[m.id]++
+				c.start(m)
+			}
+		}
+		if sh := c.nodes[2]; !unsealed && strings.Contains(out.String(), sh.id+" is back, sealed, and waits for Shamir shares") {
+			c.unseal(sh) // the share holders come
+			unsealed = true
+		}
+		time.Sleep(100 * time.Millisecond) // a supervisor's poll, not a synchronisation
+	}
+	if cmdErr != nil {
+		t.Fatalf("rolling-restart: %v\n%s\n%s", cmdErr, out.String(), errOut.String())
+	}
+	t.Logf("rolling-restart took %s, write gap %s:\n%s", time.Since(started).Round(time.Second), l.maxGap(started, time.Now()), out.String())
+	for _, m := range c.nodes {
+		if restarts[m.id] != 1 {
+			t.Errorf("%s restarted %d times, want once", m.id, restarts[m.id])
+		}
+	}
+	text := out.String()
+	if i, j := strings.Index(text, lead.id+" handed its leadership over"), strings.Index(text, lead.id+" is restarting"); i < 0 || j < i {
+		t.Errorf("the active node %s did not hand its leadership over before its restart:\n%s", lead.id, text)
+	}
+	if !strings.Contains(text, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") {
+		t.Errorf("the command did not say the Shamir node waits for shares:\n%s", text)
+	}
+	for _, m := range c.others(lead) {
+		if strings.Index(text, m.id+" is restarting") > strings.Index(text, lead.id+" is restarting") {
+			t.Errorf("the active node %s was restarted before %s:\n%s", lead.id, m.id, text)
+		}
+	}
+	c.leader()
+	l.stop()
+	if acked, lost := l.verify(t, c.leader()); lost > 0 || acked == 0 {
+		t.Errorf("%d of %d acknowledged writes lost", lost, acked)
+	}
+	if bad := l.serverErrors(); len(bad) > 0 {
+		t.Errorf("%d answers were server errors other than 503, e.g.:\n%s", len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
+	}
+}
+
+// createToken makes a token whose only policy is rules.
+func createToken(t *testing.T, c *api.Client, rules string) string {
+	t.Helper()
+	if err := c.Sys().PutPolicy("limited", rules); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := c.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"limited"}, NoDefaultPolicy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sec.Auth.ClientToken
+}
