@@ -282,11 +282,7 @@ func sealWrapped(kek, plaintext []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	nonce := make([]byte, gcm.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	return gcm.Seal(nonce, nonce, plaintext, []byte("gitlab-secrets-appliance previous kek")), nil
+	return gcm.Seal(nil, nil, plaintext, []byte("gitlab-secrets-appliance previous kek")), nil // the nonce first
 }
 
 func openWrapped(kek, wrapped []byte) ([]byte, error) {
@@ -294,8 +290,8 @@ func openWrapped(kek, wrapped []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(wrapped) < gcm.NonceSize() {
+	if len(wrapped) < gcmNonceSize {
 		return nil, errors.New("wrapped key too short")
 	}
-	return gcm.Open(nil, wrapped[:gcm.NonceSize()], wrapped[gcm.NonceSize():], []byte("gitlab-secrets-appliance previous kek"))
+	return gcm.Open(nil, nil, wrapped, []byte("gitlab-secrets-appliance previous kek"))
 }

@@ -15,10 +15,10 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -173,13 +173,12 @@ func encryptWith(h *header, kek, plaintext, extraAAD []byte) (*wrapping.BlobInfo
 	if err != nil {
 		return nil, err
 	}
-	iv := make([]byte, gcm.NonceSize())
-	if _, err := rand.Read(iv); err != nil {
-		return nil, err
-	}
+	// The nonce leads the sealed bytes; the blob keeps it apart, as
+	// blobs always did.
+	out := gcm.Seal(nil, nil, plaintext, aad(hdr, extraAAD))
 	return &wrapping.BlobInfo{
-		Ciphertext: gcm.Seal(nil, iv, plaintext, aad(hdr, extraAAD)),
-		Iv:         iv,
+		Ciphertext: out[gcmNonceSize:],
+		Iv:         out[:gcmNonceSize],
 		KeyInfo:    &wrapping.KeyInfo{KeyId: h.keyID(), WrappedKey: hdr},
 	}, nil
 }
@@ -207,7 +206,10 @@ func (s *Seal) Decrypt(ctx context.Context, blob *wrapping.BlobInfo, opts ...wra
 	if err != nil {
 		return nil, err
 	}
-	pt, err := gcm.Open(nil, blob.Iv, blob.Ciphertext, aad(blob.KeyInfo.WrappedKey, o.WithAad))
+	if len(blob.Iv) != gcmNonceSize {
+		return nil, fmt.Errorf("the blob's nonce is %d bytes, not %d: it was not written by this appliance's seal", len(blob.Iv), gcmNonceSize)
+	}
+	pt, err := gcm.Open(nil, nil, append(slices.Clip(blob.Iv), blob.Ciphertext...), aad(blob.KeyInfo.WrappedKey, o.WithAad))
 	if err != nil {
 		return nil, fmt.Errorf("the blob does not decrypt under its KEK (altered or corrupted): %w", err)
 	}
@@ -376,13 +378,20 @@ func (s *Seal) StoredOlder(ctx context.Context) (stored, cur uint32, older bool)
 	return h.Gen, s.cur.Gen, h.Gen < s.cur.Gen
 }
 
+// newGCM is AES-256-GCM under kek with a nonce the module draws itself:
+// the form FIPS 140-3's Go module approves for sealing (a nonce the
+// caller supplies is not, and fips140=only refuses it).
 func newGCM(kek []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(kek)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewGCM(block)
+	return cipher.NewGCMWithRandomNonce(block)
 }
+
+// gcmNonceSize is the nonce NewGCMWithRandomNonce draws and puts in front
+// of what it seals.
+const gcmNonceSize = 12
 
 func aad(header, extra []byte) []byte {
 	return append(append(append([]byte{}, header...), 0), extra...)
