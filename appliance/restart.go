@@ -32,8 +32,9 @@ var (
 	ErrRestartSealed = errors.New("this node is sealed and cannot check a token: restart it with its supervisor (systemctl restart gitlab-secrets-appliance, gitlab-ctl restart gitlab-secrets-appliance)")
 )
 
-// RestartRequested is closed once a restart was asked for and answered:
-// the caller stops the node and exits for its supervisor to start it.
+// RestartRequested is closed once an authorized restart was asked for:
+// the caller stops the node (the answer goes out first: Close waits for
+// requests in flight) and exits for its supervisor to start it.
 func (a *Appliance) RestartRequested() <-chan struct{} { return a.restart }
 
 // requestRestart authorizes token and, if allowed, asks for the restart.
