@@ -7,8 +7,12 @@ import (
 )
 
 // tuneRaft sets Raft's heartbeat and election timeouts to the configured
-// heartbeat_timeout once OpenBao has set its own (1 s times
-// performance_multiplier, after the longer first-election timeouts).
+// heartbeat_timeout whenever OpenBao has set its own: 1 s times
+// performance_multiplier, and three times that for a node's first
+// election. The first election matters most after a Geo disaster
+// promotion, where the promoted site's nodes all start at once: it waited
+// 3-6 s of OpenBao's first-election timeout. Raft randomizes each node's
+// election timeout, so nodes started together do not all stand at once.
 func (a *Appliance) tuneRaft(r *hraft.Raft) {
 	want := a.heartbeatTimeout()
 	if want == 0 {
@@ -16,7 +20,7 @@ func (a *Appliance) tuneRaft(r *hraft.Raft) {
 	}
 	rc := r.ReloadableConfig()
 	normal := time.Duration(a.cfg.Raft.PerformanceMultiplier) * time.Second
-	if rc.HeartbeatTimeout != normal || rc.HeartbeatTimeout == want {
+	if (rc.HeartbeatTimeout != normal && rc.HeartbeatTimeout != 3*normal) || rc.HeartbeatTimeout == want {
 		return
 	}
 	rc.HeartbeatTimeout, rc.ElectionTimeout = want, want
