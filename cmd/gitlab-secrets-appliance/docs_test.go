@@ -189,6 +189,9 @@ func flagRow(f cli.Flag) string {
 			env += "`$" + e + "`"
 		}
 	}
+	if bf, ok := f.(*cli.BoolFlag); ok && bf.Value {
+		def = "`true`"
+	}
 	if r, ok := f.(cli.RequiredFlag); ok && r.IsRequired() {
 		def = "required"
 	}
