@@ -22,7 +22,7 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 export GONOSUMDB := github.com/openbao/*,gitlab.com/gitlab-org/*
 export GOFLAGS   := -mod=readonly
 
-.PHONY: build build-fips run test test-deps test-fips chaos fuzz package bench lint clean advisories
+.PHONY: build build-fips run test test-deps test-fips chaos fuzz package bench lint clean advisories docs
 
 build: $(BIN)
 
@@ -79,6 +79,12 @@ test-deps:
 # OpenBao that go.mod embeds; make test runs the same check.
 advisories:
 	$(GO) test -count=1 -run '^TestAdvisoriesReviewedForEmbeddedVersion$$' ./test/
+
+# The generated reference: docs/reference/cli.md and the exit code table of
+# docs/reference/exit-codes.md, from the command table; make test fails
+# (TestCLIReferenceUpToDate) while they differ from the code.
+docs:
+	GSA_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceUpToDate$$' ./cmd/gitlab-secrets-appliance/
 
 # Every fuzz target for FUZZTIME (the seed corpora run in every go test).
 # -fuzzminimizetime 0: the appliance's targets instrument the whole embedded

@@ -47,7 +47,8 @@ func parseUnit(t *testing.T, path string) unit {
 	return u
 }
 
-// The settings the appliance relies on, each as the README documents it.
+// The settings the appliance relies on, each as docs/operations/systemd.md
+// documents it (The unit).
 func TestUnitSettings(t *testing.T) {
 	u := parseUnit(t, unitFile)
 	want := map[string]map[string]string{
