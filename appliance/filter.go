@@ -46,6 +46,17 @@ var filterRules = []filterRule{
 		what:     "request bodies: capped at the listener's max_request_size before anything reads them, and JSON whose decoded form would be out of proportion to its size (nesting, object entries, array elements, string length, values in all) refused before OpenBao parses it (unauthenticated, and for every request)",
 		check:    (*requestFilter).checkBody,
 	},
+	// The rows below read the body that checkBody buffered (filter_ns.go).
+	{
+		advisory: "CVE-2026-40264 (GHSA-p49j-v9wc-wg57; OpenBao 2.5.3 GH-2934)",
+		what:     "auth/token/{lookup,renew,revoke}-accessor with the accessor of a token of another namespace: 2.4.0 acts on it in the accessor's namespace after checking the ACL in the request's (the accessor's namespace is its suffix; the request's as the core resolves it)",
+		check:    (*requestFilter).checkAccessorNamespace,
+	},
+	{
+		advisory: "GHSA-c36x-h252-g9x2 (OpenBao 2.5.5 GH-3307)",
+		what:     "sys/leases/{renew,revoke}/<lease id> with a lease of another namespace: 2.4.0 checks the ACL in the request's namespace and revokes in the lease's (the body forms are checked in the lease's namespace and pass); lease_id or token that is not a string",
+		check:    (*requestFilter).checkLeaseNamespace,
+	},
 }
 
 // filterRule is one row of the filter: the advisory it closes, what it
