@@ -57,6 +57,26 @@ var filterRules = []filterRule{
 		what:     "sys/leases/{renew,revoke}/<lease id> with a lease of another namespace: 2.4.0 checks the ACL in the request's namespace and revokes in the lease's (the body forms are checked in the lease's namespace and pass); lease_id or token that is not a string",
 		check:    (*requestFilter).checkLeaseNamespace,
 	},
+	{
+		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
+		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
+		check:    (*requestFilter).checkGroupRootPolicy,
+	},
+	{
+		advisory: "GHSA-rh46-vc3j-w2w3 (OpenBao 2.6.2 GH-3831)",
+		what:     "an inline login whose X-Vault-Inline-Auth-Operation is not update: 2.4.0 dispatches any operation, internal ones included, to the auth method, before any token (filter_identity.go)",
+		check:    checkInlineAuthOperation,
+	},
+	{
+		advisory: "GHSA-8w8f-r2xv-4q4j",
+		what:     "a Transit RSA key created with derived=true, which 2.4.0 accepts and cannot operate (filter_plugins.go)",
+		check:    checkTransitDerivedRSA,
+	},
+	{
+		advisory: "GHSA-7q7g-x6vg-xpc3, GHSA-cpj3-3r2f-xj59 (OpenBao 2.5.2)",
+		what:     "jwt/oidc: a role with callback_mode direct (a victim's login polled by an attacker), and a direct callback carrying the provider's error, which 2.4.0 reflects into HTML (filter_plugins.go)",
+		check:    checkOIDCDirectCallback,
+	},
 }
 
 // filterRule is one row of the filter: the advisory it closes, what it

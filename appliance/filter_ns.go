@@ -150,33 +150,43 @@ func (f *requestFilter) checkLeaseNamespace(r *http.Request) (int, error) {
 // them, and puts the body back. A missing field is "", a field that is not
 // a string an error. The body was capped and buffered by checkBody.
 func bodyString(r *http.Request, field string) (string, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return "", nil
-	}
-	body, err := io.ReadAll(r.Body)
-	r.Body.Close()
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
-		vals, err := url.ParseQuery(string(body))
-		if err != nil {
-			return "", nil // OpenBao refuses it
-		}
-		return vals.Get(field), nil
-	}
-	var m map[string]json.RawMessage
-	if len(bytes.TrimSpace(body)) == 0 || json.Unmarshal(body, &m) != nil {
-		return "", nil // not a JSON object: OpenBao refuses it
-	}
-	raw, ok := m[field]
-	if !ok || string(raw) == "null" {
-		return "", nil
+	raw, form, err := bodyField(r, field)
+	if err != nil || raw == nil {
+		return form, err
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", fmt.Errorf("%s is not a string", field)
 	}
 	return s, nil
+}
+
+// bodyField reads field from r's body and puts the body back: raw is its
+// JSON (nil when absent, null, or the body is a form), form its value in a
+// form body.
+func bodyField(r *http.Request, field string) (raw json.RawMessage, form string, err error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, "", nil
+	}
+	body, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return nil, "", err
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, "", nil // OpenBao refuses it
+		}
+		return nil, vals.Get(field), nil
+	}
+	var m map[string]json.RawMessage
+	if len(bytes.TrimSpace(body)) == 0 || json.Unmarshal(body, &m) != nil {
+		return nil, "", nil // not a JSON object: OpenBao refuses it
+	}
+	if raw = m[field]; string(raw) == "null" {
+		raw = nil
+	}
+	return raw, "", nil
 }
