@@ -77,6 +77,11 @@ var filterRules = []filterRule{
 		what:     "jwt/oidc: a role with callback_mode direct (a victim's login polled by an attacker), and a direct callback carrying the provider's error, which 2.4.0 reflects into HTML (filter_plugins.go)",
 		check:    checkOIDCDirectCallback,
 	},
+	{
+		advisory: "GHSA-xp3c-3jw3-4vcr (OpenBao 2.6.0 GH-3389)",
+		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (filter_list.go; LISTs with a token only)",
+		check:    (*requestFilter).checkListDeny,
+	},
 }
 
 // filterRule is one row of the filter: the advisory it closes, what it

@@ -33,7 +33,8 @@ type nsRequest struct {
 }
 
 // resolve resolves r's namespace if the path (after any namespace prefix)
-// could end in one of suffixes; ok is false otherwise, and when this node
+// could end in one of suffixes (no suffixes: any path); ok is false
+// otherwise, and when this node
 // cannot resolve namespaces (sealed, or no core): a standby forwards the
 // request, and the active node's filter decides.
 func (f *requestFilter) resolve(r *http.Request, suffixes ...string) (nsRequest, bool) {
@@ -42,7 +43,7 @@ func (f *requestFilter) resolve(r *http.Request, suffixes ...string) (nsRequest,
 		return nsRequest{}, false
 	}
 	p = strings.TrimSuffix(p, "/")
-	found := false
+	found := len(suffixes) == 0
 	for _, s := range suffixes {
 		if strings.Contains("/"+p+"/", "/"+s+"/") {
 			found = true
