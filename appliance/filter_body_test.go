@@ -58,3 +58,47 @@ func TestIDNamespace(t *testing.T) {
 		}
 	}
 }
+
+func TestHasSegment(t *testing.T) {
+	for _, c := range []struct {
+		p, seg string
+		want   bool
+	}{
+		{"org_1/auth/token/revoke-accessor", "revoke-accessor", true},
+		{"auth/token/revoke-accessor", "auth", true},
+		{"sys/leases/revoke/auth/token/create/x", "leases", true},
+		{"kv/data/myleases/x", "leases", false},
+		{"kv/data/leasesx", "leases", false},
+		{"leases", "leases", true},
+		{"a/leases-leases/leases", "leases", true},
+		{"", "leases", false},
+	} {
+		if got := hasSegment(c.p, c.seg); got != c.want {
+			t.Errorf("hasSegment(%q, %q) = %v", c.p, c.seg, got)
+		}
+	}
+}
+
+// The rows added for the namespace, identity, plugin and LIST advisories,
+// on a GitLab-shaped KV read and write that none of them concerns: what
+// every such request pays.
+func BenchmarkNewFilterRowsOnGitLabTraffic(b *testing.B) {
+	f := &requestFilter{maxBody: maxRequestBodyBytes}
+	rows := []func(*requestFilter, *http.Request) (int, error){
+		(*requestFilter).checkAccessorNamespace, (*requestFilter).checkLeaseNamespace,
+		(*requestFilter).checkGroupRootPolicy, checkInlineAuthOperation,
+		checkTransitDerivedRSA, checkOIDCDirectCallback, (*requestFilter).checkListDeny,
+	}
+	read := httptest.NewRequest("GET", "/v1/org_1/group_2/project_3/secrets/kv/data/explicit/DATABASE_PASSWORD", nil)
+	write := httptest.NewRequest("POST", "/v1/org_1/group_2/project_3/secrets/kv/data/explicit/DATABASE_PASSWORD", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, r := range []*http.Request{read, write} {
+			for _, row := range rows {
+				if code, err := row(f, r); err != nil {
+					b.Fatal(code, err)
+				}
+			}
+		}
+	}
+}

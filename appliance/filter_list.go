@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/openbao/openbao/helper/namespace"
 )
@@ -35,7 +36,7 @@ import (
 // of GitLab Rails'), pay nothing. Inline-auth LISTs are not checked: their
 // token exists only inside OpenBao's handling of the request.
 func (f *requestFilter) checkListDeny(r *http.Request) (int, error) {
-	list := r.Method == "LIST" || r.Method == http.MethodGet && r.URL.Query().Get("list") == "true"
+	list := r.Method == "LIST" || r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "list") && r.URL.Query().Get("list") == "true"
 	token := requestToken(r)
 	if !list || token == "" {
 		return 0, nil

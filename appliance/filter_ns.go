@@ -45,7 +45,7 @@ func (f *requestFilter) resolve(r *http.Request, suffixes ...string) (nsRequest,
 	p = strings.TrimSuffix(p, "/")
 	found := len(suffixes) == 0
 	for _, s := range suffixes {
-		if strings.Contains("/"+p+"/", "/"+s+"/") {
+		if hasSegment(p, s) {
 			found = true
 			break
 		}
@@ -58,6 +58,23 @@ func (f *requestFilter) resolve(r *http.Request, suffixes ...string) (nsRequest,
 		return nsRequest{}, false
 	}
 	return nsRequest{ns: ns, path: strings.TrimSuffix(rel, "/")}, true
+}
+
+// hasSegment reports whether seg is one of p's /-separated segments,
+// without allocating (every request passes here).
+func hasSegment(p, seg string) bool {
+	for p != "" {
+		i := strings.Index(p, seg)
+		if i < 0 {
+			return false
+		}
+		end := i + len(seg)
+		if (i == 0 || p[i-1] == '/') && (end == len(p) || p[end] == '/') {
+			return true
+		}
+		p = p[i+1:]
+	}
+	return false
 }
 
 // idNamespace is the id of the namespace that a token accessor or lease id

@@ -22,9 +22,8 @@ func checkTransitDerivedRSA(_ *requestFilter, r *http.Request) (int, error) {
 	if r.Method != http.MethodPost && r.Method != http.MethodPut {
 		return 0, nil
 	}
-	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	if len(segs) < 4 || segs[len(segs)-2] != "keys" {
-		return 0, nil
+	if p := strings.Trim(r.URL.Path, "/"); strings.Count(p, "/") < 3 || parentSegment(p) != "keys" {
+		return 0, nil // not /v1/<mount>/keys/<name>
 	}
 	typ, err := bodyString(r, "type")
 	if err != nil || !strings.HasPrefix(typ, "rsa-") {
@@ -75,12 +74,20 @@ func checkOIDCDirectCallback(_ *requestFilter, r *http.Request) (int, error) {
 		}
 		return 0, nil
 	}
-	segs := strings.Split(p, "/")
-	if r.Method != http.MethodPost && r.Method != http.MethodPut || len(segs) < 5 || segs[len(segs)-2] != "role" || !strings.Contains(p, "auth/") {
-		return 0, nil
+	if r.Method != http.MethodPost && r.Method != http.MethodPut || strings.Count(p, "/") < 4 || parentSegment(p) != "role" || !strings.Contains(p, "auth/") {
+		return 0, nil // not /v1/auth/<mount>/role/<name>
 	}
 	if mode, _ := bodyString(r, "callback_mode"); strings.EqualFold(strings.TrimSpace(mode), "direct") {
 		return http.StatusBadRequest, errors.New(`callback_mode "direct" is not served (GHSA-7q7g-x6vg-xpc3): use "client" (the default) or "device"`)
 	}
 	return 0, nil
+}
+
+// parentSegment is the segment before the last one of p (no allocation).
+func parentSegment(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return ""
+	}
+	return p[strings.LastIndexByte(p[:i], '/')+1 : i]
 }

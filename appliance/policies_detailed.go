@@ -83,7 +83,7 @@ func (a *Appliance) detailedPolicies(next http.Handler) http.Handler {
 // same credentials) and the prefix as OpenBao reads it (with the trailing
 // slash a list adds).
 func (a *Appliance) detailedPolicyList(r *http.Request) (*http.Request, string, bool) {
-	list := r.Method == "LIST" || r.Method == http.MethodGet && r.URL.Query().Get("list") == "true"
+	list := r.Method == "LIST" || r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "list") && r.URL.Query().Get("list") == "true"
 	p, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	const base = "sys/policies/detailed/acl/"
 	if !list || !ok || !strings.Contains(p, base) || a.core == nil || a.core.Sealed() {
