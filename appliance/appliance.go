@@ -257,9 +257,9 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	// Requests a standby forwards pass the same filter and ceremony gate
 	// here, on the active node, and find the same endpoints (the legacy
 	// rekey ones off), as on the listener that took them.
-	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(vaulthttp.Handler.Handler(&vault.HandlerProperties{
+	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(a.detailedPolicies(vaulthttp.Handler.Handler(&vault.HandlerProperties{
 		Core: core, ListenerConfig: &configutil.Listener{DisableUnauthedRekeyEndpoints: true},
-	})))))
+	}))))))
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -292,7 +292,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(h)))))
+		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(a.detailedPolicies(h))))))
 		srv := &http.Server{
 			Handler:           a.filter(mux), // filter.go: before anything reads the request
 			ReadHeaderTimeout: 10 * time.Second,

@@ -46,6 +46,42 @@ var filterRules = []filterRule{
 		what:     "request bodies: capped at the listener's max_request_size before anything reads them, and JSON whose decoded form would be out of proportion to its size (nesting, object entries, array elements, string length, values in all) refused before OpenBao parses it (unauthenticated, and for every request)",
 		check:    (*requestFilter).checkBody,
 	},
+	// The rows below read the body that checkBody buffered (filter_ns.go).
+	{
+		advisory: "CVE-2026-40264 (GHSA-p49j-v9wc-wg57; OpenBao 2.5.3 GH-2934)",
+		what:     "auth/token/{lookup,renew,revoke}-accessor with the accessor of a token of another namespace: 2.4.0 acts on it in the accessor's namespace after checking the ACL in the request's (the accessor's namespace is its suffix; the request's as the core resolves it)",
+		check:    (*requestFilter).checkAccessorNamespace,
+	},
+	{
+		advisory: "GHSA-c36x-h252-g9x2 (OpenBao 2.5.5 GH-3307)",
+		what:     "sys/leases/{renew,revoke}/<lease id> with a lease of another namespace: 2.4.0 checks the ACL in the request's namespace and revokes in the lease's (the body forms are checked in the lease's namespace and pass); lease_id or token that is not a string",
+		check:    (*requestFilter).checkLeaseNamespace,
+	},
+	{
+		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
+		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
+		check:    (*requestFilter).checkGroupRootPolicy,
+	},
+	{
+		advisory: "GHSA-rh46-vc3j-w2w3 (OpenBao 2.6.2 GH-3831)",
+		what:     "an inline login whose X-Vault-Inline-Auth-Operation is not update: 2.4.0 dispatches any operation, internal ones included, to the auth method, before any token (filter_identity.go)",
+		check:    checkInlineAuthOperation,
+	},
+	{
+		advisory: "GHSA-8w8f-r2xv-4q4j",
+		what:     "a Transit RSA key created with derived=true, which 2.4.0 accepts and cannot operate (filter_plugins.go)",
+		check:    checkTransitDerivedRSA,
+	},
+	{
+		advisory: "GHSA-7q7g-x6vg-xpc3, GHSA-cpj3-3r2f-xj59 (OpenBao 2.5.2)",
+		what:     "jwt/oidc: a role with callback_mode direct (a victim's login polled by an attacker), and a direct callback carrying the provider's error, which 2.4.0 reflects into HTML (filter_plugins.go)",
+		check:    checkOIDCDirectCallback,
+	},
+	{
+		advisory: "GHSA-xp3c-3jw3-4vcr (OpenBao 2.6.0 GH-3389)",
+		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (filter_list.go; LISTs with a token only)",
+		check:    (*requestFilter).checkListDeny,
+	},
 }
 
 // filterRule is one row of the filter: the advisory it closes, what it

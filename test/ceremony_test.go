@@ -200,4 +200,17 @@ func TestKeyCeremoniesAndFilterOnAStandby(t *testing.T) {
 	if code, out := call(t, hc, "POST", addr2+"/v1/org_1/sys/mounts/kv", root, map[string]any{"type": "kv-v2"}); code/100 != 2 {
 		t.Errorf("a mount in org_1 through the standby: %d %s", code, out)
 	}
+	// A token accessor of org_1 used from the root namespace
+	// (CVE-2026-40264), and the detailed policy list GitLab sends
+	// (policies_detailed.go), through the standby.
+	_, acc := nsToken(t, hc, addr2+"/v1/", root, "org_1", "default")
+	if code, out := call(t, hc, "POST", addr2+"/v1/auth/token/lookup-accessor", root, map[string]any{"accessor": acc}); code != http.StatusForbidden || !strings.Contains(out, "CVE-2026-40264") {
+		t.Errorf("lookup-accessor of an org_1 token from the root namespace through the standby: %d %.300s, want 403", code, strings.TrimSpace(out))
+	}
+	if code, out := call(t, hc, "PUT", addr2+"/v1/org_1/sys/policies/acl/users/a", root, map[string]any{"policy": `path "kv/*" { capabilities = ["read"] }`}); code/100 != 2 {
+		t.Fatalf("policy users/a in org_1: %d %s", code, out)
+	}
+	if code, out := call(t, hc, "GET", addr2+"/v1/org_1/sys/policies/detailed/acl/users?list=true", root, nil); code != http.StatusOK || !strings.Contains(out, `"keys":["users/a"]`) {
+		t.Errorf("the detailed list of org_1's users/ policies through the standby: %d %.300s", code, strings.TrimSpace(out))
+	}
 }

@@ -400,3 +400,21 @@ func (r *Rails) disableNamespace(parent, child string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// PolicyList is GitLab's SecretsManagerClient#list_policies answer: the
+// policies' names and, per name, OpenBao's details (GitLab reads policy).
+type PolicyList struct {
+	Keys    []string                  `json:"keys"`
+	KeyInfo map[string]map[string]any `json:"key_info"`
+}
+
+// ListPolicies is list_policies(type: typ) in namespace ns, as GitLab
+// sends it: LIST <ns>/sys/policies/detailed/acl/<typ> (GET ?list=true),
+// the namespace in the path, inline auth.
+func (r *Rails) ListPolicies(ns, typ string) (PolicyList, error) {
+	var out struct {
+		Data PolicyList `json:"data"`
+	}
+	err := r.call("LIST", ns, "sys/policies/detailed/acl/"+typ, nil, &out)
+	return out.Data, err
+}

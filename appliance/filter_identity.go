@@ -1,0 +1,63 @@
+package appliance
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/openbao/openbao/sdk/v2/helper/consts"
+)
+
+// checkGroupRootPolicy closes CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao
+// 2.5.0 GH-2143): OpenBao 2.4.0 refuses the policy "root" on an identity
+// group only as written in lower case, keeps "Root" or "ROOT" as given,
+// and a member's token then resolves it to the root policy. Whoever may
+// write identity groups (not sudo) makes anyone root. This row refuses
+// every spelling of root among a group's policies (a JSON list, or a
+// comma-separated string as OpenBao also takes).
+func (f *requestFilter) checkGroupRootPolicy(r *http.Request) (int, error) {
+	req, ok := f.resolve(r, "group")
+	if !ok || r.Method == http.MethodGet || r.Method == http.MethodDelete || r.Method == "LIST" {
+		return 0, nil
+	}
+	if req.path != "identity/group" && !strings.HasPrefix(req.path, "identity/group/id/") && !strings.HasPrefix(req.path, "identity/group/name/") {
+		return 0, nil
+	}
+	raw, form, err := bodyField(r, "policies")
+	if err != nil {
+		return http.StatusBadRequest, errors.New("the request body could not be read")
+	}
+	var policies []string
+	if raw != nil {
+		var one string
+		if json.Unmarshal(raw, &policies) != nil && json.Unmarshal(raw, &one) == nil {
+			form = one
+		}
+	}
+	if form != "" {
+		policies = append(policies, strings.Split(form, ",")...)
+	}
+	for _, p := range policies {
+		if strings.EqualFold(strings.TrimSpace(p), "root") {
+			return http.StatusBadRequest, errors.New(`policies cannot contain root, in any case (CVE-2025-64761)`)
+		}
+	}
+	return 0, nil
+}
+
+// checkInlineAuthOperation closes GHSA-rh46-vc3j-w2w3 (OpenBao 2.6.2
+// GH-3831): OpenBao 2.4.0 takes the operation of an inline login from the
+// X-Vault-Inline-Auth-Operation header as given, so anyone, before any
+// token, dispatches to an auth method an operation that no HTTP method
+// maps to (internal ones: renew, revoke, rollback, alias-lookahead,
+// resolve-role, ...). OpenBao 2.6.2 allows update only (the default when
+// the header is absent, as GitLab sends it); so does this row.
+func checkInlineAuthOperation(_ *requestFilter, r *http.Request) (int, error) {
+	for _, op := range r.Header.Values(consts.InlineAuthOperationHeaderName) {
+		if op != "update" {
+			return http.StatusBadRequest, errors.New(consts.InlineAuthOperationHeaderName + ` may only be "update" (GHSA-rh46-vc3j-w2w3): leave it out`)
+		}
+	}
+	return 0, nil
+}
