@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openbao/openbao/api/v2"
 )
 
 // load runs writers and readers against every node of a cluster while
@@ -247,8 +249,22 @@ func (l *load) ackedNow() map[string]int {
 func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (acked, lost int) {
 	t.Helper()
 	kv := l.c.client(reader).KVv2("kv")
+	// A node that is not ready answers 503: that is no answer about the
+	// key, so the read is asked again (the reader may have just become
+	// active after a fault); only an answer counts.
+	deadline := time.Now().Add(2 * time.Minute)
+	get := func(k string) (*api.KVSecret, error) {
+		for {
+			got, err := kv.Get(context.Background(), k)
+			var re *api.ResponseError
+			if err == nil || !errors.As(err, &re) || re.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+				return got, err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for k, v := range want {
-		got, err := kv.Get(context.Background(), k)
+		got, err := get(k)
 		if err != nil || got == nil {
 			t.Errorf("acknowledged write %s=%d: %v", k, v, err)
 			lost++
