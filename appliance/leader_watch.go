@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -192,4 +193,70 @@ func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cu
 		}
 	}()
 	return r.WithContext(ctx), cancel, byChange.Load
+}
+
+// confirmWriter lets a read's 2xx answer out of the active node only while
+// its leadership is confirmed: a leader that was stalled (SIGSTOP, a
+// starved process) after the gate let the read in may have been replaced
+// meanwhile and have read a stale FSM. A lapsed confirmation waits (up to
+// readyHold) for a round that started after the answer was ready; failing
+// that, the read gets 503 (it changed nothing: the client reads again).
+type confirmWriter struct {
+	http.ResponseWriter
+	a       *Appliance
+	ctx     context.Context
+	decided bool
+	refused bool
+}
+
+func (w *confirmWriter) WriteHeader(code int) {
+	if w.decided {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.decided = true
+	if code >= 200 && code < 300 && !w.a.leaders.soleVoter.Load() && !w.a.leaders.confirmedAfterLapse(w.ctx, w.a.leaseDuration()) {
+		w.refused = true
+		h := w.ResponseWriter.Header()
+		for k := range h {
+			delete(h, k)
+		}
+		writeError(w.ResponseWriter, http.StatusServiceUnavailable, errors.New("this node is not ready: it could not confirm its leadership after reading; read again in a moment or use another node"))
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *confirmWriter) Write(b []byte) (int, error) {
+	if !w.decided {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.refused {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streamed answers through once they were let out.
+func (w *confirmWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && w.decided && !w.refused {
+		f.Flush()
+	}
+}
+
+// confirmedAfterLapse: the leadership is confirmed within lease, or a
+// confirmation round that starts from now succeeds before readyHold.
+func (w *leaderWatch) confirmedAfterLapse(ctx context.Context, lease time.Duration) bool {
+	if ok, _ := w.confirmedWithin(lease); ok {
+		return true
+	}
+	from := time.Now().UnixNano()
+	deadline := time.Now().Add(readyHold)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if w.confirmed.Load() >= from {
+			return true
+		}
+		time.Sleep(readyPoll)
+	}
+	return w.confirmed.Load() >= from
 }

@@ -1,6 +1,10 @@
 package appliance
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +50,45 @@ func TestSoleVoterIsAlwaysReady(t *testing.T) {
 	a.leaders.confirmed.Store(1) // last confirmed in 1970
 	if rd := a.readiness(); !rd.Ready || !rd.active {
 		t.Fatalf("a single node with an old confirmation is not ready: %+v", rd)
+	}
+}
+
+// A read's 2xx leaves the active node only while its leadership is
+// confirmed: after a lapse (a stalled leader) it waits for a round that
+// started after the answer was ready, and without one the read gets 503.
+func TestConfirmWriter(t *testing.T) {
+	a := &Appliance{leaders: newLeaderWatch(), cfg: &Config{Raft: &Raft{PerformanceMultiplier: 1}}}
+	serve := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		w := &confirmWriter{ResponseWriter: rec, a: a, ctx: context.Background()}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"data":{"v":"stale?"}}`))
+		return rec
+	}
+	a.leaders.confirmed.Store(time.Now().UnixNano())
+	if rec := serve(); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "stale?") {
+		t.Fatalf("a confirmed leader's read: %d %s", rec.Code, rec.Body.String())
+	}
+	a.leaders.confirmed.Store(time.Now().Add(-time.Minute).UnixNano()) // stalled for a minute
+	if rec := serve(); rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "stale?") || !strings.Contains(rec.Body.String(), "not ready") {
+		t.Fatalf("an unconfirmed leader's read got out: %d %s", rec.Code, rec.Body.String())
+	}
+	// A round that starts after the answer was ready confirms it.
+	a.leaders.confirmed.Store(time.Now().Add(-time.Minute).UnixNano())
+	done := make(chan struct{})
+	go func() { // the leader watch's rounds, every readyPoll
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(readyPoll):
+				a.leaders.confirmed.Store(time.Now().UnixNano())
+			}
+		}
+	}()
+	rec := serve()
+	close(done)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("a read confirmed after the lapse: %d %s", rec.Code, rec.Body.String())
 	}
 }

@@ -76,7 +76,7 @@ func (a *Appliance) readiness() Readiness {
 		if state != hraft.Leader {
 			return notReady("stepping down: Raft has lost the leadership")
 		}
-		lease := time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
+		lease := a.leaseDuration()
 		// The only voter is its own quorum: nobody else can be elected,
 		// however slow this process runs.
 		if ok, age := a.leaders.confirmedWithin(lease); !ok && !a.leaders.soleVoter.Load() {
@@ -99,6 +99,13 @@ func (a *Appliance) readiness() Readiness {
 		return notReady("catching up: applied index %d of %d", applied, commit)
 	}
 	return Readiness{Ready: true}
+}
+
+// leaseDuration is how recently a quorum must have confirmed a leader's
+// leadership for it to serve: half a heartbeat timeout at the default
+// multiplier.
+func (a *Appliance) leaseDuration() time.Duration {
+	return time.Duration(a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
 }
 
 // sameHostPort compares a cluster URL (https://host:port) with a Raft
@@ -178,7 +185,11 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		}
 		orig := r
 		for attempt := 0; ; attempt++ {
-			h := &heldAnswer{w: w, header: http.Header{}}
+			out := w
+			if active && read {
+				out = &confirmWriter{ResponseWriter: w, a: a, ctx: orig.Context()}
+			}
+			h := &heldAnswer{w: out, header: http.Header{}}
 			req, done, cut := orig, func() {}, func() bool { return false }
 			var mark *readMark
 			if !active {
