@@ -68,6 +68,11 @@ var filterRules = []filterRule{
 		check:    checkInlineAuthOperation,
 	},
 	{
+		advisory: "CVE-2025-62513 (GHSA-ghfh-fmx4-26h8; OpenBao 2.4.3 GH-2002)",
+		what:     "the identity OIDC provider's authorize, token and userinfo endpoints, whose raw-body answers (codes, tokens, claims) 2.4.0's audit devices log unhashed (filter_identity.go)",
+		check:    checkOIDCProviderSecrets,
+	},
+	{
 		advisory: "GHSA-8w8f-r2xv-4q4j",
 		what:     "a Transit RSA key created with derived=true, which 2.4.0 accepts and cannot operate (filter_plugins.go)",
 		check:    checkTransitDerivedRSA,

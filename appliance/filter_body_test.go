@@ -102,3 +102,24 @@ func BenchmarkNewFilterRowsOnGitLabTraffic(b *testing.B) {
 		}
 	}
 }
+
+// The OIDC provider's secret-bearing endpoints are refused in any
+// namespace; its public ones and look-alike paths elsewhere are not.
+func TestCheckOIDCProviderSecrets(t *testing.T) {
+	for path, refused := range map[string]bool{
+		"/v1/identity/oidc/provider/default/token":                            true,
+		"/v1/identity/oidc/provider/default/authorize":                        true,
+		"/v1/org_1/group_1/identity/oidc/provider/p/userinfo":                 true,
+		"/v1/identity/oidc/provider/default/.well-known/openid-configuration": false,
+		"/v1/identity/oidc/provider/default/.well-known/keys":                 false,
+		"/v1/identity/oidc/provider/default":                                  false,
+		"/v1/kv/data/provider/x/token":                                        false,
+		"/v1/auth/token/lookup-self":                                          false,
+	} {
+		r := httptest.NewRequest("POST", path, nil)
+		code, err := checkOIDCProviderSecrets(nil, r)
+		if refused != (err != nil) || refused && code != http.StatusNotFound {
+			t.Errorf("%s: %d %v, refused should be %v", path, code, err, refused)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package appliance
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -60,4 +61,28 @@ func checkInlineAuthOperation(_ *requestFilter, r *http.Request) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+// oidcProviderRaw are the endpoints of the identity store's OIDC provider
+// whose answers are raw bodies carrying secrets: an authorization code,
+// an ID and access token, a user's claims.
+var oidcProviderRaw = map[string]bool{"authorize": true, "token": true, "userinfo": true}
+
+// checkOIDCProviderSecrets closes CVE-2025-62513 (OpenBao 2.4.3): 2.4.0's
+// audit devices write a response's raw body (HTTPRawBody) unhashed, and
+// the OIDC provider answers its authorize, token and userinfo endpoints
+// with raw bodies holding codes, tokens and claims. GitLab does not use
+// OpenBao as an OIDC provider: those three endpoints answer 404, in every
+// namespace; its discovery document and keys (public) stay.
+func checkOIDCProviderSecrets(_ *requestFilter, r *http.Request) (int, error) {
+	p := strings.Trim(r.URL.Path, "/")
+	if !hasSegment(p, "provider") {
+		return 0, nil
+	}
+	segs := strings.Split(p, "/")
+	n := len(segs)
+	if n < 5 || !oidcProviderRaw[segs[n-1]] || segs[n-3] != "provider" || segs[n-4] != "oidc" || segs[n-5] != "identity" {
+		return 0, nil
+	}
+	return http.StatusNotFound, fmt.Errorf("identity/oidc/provider/%s/%s is not served (CVE-2025-62513: OpenBao 2.4.0 writes its codes and tokens into audit logs in clear); the appliance is not an OIDC provider", segs[n-2], segs[n-1])
 }

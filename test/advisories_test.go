@@ -2,10 +2,13 @@ package test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // The advisories table is reviewed for the OpenBao the appliance embeds:
@@ -36,5 +39,26 @@ func TestAdvisoriesReviewedForEmbeddedVersion(t *testing.T) {
 	}
 	if strings.Contains(string(doc), "| unknown |") {
 		t.Error("docs/security/advisories.md has a row whose status is unknown")
+	}
+}
+
+// Advisories of modules the binary does not link are not reachable: the
+// modules go.mod lists (indirectly, through OpenBao) but no package of
+// which is compiled in. Read off the binary's own build information.
+func TestAdvisoryModulesNotLinked(t *testing.T) {
+	out, err := exec.Command("go", "version", "-m", harness.Binary(t)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m: %v\n%s", err, out)
+	}
+	for mod, advisory := range map[string]string{
+		"go.opentelemetry.io/otel/sdk": "CVE-2026-24051 (GHSA-9h8m-3fm2-qjrq)",
+		"github.com/go-ldap/ldap":      "the LDAP auth method's advisories",
+	} {
+		if strings.Contains(string(out), "\t"+mod) {
+			t.Errorf("the binary links %s: %s is reachable; assess it in docs/security/advisories.md", mod, advisory)
+		}
+	}
+	if !strings.Contains(string(out), "\tgithub.com/openbao/openbao\t") {
+		t.Fatalf("go version -m names no OpenBao module: the check reads nothing\n%s", out)
 	}
 }

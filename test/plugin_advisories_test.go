@@ -50,6 +50,17 @@ func TestPluginAdvisoriesClosed(t *testing.T) {
 		t.Errorf("GET %s: %d %.300s, want 400 naming GHSA-cpj3-3r2f-xj59", cb, code, strings.TrimSpace(out))
 	}
 
+	// CVE-2025-62513: the OIDC provider's token endpoint answers a raw
+	// body that 2.4.0's audit devices log in clear; its discovery stays.
+	for _, p := range []string{"identity/oidc/provider/default/token", "identity/oidc/provider/default/authorize", "identity/oidc/provider/default/userinfo"} {
+		if code, out := call(t, hc, "POST", v1+p, root, map[string]any{"grant_type": "authorization_code", "code": "c"}); code != http.StatusNotFound || !strings.Contains(out, "CVE-2025-62513") {
+			t.Errorf("POST %s: %d %.300s, want 404 naming CVE-2025-62513", p, code, strings.TrimSpace(out))
+		}
+	}
+	if code, out := call(t, hc, "GET", v1+"identity/oidc/provider/default/.well-known/openid-configuration", "", nil); code != http.StatusOK {
+		t.Errorf("the OIDC provider's discovery document: %d %.300s", code, out)
+	}
+
 	if code, out := call(t, hc, "POST", v1+"sys/auth/kerberos", root, map[string]any{"type": "kerberos"}); code/100 == 2 {
 		t.Errorf("kerberos auth enabled: %d %s", code, out)
 	}
