@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-secure-stdlib/reloadutil"
 	"github.com/openbao/openbao/audit"
 	auditFile "github.com/openbao/openbao/builtin/audit/file"
 	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
@@ -61,6 +62,10 @@ type Appliance struct {
 	servers     []*http.Server
 	listeners   []listenerutil.Listener
 	certs       []listenerutil.ReloadableCertGetter // TLS listeners' certificates, for Reload
+	// The core's reload functions: each file audit device it set up
+	// registers one ("audit_file|<path>") that reopens its file.
+	reloadFuncs     *map[string][]reloadutil.ReloadFunc
+	reloadFuncsLock *sync.RWMutex
 	apiAddr     string
 	clusterAddr string
 	started     time.Time
@@ -248,6 +253,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("cannot create the OpenBao core: %w", err)
 	}
 	a.core = core
+	a.reloadFuncs, a.reloadFuncsLock = coreConfig.ReloadFuncs, coreConfig.ReloadFuncsLock
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
