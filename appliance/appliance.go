@@ -62,13 +62,14 @@ type Appliance struct {
 	servers     []*http.Server
 	listeners   []listenerutil.Listener
 	certs       []listenerutil.ReloadableCertGetter // TLS listeners' certificates, for Reload
+	apiAddr     string
+	clusterAddr string
+	started     time.Time
+
 	// The core's reload functions: each file audit device it set up
 	// registers one ("audit_file|<path>") that reopens its file.
 	reloadFuncs     *map[string][]reloadutil.ReloadFunc
 	reloadFuncsLock *sync.RWMutex
-	apiAddr     string
-	clusterAddr string
-	started     time.Time
 
 	initMu          sync.Mutex   // one init at a time
 	initRunning     atomic.Bool  // an init holds initMu (its marker is not a leftover)
