@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -301,4 +302,129 @@ func TestPackagedLogrotateRotatesAuditLog(t *testing.T) {
 func isExecutable(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode()&0o111 != 0
+}
+
+// omnibusLogrotateStanza is the stanza Omnibus' logrotate cookbook writes
+// for a service (files/gitlab-cookbooks/logrotate/templates/default/
+// logrotate-service.erb in omnibus-gitlab), from the options that
+// reconfigure reports: the same directives, in the same order.
+func omnibusLogrotateStanza(logDir, user, group string, o map[string]any) string {
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, "  "+format+"\n", args...) }
+	str := func(k string) string {
+		if v, ok := o[k]; ok && v != nil {
+			return fmt.Sprint(v)
+		}
+		return ""
+	}
+	fmt.Fprintf(&b, "%s/*.log {\n", logDir)
+	line("su %s %s", user, group)
+	line("%s", str("logrotate_frequency"))
+	if v := str("logrotate_size"); v != "" {
+		line("size %s", v)
+	}
+	if v := str("logrotate_maxsize"); v != "" {
+		line("maxsize %s", v)
+	}
+	line("rotate %s", str("logrotate_rotate"))
+	if v := str("logrotate_dateformat"); v != "" {
+		line("dateext")
+		line("dateformat %s", v)
+	}
+	line("%s", str("logrotate_compress"))
+	line("%s", str("logrotate_method"))
+	line("missingok")
+	line("notifempty")
+	line("postrotate")
+	line("  %s", str("logrotate_postrotate"))
+	line("endscript")
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// On an Omnibus node, Omnibus' logrotate (with the cookbook's logrotate
+// options, Omnibus' defaults for the rest) rotates audit.log twice under a
+// request stream: moved aside (no copytruncate), `gitlab-ctl hup
+// secrets-appliance` (here a gitlab-ctl that sends the SIGHUP runsv would
+// send to the service's process), a new audit.log, the moved file closed,
+// no entry lost.
+func TestOmnibusLogrotateRotatesAuditLog(t *testing.T) {
+	needRuby(t)
+	logrotate, err := exec.LookPath("logrotate")
+	if err != nil {
+		if logrotate = "/usr/sbin/logrotate"; !isExecutable(logrotate) {
+			t.Skip("logrotate is not installed: scripts/test-deps.sh installs it")
+		}
+	}
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+	listen := harness.FreeAddr(t, "127.0.0.1")
+	n.mustReconfigure(t, n.baseRB()+fmt.Sprintf(`gitlab_secrets_appliance['listen_address'] = %q
+gitlab_secrets_appliance['cluster_listen_address'] = %q
+gitlab_secrets_appliance['tls_disable'] = true
+gitlab_secrets_appliance['seal']['shamir']['shares'] = 1
+gitlab_secrets_appliance['seal']['shamir']['threshold'] = 1
+`, listen, nextAddr(t, listen)))
+	lr := n.Report.Logrotate
+	hup := filepath.Join(n.InstallDir, "bin", "gitlab-ctl") + " hup secrets-appliance"
+	if lr.LogDirectory != n.LogDir || lr.Options["logrotate_method"] != "nocopytruncate" ||
+		lr.Options["logrotate_compress"] != "compress\n  delaycompress" || lr.Options["logrotate_postrotate"] != hup {
+		t.Fatalf("logrotate options: %s %v", lr.LogDirectory, lr.Options)
+	}
+
+	s := n.start(t, tr)
+	n.waitCtlStatus(t, tr, s, 2)
+	out, errOut, code := n.ctl(t, &harness.Transcript{}, nil, "secrets-appliance-init", "--format", "json")
+	var res initOutput
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("secrets-appliance-init: exit %d: %s", code, errOut)
+	}
+	n.waitCtlStatus(t, tr, s, 0)
+	pid := s.run.Process.Pid // bash, chpst and the appliance: one process
+	audit := filepath.Join(n.LogDir, "audit.log")
+
+	// gitlab-ctl hup SERVICE: runsv sends SIGHUP to the service's process.
+	ctl := filepath.Join(n.InstallDir, "bin", "gitlab-ctl")
+	os.MkdirAll(filepath.Dir(ctl), 0o755)
+	if err := os.WriteFile(ctl, []byte(fmt.Sprintf("#!/bin/sh\n[ \"$1 $2\" = \"hup secrets-appliance\" ] || exit 64\nexec kill -HUP %d\n", pid)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	suUser, suGroup := n.Account.User, n.Account.Group
+	if os.Getuid() != 0 {
+		u, _ := user.Current()
+		g, _ := user.LookupGroupId(u.Gid)
+		suUser, suGroup = u.Username, g.Name
+	}
+	confFile := filepath.Join(t.TempDir(), "logrotate.conf")
+	if err := os.WriteFile(confFile, []byte(omnibusLogrotateStanza(lr.LogDirectory, suUser, suGroup, lr.Options)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	st := startAuditStream(t, "http://"+listen, res.RootToken)
+	for round := 1; round <= 2; round++ {
+		st.waitMore(t, fmt.Sprintf("requests before rotation %d", round), 50)
+		out, err := exec.Command(logrotate, "--force", "--state", state, confFile).CombinedOutput()
+		if err != nil {
+			b, _ := os.ReadFile(confFile)
+			t.Fatalf("logrotate, round %d: %v\n%s\n%s", round, err, out, b)
+		}
+		harness.Eventually(t, time.Minute, "a new audit.log", func() bool {
+			b, _ := os.ReadFile(audit)
+			return strings.Contains(string(b), "cubbyhole/rotation-")
+		})
+		harness.Eventually(t, time.Minute, "the appliance to close audit.log.1", func() bool {
+			return !holds(openFiles(t, pid), filepath.Join(n.LogDir, "audit.log.1"))
+		})
+	}
+	st.waitMore(t, "requests after the rotations", 50)
+	st.end()
+	var text string
+	for _, f := range []string{"audit.log", "audit.log.1", "audit.log.2.gz"} {
+		text += readAudit(t, filepath.Join(n.LogDir, f))
+	}
+	st.checkNoneLost(t, text)
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
 }
