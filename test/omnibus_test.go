@@ -595,9 +595,8 @@ gitlab_secrets_appliance['ca_cert_file'] = %q
 gitlab_secrets_appliance['gitlab']['enable'] = true
 gitlab_secrets_appliance['geo']['enable'] = true
 gitlab_secrets_appliance['snapshots']['enable'] = true
-gitlab_secrets_appliance['snapshots']['directory'] = %q
 gitlab_secrets_appliance['snapshots']['retain_age'] = '168h'
-`, certFile, keyFile, caFile, n.path("var/opt/gitlab/backups/secrets-appliance")) + omnibusGeoSites
+`, certFile, keyFile, caFile) + omnibusGeoSites
 				clusterTime := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 				if site.Primary {
 					rb += fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
@@ -696,10 +695,10 @@ gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 				warnings := strings.Join(n.Report.Warnings, "\n")
 				snap, _ := cfg["snapshot"].(map[string]any)
 				if snap["interval"] != "1h" || snap["retain_count"] != float64(24) || snap["retain_age"] != "168h" ||
-					snap["directory"] != n.path("var/opt/gitlab/backups/secrets-appliance") {
+					snap["directory"] != filepath.Join(n.Dir, "snapshots") {
 					t.Errorf("snapshot block: %v", cfg["snapshot"])
 				}
-				if mode, uid, _ := fileMode(t, n.path("var/opt/gitlab/backups/secrets-appliance")); mode != 0o700 || (os.Geteuid() == 0 && uid != n.Account.UID) {
+				if mode, uid, _ := fileMode(t, filepath.Join(n.Dir, "snapshots")); mode != 0o700 || (os.Geteuid() == 0 && uid != n.Account.UID) {
 					t.Errorf("the snapshot directory: mode %o, uid %d", mode, uid)
 				}
 				if strings.Contains(warnings, "snapshots") {
