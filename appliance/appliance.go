@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-secure-stdlib/reloadutil"
 	"github.com/openbao/openbao/audit"
 	auditFile "github.com/openbao/openbao/builtin/audit/file"
 	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
@@ -64,6 +65,11 @@ type Appliance struct {
 	apiAddr     string
 	clusterAddr string
 	started     time.Time
+
+	// The core's reload functions: each file audit device it set up
+	// registers one ("audit_file|<path>") that reopens its file.
+	reloadFuncs     *map[string][]reloadutil.ReloadFunc
+	reloadFuncsLock *sync.RWMutex
 
 	initMu          sync.Mutex   // one init at a time
 	initRunning     atomic.Bool  // an init holds initMu (its marker is not a leftover)
@@ -251,6 +257,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		return nil, fmt.Errorf("cannot create the OpenBao core: %w", err)
 	}
 	a.core = core
+	a.reloadFuncs, a.reloadFuncsLock = coreConfig.ReloadFuncs, coreConfig.ReloadFuncsLock
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})

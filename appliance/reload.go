@@ -15,16 +15,20 @@ import (
 // SIGHUP, and keeps it as the node's configuration (see config):
 //   - the TLS certificates, read again from the same files;
 //   - log_level;
-//   - the audit devices, added or removed as the config now declares them;
+//   - the audit devices, added or removed as the config now declares them,
+//     and every file audit device's file reopened (ReopenAuditFiles), so
+//     that a log moved aside (logrotate) is closed and a new one begins;
 //   - the geo block's topology (its file is also re-read when it changes);
 //   - the gitlab block, which `gitlab bootstrap` then applies to OpenBao,
 //     unless its jwt_validation_pubkeys_file or pubkeys_jwks_address
 //     changed: the keys are served from what the node started with.
 //
 // Every other setting that changed takes effect at the next start; the log
-// names them. A config that does not validate changes nothing.
+// names them. A config that does not validate changes nothing (the audit
+// files are reopened all the same).
 func (a *Appliance) Reload(cfg *Config) error {
 	if err := cfg.Validate(); err != nil {
+		a.ReopenAuditFiles()
 		return err
 	}
 	a.reloadMu.Lock()
@@ -57,6 +61,9 @@ func (a *Appliance) Reload(cfg *Config) error {
 	a.core.SetConfig(a.coreConfig(&next))
 	a.core.ReloadAuditLogs()
 	a.live.Store(&next)
+	if err := a.ReopenAuditFiles(); err != nil {
+		errs = append(errs, err)
+	}
 
 	if err := errors.Join(errs...); err != nil {
 		a.logger.Error("reload incomplete", "error", err)
@@ -69,6 +76,42 @@ func (a *Appliance) Reload(cfg *Config) error {
 	}
 	if later := restartOnly(a.cfg, cfg.geoDerived(), gitlabLive); len(later) > 0 {
 		a.logger.Info("changed, applies at the next start: " + strings.Join(later, ", "))
+	}
+	return nil
+}
+
+// ReopenAuditFiles closes and reopens the file of every file audit device
+// the core has set up, as stock `bao server` does on SIGHUP (its
+// "audit_file|" reload functions): a file moved aside (`mv audit.log
+// audit.log.1`, logrotate without copytruncate) stops receiving entries,
+// and a new one is created at the configured file_path (with its mode).
+// Entries written before the reopen are in the old file; none is lost, as
+// the device holds its lock while it swaps files. A SIGHUP whose config is
+// refused still reopens: rotation must not depend on the config file.
+func (a *Appliance) ReopenAuditFiles() error {
+	if a.reloadFuncsLock == nil {
+		return nil
+	}
+	a.reloadFuncsLock.RLock()
+	defer a.reloadFuncsLock.RUnlock()
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(*a.reloadFuncs)) {
+		path, ok := strings.CutPrefix(k, "audit_file|")
+		if !ok {
+			continue
+		}
+		for _, f := range (*a.reloadFuncs)[k] {
+			if f == nil {
+				continue
+			}
+			if err := f(); err != nil {
+				errs = append(errs, fmt.Errorf("reopening the file of audit device %q: %w", path, err))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		a.logger.Error("audit files not reopened", "error", err)
+		return err
 	}
 	return nil
 }

@@ -5,6 +5,8 @@
 #   ruby             the Omnibus cookbook's tests (ruby, erb)
 #   runit            chpst and svlogd, to run the rendered runit scripts
 #   git              make lint lists the Go files with git
+#   lintian          the .deb is checked as Debian checks packages
+#   logrotate        the packaged logrotate file rotates a real node's audit log
 #
 # Installs the missing ones with apt-get (as root, or with sudo), or, when
 # it cannot, stops with the one command to run.
@@ -32,6 +34,8 @@ have pkcs11-tool || missing+=(opensc)
 { have ruby && have erb; } || missing+=(ruby)
 { have chpst && have svlogd; } || missing+=(runit)
 have git || missing+=(git)
+have lintian || missing+=(lintian)
+{ have logrotate || [ -x /usr/sbin/logrotate ]; } || missing+=(logrotate)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

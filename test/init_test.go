@@ -276,3 +276,101 @@ func TestBadNumbersAreRefusedByName(t *testing.T) {
 		t.Fatalf("the refused changes changed the seal: %+v", st.Seal)
 	}
 }
+
+// The key ceremony with --share-dir: each unseal share and each recovery
+// key is written to its own file and named for what it is, in text and in
+// JSON, with each kind's own quorum and purpose. The files hold what their
+// names say: a quorum of the share files unseals the node, a recovery key
+// is refused as an unseal share.
+func TestInitShareDirLabelsSharesAndRecoveryKeys(t *testing.T) {
+	bin := harness.Binary(t)
+	tr := &harness.Transcript{}
+	args := []string{"--shares", "3", "--threshold", "2", "--recovery-shares", "4", "--recovery-threshold", "3"}
+
+	// Text.
+	cfg, addr, dir := singleNode(t)
+	harness.StartNode(t, tr, bin, cfg, addr).WaitServing(t, tr)
+	shareDir := filepath.Join(dir, "keys")
+	out, errOut, code := harness.Run(t, &harness.Transcript{}, nil, bin, append([]string{"init", "--address", addr, "--share-dir", shareDir}, args...)...)
+	if code != 0 {
+		t.Fatalf("init --share-dir: exit %d: %s %s", code, out, errOut)
+	}
+	var want []string
+	for i := 1; i <= 3; i++ {
+		want = append(want, fmt.Sprintf("Unseal share %d: %s\n", i, filepath.Join(shareDir, fmt.Sprintf("unseal-share-%d", i))))
+	}
+	for i := 1; i <= 4; i++ {
+		want = append(want, fmt.Sprintf("Recovery key %d: %s\n", i, filepath.Join(shareDir, fmt.Sprintf("recovery-key-%d", i))))
+	}
+	want = append(want,
+		"Unseal shares: any 2 of the 3 unseal shares unseal a node after every restart",
+		"Recovery keys: any 3 of the 4 recovery keys, each time with a token that has sudo, authorize",
+		"Recovery keys never unseal a node.",
+		"are in the files listed above, mode 0600.")
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("init --share-dir does not print %q:\n%s", w, out)
+		}
+	}
+	for _, bad := range []string{"Unseal share 4", "recovery-key-1\nUnseal", "of the 7"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("init --share-dir prints %q:\n%s", bad, out)
+		}
+	}
+	token := lineAfter(t, out, "Initial root token: ")
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(shareDir, name))
+		if st, _ := os.Stat(filepath.Join(shareDir, name)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	waitState(t, tr, bin, addr, "active")
+	if err := apiClient(t, addr, token).Sys().Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := harness.Run(t, tr, []byte(read("recovery-key-1")+"\n"), bin, "unseal", "--address", addr); code == 0 {
+		t.Fatalf("a recovery key was taken as an unseal share: %s", errOut)
+	}
+	submitShares(t, tr, bin, addr, read("unseal-share-3"), read("unseal-share-1"))
+	waitState(t, tr, bin, addr, "active")
+
+	// JSON: the files under their own keys, no key in the output.
+	cfg, addr, dir = singleNode(t)
+	harness.StartNode(t, tr, bin, cfg, addr).WaitServing(t, tr)
+	shareDir = filepath.Join(dir, "keys")
+	out, errOut, code = harness.Run(t, &harness.Transcript{}, nil, bin, append([]string{"init", "--format", "json", "--address", addr, "--share-dir", shareDir}, args...)...)
+	var res map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("init --share-dir --format json: exit %d: %s %s", code, out, errOut)
+	}
+	list := func(key string) []string {
+		var l []string
+		v, _ := res[key].([]any)
+		for _, e := range v {
+			l = append(l, filepath.Base(e.(string)))
+		}
+		return l
+	}
+	if got := list("unseal_share_files"); strings.Join(got, ",") != "unseal-share-1,unseal-share-2,unseal-share-3" {
+		t.Errorf("unseal_share_files: %v", got)
+	}
+	if got := list("recovery_key_files"); strings.Join(got, ",") != "recovery-key-1,recovery-key-2,recovery-key-3,recovery-key-4" {
+		t.Errorf("recovery_key_files: %v", got)
+	}
+	if res["unseal_threshold"] != 2.0 || res["recovery_threshold"] != 3.0 || res["unseal_shares"] != nil || res["recovery_keys"] != nil {
+		t.Errorf("init --share-dir --format json: %s", out)
+	}
+}
+
+// lineAfter is the rest of the first line of out that starts with prefix.
+func lineAfter(t *testing.T, out, prefix string) string {
+	t.Helper()
+	for l := range strings.Lines(out) {
+		if rest, ok := strings.CutPrefix(l, prefix); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("no line %q in:\n%s", prefix, out)
+	return ""
+}

@@ -92,6 +92,8 @@ type omnibusNode struct {
 	LogDir, EnvDir   string
 	PublicAttrs      string // /var/opt/gitlab/public_attributes.json
 	Report           reconfigureReport
+	UpServices       []string // the services reconfigure finds running
+	Cookbook         string   // the cookbook to converge, if not the repository's
 }
 
 type reconfigureReport struct {
@@ -104,6 +106,15 @@ type reconfigureReport struct {
 	} `json:"resources"`
 	Warnings      []string         `json:"warnings"`
 	ScrapeConfigs []map[string]any `json:"prometheus_scrape_configs"`
+	// The resources that changed something, and the delayed
+	// notifications that ran (resource, action, target, result).
+	Updated          []string            `json:"updated"`
+	NotificationsRun []map[string]string `json:"notifications_run"`
+	// What Omnibus' logrotate cookbook renders for the service.
+	Logrotate struct {
+		LogDirectory string         `json:"log_directory"`
+		Options      map[string]any `json:"options"`
+	} `json:"logrotate"`
 }
 
 // resource finds a declared resource by type and name.
@@ -208,10 +219,18 @@ func (n *omnibusNode) reconfigure(t *testing.T, gitlabRB string) (code int, stdo
 	if err := os.WriteFile(rb, []byte(gitlabRB), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ruby", filepath.Join(omnibusDir(t), "test", "reconfigure.rb"),
-		"--cookbook", cookbookDir(t), "--gitlab-rb", rb, "--install-dir", n.InstallDir,
+	cookbook := n.Cookbook
+	if cookbook == "" {
+		cookbook = cookbookDir(t)
+	}
+	args := []string{filepath.Join(omnibusDir(t), "test", "reconfigure.rb"),
+		"--cookbook", cookbook, "--gitlab-rb", rb, "--install-dir", n.InstallDir,
 		"--sv-dir", n.SvDir, "--public-attributes", n.PublicAttrs,
-		"--node-name", n.Name, "--fqdn", n.FQDN, "--gitlab-cluster-json", n.GitlabClusterJSON())
+		"--node-name", n.Name, "--fqdn", n.FQDN, "--gitlab-cluster-json", n.GitlabClusterJSON()}
+	if len(n.UpServices) > 0 {
+		args = append(args, "--up-services", strings.Join(n.UpServices, ","))
+	}
+	cmd := exec.Command("ruby", args...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -414,11 +414,42 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 
 	s := n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 2)
+	// The key ceremony through gitlab-ctl, to files: each share and each
+	// recovery key named for what it is, each kind with its own quorum.
 	initTr := &harness.Transcript{}
-	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
-	var res initOutput
-	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Shares) != 3 {
+	keyDir := n.path("etc/gitlab/secrets-appliance-keys")
+	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--share-dir", keyDir, "--recovery-shares", "4", "--recovery-threshold", "3")
+	if code != 0 {
 		t.Fatalf("secrets-appliance-init: exit %d, stderr %q", code, errOut)
+	}
+	var res initOutput
+	res.RootToken = lineAfter(t, out, "Initial root token: ")
+	for i := 1; i <= 3; i++ {
+		f := filepath.Join(keyDir, fmt.Sprintf("unseal-share-%d", i))
+		if !strings.Contains(out, fmt.Sprintf("Unseal share %d: %s\n", i, f)) {
+			t.Errorf("secrets-appliance-init does not name %s unseal share %d:\n%s", f, i, out)
+		}
+		b, _ := os.ReadFile(f)
+		res.Shares = append(res.Shares, strings.TrimSpace(string(b)))
+	}
+	for i := 1; i <= 4; i++ {
+		f := filepath.Join(keyDir, fmt.Sprintf("recovery-key-%d", i))
+		if !strings.Contains(out, fmt.Sprintf("Recovery key %d: %s\n", i, f)) {
+			t.Errorf("secrets-appliance-init does not name %s recovery key %d:\n%s", f, i, out)
+		}
+	}
+	for _, w := range []string{
+		"Seal mechanisms: pkcs11, shamir.",
+		"Unseal shares: any 2 of the 3 unseal shares unseal a node when the HSM cannot",
+		"Recovery keys: any 3 of the 4 recovery keys, each time with a token that has sudo, authorize",
+		"Recovery keys never unseal a node.",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("secrets-appliance-init does not say %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "Unseal share 4") || strings.Contains(out, "of the 7") {
+		t.Errorf("secrets-appliance-init counts recovery keys as unseal shares:\n%s", out)
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	if code := s.stop(t); code != 0 {
@@ -564,9 +595,8 @@ gitlab_secrets_appliance['ca_cert_file'] = %q
 gitlab_secrets_appliance['gitlab']['enable'] = true
 gitlab_secrets_appliance['geo']['enable'] = true
 gitlab_secrets_appliance['snapshots']['enable'] = true
-gitlab_secrets_appliance['snapshots']['directory'] = %q
 gitlab_secrets_appliance['snapshots']['retain_age'] = '168h'
-`, certFile, keyFile, caFile, n.path("var/opt/gitlab/backups/secrets-appliance")) + omnibusGeoSites
+`, certFile, keyFile, caFile) + omnibusGeoSites
 				clusterTime := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 				if site.Primary {
 					rb += fmt.Sprintf(`gitlab_secrets_appliance['env'] = { 'SOFTHSM2_CONF' => %q }
@@ -665,10 +695,10 @@ gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 				warnings := strings.Join(n.Report.Warnings, "\n")
 				snap, _ := cfg["snapshot"].(map[string]any)
 				if snap["interval"] != "1h" || snap["retain_count"] != float64(24) || snap["retain_age"] != "168h" ||
-					snap["directory"] != n.path("var/opt/gitlab/backups/secrets-appliance") {
+					snap["directory"] != filepath.Join(n.Dir, "snapshots") {
 					t.Errorf("snapshot block: %v", cfg["snapshot"])
 				}
-				if mode, uid, _ := fileMode(t, n.path("var/opt/gitlab/backups/secrets-appliance")); mode != 0o700 || (os.Geteuid() == 0 && uid != n.Account.UID) {
+				if mode, uid, _ := fileMode(t, filepath.Join(n.Dir, "snapshots")); mode != 0o700 || (os.Geteuid() == 0 && uid != n.Account.UID) {
 					t.Errorf("the snapshot directory: mode %o, uid %d", mode, uid)
 				}
 				if strings.Contains(warnings, "snapshots") {

@@ -226,29 +226,55 @@ func initAction(c *cli.Context) error {
 		return err
 	}
 	w := c.App.Writer
+	out := initOutput{InitResult: res}
 	if dir != "" {
-		files, err := writeShares(dir, "unseal-share", res.UnsealShares)
+		shareFiles, err := writeShares(dir, "unseal-share", res.UnsealShares)
+		var keyFiles []string
 		if err == nil {
-			var more []string
-			more, err = writeShares(dir, "recovery-key", res.RecoveryKeys)
-			files = append(files, more...)
+			keyFiles, err = writeShares(dir, "recovery-key", res.RecoveryKeys)
 		}
 		if err != nil {
 			// The cluster exists now: the shares must not be lost.
 			fmt.Fprintln(c.App.ErrWriter, "Writing the share files failed; printing them instead.")
 			dir = ""
 		} else {
-			res.UnsealShares, res.RecoveryKeys = files, nil
+			// The secrets are in the files: the output names the files,
+			// each under what it holds.
+			out.UnsealShareFiles, out.RecoveryKeyFiles = shareFiles, keyFiles
+			out.UnsealShares, out.RecoveryKeys = nil, nil
 		}
 	}
 	if asJSON {
-		printJSON(w, res)
+		printJSON(w, out)
 		return nil
 	}
-	for i, s := range res.UnsealShares {
+	printInit(w, out)
+	return nil
+}
+
+// initOutput is what init prints: OpenBao's answer, or, with --share-dir,
+// the files that hold its shares and recovery keys instead of them.
+type initOutput struct {
+	appliance.InitResult
+	UnsealShareFiles []string `json:"unseal_share_files,omitempty"`
+	RecoveryKeyFiles []string `json:"recovery_key_files,omitempty"`
+}
+
+// printInit prints init's answer for the key ceremony: each unseal share
+// and each recovery key under its own name, then what a quorum of each
+// does. The two never mix: unseal shares unseal a node (Shamir), recovery
+// keys never do; with a token that has sudo, a quorum of them authorizes
+// a seal change or a key ceremony (generate-root, rekey).
+func printInit(w io.Writer, res initOutput) {
+	shares, keys := res.UnsealShares, res.RecoveryKeys
+	inFiles := res.UnsealShareFiles != nil || res.RecoveryKeyFiles != nil
+	if inFiles {
+		shares, keys = res.UnsealShareFiles, res.RecoveryKeyFiles
+	}
+	for i, s := range shares {
 		fmt.Fprintf(w, "Unseal share %d: %s\n", i+1, s)
 	}
-	for i, k := range res.RecoveryKeys {
+	for i, k := range keys {
 		fmt.Fprintf(w, "Recovery key %d: %s\n", i+1, k)
 	}
 	fmt.Fprintf(w, "\nInitial root token: %s\n\n", res.RootToken)
@@ -256,23 +282,27 @@ func initAction(c *cli.Context) error {
 	if res.GitLabBootstrap != "" {
 		fmt.Fprintf(w, "GitLab bootstrap (gitlab_rails_jwt, role app, policy secrets_manager): %s (`status` shows how it ends).\n", res.GitLabBootstrap)
 	}
-	if len(res.UnsealShares) > 0 {
-		when := "unseal a node after every restart"
+	fmt.Fprintln(w)
+	if len(shares) > 0 {
+		when := "after every restart"
 		if slices.Contains(res.Mechanisms, seal.MechanismPKCS11) {
-			when = "unseal a node when the HSM cannot"
+			when = "when the HSM cannot"
 		}
-		what := "are shown only now"
-		if dir != "" {
-			what = "are in the files listed above, mode 0600"
-		}
-		fmt.Fprintf(w, `
-Unseal shares: any %d of the %d %s (gitlab-secrets-appliance unseal).
-Recovery keys: any %d authorize generate-root and rekey; they never unseal.
-Shares and recovery keys %s: hand each to a different operator, keep the
-root token offline, and do not store them together.
-`, res.UnsealThreshold, len(res.UnsealShares), when, res.RecoveryThreshold, what)
+		fmt.Fprintf(w, "Unseal shares: any %d of the %d unseal shares unseal a node %s (gitlab-secrets-appliance unseal).\n",
+			res.UnsealThreshold, len(shares), when)
 	}
-	return nil
+	if len(keys) > 0 {
+		fmt.Fprintf(w, "Recovery keys: any %d of the %d recovery keys, each time with a token that has sudo, authorize\n"+
+			"  a seal change (gitlab-secrets-appliance seal ... --authorize-with recovery-keys),\n"+
+			"  a new root token (generate-root), or a new root key or new recovery keys (rekey).\n"+
+			"  Recovery keys never unseal a node.\n", res.RecoveryThreshold, len(keys))
+	}
+	what := "are shown only now"
+	if inFiles {
+		what = "are in the files listed above, mode 0600"
+	}
+	fmt.Fprintf(w, "Unseal shares and recovery keys %s. Hand each to a different\n"+
+		"operator, keep the root token offline, and do not store them together.\n", what)
 }
 
 // describeMechanism is one status line for a seal mechanism.

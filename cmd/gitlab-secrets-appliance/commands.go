@@ -211,10 +211,11 @@ func newApp() *cli.App {
 				Usage: "work with config files",
 				Subcommands: []*cli.Command{{
 					Name:      "validate",
-					Usage:     "check a config file and list every problem in it",
+					Usage:     "check a config file and list every problem in it; with --user, also that this user can write data_dir, snapshot.directory and the audit files and read the TLS and PIN files",
 					ArgsUsage: "FILE",
-					Flags:     []cli.Flag{formatFlag()},
-					Action:    configValidateAction,
+					Flags: []cli.Flag{formatFlag(), &cli.StringFlag{Name: "user",
+						Usage: "the user the node runs as, USER or USER:GROUP[:GROUP...] as chpst -u takes it: its paths are tried with those credentials (root can check any user)"}},
+					Action: configValidateAction,
 				}},
 			},
 			{

@@ -23,10 +23,27 @@ func configValidateAction(c *cli.Context) error {
 		return exit(exitUsage, errors.New("config validate takes one argument: the config file"))
 	}
 	file := args[0]
-	_, err = appliance.Load(file)
+	var cred *credential
+	if spec := c.String("user"); spec != "" {
+		if cred, err = lookupCredential(spec); err != nil {
+			return exit(exitUsage, fmt.Errorf("--user: %w", err))
+		}
+	}
+	cfg, err := appliance.Load(file)
 	var ce *appliance.ConfigError
 	if err != nil && !errors.As(err, &ce) {
 		return exit(exitFailed, err)
+	}
+	if err == nil && cred != nil {
+		// The paths, tried as the node's user: reconfigure and operators
+		// validate as root, for whom every path is writable.
+		var problems []appliance.Problem
+		if err := cred.do(func() { problems = appliance.CheckAccess(cfg.AccessChecks(), cred.String()) }); err != nil {
+			return exit(exitFailed, err)
+		}
+		if len(problems) > 0 {
+			ce = &appliance.ConfigError{Source: file, Problems: problems}
+		}
 	}
 	if asJSON {
 		out := struct {
@@ -45,6 +62,10 @@ func configValidateAction(c *cli.Context) error {
 	}
 	if ce != nil {
 		return exit(exitConfig, ce)
+	}
+	if cred != nil {
+		fmt.Fprintf(c.App.Writer, "%s is valid, and %s can use its paths\n", file, cred)
+		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "%s is valid\n", file)
 	return nil

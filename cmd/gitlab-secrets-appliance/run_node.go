@@ -32,10 +32,14 @@ func serverAction(c *cli.Context) error {
 	// (TLS certificates, log level, audit devices). A bad file changes
 	// nothing and the node keeps running; the refusal goes to systemd's
 	// STATUS= too.
+	// Whatever the file says, the file audit devices reopen their files
+	// (logrotate's postrotate sends SIGHUP after moving audit.log aside).
 	reload := func() (refusal string) {
 		cfg, err := appliance.Load(path)
 		if err == nil {
 			err = a.Reload(cfg)
+		} else {
+			a.ReopenAuditFiles()
 		}
 		if err != nil {
 			fmt.Fprintln(c.App.ErrWriter, "Reload refused, the node runs on:", err)

@@ -2,7 +2,7 @@
 # "Configuration"). The package installs it once and never overwrites it.
 #
 # The node does not start until node_id is set. Then:
-#   gitlab-secrets-appliance config validate /etc/gitlab-secrets-appliance/appliance.hcl
+#   gitlab-secrets-appliance config validate --user gitlab-secrets-appliance /etc/gitlab-secrets-appliance/appliance.hcl
 #   systemctl enable --now gitlab-secrets-appliance
 #   gitlab-secrets-appliance init        # once per cluster
 # `systemctl reload gitlab-secrets-appliance` applies TLS certificates, the

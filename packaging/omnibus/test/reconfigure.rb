@@ -18,7 +18,13 @@
 #
 #   ruby reconfigure.rb --cookbook DIR --gitlab-rb FILE --install-dir DIR \
 #     --sv-dir DIR --public-attributes FILE [--node-name NAME] [--fqdn FQDN] \
-#     [--gitlab-cluster-json FILE]
+#     [--gitlab-cluster-json FILE] [--up-services secrets-appliance]
+#
+# Resources take only the properties Chef's resources have (a typo is an
+# error, as in Chef). A resource that changed something runs its delayed
+# notifications at the end, once each, as Chef does; --up-services says
+# which services run (a restart of one that does not starts it), and the
+# report lists what was updated and which notifications ran.
 
 require 'erb'
 require 'etc'
@@ -37,6 +43,7 @@ OptionParser.new do |o|
   o.on('--node-name NAME') { |v| opts[:node_name] = v }
   o.on('--fqdn FQDN') { |v| opts[:fqdn] = v }
   o.on('--gitlab-cluster-json FILE') { |v| opts[:gitlab_cluster_json] = v }
+  o.on('--up-services LIST') { |v| opts[:up_services] = v.split(',') }
 end.parse!
 %i[cookbook gitlab_rb install_dir sv_dir public_attributes].each do |k|
   abort "reconfigure.rb: --#{k.to_s.tr('_', '-')} is required" unless opts[k]
@@ -198,9 +205,43 @@ class BaseHelper
   end
 end
 
+# Omnibus' OmnibusHelper (package/libraries/omnibus_helper.rb), the part
+# the cookbook asks: a service's directory is enabled when runit has it
+# (here: its sv directory exists), up when the test says so
+# (--up-services; Omnibus asks /opt/gitlab/init/SERVICE status).
+class OmnibusHelper
+  class << self
+    attr_accessor :sv_dir, :up_services
+  end
+
+  def initialize(node)
+    @node = node
+  end
+
+  def service_dir_enabled?(name)
+    File.directory?(File.join(self.class.sv_dir, name))
+  end
+
+  def service_up?(name)
+    self.class.up_services.include?(name)
+  end
+end
+
 # One declared resource: its properties as the block set them.
 class Resource
   BLOCK_PROPERTIES = %i[verify only_if not_if block].freeze
+  # The properties of Chef's (and Omnibus') resources the cookbook may
+  # set; any other name is a typo Chef would refuse (mdoe '0700').
+  PROPERTIES = {
+    account: %w[username uid ugid groupname gid shell home manage],
+    directory: %w[owner group mode recursive],
+    env_dir: %w[variables],
+    file: %w[owner group mode content sensitive],
+    ruby_block: %w[],
+    template: %w[source owner group mode variables sensitive helpers],
+    runit_service: %w[options log_options],
+    version_file: %w[version_file_path version_check_cmd]
+  }.freeze
 
   attr_reader :type, :name, :properties, :blocks, :notifications
 
@@ -226,6 +267,10 @@ class Resource
 
       @blocks[name] << block
     elsif args.size == 1 && !block
+      unless PROPERTIES.fetch(@type).include?(name.to_s)
+        raise "#{@type}[#{@name}]: #{name} is not a property of the #{@type} resource (known: #{PROPERTIES.fetch(@type).join(', ')})"
+      end
+
       @properties[name.to_s] = args.first
     else
       raise "#{@type}[#{@name}]: #{name}(#{args.inspect}) is not a property this harness knows"
@@ -247,6 +292,10 @@ class Resource
   def report
     props = @properties.reject { |k, _| k == 'variables' }
     { 'type' => @type.to_s, 'name' => @name, 'properties' => plain(props), 'notifies' => @notifications }
+  end
+
+  def to_s
+    "#{@type}[#{@name}]"
   end
 end
 
@@ -283,6 +332,18 @@ class TemplateContext
   def render_template(path)
     ERB.new(File.read(path), trim_mode: '-').result(binding)
   end
+
+  # Chef's render of another cookbook's partial. Only Omnibus' package
+  # cookbook's mount_point_check.erb is known: for each
+  # high_availability['mountpoint'], a run script that refuses to start
+  # while it is not a mount point.
+  def render(partial, cookbook: nil)
+    raise "render #{partial} from cookbook #{cookbook}: this harness knows only package's mount_point_check.erb" unless partial == 'mount_point_check.erb' && cookbook == 'package'
+
+    [@node['high_availability']['mountpoint']].flatten.compact.map do |m|
+      "if ! mountpoint -q '#{m}' ; then\n  echo 'Refusing to start because #{m} is not a mountpoint.'\n  exit 1\nfi\n"
+    end.join
+  end
 end
 
 # Applies resources to the file system.
@@ -294,10 +355,27 @@ class Converge
     @root = Process.uid.zero?
   end
 
+  # Applies a resource; true if it changed anything (Chef: updated), which
+  # is when its notifications run.
   def apply(resource)
-    return if resource.skipped?
+    return false if resource.skipped?
 
-    send("apply_#{resource.type}", resource)
+    send("apply_#{resource.type}", resource) == true
+  end
+
+  # Runs a delayed notification of an updated resource, as the runit
+  # cookbook's runit_service does: :hup signals a running service and
+  # leaves a stopped one alone; :restart restarts it, and so starts a
+  # service that was down.
+  def notify(resource, notification)
+    target = notification['target']
+    name = target[/\Arunit_service\[(.+)\]\z/, 1] or raise "#{resource}: notifies #{target}, which this harness cannot run"
+    result = case notification['action']
+             when 'hup' then OmnibusHelper.new(@node).service_up?(name) ? 'sent SIGHUP' : 'not running: nothing to do'
+             when 'restart' then OmnibusHelper.new(@node).service_up?(name) ? 'restarted' : 'started (it was down)'
+             else raise "#{resource}: notifies #{notification['action']}, which this harness cannot run"
+             end
+    notification.merge('resource' => resource.to_s, 'result' => result)
   end
 
   private
@@ -313,20 +391,32 @@ class Converge
   end
 
   def apply_directory(r)
+    before = stat_of(r.name)
     FileUtils.mkdir_p(r.name)
     set_mode_owner(r.name, r)
+    before != stat_of(r.name)
   end
 
   def apply_file(r)
     if r['action'] == 'delete'
+      existed = File.exist?(r.name)
       FileUtils.rm_f(r.name)
-      return
+      return existed
     end
     if r.properties.key?('content')
       install(r.name, r['content'].to_s, r)
     else
+      before = stat_of(r.name)
       set_mode_owner(r.name, r)
+      before != stat_of(r.name)
     end
+  end
+
+  def stat_of(path)
+    st = File.stat(path)
+    [st.mode, st.uid, st.gid]
+  rescue Errno::ENOENT
+    nil
   end
 
   def apply_ruby_block(r)
@@ -336,8 +426,21 @@ class Converge
   def apply_env_dir(r)
     FileUtils.mkdir_p(r.name)
     vars = (r['variables'] || {}).transform_keys(&:to_s)
-    Dir.children(r.name).each { |f| FileUtils.rm_f(File.join(r.name, f)) unless vars.key?(f) }
-    vars.each { |k, v| File.write(File.join(r.name, k), v.to_s) }
+    changed = false
+    Dir.children(r.name).each do |f|
+      next if vars.key?(f)
+
+      FileUtils.rm_f(File.join(r.name, f))
+      changed = true
+    end
+    vars.each do |k, v|
+      path = File.join(r.name, k)
+      next if File.exist?(path) && File.read(path) == v.to_s
+
+      File.write(path, v.to_s)
+      changed = true
+    end
+    changed
   end
 
   def apply_template(r)
@@ -349,7 +452,10 @@ class Converge
     out = IO.popen(r['version_check_cmd'], err: %i[child out], &:read)
     raise "version_file[#{r.name}]: #{r['version_check_cmd']} failed:\n#{out}" unless $?.success?
 
+    return false if File.exist?(r['version_file_path']) && File.read(r['version_file_path']) == out
+
     File.write(r['version_file_path'], out)
+    true
   end
 
   def apply_runit_service(r)
@@ -364,6 +470,7 @@ class Converge
     link = File.join(options[:log_directory], 'config')
     FileUtils.rm_f(link)
     File.symlink(File.join(dir, 'log', 'config'), link)
+    false
   end
 
   def render(source, variables)
@@ -377,8 +484,9 @@ class Converge
   # (a rename): a running service that watches the file never reads half.
   def install(path, content, r)
     if File.exist?(path) && File.binread(path) == content
+      before = stat_of(path)
       set_mode_owner(path, r)
-      return
+      return before != stat_of(path)
     end
     unless r.blocks[:verify].empty?
       ext = File.extname(path)
@@ -401,6 +509,7 @@ class Converge
     ensure
       FileUtils.rm_f(tmp)
     end
+    true
   end
 
   def write(path, content, mode)
@@ -428,6 +537,15 @@ node.default['gitlab']['logging']['svlogd_filter'] = 'gzip'
 node.default['gitlab']['logging']['svlogd_udp'] = nil
 node.default['gitlab']['logging']['svlogd_prefix'] = nil
 node.default['gitlab']['logging']['log_group'] = nil
+# omnibus-gitlab's logrotate defaults (gitlab cookbook, attributes/default.rb).
+node.default['gitlab']['logging']['logrotate_frequency'] = 'daily'
+node.default['gitlab']['logging']['logrotate_maxsize'] = nil
+node.default['gitlab']['logging']['logrotate_size'] = nil
+node.default['gitlab']['logging']['logrotate_rotate'] = 30
+node.default['gitlab']['logging']['logrotate_compress'] = 'compress'
+node.default['gitlab']['logging']['logrotate_method'] = 'copytruncate'
+node.default['gitlab']['logging']['logrotate_postrotate'] = nil
+node.default['gitlab']['logging']['logrotate_dateformat'] = nil
 
 # Chef loads a cookbook's libraries, then its attribute files.
 Dir[File.join(cookbook, 'libraries', '*.rb')].sort.each { |f| require f }
@@ -440,17 +558,24 @@ Gitlab.node = node
 
 GitlabSecretsAppliance.parse_variables
 
+node.default['high_availability']['mountpoint'] = nil
 node.normal = {
   'gitlab_secrets_appliance' => Gitlab['gitlab_secrets_appliance'],
-  'monitoring' => { 'prometheus' => Gitlab['prometheus'] }
+  'monitoring' => { 'prometheus' => Gitlab['prometheus'] },
+  'high_availability' => Gitlab['high_availability']
 }
 
+OmnibusHelper.sv_dir = opts[:sv_dir]
+OmnibusHelper.up_services = opts[:up_services] || []
 recipe = node['gitlab_secrets_appliance']['enable'] ? 'enable' : 'disable'
 ctx = RecipeContext.new(node)
 path = File.join(cookbook, 'recipes', "#{recipe}.rb")
 ctx.instance_eval(File.read(path), path)
 converge = Converge.new(node, cookbook, opts[:sv_dir])
-ctx.resources.each { |r| converge.apply(r) }
+updated = ctx.resources.select { |r| converge.apply(r) }
+# Chef runs each delayed notification once, at the end of the run.
+pending = updated.flat_map { |r| r.notifications.map { |n| [r, n] } }.uniq { |_, n| [n['action'], n['target']] }
+notifications_run = pending.map { |r, n| converge.notify(r, n) }
 
 public_attributes = {}
 BaseHelper.descendants.each do |klass|
@@ -462,5 +587,15 @@ puts JSON.pretty_generate(
   'recipe' => recipe,
   'resources' => ctx.resources.map(&:report),
   'warnings' => LoggingHelper.messages,
-  'prometheus_scrape_configs' => plain(Gitlab['prometheus']['scrape_configs'] || [])
+  'prometheus_scrape_configs' => plain(Gitlab['prometheus']['scrape_configs'] || []),
+  'updated' => updated.map(&:to_s),
+  'notifications_run' => notifications_run,
+  # What Omnibus' logrotate cookbook renders for this service
+  # (LogfilesHelper#logging_options: gitlab.rb's logging merged with the
+  # service's settings).
+  'logrotate' => {
+    'log_directory' => node['gitlab_secrets_appliance']['log_directory'],
+    'options' => plain(node['gitlab']['logging'].to_hash.merge(node['gitlab_secrets_appliance'].to_hash)
+                         .select { |k, _| k.to_s.start_with?('logrotate_') })
+  }
 )

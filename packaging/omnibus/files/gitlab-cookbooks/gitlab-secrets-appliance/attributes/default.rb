@@ -26,6 +26,18 @@ default['gitlab_secrets_appliance']['dir'] = '/var/opt/gitlab/secrets-appliance'
 default['gitlab_secrets_appliance']['data_dir'] = '/var/opt/gitlab/secrets-appliance/data'
 default['gitlab_secrets_appliance']['log_directory'] = '/var/log/gitlab/secrets-appliance'
 default['gitlab_secrets_appliance']['log_group'] = nil
+# Rotation of the file audit log (<log_directory>/audit.log) by Omnibus'
+# logrotate service (logrotate['services'] lists gitlab-secrets-appliance),
+# with gitlab.rb's logging['logrotate_*'] settings except these three, which
+# only gitlab_secrets_appliance['logrotate_*'] changes. audit.log is moved
+# aside, never copied and truncated (Omnibus' default copytruncate loses
+# the entries written between the copy and the truncation); postrotate
+# sends SIGHUP, on which the appliance closes the moved file and creates a
+# new audit.log; delaycompress leaves the moved file uncompressed until the
+# next rotation, as the appliance may write to it until the SIGHUP arrives.
+default['gitlab_secrets_appliance']['logrotate_method'] = 'nocopytruncate'
+default['gitlab_secrets_appliance']['logrotate_compress'] = "compress\n  delaycompress"
+default['gitlab_secrets_appliance']['logrotate_postrotate'] = "#{node['package']['install-dir']}/bin/gitlab-ctl hup secrets-appliance"
 default['gitlab_secrets_appliance']['env_directory'] = '/opt/gitlab/etc/secrets-appliance/env'
 # The service's environment (chpst -e). BAO_* and VAULT_* variables are
 # ignored by the appliance. An HSM library may need its own, e.g.
@@ -170,10 +182,13 @@ default['gitlab_secrets_appliance']['geo']['cluster_file'] = nil
 # active node every interval into directory (created for the service user,
 # 0700), keeping the newest `retain` and, with retain_age ('168h'), none
 # older. Each one is whole or absent; `gitlab-secrets-appliance snapshot
-# inspect FILE` says what it holds.
+# inspect FILE` says what it holds. directory nil: <dir>/snapshots
+# (/var/opt/gitlab/secrets-appliance/snapshots). Another directory must be
+# one the service user can reach and write: reconfigure checks it as that
+# user. /var/opt/gitlab/backups is git's, 0700: not there.
 ####
 default['gitlab_secrets_appliance']['snapshots']['enable'] = false
 default['gitlab_secrets_appliance']['snapshots']['interval'] = '1h'
 default['gitlab_secrets_appliance']['snapshots']['retain'] = 24
 default['gitlab_secrets_appliance']['snapshots']['retain_age'] = nil
-default['gitlab_secrets_appliance']['snapshots']['directory'] = '/var/opt/gitlab/backups/secrets-appliance'
+default['gitlab_secrets_appliance']['snapshots']['directory'] = nil

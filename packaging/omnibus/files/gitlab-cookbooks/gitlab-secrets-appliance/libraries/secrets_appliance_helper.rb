@@ -302,11 +302,30 @@ class SecretsApplianceHelper < BaseHelper
     )
   end
 
+  # The snapshot directory: directory, or <dir>/snapshots, which the
+  # recipe creates for the service user (0700). Not under
+  # /var/opt/gitlab/backups: omnibus-gitlab makes that git's, 0700, and the
+  # service user could never reach it.
   def snapshot_directory
     s = settings['snapshots'] || {}
     return nil unless s['enable']
 
-    presence(s['directory'])
+    presence(s['directory']) || File.join(settings['dir'], 'snapshots')
+  end
+
+  # Whether a change may restart the service: only when it runs, as
+  # OmnibusHelper#should_notify? decides for other services (a restart
+  # starts a service the operator stopped). should_notify? itself cannot
+  # be asked: it looks the settings up by the runit name, secrets-appliance,
+  # and they are gitlab_secrets_appliance.
+  def should_notify?
+    omnibus = OmnibusHelper.new(node)
+    omnibus.service_dir_enabled?(SERVICE) && omnibus.service_up?(SERVICE)
+  end
+
+  # USER:GROUP[:GROUP...] as the run script's chpst -u names them.
+  def service_credentials
+    "#{settings['username']}:#{runit_options[:groups]}"
   end
 
   # The geo block. With it the appliance takes this node's api_addr and
@@ -481,8 +500,12 @@ class SecretsApplianceHelper < BaseHelper
 
   # Runs `gitlab-secrets-appliance config validate` on a rendered config
   # (a template's verify step); raises with the appliance's answer.
+  # Reconfigure runs as root, for whom every path is writable: --user makes
+  # the appliance try data_dir, the snapshot directory, the audit log and
+  # the TLS and PIN files as the service user with the run script's groups
+  # (chpst -u), so that a path the service can never use fails here.
   def validate(path, what = nil)
-    out, status = Open3.capture2e(binary, 'config', 'validate', path)
+    out, status = Open3.capture2e(binary, 'config', 'validate', '--user', service_credentials, path)
     return true if status.success?
 
     raise "The secrets appliance config rendered from gitlab_secrets_appliance[...] in /etc/gitlab/gitlab.rb " \

@@ -72,9 +72,12 @@ directory logging_settings[:log_directory] do
   recursive true
 end
 
+# A changed environment or binary restarts the service, if it runs: a
+# restart starts a service the operator stopped (and seals a node that
+# has no HSM).
 env_dir settings['env_directory'] do
   variables settings['env']
-  notifies :restart, "runit_service[#{service}]"
+  notifies :restart, "runit_service[#{service}]" if helper.should_notify?
 end
 
 # The TLS key and the HSM PIN file are the operator's: the service user
@@ -145,5 +148,5 @@ end
 version_file 'Create version file for the secrets appliance' do
   version_file_path ::File.join(working_dir, 'VERSION')
   version_check_cmd "#{helper.binary} version"
-  notifies :restart, "runit_service[#{service}]"
+  notifies :restart, "runit_service[#{service}]" if helper.should_notify?
 end
