@@ -79,6 +79,19 @@ gitlab_secrets_appliance['env'] = { 'SSL_CERT_DIR' => %q }
 	if len(n.Report.NotificationsRun) != 0 {
 		t.Errorf("a reconfigure that changed nothing notified: %v (updated %v)", n.Report.NotificationsRun, n.Report.Updated)
 	}
+	// A new binary (gitlab-ctl upgrade runs reconfigure): no restart,
+	// which would seal every node without an HSM at once; a warning
+	// names the rolling restart instead.
+	if err := os.WriteFile(filepath.Join(n.Dir, "VERSION"), []byte("gitlab-secrets-appliance 0.0.1 (the previous package)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.mustReconfigure(t, rb("/c"))
+	if r := restarts(n.Report); len(r) != 0 {
+		t.Errorf("a new binary restarted the running service: %v", r)
+	}
+	if !slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "gitlab-ctl secrets-appliance-rolling-restart") }) {
+		t.Errorf("a new binary, and no word of the rolling restart: %v", n.Report.Warnings)
+	}
 }
 
 // The harness refuses what Chef refuses: a resource property that does

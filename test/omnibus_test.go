@@ -253,6 +253,9 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	if code != 2 || json.Unmarshal([]byte(out), &st) != nil || st.NodeID != "gitlab-1.example.com" || st.State != "uninitialized" {
 		t.Fatalf("secrets-appliance-status on a fresh node: exit %d, %q %q", code, out, errOut)
 	}
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-rolling-restart", "--no-such-flag"); code != 64 || !strings.Contains(errOut, "no-such-flag") {
+		t.Errorf("secrets-appliance-rolling-restart with an unknown flag: exit %d, want 64 from the binary's rolling-restart:\n%s", code, errOut)
+	}
 	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-status", "--no-such-flag"); code != 64 {
 		t.Errorf("secrets-appliance-status --no-such-flag: exit %d, want 64", code)
 	}

@@ -318,6 +318,16 @@ class SecretsApplianceHelper < BaseHelper
   # starts a service the operator stopped). should_notify? itself cannot
   # be asked: it looks the settings up by the runit name, secrets-appliance,
   # and they are gitlab_secrets_appliance.
+  # Whether the installed binary's version differs from the one recorded
+  # at the last reconfigure (the file version_file keeps); false on the
+  # first one.
+  def binary_changed?(version_path)
+    return false unless File.exist?(version_path) && File.exist?(binary)
+
+    out = IO.popen([binary, 'version'], err: %i[child out], &:read)
+    $?.success? && out != File.read(version_path)
+  end
+
   def should_notify?
     omnibus = OmnibusHelper.new(node)
     omnibus.service_dir_enabled?(SERVICE) && omnibus.service_up?(SERVICE)

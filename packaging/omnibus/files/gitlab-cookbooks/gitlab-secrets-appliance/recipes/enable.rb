@@ -145,8 +145,18 @@ runit_service service do
   log_options logging_settings[:options]
 end
 
+# A new binary (an upgrade) does not restart the service: every node
+# without an HSM would come back sealed, all at once. The operator moves
+# the nodes onto it one at a time with `gitlab-ctl
+# secrets-appliance-rolling-restart`; reconfigure says so.
+version_path = ::File.join(working_dir, 'VERSION')
+if helper.binary_changed?(version_path) && helper.should_notify?
+  LoggingHelper.warning("The secrets appliance binary changed and the running node still runs the previous one. " \
+                        "It was not restarted: a restart seals a node without an HSM. When every node is upgraded, run " \
+                        "`gitlab-ctl secrets-appliance-rolling-restart` on one of them: it restarts the nodes one at a time.")
+end
+
 version_file 'Create version file for the secrets appliance' do
-  version_file_path ::File.join(working_dir, 'VERSION')
+  version_file_path version_path
   version_check_cmd "#{helper.binary} version"
-  notifies :restart, "runit_service[#{service}]" if helper.should_notify?
 end
