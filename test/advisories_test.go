@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,5 +61,14 @@ func TestAdvisoryModulesNotLinked(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "\tgithub.com/openbao/openbao\t") {
 		t.Fatalf("go version -m names no OpenBao module: the check reads nothing\n%s", out)
+	}
+	// CVE-2025-68121: OpenBao 2.5.1 moved to Go 1.25.7 for it.
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(strings.Fields(string(out))[1], "go%d.%d.%d", &major, &minor, &patch); err != nil || major != 1 || minor < 25 || minor == 25 && patch < 7 {
+		t.Errorf("the binary is built with %s (%v): CVE-2025-68121 needs go1.25.7 or later", strings.Fields(string(out))[1], err)
+	}
+	// GHSA-444v-8vxr-p36h is bao agent's: the appliance has none.
+	if _, errOut, code := harness.Run(t, &harness.Transcript{}, nil, harness.Binary(t), "agent"); code != 64 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("gitlab-secrets-appliance agent: exit %d, want 64 unknown command:\n%s", code, errOut)
 	}
 }
