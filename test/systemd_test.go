@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -184,15 +185,15 @@ func TestSystemdNotify(t *testing.T) {
 	scanForSecrets(t, tr.String()+transcript+sock.Dump(0), append([]string{hsm.PIN, res.RootToken}, res.Shares...))
 }
 
-// The watchdog under a real wedge: the node starts while its HSM hangs in
-// C_Decrypt (a real SoftHSM2 token behind the harness's shim), so the
-// unseal at boot holds the OpenBao core's state lock while it waits for
-// the token. READY=1 comes all the same (the API serves, and takes
-// shares); then the pings stop: STATUS= says the core does not answer, and
-// no WATCHDOG=1 comes while the lock is held, for at least the 3 s the
-// node's own HSM probe takes to say the token does not answer (six ping
-// intervals). Once the token answers, the unseal lets the lock go, pings
-// resume, and the node goes active.
+// The watchdog under a real wedge: the node's file audit device writes to
+// a FIFO nobody reads (as a hung NFS mount or a stuck disk would hold its
+// writes), so the unseal at boot, which opens the audit devices, holds the
+// OpenBao core's state lock while the open waits. READY=1 comes all the
+// same (the API serves, and takes shares); then the pings stop: STATUS=
+// says the core does not answer, and no WATCHDOG=1 comes while the lock
+// is held. Once a reader opens the FIFO, the unseal lets the lock go,
+// pings resume, and the node goes active. (A hung HSM no longer wedges the
+// core: the seal asks the token before OpenBao takes its lock.)
 func TestSystemdWatchdogStopsWhileTheCoreIsWedged(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
@@ -200,11 +201,10 @@ func TestSystemdWatchdogStopsWhileTheCoreIsWedged(t *testing.T) {
 	wrapper := asSystemd(t, bin, dir)
 	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
 	hsm.GenerateAESKey(t, "kek")
-	shim := harness.NewHangingHSM(t, hsm)
-	section := strings.Replace(hsmSeal(t, hsm, dir, "kek", true), hsm.Library, shim.Library, 1)
+	section := hsmSeal(t, hsm, dir, "kek", true)
 	cfg, addr := nodeConfig(t, dir, "node-1", "127.0.0.1", "", section)
 
-	n := harness.StartNode(t, tr, bin, cfg, addr, shim.Env()...)
+	n := harness.StartNode(t, tr, bin, cfg, addr, hsm.Env()...)
 	n.WaitServing(t, tr)
 	res := initCluster(t, bin, addr)
 	waitState(t, tr, bin, addr, "active")
@@ -212,17 +212,28 @@ func TestSystemdWatchdogStopsWhileTheCoreIsWedged(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d", code)
 	}
 
-	shim.Hang(t, "C_Decrypt")
-	n, sock := notifyNode(t, tr, wrapper, cfg, addr, shim.Env()...)
+	fifo := filepath.Join(dir, "audit.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(src, fmt.Sprintf("audit \"file\" {\n  options = { file_path = %q }\n}\n", fifo)...), 0o600)
+	n, sock := notifyNode(t, tr, wrapper, cfg, addr, hsm.Env()...)
 	sock.WaitFor(t, 0, hangDetector, "READY=1", isReady)
-	harness.Eventually(t, hangDetector, "the unseal to block in C_Decrypt", func() bool { return shim.Blocked() == 1 })
-	stalled, _ := sock.WaitFor(t, 0, hangDetector, "STATUS= to say the core does not answer", statusIs(func(s string) bool { return strings.Contains(s, stallNote) }))
-	probed, m := sock.WaitFor(t, stalled, hangDetector, "the node's HSM probe to give up", statusIs(func(s string) bool {
-		return strings.Contains(s, "did not answer within") && strings.Contains(s, stallNote)
-	}))
+	stalled, m := sock.WaitFor(t, 0, hangDetector, "STATUS= to say the core does not answer", statusIs(func(s string) bool { return strings.Contains(s, stallNote) }))
 	t.Logf("STATUS=%s", notifyStatus(m))
-	shim.Release(t)
-	answered, _ := sock.WaitFor(t, probed, hangDetector, "STATUS= without the note", statusIs(func(s string) bool { return !strings.Contains(s, stallNote) }))
+	// The stall note came after a ping interval without an answer; now
+	// the reader comes.
+	reader := make(chan struct{})
+	go func() {
+		defer close(reader)
+		f, err := os.Open(fifo)
+		if err == nil {
+			io.Copy(io.Discard, f)
+			f.Close()
+		}
+	}()
+	answered, _ := sock.WaitFor(t, stalled, hangDetector, "STATUS= without the note", statusIs(func(s string) bool { return !strings.Contains(s, stallNote) }))
 	for _, m := range sock.Messages()[stalled:answered] {
 		if isPing(m) {
 			t.Fatalf("WATCHDOG=1 while the core was wedged:\n%s", sock.Dump(stalled))
