@@ -50,6 +50,12 @@ var quietRules = []quietRule{
 	{msg: "post-unseal upgrade seal keys failed", args: map[string]string{"error": "no recovery key found"}, level: hclog.Debug},
 	// A first election (no leader before).
 	{msg: "heartbeat timeout reached, starting election", args: map[string]string{"last-leader-id": ""}, level: hclog.Info},
+	// A restarted or joining node: its first heartbeat timeout (the
+	// configured one, see tuneRaft) may pass before the leader reached
+	// it. A non-voter or a node not yet in the configuration stands
+	// nowhere; a pre-vote it sends is refused by nodes that have a leader.
+	{msg: "heartbeat timeout reached, not part of a stable configuration or a non-voter", level: hclog.Info},
+	{msg: "rejecting pre-vote request since we have a leader", level: hclog.Info},
 	// Raft bringing a new or restarted follower up to date.
 	{msg: "skipping application of old log", level: hclog.Info},
 	{msg: "failed to get previous log", level: hclog.Info},
