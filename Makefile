@@ -102,6 +102,8 @@ fuzz:
 # The fault campaign alone, ROUNDS rounds (make test runs one of each
 # fault): per round the fault, write gap, answers by kind, acknowledged and
 # lost writes, the restarted nodes' not-ready windows; then the summary.
+# Then the storage damage: every file of a node's data dir truncated,
+# overwritten with random pages, deleted (make test runs three cases).
 ROUNDS ?= 50
 # The old Geo site paused across a disaster promotion, for these pauses
 # (each with and without half-open links to the new site).
@@ -109,6 +111,7 @@ GEO_PAUSES ?= 5s,30s,60s,100s,150s,200s
 
 chaos: test-deps
 	GSA_TEST_BINARY= GSA_CHAOS_ROUNDS=$(ROUNDS) $(GO) test -count=1 -timeout 120m -run 'TestChaos$$' -v ./test/
+	GSA_TEST_BINARY= GSA_STORAGE_DAMAGE=all $(GO) test -count=1 -timeout 60m -run '^TestStorageDamage$$' -v ./test/
 	GSA_TEST_BINARY= GSA_GEO_PAUSES='$(GEO_PAUSES)' $(GO) test -count=1 -timeout 120m -run '^TestChaosGeoPause$$' -v ./test/
 
 bench: build

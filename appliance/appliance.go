@@ -50,12 +50,13 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftHandle   // the hashicorp/raft instance inside raft
-	geo         *geoRun       // the Geo topology and reconciler; nil without a geo block
-	leaders     *leaderWatch  // cancels forwards to a leader that is no longer it
-	keySlots    chan struct{} // unseal, authorize and verify attempts running (keySlot)
-	disk        *diskGuard    // refuses writes before the data dir is full
-	snaps       *snapshotter  // the snapshot schedule, nil without a snapshot block
+	raftH       *raftHandle    // the hashicorp/raft instance inside raft
+	geo         *geoRun        // the Geo topology and reconciler; nil without a geo block
+	leaders     *leaderWatch   // cancels forwards to a leader that is no longer it
+	keySlots    chan struct{}  // unseal, authorize and verify attempts running (keySlot)
+	disk        *diskGuard     // refuses writes before the data dir is full
+	storage     *DataDirReport // the data dir as the start found it (startCheck)
+	snaps       *snapshotter   // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -159,6 +160,19 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	}
 	lock := a.lock
 	undo = append(undo, func() { lock.release() })
+	// Every file OpenBao opens is verified first: a damaged one refuses
+	// the start with its name and what to do, instead of a panic in
+	// bbolt, and a missing one instead of a node that looks empty.
+	if a.storage, err = startCheck(cfg); err != nil {
+		return nil, err
+	}
+	if a.storage != nil {
+		lvl := hclog.Debug
+		if a.storage.Elapsed > 2*time.Second {
+			lvl = hclog.Info
+		}
+		a.logger.Log(lvl, "data dir verified", "vault_db", a.storage.vaultDetail(), "raft_db", a.storage.raftDetail(), "elapsed", a.storage.Elapsed.Round(time.Millisecond))
+	}
 
 	// API listeners first: a port in use is the commonest failure and the
 	// cheapest to find.
@@ -219,6 +233,12 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 	}
 	storage := a.raft
 	undo = append(undo, func() { storage.Close() })
+	// An init marker without Raft state is stale (its init wrote nothing,
+	// or the operator removed the state): it goes before anything can
+	// write, so that it never stands beside data an init did not write.
+	if has, err := a.raft.HasState(); err == nil && !has {
+		a.removeStaleInitMarker()
+	}
 
 	if err := a.newSeal(); err != nil {
 		return nil, err

@@ -303,6 +303,12 @@ func readOfflineState(cfg *Config) (offlineState, error) {
 	if _, err := os.Stat(logDB); err != nil {
 		return st, fmt.Errorf("this node has no Raft data (%s): it has nothing to promote; it can join the promoted site once that runs", logDB)
 	}
+	// bbolt panics on a damaged file: verify both first (see verifyBolt).
+	for _, p := range []string{filepath.Join(cfg.DataDir, "vault.db"), logDB} {
+		if _, err := verifyBolt(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return st, fmt.Errorf("%s: %s: this node's data cannot be promoted; promote the site's other nodes, and see `gitlab-secrets-appliance check --config <config file>` for this one", p, damageText(err))
+		}
+	}
 	fsm, err := baoraft.NewFSM(cfg.DataDir, cfg.NodeID, hclog.NewNullLogger())
 	if err != nil {
 		return st, fmt.Errorf("cannot open %s: %w", filepath.Join(cfg.DataDir, "vault.db"), err)

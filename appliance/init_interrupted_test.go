@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	baoraft "github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // TestInitKilledBetweenBarrierAndSealConfig: OpenBao's init writes the
@@ -19,6 +21,7 @@ import (
 // state is made here exactly: a finished init with the seal configuration
 // taken out of the FSM offline, and the marker an unfinished init leaves.
 func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
+	initStarted := time.Now().UTC().Format(time.RFC3339Nano) + "\n" // as Init writes it
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
 	a := startNode(t, cfg)
@@ -33,7 +36,7 @@ func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsm.Close()
-	if err := os.WriteFile(filepath.Join(cfg.DataDir, initMarker), []byte("killed\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, initMarker), []byte(initStarted), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -57,6 +60,7 @@ func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 // once the operator deleted the Raft state, init works and the stale
 // marker goes.
 func TestInitMarker(t *testing.T) {
+	initStarted := time.Now().UTC().Format(time.RFC3339Nano) + "\n"
 	cfg := testConfig(t, &syncBuffer{})
 	a := startNode(t, cfg)
 	initAndUnseal(t, a)
@@ -65,7 +69,7 @@ func TestInitMarker(t *testing.T) {
 		t.Fatalf("the marker outlived a finished init: %v", err)
 	}
 	a.Close()
-	if err := os.WriteFile(marker, []byte("killed\n"), 0o600); err != nil {
+	if err := os.WriteFile(marker, []byte(initStarted), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -90,5 +94,24 @@ func TestInitMarker(t *testing.T) {
 	initAndUnseal(t, c)
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatalf("the stale marker stayed: %v", err)
+	}
+}
+
+// TestInitWithholdsAnswerWhenMarkerStays: an init whose marker cannot be
+// removed withholds its answer, so that a standing marker always means
+// that nobody holds the cluster's keys; status then advises starting
+// over, which is true.
+func TestInitWithholdsAnswerWhenMarkerStays(t *testing.T) {
+	cfg := testConfig(t, &syncBuffer{})
+	a := startNode(t, cfg)
+	removeInitMarker = func(string) error { return errors.New("read-only file system") }
+	defer func() { removeInitMarker = atomicfile.Remove }()
+	ctx := context.Background()
+	res, err := a.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	if err == nil || res != nil || !strings.Contains(err.Error(), "withheld") {
+		t.Fatalf("init: %v %v", res, err)
+	}
+	if st := a.Status(ctx); !strings.Contains(st.InitInterrupted, "never left this node") {
+		t.Fatalf("status: %q", st.InitInterrupted)
 	}
 }

@@ -87,7 +87,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	// that (whatever OpenBao had written) says so at its next start
 	// instead of looking initialized with shares nobody ever saw.
 	marker := filepath.Join(a.cfg.DataDir, initMarker)
-	if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600, -1, -1); err != nil {
+	if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600, -1, -1); err != nil {
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
 	a.initRunning.Store(true)
@@ -104,10 +104,18 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		},
 	})
 	if err == nil {
-		if rerr := atomicfile.Remove(marker); rerr != nil {
-			// The answer must not be lost for this: the operator gets it,
-			// and the next start would claim an interrupted init.
-			a.logger.Error("init finished but its marker could not be removed: remove it by hand before restarting this node", "path", marker, "error", rerr)
+		if rerr := removeInitMarker(marker); rerr != nil {
+			// The marker standing means "the answer never left this
+			// node": status and init advise deleting the Raft data on
+			// that word. An answer given beside a marker that stays would
+			// make that advice destroy a cluster in use, so it is
+			// withheld: nobody holds this cluster's keys, and the advice
+			// is true.
+			a.logger.Error("init finished but its marker could not be removed: its answer is withheld", "path", marker, "error", rerr)
+			return nil, fmt.Errorf("init failed: its marker %s could not be removed (%v), so its answer (shares, recovery keys, root token) was withheld: "+
+				"a node whose marker stands calls itself an interrupted init and advises deleting its data, which must never happen to a cluster in use. "+
+				"Nobody holds this cluster's keys: fix the data dir, stop this node, delete %s and %s, start it again and run init",
+				marker, rerr, filepath.Join(a.cfg.DataDir, "raft"), filepath.Join(a.cfg.DataDir, "vault.db"))
 		}
 	} else if has, herr := a.raft.HasState(); herr == nil && !has {
 		atomicfile.Remove(marker) // nothing was written: a clean refusal
@@ -117,7 +125,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		if errors.Is(err, vault.ErrAlreadyInit) || strings.Contains(err.Error(), "already initialized") {
 			return nil, ErrAlreadyInitialized
 		}
-		if ierr := a.checkNoInterruptedInit(); ierr != nil {
+		if ierr := a.interruptedInitAdvice(); ierr != nil {
 			return nil, fmt.Errorf("init failed: %w; %w", err, ierr)
 		}
 		return nil, fmt.Errorf("init failed: %w", err)
@@ -188,10 +196,12 @@ func (a *Appliance) initSpec(req InitRequest) (spec seal.InitSpec, rs, rt int, e
 	return spec, rs, rt, nil
 }
 
-// checkNoInterruptedInit tells an init that finds Raft state on a node
-// that was never initialized (an earlier init killed half-way) what
-// happened and how to start over, instead of OpenBao's "cluster already
-// has state".
+// checkNoInterruptedInit refuses an init on a node that is not
+// initialized but has Raft state, with what that state is. Without the
+// marker of an interrupted init nothing says the state is disposable: the
+// node may have joined a cluster, or lost its vault.db while its Raft log
+// holds its data (a start refuses that one; see startCheck). Only the
+// marker's case (interruptedInit) advises deleting it.
 func (a *Appliance) checkNoInterruptedInit() error {
 	has, err := a.raft.HasState()
 	if err != nil || !has {
@@ -204,11 +214,24 @@ func (a *Appliance) checkNoInterruptedInit() error {
 			}
 		}
 	}
-	return a.errInterruptedInit()
+	if err := a.interruptedInitAdvice(); err != nil {
+		return err
+	}
+	return fmt.Errorf("this node holds Raft data but OpenBao finds no initialized cluster in it: it may hold secrets, so init refuses and changes nothing. "+
+		"Do not delete %s or %s: stop the node and run `gitlab-secrets-appliance check --config <config file>`, which verifies them and says what to do",
+		filepath.Join(a.cfg.DataDir, "raft"), filepath.Join(a.cfg.DataDir, "vault.db"))
 }
 
-// initMarker, in the data dir, stands while an init runs (see Init).
+// initMarker, in the data dir, stands while an init runs (see Init). It
+// holds the time the init started (RFC 3339). Init removes it before the
+// answer leaves (or withholds the answer), so a marker that stands means
+// the answer never left this node: nobody holds the cluster's shares,
+// recovery keys or root token, and no client can have written anything.
 const initMarker = "init-in-progress"
+
+// removeInitMarker removes the marker once an init has its answer (a
+// variable for the test of a marker that cannot be removed).
+var removeInitMarker = atomicfile.Remove
 
 // interruptedInit explains a node whose first init stopped before it
 // answered, wherever OpenBao was (between its barrier and its seal
@@ -218,8 +241,14 @@ func (a *Appliance) interruptedInit() error {
 	if a.initRunning.Load() {
 		return nil
 	}
+	return a.interruptedInitAdvice()
+}
+
+// interruptedInitAdvice is interruptedInit while an init runs too.
+func (a *Appliance) interruptedInitAdvice() error {
 	marker := filepath.Join(a.cfg.DataDir, initMarker)
-	if _, err := os.Stat(marker); err != nil {
+	b, err := os.ReadFile(marker)
+	if err != nil {
 		return nil
 	}
 	if has, err := a.raft.HasState(); err != nil || !has {
@@ -228,7 +257,46 @@ func (a *Appliance) interruptedInit() error {
 		}
 		return nil
 	}
+	at, perr := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+	if why := a.initUnproven(at, perr == nil); why != "" {
+		return fmt.Errorf("%w: an init on this node started and never answered (%s stands), but this node's Raft data cannot be shown to come from that init alone: %s. "+
+			"It may hold secrets: do not delete it. If this cluster is in use, the marker is wrong: remove %s",
+			ErrInterruptedInit, marker, why, marker)
+	}
 	return a.errInterruptedInit()
+}
+
+// initUnproven says why the Raft data cannot be shown to come from an
+// interrupted init that started at `at` alone ("" when it can): the data
+// as the start found it (DataDirReport.initUnproven: a log from entry 1,
+// every entry appended after the init started) and the Raft configuration
+// now (this node alone).
+func (a *Appliance) initUnproven(at time.Time, known bool) string {
+	if a.storage == nil {
+		return "the start did not check the data dir"
+	}
+	if why := a.storage.initUnproven(at, known); why != "" {
+		return why
+	}
+	if conf, err := a.raft.GetConfigurationOffline(); err == nil && conf != nil {
+		for _, s := range conf.Servers {
+			if s.NodeID != a.cfg.NodeID {
+				return "its Raft configuration lists " + s.NodeID
+			}
+		}
+	}
+	return ""
+}
+
+// removeStaleInitMarker removes the marker of an init whose node has no
+// Raft state (Start, before anything can write).
+func (a *Appliance) removeStaleInitMarker() {
+	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	if _, err := os.Stat(marker); err == nil {
+		if err := atomicfile.Remove(marker); err == nil {
+			a.logger.Info("removed the marker of an init that wrote nothing", "path", marker)
+		}
+	}
 }
 
 func (a *Appliance) errInterruptedInit() error {

@@ -45,6 +45,9 @@ func SnapshotDigests(r io.Reader, key []byte, prefix string) (Digests, error) {
 // StorageDigests digests the entries under prefix in a stopped node's
 // storage (its data dir's vault.db, opened read-only).
 func StorageDigests(dataDir string, key []byte, prefix string) (Digests, error) {
+	if _, err := verifyBolt(filepath.Join(dataDir, "vault.db")); err != nil {
+		return nil, fmt.Errorf("%s: %s", filepath.Join(dataDir, "vault.db"), damageText(err))
+	}
 	db, err := bolt.Open(filepath.Join(dataDir, "vault.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open %s: %w", filepath.Join(dataDir, "vault.db"), err)

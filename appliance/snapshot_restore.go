@@ -10,6 +10,7 @@ import (
 	hraft "github.com/hashicorp/raft"
 	snapshot "github.com/hashicorp/raft-snapshot"
 	baoraft "github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // RestoreNewCluster builds a new cluster's first node from a snapshot,
@@ -38,6 +39,11 @@ func RestoreNewCluster(cfg *Config, path string) (*SnapshotInfo, error) {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, f)); err == nil {
 			return nil, fmt.Errorf("data_dir %s already holds a cluster's data (%s): restore into a running cluster with `snapshot restore FILE`, or give this node an empty data_dir", cfg.DataDir, f)
 		}
+	}
+	// A marker of an interrupted init beside no Raft data is stale: the
+	// data restored here was not written by that init.
+	if err := atomicfile.Remove(filepath.Join(cfg.DataDir, initMarker)); err != nil {
+		return nil, err
 	}
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {

@@ -44,3 +44,20 @@ func saveHeaderFile(path string, h *header) error {
 	}
 	return atomicfile.WriteFile(path, h.encode(), 0o600, -1, -1)
 }
+
+// ReadHeaderFile reads the seal header recorded at path, for an offline
+// check of a stopped node's data dir: its cluster id and generation.
+// present is false when there is no file.
+func ReadHeaderFile(path string) (cluster string, generation uint32, present bool, err error) {
+	if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+		return "", 0, false, nil
+	}
+	h, err := loadHeaderFile(path)
+	if err != nil {
+		return "", 0, true, err
+	}
+	if h == nil {
+		return "", 0, true, errors.New("empty")
+	}
+	return h.Cluster, h.Gen, true, nil
+}

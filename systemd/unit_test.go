@@ -62,7 +62,7 @@ func TestUnitSettings(t *testing.T) {
 			"Group":                    "gitlab-secrets-appliance",
 			"WatchdogSec":              "2min",
 			"Restart":                  "on-failure",
-			"RestartPreventExitStatus": "3",
+			"RestartPreventExitStatus": "3 5",
 			"TimeoutStartSec":          "5min",
 			"TimeoutStopSec":           "60s",
 			"ProtectSystem":            "strict",

@@ -886,6 +886,7 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	for _, args := range [][]string{
 		{"secrets-appliance-geo-promote", "--site", "site-a", "--force", "--fenced-site", "site-b"},
 		{"secrets-appliance-geo-rejoin", "--yes"},
+		{"secrets-appliance-check"},
 	} {
 		if _, errOut, code := n.ctl(t, tr, nil, args...); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop secrets-appliance") {
 			t.Errorf("%v on a running node: exit %d, want 3: %s", args, code, errOut)

@@ -198,6 +198,7 @@ func newApp() *cli.App {
 			},
 			geoCommand(),
 			snapshotCommand(),
+			checkCommand(),
 			drillCommand(),
 			rollingRestartCommand(),
 			{

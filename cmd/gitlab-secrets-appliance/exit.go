@@ -7,6 +7,7 @@ const (
 	exitSealed      = 2  // status: the node answered but is sealed or not initialized
 	exitConfig      = 3  // the configuration is invalid, its data_dir is in use, or the FIPS self-check failed; nothing was started
 	exitUnreachable = 4  // no appliance answered at --address (or not within --timeout)
+	exitDamaged     = 5  // a file of the data dir is damaged or missing (server refused to start; check found it)
 	exitUsage       = 64 // unknown command or flag, a missing argument, or a confirmation missing
 	exitRestart     = 75 // server: stopped because a restart was asked for; the supervisor starts it again
 )
@@ -18,6 +19,8 @@ const exitCodesHelp = `EXIT CODES:
    3   the configuration is invalid, or its data_dir is in use by another node, or a FIPS build
        runs with FIPS 140-3 mode off (or any build with GODEBUG=fips140=only); nothing was started
    4   no appliance answered at --address (or not within --timeout)
+   5   a file of the data dir is damaged or missing: server refused to start (the message names the
+       file and what to do; nothing was started or changed), or check found it
    64  unknown command or flag, or a missing argument, or a missing confirmation (geo promote
        --force without --fenced-site, geo rejoin or snapshot restore without --yes)
    75  server: the node stopped because a restart was asked for (rolling-restart); its

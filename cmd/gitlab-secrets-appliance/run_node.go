@@ -26,6 +26,10 @@ func serverAction(c *cli.Context) error {
 	defer stop()
 	a, err := appliance.Start(ctx, cfg)
 	if err != nil {
+		var se *appliance.StorageError
+		if errors.As(err, &se) {
+			se.Report.SetConfigFile(path)
+		}
 		return startError(err)
 	}
 	// SIGHUP: read the config file again and apply what can change live
@@ -89,11 +93,16 @@ func devAction(c *cli.Context) error {
 }
 
 // startError maps a failed start to its exit code: 3 for an invalid
-// config or a data_dir another node holds (nothing was started), 1 else.
+// config or a data_dir another node holds, 5 for a damaged or incomplete
+// data dir (nothing was started in either case; systemd does not restart
+// the node), 1 else.
 func startError(err error) error {
 	var ce *appliance.ConfigError
 	if errors.As(err, &ce) || errors.Is(err, appliance.ErrDataDirInUse) {
 		return exit(exitConfig, err)
+	}
+	if errors.Is(err, appliance.ErrStorageDamaged) {
+		return exit(exitDamaged, err)
 	}
 	return exit(exitFailed, err)
 }

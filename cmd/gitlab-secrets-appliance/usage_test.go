@@ -18,6 +18,7 @@ func TestUsageExits64(t *testing.T) {
 		{"init", "--address", nowhere, "--recovery-threshold", "-1"},
 		{"seal", "rotate-shares", "--address", nowhere, "--threshold", "0"},
 		{"seal", "rotate-shares", "--address", nowhere, "--shares", "0"},
+		{"check"}, {"check", "--config", "/nonexistent.hcl", "--yes"}, {"check", "--config", "/nonexistent.hcl", "--empty"},
 	} {
 		if code := run(append([]string{"gitlab-secrets-appliance"}, args...)); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)

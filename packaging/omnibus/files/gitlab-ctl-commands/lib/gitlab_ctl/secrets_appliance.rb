@@ -23,7 +23,8 @@ module GitlabCtl
   # with the operator's terminal (prompts for shares and tokens, and the
   # one-time output of init, go straight through). Returns the binary's
   # exit code: 0 success (status: unsealed), 1 failed, 2 sealed or not
-  # initialized, 3 invalid configuration, 4 no appliance answered, 64 usage.
+  # initialized, 3 invalid configuration, 4 no appliance answered, 5 a damaged
+  # or missing file in the data dir, 64 usage.
   class SecretsAppliance
     CATEGORY = 'secrets-appliance'.freeze
     BINARY = 'embedded/bin/gitlab-secrets-appliance'.freeze
@@ -51,7 +52,7 @@ module GitlabCtl
       execute(command(subcommand, settings, args))
     end
 
-    # The offline commands (geo promote --force, geo rejoin) work on this
+    # The offline commands (geo promote --force, geo rejoin, check) work on this
     # node's data dir, with its appliance stopped: they get the config file
     # reconfigure rendered instead of an address.
     def run_offline(subcommand, args = [])
