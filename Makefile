@@ -93,7 +93,7 @@ docs:
 # server and make little progress while minimizing.
 FUZZTIME      ?= 1m
 TEST_FUZZTIME ?= 10s
-FUZZ_TARGETS  := seal:FuzzDecodeShare seal:FuzzDecodeHeader seal:FuzzChangeInputs appliance:FuzzParseHCL appliance:FuzzParseJSON geo:FuzzTopology appliance:FuzzRequestFilter
+FUZZ_TARGETS  := seal:FuzzDecodeShare seal:FuzzDecodeHeader seal:FuzzChangeInputs config:FuzzParseHCL config:FuzzParseJSON geo:FuzzTopology appliance:FuzzRequestFilter
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -27,7 +29,7 @@ func TestAliveWhileTheHSMHangs(t *testing.T) {
 	cfg := testConfig(t, log)
 	p11 := hsmConfig(t, hsm, "kek")
 	p11.Library = shim.Library
-	cfg.Seal = &Seal{PKCS11: p11, Shamir: &ShamirSeal{Shares: 3, Threshold: 2}}
+	cfg.Seal = &config.Seal{PKCS11: p11, Shamir: &config.ShamirSeal{Shares: 3, Threshold: 2}}
 
 	a := startNode(t, cfg)
 	initAndUnseal(t, a)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-secure-stdlib/reloadutil"
@@ -43,10 +45,10 @@ import (
 // the API acknowledged is in the Raft log on disk before its response is
 // sent, so it survives.
 type Appliance struct {
-	cfg         *Config                // as started; never modified
-	live        atomic.Pointer[Config] // as reloaded; read it through config()
-	reloadMu    sync.Mutex             // serializes Reload
-	lock        *dataDirLock           // held from Start to the end of Close
+	cfg         *config.Config                // as started; never modified
+	live        atomic.Pointer[config.Config] // as reloaded; read it through config()
+	reloadMu    sync.Mutex                    // serializes Reload
+	lock        *dataDirLock                  // held from Start to the end of Close
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
@@ -99,16 +101,16 @@ var ErrAlreadyInitialized = errors.New("the cluster is already initialized")
 // If any step fails, Start undoes the steps before it and returns the error;
 // a *ConfigError when cfg is invalid. The node starts sealed: unseal it with
 // Unseal (or the API) once it is initialized.
-func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
+func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	var topo *geo.Topology
 	if cfg.Geo != nil {
-		if topo, err = cfg.Geo.topology(); err != nil {
+		if topo, err = cfg.Geo.Topology(); err != nil {
 			return nil, fmt.Errorf("geo: %w", err) // changed since Validate read it
 		}
-		cfg = cfg.withGeo(topo)
+		cfg = cfg.WithGeo(topo)
 	}
 	a = &Appliance{
 		leaders:  newLeaderWatch(),
@@ -208,7 +210,7 @@ func Start(ctx context.Context, cfg *Config) (a *Appliance, err error) {
 		host, _, _ := net.SplitHostPort(l.Address)
 		_, port, _ := net.SplitHostPort(a.listeners[0].Listener.Addr().String())
 		l.Address = net.JoinHostPort(host, port)
-		a.apiAddr = l.url()
+		a.apiAddr = l.URL()
 	}
 	clusterTCP, err := a.resolveClusterAddr()
 	if err != nil {
@@ -418,7 +420,7 @@ func (a *Appliance) resolveClusterAddr() (*net.TCPAddr, error) {
 	}
 	a.clusterAddr = a.cfg.ClusterAddr
 	if a.clusterAddr == "" {
-		a.clusterAddr = "https://" + advertisable(listen)
+		a.clusterAddr = "https://" + config.Advertisable(listen)
 	}
 	return tcp, nil
 }

@@ -16,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
@@ -51,19 +54,19 @@ func freeAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
-func testConfig(t *testing.T, log *syncBuffer) *Config {
+func testConfig(t *testing.T, log *syncBuffer) *config.Config {
 	t.Helper()
-	cfg := NewConfig()
+	cfg := config.NewConfig()
 	cfg.NodeID = "node-1"
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	addr := freeAddr(t)
-	cfg.Listeners = []Listener{{Address: addr, TLSDisable: true, TLSMinVersion: DefaultTLSMinVersion}}
-	cfg.Cluster.Address = nextPort(addr)
+	cfg.Listeners = []config.Listener{{Address: addr, TLSDisable: true, TLSMinVersion: config.DefaultTLSMinVersion}}
+	cfg.Cluster.Address = config.NextPort(addr)
 	cfg.LogOutput = log
 	return cfg
 }
 
-func startNode(t *testing.T, cfg *Config) *Appliance {
+func startNode(t *testing.T, cfg *config.Config) *Appliance {
 	t.Helper()
 	a, err := Start(context.Background(), cfg)
 	if err != nil {
@@ -106,7 +109,7 @@ func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
 
 // startWithSecret starts an initialized node with KV v2 at kv/ holding
 // kv/k = {"v": value}, and returns it with its init result and a root client.
-func startWithSecret(t *testing.T, cfg *Config, value string) (*Appliance, *InitResult, *api.Client) {
+func startWithSecret(t *testing.T, cfg *config.Config, value string) (*Appliance, *InitResult, *api.Client) {
 	t.Helper()
 	a := startNode(t, cfg)
 	res := initAndUnseal(t, a)
@@ -266,7 +269,7 @@ func TestStartFailsCleanly(t *testing.T) {
 
 	bad := testConfig(t, log)
 	bad.NodeID = ""
-	var ce *ConfigError
+	var ce *config.ConfigError
 	if _, err := Start(context.Background(), bad); !errors.As(err, &ce) || ce.Problems[0].Key != "node_id" {
 		t.Fatalf("invalid config: got %v", err)
 	}
@@ -339,7 +342,7 @@ func TestDevReusesDataDir(t *testing.T) {
 func TestTLSAuditSocketAndMetrics(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
-	certFile, keyFile := writeCert(t, t.TempDir())
+	certFile, keyFile := testpki.WriteCert(t, t.TempDir())
 	cfg.Listeners[0].TLSDisable = false
 	cfg.Listeners[0].Address = strings.Replace(cfg.Listeners[0].Address, "127.0.0.1", "localhost", 1)
 	cfg.Listeners[0].TLSCertFile, cfg.Listeners[0].TLSKeyFile = certFile, keyFile
@@ -361,7 +364,7 @@ func TestTLSAuditSocketAndMetrics(t *testing.T) {
 			go func() { io.Copy(audit, conn) }()
 		}
 	}()
-	cfg.Audit = []AuditDevice{{Type: "socket", Path: "socket", Options: map[string]string{"address": sink.Addr().String(), "socket_type": "tcp"}}}
+	cfg.Audit = []config.AuditDevice{{Type: "socket", Path: "socket", Options: map[string]string{"address": sink.Addr().String(), "socket_type": "tcp"}}}
 
 	a := startNode(t, cfg)
 	if !strings.HasPrefix(a.APIAddr(), "https://localhost:") {

@@ -89,3 +89,13 @@ func (l *dataDirLock) release() error {
 	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 	return l.f.Close()
 }
+
+// unwrapPathError drops the *os.PathError around err: the messages name
+// the path themselves.
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

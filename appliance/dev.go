@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
@@ -41,7 +43,7 @@ type DevInfo struct {
 // A new data dir is initialized, unsealed, given KV v2 at secret/ and a
 // root token file; an existing one is unsealed again.
 func StartDev(ctx context.Context, opts DevOptions) (*Appliance, *DevInfo, error) {
-	cfg := NewConfig()
+	cfg := config.NewConfig()
 	cfg.NodeID = "dev"
 	dir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
@@ -49,14 +51,14 @@ func StartDev(ctx context.Context, opts DevOptions) (*Appliance, *DevInfo, error
 	}
 	cfg.DataDir = dir
 	if opts.Listen != "" {
-		cfg.Listeners = []Listener{{Address: opts.Listen, TLSDisable: true, TLSMinVersion: DefaultTLSMinVersion}}
-		cfg.Cluster.Address = nextPort(opts.Listen)
+		cfg.Listeners = []config.Listener{{Address: opts.Listen, TLSDisable: true, TLSMinVersion: config.DefaultTLSMinVersion}}
+		cfg.Cluster.Address = config.NextPort(opts.Listen)
 	}
 	if opts.LogLevel != "" {
 		cfg.LogLevel = opts.LogLevel
 	}
 	cfg.LogOutput = opts.LogOutput
-	cfg.Seal = &Seal{Shamir: &ShamirSeal{Shares: 1, Threshold: 1}}
+	cfg.Seal = &config.Seal{Shamir: &config.ShamirSeal{Shares: 1, Threshold: 1}}
 
 	a, err := Start(ctx, cfg)
 	if err != nil {

@@ -4,11 +4,12 @@ import (
 	"fmt"
 
 	"bytes"
-	bolt "go.etcd.io/bbolt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The room kept in a bbolt file is allocated past its end and leaves its

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -110,7 +112,7 @@ type geoRun struct {
 	client *http.Client
 
 	mu          sync.Mutex
-	cfg         *Geo
+	cfg         *config.Geo
 	topo        *geo.Topology
 	topoErr     string
 	topoStamp   fileStamp
@@ -151,7 +153,7 @@ func stampOf(path string) fileStamp {
 }
 
 // geoTLS is the TLS config nodes verify each other's APIs with.
-func geoTLS(cfg *Geo) (*tls.Config, error) {
+func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CACertFile != "" {
 		pem, err := os.ReadFile(cfg.CACertFile)
@@ -167,7 +169,7 @@ func geoTLS(cfg *Geo) (*tls.Config, error) {
 	return tc, nil
 }
 
-func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
+func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, error) {
 	client, err := geoClient(cfg)
 	if err != nil {
 		return nil, err
@@ -195,7 +197,7 @@ func newGeoRun(a *Appliance, cfg *Geo, topo *geo.Topology) (*geoRun, error) {
 }
 
 // reload takes a geo block from a reloaded config (SIGHUP).
-func (g *geoRun) reload(cfg *Geo) {
+func (g *geoRun) reload(cfg *config.Geo) {
 	g.mu.Lock()
 	g.cfg = cfg
 	g.topoStamp = fileStamp{} // read it again
@@ -223,7 +225,7 @@ func (g *geoRun) refreshTopology(force bool) {
 	g.topoStamp = stamp
 	g.mu.Unlock()
 
-	t, err := cfg.topology()
+	t, err := cfg.Topology()
 	if err == nil {
 		if _, _, ok := t.SiteOf(g.a.cfg.NodeID); !ok {
 			err = fmt.Errorf("node_id %s is not a node of it", g.a.cfg.NodeID)

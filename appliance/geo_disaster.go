@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	hclog "github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -64,7 +66,7 @@ type DisasterReport struct {
 // site is gone: run on every node of site (each stopped), then start them.
 // fenced must name every other site whose nodes held a vote: the operator's
 // word that they are stopped or cut off from site for good.
-func PromoteDisaster(cfg *Config, site string, fenced []string) (*DisasterReport, error) {
+func PromoteDisaster(cfg *config.Config, site string, fenced []string) (*DisasterReport, error) {
 	t, err := offlineTopology(cfg)
 	if err != nil {
 		return nil, err
@@ -187,7 +189,7 @@ type RejoinReport struct {
 // behind, so that it joins the new cluster as a non-voter when it starts.
 // It asks the topology's nodes for their epoch and refuses when none is
 // newer than this node's.
-func Rejoin(ctx context.Context, cfg *Config, confirmed bool) (*RejoinReport, error) {
+func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinReport, error) {
 	t, err := offlineTopology(cfg)
 	if err != nil {
 		return nil, err
@@ -257,11 +259,11 @@ func Rejoin(ctx context.Context, cfg *Config, confirmed bool) (*RejoinReport, er
 
 // offlineTopology is the topology an offline command works from; the node
 // must be in it.
-func offlineTopology(cfg *Config) (*geo.Topology, error) {
+func offlineTopology(cfg *config.Config) (*geo.Topology, error) {
 	if cfg.Geo == nil {
 		return nil, errors.New("the config has no geo block: Geo commands need the topology")
 	}
-	t, err := cfg.Geo.topology()
+	t, err := cfg.Geo.Topology()
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +299,7 @@ type offlineState struct {
 
 // readOfflineState reads a stopped node's FSM (its applied index, the
 // Raft configuration it applied, the epoch in Raft) and its log's end.
-func readOfflineState(cfg *Config) (offlineState, error) {
+func readOfflineState(cfg *config.Config) (offlineState, error) {
 	var st offlineState
 	logDB := filepath.Join(cfg.DataDir, "raft", "raft.db")
 	if _, err := os.Stat(logDB); err != nil {
@@ -413,7 +415,7 @@ func raftAddr(clusterAddr string) (string, error) {
 }
 
 // geoClient is the HTTP client nodes ask each other with.
-func geoClient(cfg *Geo) (*http.Client, error) {
+func geoClient(cfg *config.Geo) (*http.Client, error) {
 	tc, err := geoTLS(cfg)
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab
 	if st := a.state(); st != StateActive {
 		return nil, fmt.Errorf("the bootstrap runs on the active node; this node is %s", st)
 	}
-	cfg, err := g.gitlabConfig()
+	cfg, err := g.BootstrapConfig()
 	if err != nil {
 		return nil, err
 	}

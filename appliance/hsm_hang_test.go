@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
@@ -57,7 +59,7 @@ func testHungHSMAtUnseal(t *testing.T, hang []string) {
 	cfg := testConfig(t, log)
 	p11 := hsmConfig(t, hsm, "kek")
 	p11.Library = shim.Library
-	cfg.Seal = &Seal{PKCS11: p11, Shamir: &ShamirSeal{Shares: 3, Threshold: 2}}
+	cfg.Seal = &config.Seal{PKCS11: p11, Shamir: &config.ShamirSeal{Shares: 3, Threshold: 2}}
 	ctx := context.Background()
 
 	a := startNode(t, cfg)

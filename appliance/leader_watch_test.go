@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -57,7 +59,7 @@ func TestSoleVoterIsAlwaysReady(t *testing.T) {
 // confirmed: after a lapse (a stalled leader) it waits for a round that
 // started after the answer was ready, and without one the read gets 503.
 func TestConfirmWriter(t *testing.T) {
-	a := &Appliance{leaders: newLeaderWatch(), cfg: &Config{Raft: &Raft{PerformanceMultiplier: 1}}}
+	a := &Appliance{leaders: newLeaderWatch(), cfg: &config.Config{Raft: &config.Raft{PerformanceMultiplier: 1}}}
 	serve := func() *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		w := &confirmWriter{ResponseWriter: rec, a: a, ctx: context.Background()}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-secure-stdlib/parseutil"
 	sockaddr "github.com/hashicorp/go-sockaddr"
@@ -28,7 +30,7 @@ const OpenBaoVersion = "2.4.0"
 
 // openBaoConfig translates an appliance config into the OpenBao server
 // config the core reads (listeners, audit devices, storage, addresses).
-func (a *Appliance) openBaoConfig(c *Config) *server.Config {
+func (a *Appliance) openBaoConfig(c *config.Config) *server.Config {
 	raw := &server.Config{
 		SharedConfig: &configutil.SharedConfig{
 			LogLevel:  c.LogLevel,
@@ -71,7 +73,7 @@ func (a *Appliance) openBaoConfig(c *Config) *server.Config {
 
 // coreConfig is openBaoConfig with the listeners as they were bound (with
 // their request limits), for the core once the node runs.
-func (a *Appliance) coreConfig(c *Config) *server.Config {
+func (a *Appliance) coreConfig(c *config.Config) *server.Config {
 	raw := a.openBaoConfig(c)
 	raw.Listeners = nil
 	for _, ln := range a.listeners {
@@ -81,7 +83,7 @@ func (a *Appliance) coreConfig(c *Config) *server.Config {
 }
 
 // raftConfig is the storage "raft" stanza in OpenBao's string-map form.
-func raftConfig(c *Config) map[string]string {
+func raftConfig(c *config.Config) map[string]string {
 	m := map[string]string{
 		"path":                   c.DataDir,
 		"node_id":                c.NodeID,
@@ -116,7 +118,7 @@ type telemetry struct {
 // setupTelemetry starts the in-memory and (if configured) Prometheus
 // sinks. go-metrics keeps one global sink per process; the last node
 // started in a process owns it.
-func setupTelemetry(t *Telemetry) (telemetry, error) {
+func setupTelemetry(t *config.Telemetry) (telemetry, error) {
 	tc := &configutil.Telemetry{DisableHostname: t.DisableHostname}
 	if t.PrometheusRetentionTime != "" {
 		d, err := parseutil.ParseDurationSecond(t.PrometheusRetentionTime)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -26,7 +28,7 @@ import (
 // Every other setting that changed takes effect at the next start; the log
 // names them. A config that does not validate changes nothing (the audit
 // files are reopened all the same).
-func (a *Appliance) Reload(cfg *Config) error {
+func (a *Appliance) Reload(cfg *config.Config) error {
 	if err := cfg.Validate(); err != nil {
 		a.ReopenAuditFiles()
 		return err
@@ -74,7 +76,7 @@ func (a *Appliance) Reload(cfg *Config) error {
 	if gitlabLive && !reflect.DeepEqual(prev.GitLab, next.GitLab) {
 		a.logger.Info("the gitlab block changed: run `gitlab-secrets-appliance gitlab bootstrap` to apply it to OpenBao")
 	}
-	if later := restartOnly(a.cfg, cfg.geoDerived(), gitlabLive); len(later) > 0 {
+	if later := restartOnly(a.cfg, cfg.GeoDerived(), gitlabLive); len(later) > 0 {
 		a.logger.Info("changed, applies at the next start: " + strings.Join(later, ", "))
 	}
 	return nil
@@ -120,7 +122,7 @@ func (a *Appliance) ReopenAuditFiles() error {
 // with, and what Reload applied since (gitlab, log_level, audit). Callers
 // must not modify it. a.cfg stays the config as started, never modified;
 // read config() for any setting Reload can change.
-func (a *Appliance) config() *Config {
+func (a *Appliance) config() *config.Config {
 	if c := a.live.Load(); c != nil {
 		return c
 	}
@@ -130,8 +132,8 @@ func (a *Appliance) config() *Config {
 // sameGitLabKeysServer: the keys server a node starts for a PEM keys file
 // (serveGitLabKeys) would serve the same file at the same address for
 // both blocks, so the newer block can apply without a restart.
-func sameGitLabKeysServer(started, now *GitLab) bool {
-	var a, b GitLab
+func sameGitLabKeysServer(started, now *config.GitLab) bool {
+	var a, b config.GitLab
 	if started != nil {
 		a = *started
 	}
@@ -144,7 +146,7 @@ func sameGitLabKeysServer(started, now *GitLab) bool {
 // restartOnly names the settings of now that differ from those the node
 // started with and that Reload does not apply, as the config file names
 // them: seal.shamir.shares, listener[0].address.
-func restartOnly(started, now *Config, gitlabLive bool) []string {
+func restartOnly(started, now *config.Config, gitlabLive bool) []string {
 	var out []string
 	for _, k := range configDiff(reflect.ValueOf(*started), reflect.ValueOf(*now), "") {
 		switch {
@@ -168,7 +170,7 @@ func configDiff(a, b reflect.Value, prefix string) []string {
 		if name == "" {
 			continue // not a file key (LogOutput)
 		}
-		key := join(prefix, name)
+		key := config.JoinKey(prefix, name)
 		fa, fb := a.Field(i), b.Field(i)
 		if kind != "block" {
 			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
@@ -201,7 +203,7 @@ func configDiff(a, b reflect.Value, prefix string) []string {
 	return out
 }
 
-func cloneAudit(in []AuditDevice) []AuditDevice {
+func cloneAudit(in []config.AuditDevice) []config.AuditDevice {
 	out := slices.Clone(in)
 	for i := range out {
 		out[i].Options = maps.Clone(out[i].Options)
@@ -209,7 +211,7 @@ func cloneAudit(in []AuditDevice) []AuditDevice {
 	return out
 }
 
-func cloneGitLab(g *GitLab) *GitLab {
+func cloneGitLab(g *config.GitLab) *config.GitLab {
 	if g == nil {
 		return nil
 	}

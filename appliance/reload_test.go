@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
+
 	"github.com/openbao/openbao/api/v2"
 )
 
@@ -29,7 +32,7 @@ func TestReload(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
 	dir := t.TempDir()
-	certFile, keyFile := writeCert(t, dir)
+	certFile, keyFile := testpki.WriteCert(t, dir)
 	cfg.Listeners[0].TLSDisable = false
 	cfg.Listeners[0].TLSCertFile, cfg.Listeners[0].TLSKeyFile = certFile, keyFile
 	a := startNode(t, cfg)
@@ -38,11 +41,11 @@ func TestReload(t *testing.T) {
 	before := servedSerial(t, hostport)
 
 	// New certificate in the same files (writeCert uses serial 1: bump it).
-	writeCertSerial(t, dir, 2)
+	testpki.WriteCertSerial(t, dir, 2)
 	auditFile := filepath.Join(dir, "audit.log")
 	next := *cfg
 	next.LogLevel = "debug"
-	next.Audit = []AuditDevice{{Type: "file", Path: "file", Options: map[string]string{"file_path": auditFile}}}
+	next.Audit = []config.AuditDevice{{Type: "file", Path: "file", Options: map[string]string{"file_path": auditFile}}}
 
 	bad := next
 	bad.NodeID = ""
@@ -85,14 +88,14 @@ func TestReloadKeepsGitLabBlock(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
 	dir := t.TempDir()
-	keys := writePublicKey(t, dir)
-	cfg.GitLab = &GitLab{
+	keys := testpki.WritePublicKey(t, dir)
+	cfg.GitLab = &config.GitLab{
 		URL:            "https://gitlab.example.com",
 		PublicKeysFile: keys,
 		KeysAddress:    freeAddr(t),
 		Audience:       "https://old.example.com:8200",
 	}
-	cfg.GitLab.applyDefaults()
+	cfg.GitLab.TokenTTL, cfg.GitLab.TokenMaxTTL = config.DefaultGitLabTokenTTL, config.DefaultGitLabTokenMaxTTL
 	a := startNode(t, cfg)
 	res := initAndUnseal(t, a)
 	if res.GitLabBootstrap != BootstrapRunning {
@@ -117,8 +120,8 @@ func TestReloadKeepsGitLabBlock(t *testing.T) {
 	g := *cfg.GitLab
 	g.Audience = "https://new.example.com:8200"
 	next.GitLab = &g
-	next.Seal = &Seal{Shamir: &ShamirSeal{Shares: 7, Threshold: 4}}
-	next.Listeners = []Listener{cfg.Listeners[0]}
+	next.Seal = &config.Seal{Shamir: &config.ShamirSeal{Shares: 7, Threshold: 4}}
+	next.Listeners = []config.Listener{cfg.Listeners[0]}
 	next.Listeners[0].Address = freeAddr(t)
 	if err := a.Reload(&next); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
@@ -49,7 +51,7 @@ const SealHeaderFile = "seal-header.json"
 // readPIN reads the HSM PIN. A PIN from pin_env is removed from the
 // environment at once: nothing started later (or a core dump of the
 // environment block) sees it.
-func readPIN(p *PKCS11Seal) (string, error) {
+func readPIN(p *config.PKCS11Seal) (string, error) {
 	if p.PINEnv != "" {
 		pin := os.Getenv(p.PINEnv)
 		os.Unsetenv(p.PINEnv)

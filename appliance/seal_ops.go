@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
@@ -145,7 +147,7 @@ func (a *Appliance) changeRequest(ctx context.Context, op string, c SealChange) 
 	}
 	switch req.Operation {
 	case seal.RotateShares, seal.AddShamir, seal.RemoveHSM:
-		n, t := DefaultShamirShares, DefaultShamirThreshold
+		n, t := config.DefaultShamirShares, config.DefaultShamirThreshold
 		if sh := a.cfg.Seal.Shamir; sh != nil {
 			n, t = sh.Shares, sh.Threshold
 		}

@@ -8,13 +8,15 @@ import (
 	"slices"
 	"testing"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
-func hsmConfig(t *testing.T, s *harness.SoftHSM, keyLabel string) *PKCS11Seal {
+func hsmConfig(t *testing.T, s *harness.SoftHSM, keyLabel string) *config.PKCS11Seal {
 	t.Helper()
-	return &PKCS11Seal{Library: s.Library, TokenLabel: s.TokenLabel, PINFile: s.WritePINFile(t, t.TempDir()), KeyLabel: keyLabel}
+	return &config.PKCS11Seal{Library: s.Library, TokenLabel: s.TokenLabel, PINFile: s.WritePINFile(t, t.TempDir()), KeyLabel: keyLabel}
 }
 
 func enrolled(st Status) []string {
@@ -45,7 +47,7 @@ func TestSealMechanismChanges(t *testing.T) {
 	t.Setenv("SOFTHSM2_CONF", hsm.Conf)
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
-	cfg.Seal = &Seal{PKCS11: hsmConfig(t, hsm, "kek-1"), Shamir: &ShamirSeal{Shares: 3, Threshold: 2}}
+	cfg.Seal = &config.Seal{PKCS11: hsmConfig(t, hsm, "kek-1"), Shamir: &config.ShamirSeal{Shares: 3, Threshold: 2}}
 	ctx := context.Background()
 	restart := func(a *Appliance) *Appliance {
 		t.Helper()
@@ -156,7 +158,7 @@ func TestSnapshotFromBeforeRotationRestores(t *testing.T) {
 // A PIN read from pin_env leaves the environment at once.
 func TestPINEnvIsRemovedFromTheEnvironment(t *testing.T) {
 	t.Setenv("GSA_TEST_HSM_PIN", "1234-not-a-real-pin")
-	pin, err := readPIN(&PKCS11Seal{PINEnv: "GSA_TEST_HSM_PIN"})
+	pin, err := readPIN(&config.PKCS11Seal{PINEnv: "GSA_TEST_HSM_PIN"})
 	if err != nil || pin != "1234-not-a-real-pin" {
 		t.Fatalf("readPIN: %q %v", pin, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	hclog "github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	snapshot "github.com/hashicorp/raft-snapshot"
@@ -22,7 +24,7 @@ import (
 // and every secret and token of the snapshot is there; other nodes join
 // it as usual. This is how a lost cluster is rebuilt, and a drill's
 // throwaway one.
-func RestoreNewCluster(cfg *Config, path string) (*SnapshotInfo, error) {
+func RestoreNewCluster(cfg *config.Config, path string) (*SnapshotInfo, error) {
 	info, err := InspectSnapshotFile(path)
 	if err != nil {
 		return nil, err
@@ -70,9 +72,9 @@ func RestoreNewCluster(cfg *Config, path string) (*SnapshotInfo, error) {
 	}
 	// The address the node will advertise when it starts (see
 	// resolveClusterAddr): the one other nodes dial.
-	addr, err := raftAddr(cfg.geoDerived().ClusterAddr)
+	addr, err := raftAddr(cfg.GeoDerived().ClusterAddr)
 	if err != nil {
-		addr = advertisable(cfg.Cluster.Address)
+		addr = config.Advertisable(cfg.Cluster.Address)
 	}
 	self := hraft.Configuration{Servers: []hraft.Server{{ID: hraft.ServerID(cfg.NodeID), Address: hraft.ServerAddress(addr), Suffrage: hraft.Voter}}}
 	f, err := os.Open(path)

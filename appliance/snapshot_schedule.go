@@ -12,68 +12,17 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	metrics "github.com/armon/go-metrics"
 )
 
-// SnapshotSchedule is the snapshot block: Raft snapshots taken by the
-// active node at an interval into a directory, with retention.
-type SnapshotSchedule struct {
-	Interval string `hcl:"interval,optional"`
-	// Directory defaults to <data_dir>/snapshots.
-	Directory string `hcl:"directory,optional"`
-	// RetainCount keeps the newest N; RetainAge deletes older ones. With
-	// neither, the newest DefaultSnapshotRetainCount are kept.
-	RetainCount int    `hcl:"retain_count,optional"`
-	RetainAge   string `hcl:"retain_age,optional"`
-}
-
-// Snapshot schedule defaults.
 const (
-	DefaultSnapshotInterval    = "1h"
-	DefaultSnapshotRetainCount = 24
-	minSnapshotInterval        = time.Second
 	// snapshotRetry is how soon a failed snapshot is tried again (or the
 	// interval, if shorter).
 	snapshotRetry = time.Minute
 	snapshotPoll  = time.Second
 )
-
-func (s *SnapshotSchedule) applyDefaults(dataDir string) {
-	if s.Interval == "" {
-		s.Interval = DefaultSnapshotInterval
-	}
-	if s.Directory == "" && dataDir != "" {
-		s.Directory = filepath.Join(dataDir, "snapshots")
-	}
-	if s.RetainCount == 0 && s.RetainAge == "" {
-		s.RetainCount = DefaultSnapshotRetainCount
-	}
-}
-
-func (s *SnapshotSchedule) validate(v *validator, dataDir string) {
-	if d, err := time.ParseDuration(s.Interval); err != nil || d < minSnapshotInterval {
-		v.add("snapshot.interval", "%q is not a duration of at least 1s (e.g. \"1h\")", s.Interval)
-	}
-	if s.RetainAge != "" {
-		if d, err := time.ParseDuration(s.RetainAge); err != nil || d <= 0 {
-			v.add("snapshot.retain_age", "%q is not a positive duration (e.g. \"168h\")", s.RetainAge)
-		}
-	}
-	if s.RetainCount < 0 {
-		v.add("snapshot.retain_count", "%d is negative; keep at least 1, or 0 with retain_age", s.RetainCount)
-	}
-	switch {
-	case !filepath.IsAbs(s.Directory):
-		v.add("snapshot.directory", "%q is not an absolute path", s.Directory)
-	case dataDir != "" && within(s.Directory, filepath.Join(dataDir, "raft")):
-		v.add("snapshot.directory", "%s is inside Raft's own directory; use <data_dir>/snapshots or another directory", s.Directory)
-	}
-}
-
-func within(path, dir string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
-}
 
 // SnapshotResult is one scheduled snapshot, taken or failed.
 type SnapshotResult struct {
@@ -99,7 +48,7 @@ type SnapshotStatus struct {
 // snapshotter runs the schedule.
 type snapshotter struct {
 	a        *Appliance
-	cfg      SnapshotSchedule
+	cfg      config.SnapshotSchedule
 	interval time.Duration
 	maxAge   time.Duration
 
@@ -113,7 +62,7 @@ type snapshotter struct {
 
 const snapshotPrefix, snapshotSuffix, snapshotStamp = "gitlab-secrets-appliance-", ".snap", "20060102T150405.000Z"
 
-func newSnapshotter(a *Appliance, cfg SnapshotSchedule) *snapshotter {
+func newSnapshotter(a *Appliance, cfg config.SnapshotSchedule) *snapshotter {
 	s := &snapshotter{a: a, cfg: cfg}
 	s.interval, _ = time.ParseDuration(cfg.Interval)
 	if cfg.RetainAge != "" {
@@ -365,7 +314,7 @@ func (s *snapshotter) status() *SnapshotStatus {
 // NewestSnapshot is the newest scheduled snapshot in dir (by the time in
 // its name).
 func NewestSnapshot(dir string) (string, error) {
-	files, err := (&snapshotter{cfg: SnapshotSchedule{Directory: dir}}).list()
+	files, err := (&snapshotter{cfg: config.SnapshotSchedule{Directory: dir}}).list()
 	if err != nil {
 		return "", err
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	hclog "github.com/hashicorp/go-hclog"
 )
 
@@ -25,7 +27,7 @@ func TestSnapshotRetention(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, name(a)), []byte("x"), 0o600)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o600)
-	s := newSnapshotter(&Appliance{logger: hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard})}, SnapshotSchedule{Interval: "1h", Directory: dir, RetainCount: 3, RetainAge: "48h"})
+	s := newSnapshotter(&Appliance{logger: hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard})}, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainCount: 3, RetainAge: "48h"})
 	left := func() []string {
 		var out []string
 		entries, _ := os.ReadDir(dir)
@@ -40,7 +42,7 @@ func TestSnapshotRetention(t *testing.T) {
 		t.Fatalf("after prune(incoming): %v, want %v", got, want)
 	}
 	// All too old: the newest stays.
-	s = newSnapshotter(s.a, SnapshotSchedule{Interval: "1h", Directory: dir, RetainAge: "1m"})
+	s = newSnapshotter(s.a, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainAge: "1m"})
 	s.prune(false)
 	if got := left(); !slices.Equal(got, []string{name(time.Hour), "notes.txt"}) {
 		t.Fatalf("after prune with every snapshot too old: %v", got)

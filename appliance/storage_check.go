@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/hashicorp/go-msgpack/codec"
 	hraft "github.com/hashicorp/raft"
 	baoraft "github.com/openbao/openbao/physical/raft"
@@ -80,7 +82,7 @@ type DataDirReport struct {
 	// Elapsed is how long the check took.
 	Elapsed time.Duration `json:"-"`
 
-	cfg     *Config
+	cfg     *config.Config
 	vault   vaultFacts
 	raft    raftFacts
 	cluster string // why this node has peers ("" for a cluster of one)
@@ -217,7 +219,7 @@ type snapshotCandidate struct {
 // CheckDataDir checks a stopped node's data dir (`check`): it takes the
 // data dir's lock (refused while the node runs), verifies every file and
 // says what the node would do on it.
-func CheckDataDir(cfg *Config) (*DataDirReport, error) {
+func CheckDataDir(cfg *config.Config) (*DataDirReport, error) {
 	if _, err := os.Stat(cfg.DataDir); errors.Is(err, os.ErrNotExist) {
 		r := inspectDataDir(cfg, true)
 		return r, nil
@@ -232,7 +234,7 @@ func CheckDataDir(cfg *Config) (*DataDirReport, error) {
 
 // inspectDataDir verifies the data dir's files (the caller holds its
 // lock); full also inspects what no start needs (the snapshot files).
-func inspectDataDir(cfg *Config, full bool) *DataDirReport {
+func inspectDataDir(cfg *config.Config, full bool) *DataDirReport {
 	start := time.Now()
 	r := &DataDirReport{DataDir: cfg.DataDir, NodeID: cfg.NodeID, cfg: cfg}
 	dir := cfg.DataDir
@@ -502,7 +504,7 @@ func sizeText(n int64) string {
 
 // clusterReason says why this node may have peers that hold its data:
 // other servers in the Raft configuration it knows, retry_join, Geo.
-func (r *DataDirReport) clusterReason(cfg *Config) string {
+func (r *DataDirReport) clusterReason(cfg *config.Config) string {
 	servers := r.vault.servers
 	if r.raft.configInLogs {
 		servers = r.raft.servers
@@ -687,7 +689,7 @@ func (r *DataDirReport) listOthers(dir string) {
 }
 
 // checkSnapshotFiles inspects the snapshot schedule's files, whole.
-func (r *DataDirReport) checkSnapshotFiles(cfg *Config) {
+func (r *DataDirReport) checkSnapshotFiles(cfg *config.Config) {
 	for _, c := range snapshotFiles(cfg) {
 		info, err := InspectSnapshotFile(c.path)
 		var f *DataFile
@@ -707,7 +709,7 @@ func (r *DataDirReport) checkSnapshotFiles(cfg *Config) {
 }
 
 // snapshotFiles lists the schedule's snapshot files, newest first.
-func snapshotFiles(cfg *Config) []snapshotCandidate {
+func snapshotFiles(cfg *config.Config) []snapshotCandidate {
 	dir := filepath.Join(cfg.DataDir, "snapshots")
 	if cfg.Snapshot != nil && cfg.Snapshot.Directory != "" {
 		dir = cfg.Snapshot.Directory
@@ -901,7 +903,7 @@ var ErrNothingToSetAside = errors.New("nothing to set aside")
 // raft/peers.json makes the node restart from vault.db alone (unless
 // empty is set); otherwise vault.db and raft/ both go and the node starts
 // empty, to rejoin its cluster or take a snapshot.
-func SetAside(cfg *Config, empty, confirmed bool) (*SetAsideReport, *DataDirReport, error) {
+func SetAside(cfg *config.Config, empty, confirmed bool) (*SetAsideReport, *DataDirReport, error) {
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, nil, stopFirst(err)
@@ -1003,7 +1005,7 @@ func syncDirs(dirs ...string) error {
 
 // startCheck is a start's check of the data dir (the lock is held): a
 // *StorageError when the node must not start on it.
-func startCheck(cfg *Config) (*DataDirReport, error) {
+func startCheck(cfg *config.Config) (*DataDirReport, error) {
 	if _, err := os.Stat(cfg.DataDir); err != nil {
 		return nil, nil // made by Start; nothing in it yet
 	}

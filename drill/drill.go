@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
@@ -37,7 +39,7 @@ type Options struct {
 	Binary string
 	// Config is the production node's config: its seal, its topology's
 	// shape, its snapshot directory.
-	Config *appliance.Config
+	Config *config.Config
 	// Snapshot is the file to start from; "" is the newest scheduled one.
 	Snapshot string
 	// Unseal is UnsealHSM or UnsealShares; Share returns the share of
@@ -222,7 +224,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 	}
 	first := d.nodes[0]
 	if err := d.step(first.id+" made the first node of a new cluster holding the snapshot", func() error {
-		cfg, err := appliance.Load(first.cfgPath)
+		cfg, err := config.Load(first.cfgPath)
 		if err != nil {
 			return err
 		}
@@ -261,7 +263,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 			n.stop()
 		}
 		for _, n := range secondary {
-			cfg, err := appliance.Load(n.cfgPath)
+			cfg, err := config.Load(n.cfgPath)
 			if err == nil {
 				_, err = appliance.PromoteDisaster(cfg, d.sites[1].Name, []string{d.sites[0].Name})
 			}

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 )
@@ -40,7 +42,7 @@ func checkAction(c *cli.Context) error {
 		return exit(exitUsage, errors.New("--empty and --yes go with --set-aside"))
 	}
 	path := c.String("config")
-	cfg, err := appliance.Load(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return exit(exitConfig, err)
 	}
@@ -119,7 +121,7 @@ func printCheck(w io.Writer, r *appliance.DataDirReport) {
 	}
 }
 
-func setAsideAction(c *cli.Context, cfg *appliance.Config, path string, asJSON bool) error {
+func setAsideAction(c *cli.Context, cfg *config.Config, path string, asJSON bool) error {
 	rep, r, err := appliance.SetAside(cfg, c.Bool("empty"), c.Bool("yes"))
 	if r != nil {
 		r.SetConfigFile(path)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
@@ -48,7 +50,7 @@ func drillAction(c *cli.Context) error {
 	if c.String("config") == "" {
 		return exit(exitUsage, errors.New("the offline drill needs the production node's config: --config FILE (or --live for the running cluster)"))
 	}
-	cfg, err := appliance.Load(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return exit(exitConfig, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 )
@@ -20,7 +22,7 @@ func geoForceAction(c *cli.Context, asJSON bool) error {
 	if c.Bool("dry-run") {
 		return exit(exitUsage, errors.New("--force has no --dry-run: without --fenced-site it only says what it needs"))
 	}
-	cfg, err := appliance.Load(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return exit(exitConfig, err)
 	}
@@ -66,7 +68,7 @@ func geoRejoinAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := appliance.Load(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return exit(exitConfig, err)
 	}

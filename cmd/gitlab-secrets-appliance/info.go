@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"runtime"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
@@ -29,28 +31,28 @@ func configValidateAction(c *cli.Context) error {
 			return exit(exitUsage, fmt.Errorf("--user: %w", err))
 		}
 	}
-	cfg, err := appliance.Load(file)
-	var ce *appliance.ConfigError
+	cfg, err := config.Load(file)
+	var ce *config.ConfigError
 	if err != nil && !errors.As(err, &ce) {
 		return exit(exitFailed, err)
 	}
 	if err == nil && cred != nil {
 		// The paths, tried as the node's user: reconfigure and operators
 		// validate as root, for whom every path is writable.
-		var problems []appliance.Problem
-		if err := cred.do(func() { problems = appliance.CheckAccess(cfg.AccessChecks(), cred.String()) }); err != nil {
+		var problems []config.Problem
+		if err := cred.do(func() { problems = config.CheckAccess(cfg.AccessChecks(), cred.String()) }); err != nil {
 			return exit(exitFailed, err)
 		}
 		if len(problems) > 0 {
-			ce = &appliance.ConfigError{Source: file, Problems: problems}
+			ce = &config.ConfigError{Source: file, Problems: problems}
 		}
 	}
 	if asJSON {
 		out := struct {
-			File     string              `json:"file"`
-			Valid    bool                `json:"valid"`
-			Problems []appliance.Problem `json:"problems"`
-		}{File: file, Valid: ce == nil, Problems: []appliance.Problem{}}
+			File     string           `json:"file"`
+			Valid    bool             `json:"valid"`
+			Problems []config.Problem `json:"problems"`
+		}{File: file, Valid: ce == nil, Problems: []config.Problem{}}
 		if ce != nil {
 			out.Problems = ce.Problems
 		}

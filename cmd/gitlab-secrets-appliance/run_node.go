@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
@@ -18,7 +20,7 @@ import (
 func serverAction(c *cli.Context) error {
 	sd := newNotifier(c) // first: nothing started later sees NOTIFY_SOCKET
 	path := c.String("config")
-	cfg, err := appliance.Load(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return exit(exitConfig, err)
 	}
@@ -39,7 +41,7 @@ func serverAction(c *cli.Context) error {
 	// Whatever the file says, the file audit devices reopen their files
 	// (logrotate's postrotate sends SIGHUP after moving audit.log aside).
 	reload := func() (refusal string) {
-		cfg, err := appliance.Load(path)
+		cfg, err := config.Load(path)
 		if err == nil {
 			err = a.Reload(cfg)
 		} else {
@@ -97,7 +99,7 @@ func devAction(c *cli.Context) error {
 // data dir (nothing was started in either case; systemd does not restart
 // the node), 1 else.
 func startError(err error) error {
-	var ce *appliance.ConfigError
+	var ce *config.ConfigError
 	if errors.As(err, &ce) || errors.Is(err, appliance.ErrDataDirInUse) {
 		return exit(exitConfig, err)
 	}

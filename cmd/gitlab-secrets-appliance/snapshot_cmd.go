@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"golang.org/x/term"
@@ -257,7 +259,7 @@ func restoreNewCluster(c *cli.Context, path string) error {
 	if c.String("config") == "" {
 		return exit(exitUsage, errors.New("--new-cluster works on a stopped node's data_dir: give its config file with --config"))
 	}
-	cfg, err := appliance.Load(c.String("config"))
+	cfg, err := config.Load(c.String("config"))
 	if err != nil {
 		return exit(exitConfig, err)
 	}

@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"crypto/rand"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
 )
 
 // writeRSACert writes a self-signed RSA certificate of bits and its key.
@@ -105,7 +106,7 @@ func TestFIPSRefusesWeakCertificates(t *testing.T) {
 	dir := t.TempDir()
 	weak, weakKey := writeRSACert(t, dir, 1024)
 	good, goodKey := writeRSACert(t, dir, 2048)
-	ec, ecKey := writeCert(t, dir)
+	ec, ecKey := testpki.WriteCert(t, dir)
 	listener := func(cert, key, ca string) string {
 		return fmt.Sprintf("address = \"127.0.0.1:8200\"\ntls_cert_file = %q\ntls_key_file = %q\ntls_client_ca_file = %q", cert, key, ca)
 	}
@@ -142,8 +143,8 @@ func TestFIPSRefusesWeakCertificates(t *testing.T) {
 const fipsChildEnv = "GSA_APPLIANCE_FIPS_CHILD"
 
 // Under real FIPS 140-3 mode (this test binary run again with
-// GODEBUG=fips140=on), Load refuses tls10 by its key and init and seal
-// changes refuse PGP keys by theirs.
+// GODEBUG=fips140=on), Load refuses tls10 by its key. (Init and seal
+// changes refusing PGP keys: appliance's TestFIPSModeRefusesPGP.)
 func TestFIPSModeRefuses(t *testing.T) {
 	if os.Getenv(fipsChildEnv) == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestFIPSModeRefuses$", "-test.v")
@@ -163,21 +164,5 @@ func TestFIPSModeRefuses(t *testing.T) {
 	if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Key != "listener[0].tls_min_version" || !strings.Contains(ce.Problems[0].Message, "not allowed in FIPS 140-3 mode") {
 		t.Fatalf("tls10 in FIPS mode: %v", err)
 	}
-	for _, tc := range []struct {
-		req  InitRequest
-		want string
-	}{
-		{InitRequest{PGPKeys: []string{"key"}}, "pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
-		{InitRequest{RecoveryPGPKeys: []string{"key"}}, "recovery_pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
-		{InitRequest{Shares: 5}, ""},
-	} {
-		err := tc.req.checkFIPS()
-		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) || (err != nil && !errors.Is(err, fips.ErrPGP)) {
-			t.Errorf("%+v: %v, want %q", tc.req, err, tc.want)
-		}
-	}
-	a := &Appliance{cfg: NewConfig()}
-	if _, err := a.changeRequest(t.Context(), "rotate-shares", SealChange{PGPKeys: []string{"key"}}); !errors.Is(err, fips.ErrPGP) {
-		t.Errorf("rotate-shares with pgp_keys: %v", err)
-	}
+
 }

@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"fmt"
@@ -56,7 +56,7 @@ func diagProblems(diags hcl.Diagnostics, body hcl.Body) []Problem {
 			} else {
 				msg += "; see the config reference in the README for the keys allowed here"
 			}
-			out = append(out, Problem{Key: join(block, name), Message: msg})
+			out = append(out, Problem{Key: JoinKey(block, name), Message: msg})
 		case "Unsuitable value type", "Incorrect attribute value type":
 			// gohcl: "Unsuitable value: a number is required"; hcldec:
 			// `Inappropriate value for attribute "shares": a number is required.`
@@ -70,11 +70,11 @@ func diagProblems(diags hcl.Diagnostics, body hcl.Body) []Problem {
 			if m := jsonBlockKey.FindStringSubmatch(d.Detail); m != nil {
 				name = m[1]
 			}
-			out = append(out, Problem{Key: join(block, name), Message: "wrong type" + where +
+			out = append(out, Problem{Key: JoinKey(block, name), Message: "wrong type" + where +
 				": a block is a JSON object of its keys (repeated blocks: an array of objects; labelled blocks: an object by label)"})
 		default:
 			if m := labelledKey.FindStringSubmatch(d.Summary); m != nil {
-				key = join(block, m[1])
+				key = JoinKey(block, m[1])
 			}
 			out = append(out, Problem{Key: key, Message: strings.TrimSuffix(d.Summary, ".") + where + ": " + d.Detail})
 		}
@@ -82,7 +82,9 @@ func diagProblems(diags hcl.Diagnostics, body hcl.Body) []Problem {
 	return out
 }
 
-func join(parent, name string) string {
+// JoinKey names the key name inside the block parent, as problems name keys
+// (parent.name; either alone when the other is empty).
+func JoinKey(parent, name string) string {
 	if parent == "" || name == "" {
 		return parent + name
 	}
@@ -120,7 +122,7 @@ func keyAt(body hcl.Body, t reflect.Type, off int) (key string, isAttr bool) {
 			continue
 		}
 		sub, isAttr := keyAt(b.Body, f.typ, off)
-		return join(key, sub), isAttr
+		return JoinKey(key, sub), isAttr
 	}
 	return "", false
 }

@@ -1,62 +1,20 @@
-package appliance
+package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
 )
-
-// writeCert makes a self-signed certificate and key for localhost.
-func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	return writeCertSerial(t, dir, 1)
-}
-
-// writeCertSerial writes cert.pem and key.pem in dir with a serial number.
-func writeCertSerial(t *testing.T, dir string, serial int64) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "appliance test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
-}
 
 func TestParseFullConfigHCLAndJSON(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
+	cert, key := testpki.WriteCert(t, dir)
 	data := filepath.Join(dir, "data")
 	hclSrc := `
 node_id   = "gitlab-1"
@@ -131,7 +89,7 @@ data_dir = "`+data+`"`), "min.hcl")
 // Each bad config yields its own message naming the key.
 func TestBadConfigs(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir)
+	cert, key := testpki.WriteCert(t, dir)
 	open := filepath.Join(dir, "open")
 	os.Mkdir(open, 0o777)
 	os.Chmod(open, 0o777)
@@ -269,7 +227,7 @@ func TestConfigTypeErrorsNameTheKey(t *testing.T) {
 // world-readable.
 func TestPrivateKeyPermissions(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir) // cert 0644, key 0600
+	cert, key := testpki.WriteCert(t, dir) // cert 0644, key 0600
 	data := filepath.Join(dir, "data")
 	src := func(keyFile string) string {
 		return "node_id = \"n1\"\ndata_dir = \"" + data + "\"\n" +

@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"io"
@@ -185,7 +185,7 @@ func (c *Config) applyDefaults() {
 		c.Cluster = &Cluster{}
 	}
 	if c.Cluster.Address == "" {
-		c.Cluster.Address = nextPort(c.Listeners[0].Address)
+		c.Cluster.Address = NextPort(c.Listeners[0].Address)
 	}
 	if c.Raft == nil {
 		c.Raft = &Raft{}
@@ -229,17 +229,17 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// url is the URL a client on this host uses for the listener.
-func (l Listener) url() string {
+// URL is the URL a client on this host uses for the listener.
+func (l Listener) URL() string {
 	scheme := "https://"
 	if l.TLSDisable {
 		scheme = "http://"
 	}
-	return scheme + advertisable(l.Address)
+	return scheme + Advertisable(l.Address)
 }
 
-// advertisable turns a wildcard listen address into one a peer can dial.
-func advertisable(hostport string) string {
+// Advertisable turns a wildcard listen address into one a peer can dial.
+func Advertisable(hostport string) string {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return hostport
@@ -250,8 +250,8 @@ func advertisable(hostport string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// nextPort is host:port+1, the conventional cluster port beside an API port.
-func nextPort(hostport string) string {
+// NextPort is host:port+1, the conventional cluster port beside an API port.
+func NextPort(hostport string) string {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return ""

@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"os"
@@ -45,14 +45,14 @@ func TestGeoBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	top, err := c.Geo.topology()
+	top, err := c.Geo.Topology()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if top.Primary().Name != "london" || top.MinVoters != 3 || c.Geo.ClusterFile != "/etc/gitlab/gitlab-cluster.json" {
 		t.Fatalf("topology %+v, cluster_file %q", top, c.Geo.ClusterFile)
 	}
-	run := c.withGeo(top)
+	run := c.WithGeo(top)
 	if run.APIAddr != "https://10.1.0.1:8200" || run.ClusterAddr != "https://10.1.0.1:8201" || !run.Raft.NonVoter {
 		t.Fatalf("withGeo: api %s cluster %s non_voter %v", run.APIAddr, run.ClusterAddr, run.Raft.NonVoter)
 	}
@@ -74,8 +74,8 @@ func TestGeoBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	top, _ = c.Geo.topology()
-	if run := c.withGeo(top); run.Raft.NonVoter || len(run.Raft.RetryJoin) != 0 {
+	top, _ = c.Geo.Topology()
+	if run := c.WithGeo(top); run.Raft.NonVoter || len(run.Raft.RetryJoin) != 0 {
 		t.Fatalf("a one-node topology: non_voter %v, retry_join %v", run.Raft.NonVoter, run.Raft.RetryJoin)
 	}
 }

@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"strings"
@@ -13,7 +13,7 @@ import (
 // before the limit existed are in TestConfigNestedTooDeep (as seeds they
 // would slow every fuzzing round down). Run one with
 //
-//	go test ./appliance/ -run '^$' -fuzz FuzzParseHCL -fuzztime 30s
+//	go test ./config/ -run '^$' -fuzz FuzzParseHCL -fuzztime 30s
 
 func FuzzParseHCL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, src []byte) { fuzzDecode(t, src, "fuzz.hcl") })
@@ -39,6 +39,5 @@ func fuzzDecode(t *testing.T, src []byte, filename string) {
 	}
 	if c != nil {
 		c.applyDefaults()
-		(&Appliance{}).openBaoConfig(c) // the translation for OpenBao
 	}
 }

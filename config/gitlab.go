@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"crypto/x509"
@@ -136,8 +136,8 @@ func readPublicKeys(file string) (int, error) {
 	return len(keys), nil
 }
 
-// gitlabConfig is the bootstrap's view of the config, files read now.
-func (g *GitLab) gitlabConfig() (gitlab.Config, error) {
+// BootstrapConfig is the bootstrap's view of the config, files read now.
+func (g *GitLab) BootstrapConfig() (gitlab.Config, error) {
 	ttl, _ := time.ParseDuration(g.TokenTTL)
 	maxTTL, _ := time.ParseDuration(g.TokenMaxTTL)
 	c := gitlab.Config{Issuer: g.URL, JWKSURL: g.JWKSURL, Audience: g.Audience, TokenTTL: ttl, TokenMaxTTL: maxTTL}

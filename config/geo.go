@@ -1,4 +1,4 @@
-package appliance
+package config
 
 import (
 	"errors"
@@ -54,9 +54,9 @@ func (g *Geo) applyDefaults() {
 	}
 }
 
-// topology reads the topology the block names (the file, or its site
+// Topology reads the topology the block names (the file, or its site
 // blocks) and validates it.
-func (g *Geo) topology() (*geo.Topology, error) {
+func (g *Geo) Topology() (*geo.Topology, error) {
 	if g.TopologyFile != "" {
 		src, err := os.ReadFile(g.TopologyFile)
 		if err != nil {
@@ -97,7 +97,7 @@ func (g *Geo) validate(v *validator, c *Config) {
 	if c.Raft != nil && c.Raft.NonVoter {
 		v.add("raft.non_voter", "set by the geo topology (secondary-site nodes do not vote); remove it")
 	}
-	t, err := g.topology()
+	t, err := g.Topology()
 	if err != nil {
 		if ge, ok := err.(*geo.Error); ok {
 			for _, p := range ge.Problems {
@@ -122,11 +122,11 @@ func (g *Geo) validate(v *validator, c *Config) {
 	}
 }
 
-// withGeo is a copy of c with what the topology gives: this node's API
+// WithGeo is a copy of c with what the topology gives: this node's API
 // and cluster addresses when c leaves them out, its retry_join (every
 // other node, primary site first) when c has none, joining as a
 // non-voter (the reconciler promotes it once it caught up).
-func (c *Config) withGeo(t *geo.Topology) *Config {
+func (c *Config) WithGeo(t *geo.Topology) *Config {
 	out := *c
 	r := *c.Raft
 	out.Raft = &r
@@ -144,20 +144,20 @@ func (c *Config) withGeo(t *geo.Topology) *Config {
 	return &out
 }
 
-// geoDerived is c as Start runs it: withGeo applied when c has a geo
+// GeoDerived is c as Start runs it: WithGeo applied when c has a geo
 // block whose topology reads.
-func (c *Config) geoDerived() *Config {
+func (c *Config) GeoDerived() *Config {
 	if c.Geo == nil {
 		return c
 	}
-	t, err := c.Geo.topology()
+	t, err := c.Geo.Topology()
 	if err != nil {
 		return c
 	}
 	if _, _, ok := t.SiteOf(c.NodeID); !ok {
 		return c
 	}
-	return c.withGeo(t)
+	return c.WithGeo(t)
 }
 
 // geoRetryJoin is the retry_join list a geo node uses when its config
@@ -179,5 +179,5 @@ func (c *Config) GeoTopology() (*geo.Topology, error) {
 	if c.Geo == nil {
 		return nil, errors.New("the config has no geo block")
 	}
-	return c.Geo.topology()
+	return c.Geo.Topology()
 }

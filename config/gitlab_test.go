@@ -1,34 +1,19 @@
-package appliance
+package config
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func writePublicKey(t *testing.T, dir string) string {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	file := filepath.Join(dir, "gitlab-jwt.pem")
-	os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
-	return file
-}
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
+)
 
 // The gitlab block in HCL and in the JSON form Omnibus renders, in both
 // key modes, with its defaults.
 func TestGitLabBlockHCLAndJSON(t *testing.T) {
 	dir := t.TempDir()
-	keys := writePublicKey(t, dir)
+	keys := testpki.WritePublicKey(t, dir)
 	data := filepath.Join(dir, "data")
 	cases := map[string]struct {
 		file, src string
@@ -63,7 +48,7 @@ gitlab {
 			if c.GitLab == nil || !tc.check(c.GitLab) {
 				t.Fatalf("gitlab block: %+v", c.GitLab)
 			}
-			gc, err := c.GitLab.gitlabConfig()
+			gc, err := c.GitLab.BootstrapConfig()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,7 +61,7 @@ gitlab {
 
 func TestBadGitLabBlocks(t *testing.T) {
 	dir := t.TempDir()
-	keys := writePublicKey(t, dir)
+	keys := testpki.WritePublicKey(t, dir)
 	base := "node_id = \"n1\"\ndata_dir = \"" + filepath.Join(dir, "data") + "\"\n"
 	block := func(body string) string {
 		return base + "gitlab {\n url = \"https://g.example.com\"\n audience = \"https://gsa.example.com:8200\"\n" + body + "\n}"
