@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
@@ -52,7 +53,7 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftHandle    // the hashicorp/raft instance inside raft
+	raftH       *raftx.Handle  // the hashicorp/raft instance inside raft
 	geo         *geoRun        // the Geo topology and reconciler; nil without a geo block
 	leaders     *leaderWatch   // cancels forwards to a leader that is no longer it
 	keySlots    chan struct{}  // unseal, authorize and verify attempts running (keySlot)
@@ -229,7 +230,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	}
 	a.raft = backend.(*raft.RaftBackend)
 	var ok bool
-	if a.raftH, ok = newRaftHandle(a.raft); !ok {
+	if a.raftH, ok = raftx.New(a.raft); !ok {
 		a.raft.Close()
 		return nil, errors.New("this build's OpenBao Raft backend is not the one the appliance was written for (physical/raft.RaftBackend fields raft, l): build with the pinned OpenBao version")
 	}

@@ -320,7 +320,7 @@ func (g *geoRun) active() bool {
 		return false
 	}
 	leads := false
-	g.a.raftH.with(func(r *hraft.Raft) { leads = r.State() == hraft.Leader })
+	g.a.raftH.With(func(r *hraft.Raft) { leads = r.State() == hraft.Leader })
 	return leads
 }
 
@@ -515,7 +515,7 @@ func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus
 		byID[s.ID] = s
 	}
 	commit := uint64(0)
-	g.a.raftH.with(func(r *hraft.Raft) { commit = r.CommitIndex() })
+	g.a.raftH.With(func(r *hraft.Raft) { commit = r.CommitIndex() })
 	var out []GeoNodeView
 	for _, m := range p.Members {
 		v := GeoNodeView{ID: m.ID, Site: m.Site, APIAddr: m.APIAddr, DesiredVoter: m.Voter, Why: m.Why}

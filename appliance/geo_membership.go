@@ -20,7 +20,7 @@ type raftMembership struct {
 func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
 	// The future is waited for outside the backend's lock: a leader
 	// that was paused answers late, and nothing else may queue behind it.
-	r := m.a.raftH.current()
+	r := m.a.raftH.Current()
 	if r == nil {
 		return nil, errors.New("Raft is not running")
 	}
@@ -60,7 +60,7 @@ func (m *raftMembership) Remove(ctx context.Context, id string) error {
 // (TimeoutNow) and steps down; OpenBao's core on the old leader then
 // stands by and the new leader's core takes the HA lock.
 func (m *raftMembership) TransferLeadership(ctx context.Context, id string) error {
-	r := m.a.raftH.current()
+	r := m.a.raftH.Current()
 	if r == nil {
 		return errors.New("Raft is not running")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 )
 
 // leaderWatch tells the requests a standby forwards that the leader they
@@ -96,7 +97,7 @@ func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})
 const leaderPoll = 20 * time.Millisecond
 
 // run watches a's Raft until ctx ends.
-func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
+func (w *leaderWatch) run(ctx context.Context, h *raftx.Handle) {
 	t := time.NewTicker(leaderPoll)
 	defer t.Stop()
 	for {
@@ -107,8 +108,8 @@ func (w *leaderWatch) run(ctx context.Context, h *raftHandle) {
 		}
 		var state hraft.RaftState = hraft.Shutdown
 		var leader hraft.ServerID
-		h.with(func(r *hraft.Raft) {
-			h.unpipe()
+		h.With(func(r *hraft.Raft) {
+			h.Unpipe()
 			state = r.State()
 			_, leader = r.LeaderWithID()
 			if w.tune != nil {

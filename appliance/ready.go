@@ -66,7 +66,7 @@ func (a *Appliance) readiness() Readiness {
 	var leader hraft.ServerAddress
 	var commit uint64
 	var contact time.Time
-	if !a.raftH.with(func(r *hraft.Raft) {
+	if !a.raftH.With(func(r *hraft.Raft) {
 		state, commit, contact = r.State(), r.CommitIndex(), r.LastContact()
 		leader, _ = r.LeaderWithID()
 	}) {
@@ -286,7 +286,7 @@ func (a *Appliance) waitFresh(r *http.Request, since time.Time, deadline time.Ti
 	for {
 		rd := a.waitReady(r, deadline)
 		fresh := false
-		a.raftH.with(func(rf *hraft.Raft) { fresh = rf.LastContact().After(since) })
+		a.raftH.With(func(rf *hraft.Raft) { fresh = rf.LastContact().After(since) })
 		if !rd.Ready || rd.active || fresh || !time.Now().Before(deadline) || r.Context().Err() != nil {
 			return rd
 		}

@@ -71,14 +71,14 @@ func TestRetryAfterOn503(t *testing.T) {
 
 // TestReplicationIsNotPipelined: once Raft runs, its transport refuses to
 // open an AppendEntries pipeline (hashicorp/raft v1.7.3's pipeline can
-// deadlock a leader's replication and its shutdown; see unpipe).
+// deadlock a leader's replication and its shutdown; see raftx.Handle.Unpipe).
 func TestReplicationIsNotPipelined(t *testing.T) {
 	a := startNode(t, testConfig(t, &syncBuffer{}))
 	initAndUnseal(t, a)
 	waitFor(t, "the leader watch to turn pipelining off", func() bool {
 		piped := true
-		a.raftH.with(func(*hraft.Raft) {
-			p, err := (*a.raftH.trans).AppendEntriesPipeline("other", "127.0.0.1:1")
+		a.raftH.With(func(*hraft.Raft) {
+			p, err := a.raftH.Transport().AppendEntriesPipeline("other", "127.0.0.1:1")
 			if p != nil {
 				p.Close()
 			}

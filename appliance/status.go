@@ -101,7 +101,7 @@ func (a *Appliance) Status(ctx context.Context) Status {
 		st.InitInterrupted = err.Error()
 	}
 	st.Raft.AppliedIndex = a.raft.AppliedIndex()
-	a.raftH.with(func(r *hraft.Raft) {
+	a.raftH.With(func(r *hraft.Raft) {
 		st.Raft.CommitIndex = r.CommitIndex()
 		st.Raft.HeartbeatTimeout = r.ReloadableConfig().HeartbeatTimeout.String()
 		addr, id := r.LeaderWithID()
