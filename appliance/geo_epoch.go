@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
@@ -33,7 +34,7 @@ import (
 // GeoEpochFile, in the data dir, holds this node's Geo epoch.
 const GeoEpochFile = "geo-epoch.json"
 
-const geoEpochKey = "appliance/geo/epoch"
+const geoEpochKey = geo.EpochKey
 
 // Epoch is a Geo epoch: zero until the first disaster promotion.
 type Epoch struct {

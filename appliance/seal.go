@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
@@ -78,7 +79,7 @@ func (a *Appliance) storedSealHeader(ctx context.Context) ([]byte, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	h := storedKeysHeader(e.Value)
+	h := snapshot.StoredKeysHeader(e.Value)
 	if h == nil {
 		return nil, errors.New("the stored keys are not a seal blob")
 	}

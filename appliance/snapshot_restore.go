@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	hclog "github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
-	snapshot "github.com/hashicorp/raft-snapshot"
+	rsnap "github.com/hashicorp/raft-snapshot"
 	baoraft "github.com/openbao/openbao/physical/raft"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
@@ -24,8 +25,8 @@ import (
 // and every secret and token of the snapshot is there; other nodes join
 // it as usual. This is how a lost cluster is rebuilt, and a drill's
 // throwaway one.
-func RestoreNewCluster(cfg *config.Config, path string) (*SnapshotInfo, error) {
-	info, err := InspectSnapshotFile(path)
+func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) {
+	info, err := snapshot.InspectFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -86,9 +87,9 @@ func RestoreNewCluster(cfg *config.Config, path string) (*SnapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := snapshot.Parse(f, sink); err != nil {
+	if _, err := rsnap.Parse(f, sink); err != nil {
 		sink.Cancel()
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		return nil, fmt.Errorf("%w: %v", snapshot.ErrBad, err)
 	}
 	if err := sink.Close(); err != nil {
 		return nil, fmt.Errorf("writing the snapshot's storage: %w", err)

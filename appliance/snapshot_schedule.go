@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	metrics "github.com/armon/go-metrics"
 )
@@ -60,8 +60,6 @@ type snapshotter struct {
 	kept        int
 }
 
-const snapshotPrefix, snapshotSuffix, snapshotStamp = "gitlab-secrets-appliance-", ".snap", "20060102T150405.000Z"
-
 func newSnapshotter(a *Appliance, cfg config.SnapshotSchedule) *snapshotter {
 	s := &snapshotter{a: a, cfg: cfg}
 	s.interval, _ = time.ParseDuration(cfg.Interval)
@@ -89,10 +87,10 @@ func (s *snapshotter) run(ctx context.Context) {
 			s.mu.Unlock()
 			continue
 		}
-		files, _ := s.list()
+		files, _ := snapshot.List(s.cfg.Directory)
 		due := time.Now()
 		if len(files) > 0 {
-			due = files[len(files)-1].at.Add(s.interval)
+			due = files[len(files)-1].At.Add(s.interval)
 		}
 		s.mu.Lock()
 		if s.last != nil && s.last.Error != "" {
@@ -169,7 +167,7 @@ func (s *snapshotter) take(ctx context.Context) {
 // write takes the snapshot into a hidden temp file beside its final name,
 // checks it, and only then gives it its name: a file with the snapshot
 // name is always whole.
-func (s *snapshotter) write(at time.Time) (string, *SnapshotInfo, error) {
+func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	dir := s.cfg.Directory
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("cannot create %s: %w", dir, unwrapPathError(err))
@@ -177,7 +175,7 @@ func (s *snapshotter) write(at time.Time) (string, *SnapshotInfo, error) {
 	if err := s.roomFor(dir); err != nil {
 		return "", nil, err
 	}
-	name := snapshotPrefix + at.Format(snapshotStamp) + snapshotSuffix
+	name := snapshot.Name(at)
 	tmp, err := os.CreateTemp(dir, "."+name+".partial-*")
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, unwrapPathError(err))
@@ -197,7 +195,7 @@ func (s *snapshotter) write(at time.Time) (string, *SnapshotInfo, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
-	info, err := InspectSnapshotFile(tmp.Name())
+	info, err := snapshot.InspectFile(tmp.Name())
 	if err != nil {
 		return "", nil, fmt.Errorf("the snapshot just written does not check out: %w", err)
 	}
@@ -238,41 +236,12 @@ func (s *snapshotter) roomFor(dir string) error {
 	return nil
 }
 
-type snapshotFile struct {
-	path string
-	at   time.Time
-}
-
-// list is the directory's snapshots by the time in their names, oldest
-// first (files of other names are left alone).
-func (s *snapshotter) list() ([]snapshotFile, error) {
-	entries, err := os.ReadDir(s.cfg.Directory)
-	if err != nil {
-		return nil, err
-	}
-	var out []snapshotFile
-	for _, e := range entries {
-		n := e.Name()
-		stamp, ok := strings.CutPrefix(n, snapshotPrefix)
-		if !ok || !strings.HasSuffix(stamp, snapshotSuffix) || !e.Type().IsRegular() {
-			continue
-		}
-		at, err := time.Parse(snapshotStamp, strings.TrimSuffix(stamp, snapshotSuffix))
-		if err != nil {
-			continue
-		}
-		out = append(out, snapshotFile{path: filepath.Join(s.cfg.Directory, n), at: at})
-	}
-	slices.SortFunc(out, func(a, b snapshotFile) int { return a.at.Compare(b.at) })
-	return out, nil
-}
-
 // prune applies retention: the newest retain_count, none older than
 // retain_age; the newest one always stays. It runs just before a new
 // snapshot is named (incoming: it counts as the newest), so that the
 // directory never holds more than retain_count.
 func (s *snapshotter) prune(incoming bool) {
-	files, err := s.list()
+	files, err := snapshot.List(s.cfg.Directory)
 	if err != nil {
 		return
 	}
@@ -288,13 +257,13 @@ func (s *snapshotter) prune(incoming bool) {
 	}
 	var removed []string
 	for i, f := range candidates {
-		old := s.maxAge > 0 && time.Since(f.at) > s.maxAge
+		old := s.maxAge > 0 && time.Since(f.At) > s.maxAge
 		if i < total-keep || old {
-			if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				s.a.logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.path, "error", err)
+			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.a.logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.Path, "error", err)
 				continue
 			}
-			removed = append(removed, filepath.Base(f.path))
+			removed = append(removed, filepath.Base(f.Path))
 		}
 	}
 	if len(removed) > 0 {
@@ -309,17 +278,4 @@ func (s *snapshotter) status() *SnapshotStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}
-}
-
-// NewestSnapshot is the newest scheduled snapshot in dir (by the time in
-// its name).
-func NewestSnapshot(dir string) (string, error) {
-	files, err := (&snapshotter{cfg: config.SnapshotSchedule{Directory: dir}}).list()
-	if err != nil {
-		return "", err
-	}
-	if len(files) == 0 {
-		return "", fmt.Errorf("%s holds no scheduled snapshot (%s<time>%s)", dir, snapshotPrefix, snapshotSuffix)
-	}
-	return files[len(files)-1].path, nil
 }

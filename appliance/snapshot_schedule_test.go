@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	hclog "github.com/hashicorp/go-hclog"
 )
@@ -20,7 +21,7 @@ func TestSnapshotRetention(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now().UTC()
 	name := func(age time.Duration) string {
-		return snapshotPrefix + now.Add(-age).Format(snapshotStamp) + snapshotSuffix
+		return snapshot.Name(now.Add(-age))
 	}
 	ages := []time.Duration{240 * time.Hour, 72 * time.Hour, 3 * time.Hour, 2 * time.Hour, time.Hour}
 	for _, a := range ages {

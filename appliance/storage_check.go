@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	"github.com/hashicorp/go-msgpack/codec"
 	hraft "github.com/hashicorp/raft"
@@ -213,7 +214,7 @@ func (f raftFacts) hasState() bool { return f.state == FileOK && (f.logs > 0 || 
 
 type snapshotCandidate struct {
 	path string
-	info *SnapshotInfo
+	info *snapshot.Info
 }
 
 // CheckDataDir checks a stopped node's data dir (`check`): it takes the
@@ -691,7 +692,7 @@ func (r *DataDirReport) listOthers(dir string) {
 // checkSnapshotFiles inspects the snapshot schedule's files, whole.
 func (r *DataDirReport) checkSnapshotFiles(cfg *config.Config) {
 	for _, c := range snapshotFiles(cfg) {
-		info, err := InspectSnapshotFile(c.path)
+		info, err := snapshot.InspectFile(c.path)
 		var f *DataFile
 		if err != nil {
 			f = r.add(filepath.Base(c.path), FileDamaged, err.Error(), "it cannot be restored: delete it (the schedule keeps taking new ones)")
@@ -720,7 +721,7 @@ func snapshotFiles(cfg *config.Config) []snapshotCandidate {
 	}
 	var out []snapshotCandidate
 	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), snapshotPrefix) && strings.HasSuffix(e.Name(), snapshotSuffix) {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), snapshot.Prefix) && strings.HasSuffix(e.Name(), snapshot.Suffix) {
 			out = append(out, snapshotCandidate{path: filepath.Join(dir, e.Name())})
 		}
 	}
@@ -734,7 +735,7 @@ func (r *DataDirReport) newestSnapshot() *snapshotCandidate {
 		return r.newest
 	}
 	for _, c := range snapshotFiles(r.cfg) {
-		if info, err := InspectSnapshotFile(c.path); err == nil {
+		if info, err := snapshot.InspectFile(c.path); err == nil {
 			c.info = info
 			r.newest = &c
 			return r.newest

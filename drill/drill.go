@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -148,13 +149,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if o.Config.Snapshot == nil {
 			return nil, errors.New("no snapshot given and the config has no snapshot block: name one with --snapshot")
 		}
-		p, err := appliance.NewestSnapshot(o.Config.Snapshot.Directory)
+		p, err := snapshot.Newest(o.Config.Snapshot.Directory)
 		if err != nil {
 			return nil, err
 		}
 		path = p
 	}
-	info, err := appliance.InspectSnapshotFile(path)
+	info, err := snapshot.InspectFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -200,14 +201,14 @@ func (d *run) check(name string, ok bool, detail string) bool {
 func (d *run) rehearse(ctx context.Context, path string) {
 	key := make([]byte, 32)
 	rand.Read(key)
-	var want appliance.Digests
+	var want snapshot.Digests
 	if err := d.step("snapshot's secret-engine entries digested", func() error {
 		f, err := os.Open(path)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		want, err = appliance.SnapshotDigests(f, key, "logical/")
+		want, err = snapshot.DigestSnapshot(f, key, "logical/")
 		return err
 	}); err != nil {
 		d.check("snapshot readable", false, err.Error())

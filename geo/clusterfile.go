@@ -99,3 +99,8 @@ func ParseClusterFile(src []byte) (Role, error) {
 	}
 	return RoleUnknown, nil
 }
+
+// EpochKey is the Raft storage key (outside the barrier: no secret) under
+// which a cluster keeps its Geo epoch, the number of disaster promotions
+// it went through and the last one's members.
+const EpochKey = "appliance/geo/epoch"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -284,7 +285,7 @@ func (c *cluster) sameStorage(l *load) {
 	c.stop()
 	key := make([]byte, 32)
 	rand.Read(key)
-	var first appliance.Digests
+	var first snapshot.Digests
 	for i, m := range c.nodes {
 		d, err := appliance.StorageDigests(filepath.Join(c.dir, m.id), key, "logical/")
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
@@ -75,7 +76,7 @@ func snapshotInspectAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	info, err := appliance.InspectSnapshotFile(path)
+	info, err := snapshot.InspectFile(path)
 	if err != nil {
 		return exit(exitFailed, err)
 	}
@@ -87,7 +88,7 @@ func snapshotInspectAction(c *cli.Context) error {
 	return nil
 }
 
-func printSnapshot(w io.Writer, path string, i *appliance.SnapshotInfo) {
+func printSnapshot(w io.Writer, path string, i *snapshot.Info) {
 	fmt.Fprintf(w, "%s\n", path)
 	fmt.Fprintf(w, "  Raft index %d, term %d; %d storage entries\n", i.Index, i.Term, i.Entries)
 	fmt.Fprintf(w, "  %d bytes, sha256 %s\n", i.FileSize, i.SHA256)
@@ -168,7 +169,7 @@ func snapshotSaveAction(c *cli.Context) error {
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("writing the snapshot to %s: %w; nothing was written at %s", tmp.Name(), err, path))
 	}
-	info, err := appliance.InspectSnapshotFile(tmp.Name())
+	info, err := snapshot.InspectFile(tmp.Name())
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("the snapshot received from %s does not check out (%w); nothing was written at %s", st.NodeID, err, path))
 	}
@@ -212,7 +213,7 @@ func snapshotRestoreAction(c *cli.Context) error {
 	if c.Bool("new-cluster") {
 		return restoreNewCluster(c, path)
 	}
-	info, err := appliance.InspectSnapshotFile(path)
+	info, err := snapshot.InspectFile(path)
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("%w; nothing was changed", err))
 	}

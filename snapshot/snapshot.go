@@ -1,4 +1,7 @@
-package appliance
+// Package snapshot reads the appliance's Raft snapshots offline (what one
+// holds, whether it is whole, keyed digests of its entries) and names the
+// scheduled ones in a directory. Nothing here needs a running node or a key.
+package snapshot
 
 import (
 	"crypto/sha256"
@@ -11,11 +14,11 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	snapshot "github.com/hashicorp/raft-snapshot"
+	rsnap "github.com/hashicorp/raft-snapshot"
 	wrapping "github.com/openbao/go-kms-wrapping/v2"
 	baoraft "github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/plugin/pb"
-	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"google.golang.org/protobuf/proto"
 )
@@ -27,8 +30,8 @@ import (
 // secret is in what it reads (values stay encrypted under the barrier;
 // the seal header and the Geo epoch are no secret).
 
-// SnapshotInfo is what `snapshot inspect` says about a snapshot file.
-type SnapshotInfo struct {
+// Info is what `snapshot inspect` says about a snapshot file.
+type Info struct {
 	Index uint64 `json:"index"`
 	Term  uint64 `json:"term"`
 	// FileSize and SHA256 are the file's; Entries the storage entries in
@@ -44,18 +47,22 @@ type SnapshotInfo struct {
 	Created time.Time       `json:"created,omitzero"`
 }
 
-// ErrBadSnapshot marks a file that is not a whole snapshot.
-var ErrBadSnapshot = errors.New("not a complete snapshot")
+// ErrBad marks a file that is not a whole snapshot.
+// StoredBarrierKeysPath is OpenBao's entry of the stored (sealed) barrier
+// keys, vault.StoredBarrierKeysPath; its blob carries the seal header.
+const StoredBarrierKeysPath = "core/hsm/barrier-unseal-keys"
 
-// InspectSnapshotFile inspects the snapshot in path; Created is its
+var ErrBad = errors.New("not a complete snapshot")
+
+// InspectFile inspects the snapshot in path; Created is its
 // modification time.
-func InspectSnapshotFile(path string) (*SnapshotInfo, error) {
+func InspectFile(path string) (*Info, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := InspectSnapshot(f)
+	info, err := Inspect(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -65,39 +72,41 @@ func InspectSnapshotFile(path string) (*SnapshotInfo, error) {
 	return info, nil
 }
 
-// InspectSnapshot reads a snapshot archive to its end and checks its
-// checksums; a truncated or altered one is refused (ErrBadSnapshot).
-func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
+// Inspect reads a snapshot archive to its end and checks its
+// checksums; a truncated or altered one is refused (ErrBad).
+func Inspect(r io.Reader) (*Info, error) {
 	sum := sha256.New()
 	counted := &countingReader{r: io.TeeReader(r, sum)}
 	var entries int
 	var header, epoch []byte
-	meta, err := scanSnapshot(counted, func(e *pb.StorageEntry) {
+	meta, err := scan(counted, func(e *pb.StorageEntry) {
 		entries++
 		switch e.Key {
-		case vault.StoredBarrierKeysPath:
-			header = storedKeysHeader(e.Value)
-		case geoEpochKey:
+		case StoredBarrierKeysPath:
+			header = StoredKeysHeader(e.Value)
+		case geo.EpochKey:
 			epoch = e.Value
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	info := &SnapshotInfo{Index: meta.Index, Term: meta.Term, FileSize: counted.n, SHA256: hex.EncodeToString(sum.Sum(nil)), Entries: entries}
+	info := &Info{Index: meta.Index, Term: meta.Term, FileSize: counted.n, SHA256: hex.EncodeToString(sum.Sum(nil)), Entries: entries}
 	for _, srv := range meta.Configuration.Servers {
 		if srv.Suffrage == 0 {
 			info.Voters = append(info.Voters, string(srv.ID))
 		}
 	}
 	if header == nil {
-		return nil, fmt.Errorf("%w: it holds no seal header: it is not a snapshot of an initialized appliance cluster", ErrBadSnapshot)
+		return nil, fmt.Errorf("%w: it holds no seal header: it is not a snapshot of an initialized appliance cluster", ErrBad)
 	}
 	if info.Seal, err = seal.ReadHeaderInfo(header); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		return nil, fmt.Errorf("%w: %v", ErrBad, err)
 	}
 	if epoch != nil {
-		var e Epoch
+		var e struct {
+			Number uint64 `json:"number"`
+		}
 		if json.Unmarshal(epoch, &e) == nil {
 			info.Epoch = e.Number
 		}
@@ -105,11 +114,11 @@ func InspectSnapshot(r io.Reader) (*SnapshotInfo, error) {
 	return info, nil
 }
 
-// scanSnapshot reads a snapshot archive, checks its checksums and calls
+// scan reads a snapshot archive, checks its checksums and calls
 // each for every storage entry of its state (as it streams: a snapshot
 // may be larger than memory). A truncated or altered archive is
-// ErrBadSnapshot.
-func scanSnapshot(r io.Reader, each func(*pb.StorageEntry)) (*hraft.SnapshotMeta, error) {
+// ErrBad.
+func scan(r io.Reader, each func(*pb.StorageEntry)) (*hraft.SnapshotMeta, error) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -128,21 +137,21 @@ func scanSnapshot(r io.Reader, each func(*pb.StorageEntry)) (*hraft.SnapshotMeta
 		}
 		done <- err
 	}()
-	meta, err := snapshot.Parse(r, pw)
+	meta, err := rsnap.Parse(r, pw)
 	pw.CloseWithError(err)
 	serr := <-done
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v; it was cut short or changed since it was taken: use another snapshot", ErrBadSnapshot, err)
+		return nil, fmt.Errorf("%w: %v; it was cut short or changed since it was taken: use another snapshot", ErrBad, err)
 	}
 	if serr != nil {
-		return nil, fmt.Errorf("%w: its state does not decode (%v)", ErrBadSnapshot, serr)
+		return nil, fmt.Errorf("%w: its state does not decode (%v)", ErrBad, serr)
 	}
 	return meta, nil
 }
 
-// storedKeysHeader is the seal header inside OpenBao's stored keys entry
+// StoredKeysHeader is the seal header inside OpenBao's stored keys entry
 // (a wrapping.BlobInfo whose wrapped key is the header), or nil.
-func storedKeysHeader(v []byte) []byte {
+func StoredKeysHeader(v []byte) []byte {
 	blob := &wrapping.BlobInfo{}
 	if err := proto.Unmarshal(v, blob); err != nil || blob.KeyInfo == nil {
 		return nil
