@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 
@@ -42,24 +44,24 @@ import (
 // Close stops it in this order: stop accepting API requests and let those
 // in flight finish (up to ShutdownTimeout), seal and shut down the core
 // (which stops Raft and the cluster listener), close the Raft and FSM
-// databases, release the data directory's lock (DataDirLockFile). A write
+// databases, release the data directory's lock (LockFile). A write
 // the API acknowledged is in the Raft log on disk before its response is
 // sent, so it survives.
 type Appliance struct {
 	cfg         *config.Config                // as started; never modified
 	live        atomic.Pointer[config.Config] // as reloaded; read it through config()
 	reloadMu    sync.Mutex                    // serializes Reload
-	lock        *dataDirLock                  // held from Start to the end of Close
+	lock        *datadir.Lock                 // held from Start to the end of Close
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftx.Handle  // the hashicorp/raft instance inside raft
-	geo         *geoRun        // the Geo topology and reconciler; nil without a geo block
-	leaders     *leaderWatch   // cancels forwards to a leader that is no longer it
-	keySlots    chan struct{}  // unseal, authorize and verify attempts running (keySlot)
-	disk        *diskGuard     // refuses writes before the data dir is full
-	storage     *DataDirReport // the data dir as the start found it (startCheck)
-	snaps       *snapshotter   // the snapshot schedule, nil without a snapshot block
+	raftH       *raftx.Handle   // the hashicorp/raft instance inside raft
+	geo         *geoRun         // the Geo topology and reconciler; nil without a geo block
+	leaders     *leaderWatch    // cancels forwards to a leader that is no longer it
+	keySlots    chan struct{}   // unseal, authorize and verify attempts running (keySlot)
+	disk        *diskGuard      // refuses writes before the data dir is full
+	storage     *datadir.Report // the data dir as the start found it (startCheck)
+	snaps       *snapshotter    // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -154,19 +156,19 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	quietGRPC()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, unwrapPathError(err))
+		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, datadir.PathCause(err))
 	}
 	// One owner per data directory, before anything opens what is in it: a
 	// second node on it is refused now, not after bbolt's lock timeout.
-	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+	if a.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	lock := a.lock
-	undo = append(undo, func() { lock.release() })
+	undo = append(undo, func() { lock.Release() })
 	// Every file OpenBao opens is verified first: a damaged one refuses
 	// the start with its name and what to do, instead of a panic in
 	// bbolt, and a missing one instead of a node that looks empty.
-	if a.storage, err = startCheck(cfg); err != nil {
+	if a.storage, err = datadir.StartCheck(cfg); err != nil {
 		return nil, err
 	}
 	if a.storage != nil {
@@ -174,7 +176,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		if a.storage.Elapsed > 2*time.Second {
 			lvl = hclog.Info
 		}
-		a.logger.Log(lvl, "data dir verified", "vault_db", a.storage.vaultDetail(), "raft_db", a.storage.raftDetail(), "elapsed", a.storage.Elapsed.Round(time.Millisecond))
+		a.logger.Log(lvl, "data dir verified", "vault_db", a.storage.VaultDetail(), "raft_db", a.storage.RaftDetail(), "elapsed", a.storage.Elapsed.Round(time.Millisecond))
 	}
 
 	// API listeners first: a port in use is the commonest failure and the
@@ -493,7 +495,7 @@ func (a *Appliance) Close() error {
 		if err := a.raft.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing Raft storage: %w", err))
 		}
-		if err := a.lock.release(); err != nil {
+		if err := a.lock.Release(); err != nil {
 			errs = append(errs, fmt.Errorf("releasing the data_dir lock: %w", err))
 		}
 		a.closeErr = errors.Join(errs...)

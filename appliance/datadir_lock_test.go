@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 )
 
 // A second node on a data directory is refused at once, naming the
@@ -16,14 +18,14 @@ import (
 func TestDataDirHasOneOwner(t *testing.T) {
 	first := testConfig(t, &syncBuffer{})
 	a := startNode(t, first)
-	b, err := os.ReadFile(filepath.Join(first.DataDir, DataDirLockFile))
+	b, err := os.ReadFile(filepath.Join(first.DataDir, datadir.LockFile))
 	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
 		t.Fatalf("lock file: %q, %v", b, err)
 	}
 
 	second := testConfig(t, &syncBuffer{})
 	second.DataDir = first.DataDir
-	if _, err := Start(context.Background(), second); !errors.Is(err, ErrDataDirInUse) ||
+	if _, err := Start(context.Background(), second); !errors.Is(err, datadir.ErrInUse) ||
 		err.Error() != "data_dir "+first.DataDir+" is in use by process "+strconv.Itoa(os.Getpid())+
 			": one node owns a data directory; stop that node first, or give this one its own data_dir" {
 		t.Fatalf("second Start on the data dir: %v", err)

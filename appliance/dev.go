@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
 	"github.com/openbao/openbao/helper/namespace"
@@ -89,7 +91,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 			return nil, fmt.Errorf("%s holds a cluster not made by dev mode (no %s): start it with `server` and unseal it with `unseal`, or choose another --data-dir", a.cfg.DataDir, DevUnsealKeyFile)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("cannot read the dev unseal key: %w", unwrapPathError(err))
+			return nil, fmt.Errorf("cannot read the dev unseal key: %w", datadir.PathCause(err))
 		}
 		if _, err := a.Unseal(ctx, string(key)); err != nil {
 			return nil, fmt.Errorf("cannot unseal the dev cluster in %s: %w", a.cfg.DataDir, err)
@@ -146,7 +148,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 // writeSecretFile writes a token or key with mode 0600, atomically.
 func writeSecretFile(path, value string) error {
 	if err := atomicfile.WriteFile(path, []byte(strings.TrimSpace(value)+"\n"), 0o600, -1, -1); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, unwrapPathError(err))
+		return fmt.Errorf("cannot write %s: %w", path, datadir.PathCause(err))
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
 	hraft "github.com/hashicorp/raft"
@@ -44,7 +46,7 @@ type PeerStatus struct {
 	AppliedIndex uint64    `json:"applied_index"`
 	ClusterRole  geo.Role  `json:"cluster_file_role"`
 	ClusterAt    time.Time `json:"cluster_file_time,omitzero"`
-	Epoch        Epoch     `json:"epoch"`
+	Epoch        geo.Epoch `json:"epoch"`
 }
 
 // GeoStatus is the Geo part of Status.
@@ -64,9 +66,9 @@ type GeoStatus struct {
 	// Epoch is this node's Geo epoch (0 until a disaster promotion), RPO
 	// what that promotion may have lost; Fenced says why this node must
 	// not unseal: its Raft data belongs to a replaced cluster.
-	Epoch  Epoch  `json:"epoch"`
-	RPO    *RPO   `json:"rpo,omitempty"`
-	Fenced string `json:"fenced,omitempty"`
+	Epoch  geo.Epoch `json:"epoch"`
+	RPO    *geo.RPO  `json:"rpo,omitempty"`
+	Fenced string    `json:"fenced,omitempty"`
 	// Reconciler: what the active node decided last ("converged", the
 	// step it took, or what it waits for); on a standby, "standby: the
 	// active node reconciles".
@@ -130,7 +132,7 @@ type geoRun struct {
 	// The epoch (see geo_epoch.go): this node's (its file's), why it is
 	// fenced ("" if not), and whether it has looked at its peers' epochs
 	// yet.
-	localEpoch   Epoch
+	localEpoch   geo.Epoch
 	fenced       string
 	fenceChecked bool
 	// lease is the epoch lease (geo_lease.go).
@@ -158,7 +160,7 @@ func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 	if cfg.CACertFile != "" {
 		pem, err := os.ReadFile(cfg.CACertFile)
 		if err != nil {
-			return nil, fmt.Errorf("geo.ca_cert_file: %w", unwrapPathError(err))
+			return nil, fmt.Errorf("geo.ca_cert_file: %w", datadir.PathCause(err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
@@ -174,7 +176,7 @@ func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, erro
 	if err != nil {
 		return nil, err
 	}
-	epoch, err := readEpochFile(a.cfg.DataDir)
+	epoch, err := datadir.ReadEpochFile(a.cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -551,7 +553,7 @@ func (g *geoRun) status() *GeoStatus {
 		ClusterFileRole:  g.role.String(),
 		ClusterFileError: g.roleErr,
 		Epoch:            g.localEpoch,
-		RPO:              g.localEpoch.rpo(),
+		RPO:              g.localEpoch.RPO(),
 		Fenced:           g.fenced,
 		Reconciler:       g.decision,
 		LastStep:         g.lastStep,

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
@@ -40,18 +41,12 @@ import (
 // give the old site a leader of a higher term still.
 const termJump = 1 << 20
 
-// NeedsConfirmationError refuses an offline command that was not
-// confirmed (exit code 64 in the CLI): Message says what to add.
-type NeedsConfirmationError struct{ Message string }
-
-func (e *NeedsConfirmationError) Error() string { return e.Message }
-
 // DisasterReport is what `geo promote --force` did on this node.
 type DisasterReport struct {
 	Node string `json:"node"`
 	Site string `json:"site"`
 	// Epoch is the new epoch; its Survivors hold this node's log.
-	Epoch Epoch `json:"epoch"`
+	Epoch geo.Epoch `json:"epoch"`
 	// OldVoters are the Raft voters this node knew, by site.
 	OldVoters   map[string][]string `json:"old_voters"`
 	FencedSites []string            `json:"fenced_sites"`
@@ -86,11 +81,11 @@ func PromoteDisaster(cfg *config.Config, site string, fenced []string) (*Disaste
 			return nil, fmt.Errorf("--fenced-site %s: the topology has no such site (sites: %s)", f, strings.Join(siteNames(t), ", "))
 		}
 	}
-	lock, err := lockDataDir(cfg.DataDir)
+	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
-		return nil, stopFirst(err)
+		return nil, datadir.StopFirst(err)
 	}
-	defer lock.release()
+	defer lock.Release()
 
 	st, err := readOfflineState(cfg)
 	if err != nil {
@@ -117,7 +112,7 @@ func PromoteDisaster(cfg *config.Config, site string, fenced []string) (*Disaste
 		}
 	}
 	if len(missing) > 0 {
-		return nil, &NeedsConfirmationError{Message: fmt.Sprintf(
+		return nil, &datadir.NeedsConfirmationError{Message: fmt.Sprintf(
 			"the Raft voters this node knows include nodes of %s: stop them or cut them off from site %s for good, then confirm with --fenced-site %s. "+
 				"A site that comes back unfenced and reaches none of the promoted nodes could keep acknowledging writes of its own",
 			strings.Join(missing, ", "), site, strings.Join(missing, " --fenced-site "))}
@@ -156,18 +151,18 @@ func PromoteDisaster(cfg *config.Config, site string, fenced []string) (*Disaste
 	if rep.TermBefore, rep.TermAfter, err = jumpTerm(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	rep.Epoch = Epoch{
+	rep.Epoch = geo.Epoch{
 		Number:    st.epoch.Number + 1,
 		Site:      site,
 		At:        time.Now().UTC().Truncate(time.Second),
 		Members:   append(append([]string{}, rep.Voters...), rep.NonVoters...),
-		Survivors: []Survivor{st.survivor},
+		Survivors: []geo.Survivor{st.survivor},
 	}
-	if err := writeEpochFile(cfg.DataDir, rep.Epoch); err != nil {
+	if err := datadir.WriteEpochFile(cfg.DataDir, rep.Epoch); err != nil {
 		return nil, fmt.Errorf("cannot write the new epoch: %w", err)
 	}
 	rep.PeersFile = filepath.Join(cfg.DataDir, "raft", "peers.json")
-	if err := writePeersJSON(rep.PeersFile, conf); err != nil {
+	if err := datadir.WritePeersJSON(rep.PeersFile, conf); err != nil {
 		return nil, fmt.Errorf("cannot write %s: %w", rep.PeersFile, err)
 	}
 	return rep, nil
@@ -177,8 +172,8 @@ func PromoteDisaster(cfg *config.Config, site string, fenced []string) (*Disaste
 type RejoinReport struct {
 	Node string `json:"node"`
 	// Epoch is the cluster's epoch this node now belongs to, as From told.
-	Epoch Epoch  `json:"epoch"`
-	From  string `json:"from"`
+	Epoch geo.Epoch `json:"epoch"`
+	From  string    `json:"from"`
 	// SetAside is where this node's old Raft data and seal floor went
 	// (kept: they may hold writes acknowledged in the old site after the
 	// promotion's RPO).
@@ -198,16 +193,16 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 	if err != nil {
 		return nil, err
 	}
-	lock, err := lockDataDir(cfg.DataDir)
+	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
-		return nil, stopFirst(err)
+		return nil, datadir.StopFirst(err)
 	}
-	defer lock.release()
-	mine, err := readEpochFile(cfg.DataDir)
+	defer lock.Release()
+	mine, err := datadir.ReadEpochFile(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	var newest Epoch
+	var newest geo.Epoch
 	from, answered := "", 0
 	for _, s := range t.Sites {
 		for _, n := range s.Nodes {
@@ -232,26 +227,26 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 	}
 	aside := filepath.Join(cfg.DataDir, fmt.Sprintf("replaced-epoch-%d-%s", mine.Number, time.Now().UTC().Format("20060102T150405Z")))
 	if !confirmed {
-		return nil, &NeedsConfirmationError{Message: fmt.Sprintf(
+		return nil, &datadir.NeedsConfirmationError{Message: fmt.Sprintf(
 			"node %s is in epoch %d (site %s promoted at %s); this node's Raft data (epoch %d) would be moved to %s and the node would join the new cluster as a non-voter when it starts. Add --yes to do it",
 			from, newest.Number, newest.Site, newest.At.Format(time.RFC3339), mine.Number, aside)}
 	}
 	if err := os.Mkdir(aside, 0o700); err != nil {
 		return nil, err
 	}
-	if err := ownLikeDir(aside, cfg.DataDir); err != nil {
+	if err := datadir.OwnLikeDir(aside, cfg.DataDir); err != nil {
 		return nil, err
 	}
 	// The seal floor goes too: the new cluster's seal is the one to
 	// follow, and it may be older than what this node saw (a seal change
 	// the old site made after site B's last replicated index).
-	for _, name := range []string{"raft", "vault.db", SealHeaderFile} {
+	for _, name := range []string{"raft", "vault.db", datadir.SealHeaderFile} {
 		err := os.Rename(filepath.Join(cfg.DataDir, name), filepath.Join(aside, name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("cannot set %s aside: %w", name, err)
 		}
 	}
-	if err := writeEpochFile(cfg.DataDir, newest); err != nil {
+	if err := datadir.WriteEpochFile(cfg.DataDir, newest); err != nil {
 		return nil, fmt.Errorf("cannot write the epoch: %w", err)
 	}
 	return &RejoinReport{Node: cfg.NodeID, Epoch: newest, From: from, SetAside: aside}, nil
@@ -281,20 +276,11 @@ func siteNames(t *geo.Topology) []string {
 	return out
 }
 
-// stopFirst turns a held data dir into what to do.
-func stopFirst(err error) error {
-	var inUse *DataDirInUseError
-	if errors.As(err, &inUse) {
-		return fmt.Errorf("%w: stop the appliance on this node first (systemctl stop gitlab-secrets-appliance, or gitlab-ctl stop secrets-appliance)", err)
-	}
-	return err
-}
-
 // offlineState is what a stopped node's data says.
 type offlineState struct {
 	voters   []string
-	epoch    Epoch
-	survivor Survivor
+	epoch    geo.Epoch
+	survivor geo.Survivor
 }
 
 // readOfflineState reads a stopped node's FSM (its applied index, the
@@ -305,10 +291,10 @@ func readOfflineState(cfg *config.Config) (offlineState, error) {
 	if _, err := os.Stat(logDB); err != nil {
 		return st, fmt.Errorf("this node has no Raft data (%s): it has nothing to promote; it can join the promoted site once that runs", logDB)
 	}
-	// bbolt panics on a damaged file: verify both first (see verifyBolt).
+	// bbolt panics on a damaged file: verify both first (see datadir.Damage).
 	for _, p := range []string{filepath.Join(cfg.DataDir, "vault.db"), logDB} {
-		if _, err := verifyBolt(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return st, fmt.Errorf("%s: %s: this node's data cannot be promoted; promote the site's other nodes, and see `gitlab-secrets-appliance check --config <config file>` for this one", p, damageText(err))
+		if d := datadir.Damage(p); d != "" {
+			return st, fmt.Errorf("%s: %s: this node's data cannot be promoted; promote the site's other nodes, and see `gitlab-secrets-appliance check --config <config file>` for this one", p, d)
 		}
 	}
 	fsm, err := baoraft.NewFSM(cfg.DataDir, cfg.NodeID, hclog.NewNullLogger())
@@ -328,7 +314,7 @@ func readOfflineState(cfg *config.Config) (offlineState, error) {
 			}
 		}
 	}
-	file, err := readEpochFile(cfg.DataDir)
+	file, err := datadir.ReadEpochFile(cfg.DataDir)
 	if err != nil {
 		return st, err
 	}
@@ -336,7 +322,7 @@ func readOfflineState(cfg *config.Config) (offlineState, error) {
 	if inRaft.Number > file.Number {
 		st.epoch = inRaft
 	}
-	st.survivor = Survivor{Node: cfg.NodeID, AppliedIndex: idx.Index}
+	st.survivor = geo.Survivor{Node: cfg.NodeID, AppliedIndex: idx.Index}
 	store, err := openLogStore(logDB)
 	if err != nil {
 		return st, err
@@ -384,25 +370,6 @@ func jumpTerm(dataDir string) (before, after uint64, err error) {
 		return 0, 0, err
 	}
 	return before, after, nil
-}
-
-// writePeersJSON writes conf in the format OpenBao reads at start
-// (raft.ReadConfigJSON).
-func writePeersJSON(path string, conf hraft.Configuration) error {
-	type entry struct {
-		ID       string `json:"id"`
-		Address  string `json:"address"`
-		NonVoter bool   `json:"non_voter"`
-	}
-	var out []entry
-	for _, s := range conf.Servers {
-		out = append(out, entry{ID: string(s.ID), Address: string(s.Address), NonVoter: s.Suffrage != hraft.Voter})
-	}
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeDurable(path, append(b, '\n'), 0o600)
 }
 
 // raftAddr is the host:port Raft knows a node by, from its cluster URL.

@@ -5,16 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // A disaster promotion (`geo promote --force`) rebuilds the cluster from
@@ -31,107 +29,7 @@ import (
 // (geoEpochKey, outside the barrier: no secret), from which every node of
 // the new cluster learns it, nodes that join later included.
 
-// GeoEpochFile, in the data dir, holds this node's Geo epoch.
-const GeoEpochFile = "geo-epoch.json"
-
 const geoEpochKey = geo.EpochKey
-
-// Epoch is a Geo epoch: zero until the first disaster promotion.
-type Epoch struct {
-	Number uint64 `json:"number"`
-	// Site was promoted at At; Members are the nodes the promotion
-	// rebuilt the cluster from.
-	Site    string    `json:"site,omitempty"`
-	At      time.Time `json:"at,omitzero"`
-	Members []string  `json:"members,omitempty"`
-	// Survivors are the members' logs when they were promoted, as each
-	// recorded its own (the RPO comes from them).
-	Survivors []Survivor `json:"survivors,omitempty"`
-	// KeptBy is the first active node of the epoch; every entry up to
-	// KeptIndex (its log at the promotion) is in the new cluster.
-	KeptBy    string    `json:"kept_by,omitempty"`
-	KeptIndex uint64    `json:"kept_index,omitempty"`
-	KeptAt    time.Time `json:"kept_at,omitzero"`
-}
-
-// Survivor is one promoted node's Raft log at the promotion.
-type Survivor struct {
-	Node         string    `json:"node"`
-	AppliedIndex uint64    `json:"applied_index"`
-	LastIndex    uint64    `json:"last_index"`
-	LastTerm     uint64    `json:"last_term"`
-	LastAt       time.Time `json:"last_at,omitzero"`
-}
-
-// supersedes: e is newer than mine and was not made with node as a member
-// (the nodes promoted together may number their epoch differently until
-// Raft tells them the same number).
-func (e Epoch) supersedes(mine Epoch, node string) bool {
-	return e.Number > mine.Number && !slices.Contains(e.Members, node)
-}
-
-// readEpochFile is the epoch in dir's GeoEpochFile; none is epoch 0.
-func readEpochFile(dir string) (Epoch, error) {
-	var e Epoch
-	b, err := os.ReadFile(filepath.Join(dir, GeoEpochFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return e, nil
-	}
-	if err != nil {
-		return e, err
-	}
-	if err := json.Unmarshal(b, &e); err != nil {
-		return e, fmt.Errorf("%s: %w; restore it from a backup, or run `geo rejoin`", filepath.Join(dir, GeoEpochFile), err)
-	}
-	return e, nil
-}
-
-// writeEpochFile writes e into dir atomically and durably.
-func writeEpochFile(dir string, e Epoch) error {
-	b, err := json.MarshalIndent(e, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeDurable(filepath.Join(dir, GeoEpochFile), append(b, '\n'), 0o600)
-}
-
-// writeDurable writes path atomically and durably, owned like its
-// directory when root writes it (see ownLikeDir).
-func writeDurable(path string, data []byte, perm os.FileMode) error {
-	uid, gid, err := dirOwner(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, data, perm, uid, gid)
-}
-
-// dirOwner is the owner to give what root writes in dir for an offline
-// command (gitlab-ctl runs them as root) on a data dir the service user
-// owns: the appliance must be able to read, and OpenBao to delete, what
-// it wrote. -1, -1 when there is nothing to change.
-func dirOwner(dir string) (uid, gid int, err error) {
-	if os.Geteuid() != 0 {
-		return -1, -1, nil
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return -1, -1, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return -1, -1, nil
-	}
-	return int(st.Uid), int(st.Gid), nil
-}
-
-// ownLikeDir gives path the owner dirOwner gives.
-func ownLikeDir(path, dir string) error {
-	uid, gid, err := dirOwner(dir)
-	if err != nil || uid == -1 {
-		return err
-	}
-	return os.Lchown(path, uid, gid)
-}
 
 // epochGetter reads a raw Raft key (the FSM of a running node, or one
 // opened offline).
@@ -140,8 +38,8 @@ type epochGetter interface {
 }
 
 // readEpochKey is the epoch replicated in Raft; none is epoch 0.
-func readEpochKey(ctx context.Context, g epochGetter) (Epoch, error) {
-	var e Epoch
+func readEpochKey(ctx context.Context, g epochGetter) (geo.Epoch, error) {
+	var e geo.Epoch
 	ent, err := g.Get(ctx, geoEpochKey)
 	if err != nil || ent == nil {
 		return e, err
@@ -153,7 +51,7 @@ func readEpochKey(ctx context.Context, g epochGetter) (Epoch, error) {
 }
 
 // epoch is this node's epoch: the newer of its file and Raft's.
-func (g *geoRun) epoch(ctx context.Context) Epoch {
+func (g *geoRun) epoch(ctx context.Context) geo.Epoch {
 	g.mu.Lock()
 	e := g.localEpoch
 	g.mu.Unlock()
@@ -221,15 +119,15 @@ func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]Pe
 }
 
 // mergeEpoch is a with b's survivors and kept index (both of one epoch).
-func mergeEpoch(a, b Epoch) Epoch {
+func mergeEpoch(a, b geo.Epoch) geo.Epoch {
 	out := a
 	out.Survivors = slices.Clone(a.Survivors)
 	for _, s := range b.Survivors {
-		if !slices.ContainsFunc(out.Survivors, func(x Survivor) bool { return x.Node == s.Node }) {
+		if !slices.ContainsFunc(out.Survivors, func(x geo.Survivor) bool { return x.Node == s.Node }) {
 			out.Survivors = append(out.Survivors, s)
 		}
 	}
-	slices.SortFunc(out.Survivors, func(x, y Survivor) int { return strings.Compare(x.Node, y.Node) })
+	slices.SortFunc(out.Survivors, func(x, y geo.Survivor) int { return strings.Compare(x.Node, y.Node) })
 	if out.KeptBy == "" {
 		out.KeptBy, out.KeptIndex, out.KeptAt = b.KeptBy, b.KeptIndex, b.KeptAt
 	}
@@ -237,13 +135,13 @@ func mergeEpoch(a, b Epoch) Epoch {
 }
 
 // sameRecord: a and b record the same survivors and kept index.
-func sameRecord(a, b Epoch) bool {
+func sameRecord(a, b geo.Epoch) bool {
 	return a.KeptBy == b.KeptBy && len(a.Survivors) == len(b.Survivors)
 }
 
 // adoptEpoch makes e this node's epoch, in its data dir too.
-func (g *geoRun) adoptEpoch(e Epoch) {
-	if err := writeEpochFile(g.a.cfg.DataDir, e); err != nil {
+func (g *geoRun) adoptEpoch(e geo.Epoch) {
+	if err := datadir.WriteEpochFile(g.a.cfg.DataDir, e); err != nil {
 		g.a.logger.Error("geo: cannot record the cluster's epoch in the data dir", "epoch", e.Number, "error", err)
 		return
 	}
@@ -254,40 +152,6 @@ func (g *geoRun) adoptEpoch(e Epoch) {
 	if prev != e.Number {
 		g.a.logger.Info("geo: this node is in epoch "+fmt.Sprint(e.Number), "site", e.Site)
 	}
-}
-
-// RPO is what a disaster promotion may have lost: the entries between the
-// index the new cluster kept and the newest any promoted node had.
-type RPO struct {
-	KeptIndex   uint64    `json:"kept_index"`
-	KeptBy      string    `json:"kept_by"`
-	KeptAt      time.Time `json:"kept_at,omitzero"`
-	NewestIndex uint64    `json:"newest_index"`
-	NewestNode  string    `json:"newest_node"`
-	NewestAt    time.Time `json:"newest_at,omitzero"`
-	// LostEntriesAtMost counts Raft entries (writes and OpenBao's own);
-	// LostSeconds is the time between the kept entry and the newest one.
-	LostEntriesAtMost uint64  `json:"lost_entries_at_most"`
-	LostSeconds       float64 `json:"lost_seconds"`
-}
-
-// rpo is e's RPO over the survivors it records (nil before the first
-// active node of the epoch recorded it).
-func (e Epoch) rpo() *RPO {
-	if e.KeptBy == "" {
-		return nil
-	}
-	r := &RPO{KeptIndex: e.KeptIndex, KeptBy: e.KeptBy, KeptAt: e.KeptAt, NewestIndex: e.KeptIndex, NewestNode: e.KeptBy, NewestAt: e.KeptAt}
-	for _, s := range e.Survivors {
-		if s.LastIndex > r.NewestIndex {
-			r.NewestIndex, r.NewestNode, r.NewestAt = s.LastIndex, s.Node, s.LastAt
-		}
-	}
-	r.LostEntriesAtMost = r.NewestIndex - r.KeptIndex
-	if !r.NewestAt.IsZero() && !r.KeptAt.IsZero() && r.NewestAt.After(r.KeptAt) {
-		r.LostSeconds = r.NewestAt.Sub(r.KeptAt).Seconds()
-	}
-	return r
 }
 
 // ErrFenced stops a node whose Raft data an epoch superseded.
@@ -309,7 +173,7 @@ func (g *geoRun) checkFence(ctx context.Context, peers map[string]PeerStatus) {
 	}
 	mine := g.epoch(ctx)
 	for id, p := range peers {
-		if !p.Epoch.supersedes(mine, g.a.cfg.NodeID) {
+		if !p.Epoch.Supersedes(mine, g.a.cfg.NodeID) {
 			continue
 		}
 		reason := fmt.Sprintf("fenced: node %s is in Geo epoch %d (site %s promoted at %s by geo promote --force) and this node's Raft data is from epoch %d: "+

@@ -5,16 +5,19 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 
 // A newer epoch fences a node only when it was made without that node: the
 // nodes promoted together may number it differently until Raft tells them
 // the same number.
 func TestEpochSupersedes(t *testing.T) {
-	old := Epoch{}
-	e1 := Epoch{Number: 1, Site: "b", Members: []string{"b1", "b2"}}
+	old := geo.Epoch{}
+	e1 := geo.Epoch{Number: 1, Site: "b", Members: []string{"b1", "b2"}}
 	for _, c := range []struct {
-		e, mine Epoch
+		e, mine geo.Epoch
 		node    string
 		want    bool
 	}{
@@ -22,9 +25,9 @@ func TestEpochSupersedes(t *testing.T) {
 		{e1, old, "b1", false}, // a member that has not heard yet
 		{e1, e1, "a1", false},  // a rejoined node: same number
 		{old, e1, "b1", false}, // an older peer fences nobody
-		{Epoch{Number: 2, Members: []string{"c1"}}, e1, "b1", true},
+		{geo.Epoch{Number: 2, Members: []string{"c1"}}, e1, "b1", true},
 	} {
-		if got := c.e.supersedes(c.mine, c.node); got != c.want {
+		if got := c.e.Supersedes(c.mine, c.node); got != c.want {
 			t.Errorf("epoch %d %v over %d for %s: %v, want %v", c.e.Number, c.e.Members, c.mine.Number, c.node, got, c.want)
 		}
 	}
@@ -34,9 +37,9 @@ func TestEpochSupersedes(t *testing.T) {
 // RPO is the distance from the kept index to the newest survivor's.
 func TestEpochMergeAndRPO(t *testing.T) {
 	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	a := Epoch{Number: 1, Survivors: []Survivor{{Node: "b2", LastIndex: 448, LastAt: at.Add(7 * time.Millisecond)}}}
-	b := Epoch{Number: 1, Survivors: []Survivor{{Node: "b1", LastIndex: 446, LastAt: at}}, KeptBy: "b1", KeptIndex: 446, KeptAt: at}
-	if a.rpo() != nil {
+	a := geo.Epoch{Number: 1, Survivors: []geo.Survivor{{Node: "b2", LastIndex: 448, LastAt: at.Add(7 * time.Millisecond)}}}
+	b := geo.Epoch{Number: 1, Survivors: []geo.Survivor{{Node: "b1", LastIndex: 446, LastAt: at}}, KeptBy: "b1", KeptIndex: 446, KeptAt: at}
+	if a.RPO() != nil {
 		t.Fatal("an RPO before the first active node recorded the kept index")
 	}
 	m := mergeEpoch(a, b)
@@ -46,7 +49,7 @@ func TestEpochMergeAndRPO(t *testing.T) {
 	if again := mergeEpoch(m, a); !sameRecord(again, m) || len(again.Survivors) != 2 {
 		t.Fatalf("merging twice: %+v", again)
 	}
-	r := m.rpo()
+	r := m.RPO()
 	if r.KeptIndex != 446 || r.NewestIndex != 448 || r.NewestNode != "b2" || r.LostEntriesAtMost != 2 || r.LostSeconds != 0.007 {
 		t.Fatalf("rpo: %+v", r)
 	}
@@ -56,22 +59,22 @@ func TestEpochMergeAndRPO(t *testing.T) {
 // what to do, a written one reads back.
 func TestEpochFile(t *testing.T) {
 	dir := t.TempDir()
-	if e, err := readEpochFile(dir); err != nil || e.Number != 0 {
+	if e, err := datadir.ReadEpochFile(dir); err != nil || e.Number != 0 {
 		t.Fatalf("no file: %+v %v", e, err)
 	}
-	want := Epoch{Number: 3, Site: "b", At: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Members: []string{"b1"}}
-	if err := writeEpochFile(dir, want); err != nil {
+	want := geo.Epoch{Number: 3, Site: "b", At: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), Members: []string{"b1"}}
+	if err := datadir.WriteEpochFile(dir, want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readEpochFile(dir)
+	got, err := datadir.ReadEpochFile(dir)
 	if err != nil || got.Number != 3 || got.Site != "b" || !got.At.Equal(want.At) {
 		t.Fatalf("read back %+v %v", got, err)
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, GeoEpochFile)); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(filepath.Join(dir, datadir.GeoEpochFile)); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v", fi.Mode())
 	}
-	os.WriteFile(filepath.Join(dir, GeoEpochFile), []byte("{torn"), 0o600)
-	if _, err := readEpochFile(dir); err == nil {
+	os.WriteFile(filepath.Join(dir, datadir.GeoEpochFile), []byte("{torn"), 0o600)
+	if _, err := datadir.ReadEpochFile(dir); err == nil {
 		t.Fatal("a torn epoch file was taken")
 	}
 }

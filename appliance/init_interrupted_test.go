@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"github.com/hashicorp/go-hclog"
 	baoraft "github.com/openbao/openbao/physical/raft"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
@@ -36,7 +38,7 @@ func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsm.Close()
-	if err := os.WriteFile(filepath.Join(cfg.DataDir, initMarker), []byte(initStarted), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, datadir.InitMarker), []byte(initStarted), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,7 +66,7 @@ func TestInitMarker(t *testing.T) {
 	cfg := testConfig(t, &syncBuffer{})
 	a := startNode(t, cfg)
 	initAndUnseal(t, a)
-	marker := filepath.Join(cfg.DataDir, initMarker)
+	marker := filepath.Join(cfg.DataDir, datadir.InitMarker)
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Fatalf("the marker outlived a finished init: %v", err)
 	}

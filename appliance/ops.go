@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/vault"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
@@ -86,7 +88,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	// The marker stands until the answer is ready: a node killed before
 	// that (whatever OpenBao had written) says so at its next start
 	// instead of looking initialized with shares nobody ever saw.
-	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	marker := filepath.Join(a.cfg.DataDir, datadir.InitMarker)
 	if err := atomicfile.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o600, -1, -1); err != nil {
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
@@ -222,13 +224,6 @@ func (a *Appliance) checkNoInterruptedInit() error {
 		filepath.Join(a.cfg.DataDir, "raft"), filepath.Join(a.cfg.DataDir, "vault.db"))
 }
 
-// initMarker, in the data dir, stands while an init runs (see Init). It
-// holds the time the init started (RFC 3339). Init removes it before the
-// answer leaves (or withholds the answer), so a marker that stands means
-// the answer never left this node: nobody holds the cluster's shares,
-// recovery keys or root token, and no client can have written anything.
-const initMarker = "init-in-progress"
-
 // removeInitMarker removes the marker once an init has its answer (a
 // variable for the test of a marker that cannot be removed).
 var removeInitMarker = atomicfile.Remove
@@ -246,7 +241,7 @@ func (a *Appliance) interruptedInit() error {
 
 // interruptedInitAdvice is interruptedInit while an init runs too.
 func (a *Appliance) interruptedInitAdvice() error {
-	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	marker := filepath.Join(a.cfg.DataDir, datadir.InitMarker)
 	b, err := os.ReadFile(marker)
 	if err != nil {
 		return nil
@@ -268,14 +263,14 @@ func (a *Appliance) interruptedInitAdvice() error {
 
 // initUnproven says why the Raft data cannot be shown to come from an
 // interrupted init that started at `at` alone ("" when it can): the data
-// as the start found it (DataDirReport.initUnproven: a log from entry 1,
+// as the start found it (Report.initUnproven: a log from entry 1,
 // every entry appended after the init started) and the Raft configuration
 // now (this node alone).
 func (a *Appliance) initUnproven(at time.Time, known bool) string {
 	if a.storage == nil {
 		return "the start did not check the data dir"
 	}
-	if why := a.storage.initUnproven(at, known); why != "" {
+	if why := a.storage.InitUnproven(at, known); why != "" {
 		return why
 	}
 	if conf, err := a.raft.GetConfigurationOffline(); err == nil && conf != nil {
@@ -291,7 +286,7 @@ func (a *Appliance) initUnproven(at time.Time, known bool) string {
 // removeStaleInitMarker removes the marker of an init whose node has no
 // Raft state (Start, before anything can write).
 func (a *Appliance) removeStaleInitMarker() {
-	marker := filepath.Join(a.cfg.DataDir, initMarker)
+	marker := filepath.Join(a.cfg.DataDir, datadir.InitMarker)
 	if _, err := os.Stat(marker); err == nil {
 		if err := atomicfile.Remove(marker); err == nil {
 			a.logger.Info("removed the marker of an init that wrote nothing", "path", marker)

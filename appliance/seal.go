@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
@@ -26,7 +28,7 @@ func (a *Appliance) newSeal() error {
 	opts := seal.Options{
 		Logger:       a.logger.Named("seal"),
 		StoredHeader: a.storedSealHeader,
-		HeaderFile:   filepath.Join(a.cfg.DataDir, SealHeaderFile),
+		HeaderFile:   filepath.Join(a.cfg.DataDir, datadir.SealHeaderFile),
 		Persist:      a.persistSeal,
 	}
 	if p := a.cfg.Seal.PKCS11; p != nil {
@@ -44,11 +46,6 @@ func (a *Appliance) newSeal() error {
 	return nil
 }
 
-// SealHeaderFile, in the data dir, records the newest seal header this
-// node has seen (see seal.Options.HeaderFile). It is not in Raft, so a
-// restored snapshot cannot roll it back.
-const SealHeaderFile = "seal-header.json"
-
 // readPIN reads the HSM PIN. A PIN from pin_env is removed from the
 // environment at once: nothing started later (or a core dump of the
 // environment block) sees it.
@@ -63,7 +60,7 @@ func readPIN(p *config.PKCS11Seal) (string, error) {
 	}
 	b, err := os.ReadFile(p.PINFile)
 	if err != nil {
-		return "", fmt.Errorf("seal.pkcs11.pin_file: cannot read %s: %w", p.PINFile, unwrapPathError(err))
+		return "", fmt.Errorf("seal.pkcs11.pin_file: cannot read %s: %w", p.PINFile, datadir.PathCause(err))
 	}
 	pin := strings.TrimRight(string(b), "\r\n")
 	if pin == "" {

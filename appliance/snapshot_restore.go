@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
@@ -31,13 +33,13 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", unwrapPathError(err))
+		return nil, fmt.Errorf("data_dir: %w", datadir.PathCause(err))
 	}
-	lock, err := lockDataDir(cfg.DataDir)
+	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
-		return nil, stopFirst(err)
+		return nil, datadir.StopFirst(err)
 	}
-	defer lock.release()
+	defer lock.Release()
 	for _, f := range []string{"vault.db", filepath.Join("raft", "raft.db")} {
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, f)); err == nil {
 			return nil, fmt.Errorf("data_dir %s already holds a cluster's data (%s): restore into a running cluster with `snapshot restore FILE`, or give this node an empty data_dir", cfg.DataDir, f)
@@ -45,7 +47,7 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 	}
 	// A marker of an interrupted init beside no Raft data is stale: the
 	// data restored here was not written by that init.
-	if err := atomicfile.Remove(filepath.Join(cfg.DataDir, initMarker)); err != nil {
+	if err := atomicfile.Remove(filepath.Join(cfg.DataDir, datadir.InitMarker)); err != nil {
 		return nil, err
 	}
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -103,7 +105,7 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 	if err != nil {
 		return nil, fmt.Errorf("installing the snapshot's storage: %w", err)
 	}
-	if err := writePeersJSON(filepath.Join(raftDir, "peers.json"), self); err != nil {
+	if err := datadir.WritePeersJSON(filepath.Join(raftDir, "peers.json"), self); err != nil {
 		return nil, err
 	}
 	if err := chownTree(cfg.DataDir); err != nil {
@@ -126,6 +128,6 @@ func chownTree(dir string) error {
 		if p == dir {
 			return nil
 		}
-		return ownLikeDir(p, dir)
+		return datadir.OwnLikeDir(p, dir)
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
@@ -170,7 +172,7 @@ func (s *snapshotter) take(ctx context.Context) {
 func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	dir := s.cfg.Directory
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("cannot create %s: %w", dir, unwrapPathError(err))
+		return "", nil, fmt.Errorf("cannot create %s: %w", dir, datadir.PathCause(err))
 	}
 	if err := s.roomFor(dir); err != nil {
 		return "", nil, err
@@ -178,7 +180,7 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	name := snapshot.Name(at)
 	tmp, err := os.CreateTemp(dir, "."+name+".partial-*")
 	if err != nil {
-		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, unwrapPathError(err))
+		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, datadir.PathCause(err))
 	}
 	defer os.Remove(tmp.Name())
 	err = s.a.raft.Snapshot(tmp, s.a.barrier.GetAccess())

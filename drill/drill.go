@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
@@ -77,8 +79,8 @@ type Report struct {
 	RTO      float64     `json:"rto_seconds,omitempty"`
 	// WriteGap (live) is the longest time without an acknowledged write
 	// during the switchovers.
-	WriteGap float64        `json:"write_gap_seconds,omitempty"`
-	RPO      *appliance.RPO `json:"rpo,omitempty"`
+	WriteGap float64  `json:"write_gap_seconds,omitempty"`
+	RPO      *geo.RPO `json:"rpo,omitempty"`
 	// SecretsChecked counts the snapshot's secret-engine entries compared
 	// (every one under logical/).
 	SecretsChecked int `json:"secrets_checked"`
@@ -297,7 +299,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		return
 	}
 	d.check("read after the promotion", firstWrite.read(ctx, d.o.Token, canary, "after"), "the canary reads back through "+firstWrite.id)
-	var rpo *appliance.RPO
+	var rpo *geo.RPO
 	if _, ok := d.waitActive(ctx, secondary, func(st appliance.Status) bool {
 		if st.Geo != nil && st.Geo.RPO != nil && len(st.Geo.Epoch.Survivors) == len(secondary) {
 			rpo = st.Geo.RPO
@@ -331,7 +333,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		n.stop()
 	}
 	for _, n := range secondary {
-		got, err := appliance.StorageDigests(n.dataDir(), key, "logical/")
+		got, err := datadir.StorageDigests(n.dataDir(), key, "logical/")
 		if err != nil {
 			d.check("secrets on "+n.id, false, err.Error())
 			continue

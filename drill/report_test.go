@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 
 // The report says PASSED only when it says so, lists every check with its
@@ -17,7 +17,7 @@ import (
 func TestReport(t *testing.T) {
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	r := &Report{Kind: "offline", Started: at, Finished: at.Add(42 * time.Second), RTO: 5.2,
-		RPO:    &appliance.RPO{KeptIndex: 446, LostEntriesAtMost: 2, LostSeconds: 0.007},
+		RPO:    &geo.RPO{KeptIndex: 446, LostEntriesAtMost: 2, LostSeconds: 0.007},
 		Checks: []Check{{Name: "unseal", OK: true, Detail: "3 nodes"}, {Name: "write after the promotion", OK: false, Detail: "a | b\nc"}},
 		Steps:  []Step{{At: at, What: "snapshot checked", Took: "1ms"}}}
 	md := r.Markdown()

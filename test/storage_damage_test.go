@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"github.com/openbao/openbao/api/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
@@ -287,7 +288,7 @@ func (c *cluster) sameStorage(l *load) {
 	rand.Read(key)
 	var first snapshot.Digests
 	for i, m := range c.nodes {
-		d, err := appliance.StorageDigests(filepath.Join(c.dir, m.id), key, "logical/")
+		d, err := datadir.StorageDigests(filepath.Join(c.dir, m.id), key, "logical/")
 		if err != nil {
 			t.Fatalf("%s: %v", m.id, err)
 		}

@@ -9,10 +9,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
 	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 )
 
 func checkCommand() *cli.Command {
@@ -49,7 +50,7 @@ func checkAction(c *cli.Context) error {
 	if c.Bool("set-aside") {
 		return setAsideAction(c, cfg, path, asJSON)
 	}
-	r, err := appliance.CheckDataDir(cfg)
+	r, err := datadir.Check(cfg)
 	if err != nil {
 		return offlineError(err)
 	}
@@ -67,23 +68,23 @@ func checkAction(c *cli.Context) error {
 
 // checkOutput is `check --format json`.
 type checkOutput struct {
-	DataDir  string               `json:"data_dir"`
-	NodeID   string               `json:"node_id"`
-	Sound    bool                 `json:"sound"`
-	Starts   bool                 `json:"starts"`
-	Files    []appliance.DataFile `json:"files"`
-	Refusal  string               `json:"refusal,omitempty"`
-	Recovery []string             `json:"recovery,omitempty"`
-	SetAside string               `json:"set_aside,omitempty"`
-	Seconds  float64              `json:"elapsed_seconds"`
+	DataDir  string         `json:"data_dir"`
+	NodeID   string         `json:"node_id"`
+	Sound    bool           `json:"sound"`
+	Starts   bool           `json:"starts"`
+	Files    []datadir.File `json:"files"`
+	Refusal  string         `json:"refusal,omitempty"`
+	Recovery []string       `json:"recovery,omitempty"`
+	SetAside string         `json:"set_aside,omitempty"`
+	Seconds  float64        `json:"elapsed_seconds"`
 }
 
-func checkJSON(r *appliance.DataDirReport) checkOutput {
+func checkJSON(r *datadir.Report) checkOutput {
 	return checkOutput{DataDir: r.DataDir, NodeID: r.NodeID, Sound: r.Sound(), Starts: !r.StartRefused(), Files: r.Files,
 		Refusal: r.Refusal, Recovery: r.RecoveryText(), SetAside: r.SetAside, Seconds: r.Elapsed.Seconds()}
 }
 
-func printCheck(w io.Writer, r *appliance.DataDirReport) {
+func printCheck(w io.Writer, r *datadir.Report) {
 	fmt.Fprintf(w, "Data dir %s (node %s), checked in %s\n\n", r.DataDir, r.NodeID, r.Elapsed.Round(time.Millisecond))
 	for _, snaps := range []bool{false, true} {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -122,11 +123,11 @@ func printCheck(w io.Writer, r *appliance.DataDirReport) {
 }
 
 func setAsideAction(c *cli.Context, cfg *config.Config, path string, asJSON bool) error {
-	rep, r, err := appliance.SetAside(cfg, c.Bool("empty"), c.Bool("yes"))
+	rep, r, err := datadir.SetAside(cfg, c.Bool("empty"), c.Bool("yes"))
 	if r != nil {
 		r.SetConfigFile(path)
 	}
-	if errors.Is(err, appliance.ErrNothingToSetAside) {
+	if errors.Is(err, datadir.ErrNothingToSetAside) {
 		return exit(exitFailed, err)
 	}
 	if err != nil {

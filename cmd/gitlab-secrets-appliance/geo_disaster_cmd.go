@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
 	"github.com/urfave/cli/v2"
@@ -88,11 +90,11 @@ func geoRejoinAction(c *cli.Context) error {
 
 // offlineError maps an offline Geo command's error to its exit code.
 func offlineError(err error) error {
-	var confirm *appliance.NeedsConfirmationError
+	var confirm *datadir.NeedsConfirmationError
 	if errors.As(err, &confirm) {
 		return exit(exitUsage, err)
 	}
-	if errors.Is(err, appliance.ErrDataDirInUse) {
+	if errors.Is(err, datadir.ErrInUse) {
 		return exit(exitConfig, err)
 	}
 	return exit(exitFailed, err)

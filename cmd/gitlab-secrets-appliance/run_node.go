@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 
 	"github.com/urfave/cli/v2"
@@ -28,7 +30,7 @@ func serverAction(c *cli.Context) error {
 	defer stop()
 	a, err := appliance.Start(ctx, cfg)
 	if err != nil {
-		var se *appliance.StorageError
+		var se *datadir.StorageError
 		if errors.As(err, &se) {
 			se.Report.SetConfigFile(path)
 		}
@@ -100,10 +102,10 @@ func devAction(c *cli.Context) error {
 // the node), 1 else.
 func startError(err error) error {
 	var ce *config.ConfigError
-	if errors.As(err, &ce) || errors.Is(err, appliance.ErrDataDirInUse) {
+	if errors.As(err, &ce) || errors.Is(err, datadir.ErrInUse) {
 		return exit(exitConfig, err)
 	}
-	if errors.Is(err, appliance.ErrStorageDamaged) {
+	if errors.Is(err, datadir.ErrDamaged) {
 		return exit(exitDamaged, err)
 	}
 	return exit(exitFailed, err)

@@ -1,4 +1,4 @@
-package appliance
+package datadir
 
 import (
 	"bytes"
@@ -413,4 +413,14 @@ func (w *boltWalker) checkFreelist(id uint64) error {
 		}
 	}
 	return nil
+}
+
+// Damage says what is wrong with the bbolt file at path, or "" when it is
+// sound or absent. Check a file before bbolt opens it: bbolt panics on
+// some damage.
+func Damage(path string) string {
+	if _, err := verifyBolt(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return damageText(err)
+	}
+	return ""
 }

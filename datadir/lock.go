@@ -1,4 +1,4 @@
-package appliance
+package datadir
 
 import (
 	"errors"
@@ -11,21 +11,21 @@ import (
 	"syscall"
 )
 
-// DataDirLockFile is the file in data_dir that a running node holds an
+// LockFile is the file in data_dir that a running node holds an
 // exclusive lock on (flock), with its process ID in it.
-const DataDirLockFile = ".lock"
+const LockFile = ".lock"
 
-// ErrDataDirInUse marks a Start refused because another node (another
+// ErrInUse marks a Start refused because another node (another
 // process, or another Appliance in this one) holds the data directory.
-var ErrDataDirInUse = errors.New("data_dir is in use")
+var ErrInUse = errors.New("data_dir is in use")
 
-// DataDirInUseError says which process holds the data directory.
-type DataDirInUseError struct {
+// InUseError says which process holds the data directory.
+type InUseError struct {
 	Dir string
 	PID int // 0 if the lock file does not say
 }
 
-func (e *DataDirInUseError) Error() string {
+func (e *InUseError) Error() string {
 	who := "another process"
 	if e.PID > 0 {
 		who = "process " + strconv.Itoa(e.PID)
@@ -34,26 +34,26 @@ func (e *DataDirInUseError) Error() string {
 		"stop that node first, or give this one its own data_dir", e.Dir, who)
 }
 
-func (e *DataDirInUseError) Unwrap() error { return ErrDataDirInUse }
+func (e *InUseError) Unwrap() error { return ErrInUse }
 
-// dataDirLock is a held lock on a data directory.
-type dataDirLock struct{ f *os.File }
+// Lock is a held lock on a data directory.
+type Lock struct{ f *os.File }
 
-// lockDataDir takes the exclusive lock on dir's lock file without waiting,
+// Acquire takes the exclusive lock on dir's lock file without waiting,
 // and writes this process's ID into it. The kernel drops the lock when the
 // process ends, however it ends (kill -9 included), so a stale file never
 // blocks the next start; the file itself stays.
-func lockDataDir(dir string) (*dataDirLock, error) {
-	path := filepath.Join(dir, DataDirLockFile)
+func Acquire(dir string) (*Lock, error) {
+	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("data_dir: cannot open the lock file %s: %w; check the directory's owner and permissions", path, unwrapPathError(err))
+		return nil, fmt.Errorf("data_dir: cannot open the lock file %s: %w; check the directory's owner and permissions", path, PathCause(err))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		pid := lockHolder(f)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, &DataDirInUseError{Dir: dir, PID: pid}
+			return nil, &InUseError{Dir: dir, PID: pid}
 		}
 		return nil, fmt.Errorf("data_dir: cannot lock %s: %w", path, err)
 	}
@@ -63,9 +63,9 @@ func lockDataDir(dir string) (*dataDirLock, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("data_dir: cannot write the lock file %s: %w", path, unwrapPathError(err))
+		return nil, fmt.Errorf("data_dir: cannot write the lock file %s: %w", path, PathCause(err))
 	}
-	return &dataDirLock{f: f}, nil
+	return &Lock{f: f}, nil
 }
 
 // lockHolder is the process ID in a lock file, or 0.
@@ -81,8 +81,8 @@ func lockHolder(f *os.File) int {
 	return pid
 }
 
-// release gives up the lock; safe on nil.
-func (l *dataDirLock) release() error {
+// Release gives up the lock; safe on nil.
+func (l *Lock) Release() error {
 	if l == nil {
 		return nil
 	}
@@ -90,9 +90,9 @@ func (l *dataDirLock) release() error {
 	return l.f.Close()
 }
 
-// unwrapPathError drops the *os.PathError around err: the messages name
+// PathCause drops the *os.PathError around err: the messages name
 // the path themselves.
-func unwrapPathError(err error) error {
+func PathCause(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
 		return pe.Err
