@@ -283,7 +283,7 @@ func siteNames(t *geo.Topology) []string {
 func stopFirst(err error) error {
 	var inUse *DataDirInUseError
 	if errors.As(err, &inUse) {
-		return fmt.Errorf("%w: stop the appliance on this node first (systemctl stop gitlab-secrets-appliance, or gitlab-ctl stop secrets-appliance)", err)
+		return fmt.Errorf("%w: stop the appliance on this node first (systemctl stop gitlab-secrets-appliance, or gitlab-ctl stop gitlab-secrets-appliance)", err)
 	}
 	return err
 }
