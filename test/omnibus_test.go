@@ -1000,6 +1000,29 @@ func TestOmnibusMetricsAccess(t *testing.T) {
 			n.validate(t)
 		})
 	}
+	// An API listener that demands client certificates: the loopback
+	// listener, which demands none, only when gitlab.rb asks for it.
+	t.Run("client certificates", func(t *testing.T) {
+		n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+		ssl := n.path("etc/gitlab/ssl")
+		ca := harness.NewCA(t)
+		caFile := ca.WriteTo(t, ssl)
+		certFile, keyFile := ca.IssueIn(t, ssl, "localhost", "127.0.0.1")
+		rb := strings.Replace(n.baseRB(), "gitlab_secrets_appliance['metrics_listen_address']", "# gitlab_secrets_appliance['metrics_listen_address']", 1) +
+			fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_cert_file'] = %q\n"+
+				"gitlab_secrets_appliance['tls_key_file'] = %q\ngitlab_secrets_appliance['tls_client_ca_file'] = %q\n"+
+				"gitlab_secrets_appliance['tls_require_client_cert'] = true\n", harness.FreeAddr(t, "127.0.0.1"), certFile, keyFile, caFile)
+		n.mustReconfigure(t, rb)
+		if ls := n.renderedConfig(t)["listener"].([]any); len(ls) != 1 || len(n.Report.ScrapeConfigs) != 0 ||
+			!slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "the loopback metrics listener (plain HTTP, no client certificate) is not rendered") }) {
+			t.Errorf("with client certificates by default: listeners %v, scrape configs %v, warnings %q", ls, n.Report.ScrapeConfigs, n.Report.Warnings)
+		}
+		n.validate(t)
+		n.mustReconfigure(t, rb+fmt.Sprintf("gitlab_secrets_appliance['metrics_listen_address'] = %q\n", n.MetricsAddr))
+		if ls := n.renderedConfig(t)["listener"].([]any); len(ls) != 2 || len(n.Report.ScrapeConfigs) != 1 {
+			t.Errorf("with client certificates and metrics_listen_address: listeners %v, scrape configs %v", ls, n.Report.ScrapeConfigs)
+		}
+	})
 	t.Run("metrics listener on all addresses", func(t *testing.T) {
 		n := newOmnibusNode(t, bin, "gitlab-1.example.com")
 		listen := harness.FreeAddr(t, "127.0.0.1")

@@ -148,6 +148,8 @@ default['gitlab_secrets_appliance']['unauthenticated_metrics_access'] = false
 # without a token for GitLab's bundled Prometheus on this node
 # (listener[1], unauthenticated_metrics_access). It serves the whole API,
 # as every OpenBao listener does, but only to this host. false: none.
+# With tls_require_client_cert it is not rendered unless gitlab.rb sets it
+# (it would let local processes past the client certificate).
 default['gitlab_secrets_appliance']['metrics_listen_address'] = '127.0.0.1:8202'
 # The bundled Prometheus scrapes: with prometheus_scrape_credentials_file
 # (a token allowed to read sys/metrics, readable by Prometheus' user) the

@@ -40,6 +40,7 @@ module GitlabSecretsAppliance
       return unless attr('enable')
 
       parse_oak
+      parse_metrics_listener
       parse_geo
       parse_rails_url
       parse_gitlab
@@ -54,6 +55,21 @@ module GitlabSecretsAppliance
       return unless (oak['components'] || {}).dig('openbao', 'enable')
 
       raise OAK_OPENBAO_ERROR
+    end
+
+    # The loopback metrics listener serves the whole API without TLS: on a
+    # node whose API listener demands client certificates it would let
+    # local processes past that demand. There it is rendered only when
+    # gitlab.rb asks for it.
+    def parse_metrics_listener
+      return unless attr('tls_require_client_cert') && !attr('tls_disable')
+      return unless user_config['metrics_listen_address'].nil?
+
+      user_config['metrics_listen_address'] = false
+      LoggingHelper.warning("gitlab_secrets_appliance['tls_require_client_cert'] is set: the loopback metrics listener (plain HTTP, " \
+                            "no client certificate) is not rendered. Give Prometheus a token " \
+                            "(gitlab_secrets_appliance['prometheus_scrape_credentials_file']), or set " \
+                            "gitlab_secrets_appliance['metrics_listen_address'] to accept local processes without a client certificate.")
     end
 
     # GitLab Rails reaches the appliance at gitlab_rails['openbao']['url']:
