@@ -117,6 +117,7 @@ chaos: test-deps
 bench: build
 	$(GO) run ./test/bench -appliance ./$(BIN)
 	GSA_BENCH_GEO=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestGeoBench$$' -v ./test/
+	GSA_BENCH_ROLLING=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestRollingRestartBench$$' -v ./test/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

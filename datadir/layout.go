@@ -106,7 +106,7 @@ func (e *NeedsConfirmationError) Error() string { return e.Message }
 func StopFirst(err error) error {
 	var inUse *InUseError
 	if errors.As(err, &inUse) {
-		return fmt.Errorf("%w: stop the appliance on this node first (systemctl stop gitlab-secrets-appliance, or gitlab-ctl stop secrets-appliance)", err)
+		return fmt.Errorf("%w: stop the appliance on this node first (systemctl stop gitlab-secrets-appliance, or gitlab-ctl stop gitlab-secrets-appliance)", err)
 	}
 	return err
 }

@@ -345,7 +345,7 @@ func omnibusLogrotateStanza(logDir, user, group string, o map[string]any) string
 // On an Omnibus node, Omnibus' logrotate (with the cookbook's logrotate
 // options, Omnibus' defaults for the rest) rotates audit.log twice under a
 // request stream: moved aside (no copytruncate), `gitlab-ctl hup
-// secrets-appliance` (here a gitlab-ctl that sends the SIGHUP runsv would
+// gitlab-secrets-appliance` (here a gitlab-ctl that sends the SIGHUP runsv would
 // send to the service's process), a new audit.log, the moved file closed,
 // no entry lost.
 func TestOmnibusLogrotateRotatesAuditLog(t *testing.T) {
@@ -367,7 +367,7 @@ gitlab_secrets_appliance['seal']['shamir']['shares'] = 1
 gitlab_secrets_appliance['seal']['shamir']['threshold'] = 1
 `, listen, nextAddr(t, listen)))
 	lr := n.Report.Logrotate
-	hup := filepath.Join(n.InstallDir, "bin", "gitlab-ctl") + " hup secrets-appliance"
+	hup := filepath.Join(n.InstallDir, "bin", "gitlab-ctl") + " hup gitlab-secrets-appliance"
 	if lr.LogDirectory != n.LogDir || lr.Options["logrotate_method"] != "nocopytruncate" ||
 		lr.Options["logrotate_compress"] != "compress\n  delaycompress" || lr.Options["logrotate_postrotate"] != hup {
 		t.Fatalf("logrotate options: %s %v", lr.LogDirectory, lr.Options)
@@ -375,10 +375,10 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 1
 
 	s := n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 2)
-	out, errOut, code := n.ctl(t, &harness.Transcript{}, nil, "secrets-appliance-init", "--format", "json")
+	out, errOut, code := n.ctl(t, &harness.Transcript{}, nil, "secrets-appliance", "init", "--format", "json")
 	var res initOutput
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
-		t.Fatalf("secrets-appliance-init: exit %d: %s", code, errOut)
+		t.Fatalf("secrets-appliance init: exit %d: %s", code, errOut)
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	pid := s.run.Process.Pid // bash, chpst and the appliance: one process
@@ -387,7 +387,7 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 1
 	// gitlab-ctl hup SERVICE: runsv sends SIGHUP to the service's process.
 	ctl := filepath.Join(n.InstallDir, "bin", "gitlab-ctl")
 	os.MkdirAll(filepath.Dir(ctl), 0o755)
-	if err := os.WriteFile(ctl, []byte(fmt.Sprintf("#!/bin/sh\n[ \"$1 $2\" = \"hup secrets-appliance\" ] || exit 64\nexec kill -HUP %d\n", pid)), 0o755); err != nil {
+	if err := os.WriteFile(ctl, []byte(fmt.Sprintf("#!/bin/sh\n[ \"$1 $2\" = \"hup gitlab-secrets-appliance\" ] || exit 64\nexec kill -HUP %d\n", pid)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	suUser, suGroup := n.Account.User, n.Account.Group

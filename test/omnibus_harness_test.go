@@ -37,7 +37,7 @@ func cookbookDir(t *testing.T) string {
 }
 
 func ctlCommandsDir(t *testing.T) string {
-	return filepath.Join(omnibusDir(t), "files", "gitlab-ctl-commands")
+	return filepath.Join(omnibusDir(t), "files", "gitlab-ctl-commands-ee")
 }
 
 // needRuby fails (not skips) without Ruby: `make test` installs it
@@ -88,12 +88,15 @@ type omnibusNode struct {
 	Account          account
 	InstallDir       string // /opt/gitlab
 	SvDir            string // /opt/gitlab/sv
-	Dir, DataDir     string // /var/opt/gitlab/secrets-appliance[/data]
+	Dir, DataDir     string // /var/opt/gitlab/gitlab-secrets-appliance[/data]
 	LogDir, EnvDir   string
 	PublicAttrs      string // /var/opt/gitlab/public_attributes.json
-	Report           reconfigureReport
-	UpServices       []string // the services reconfigure finds running
-	Cookbook         string   // the cookbook to converge, if not the repository's
+	// MetricsAddr is the loopback metrics listener's address
+	// (metrics_listen_address), a free port per node.
+	MetricsAddr string
+	Report      reconfigureReport
+	UpServices  []string // the services reconfigure finds running
+	Cookbook    string   // the cookbook to converge, if not the repository's
 }
 
 type reconfigureReport struct {
@@ -106,6 +109,13 @@ type reconfigureReport struct {
 	} `json:"resources"`
 	Warnings      []string         `json:"warnings"`
 	ScrapeConfigs []map[string]any `json:"prometheus_scrape_configs"`
+	// gitlab_rails['openbao'] after reconfigure.
+	RailsOpenBao map[string]any `json:"gitlab_rails_openbao"`
+	// AccountHelper's users and groups (gitlab-ctl remove-accounts).
+	Accounts struct {
+		Users  []string `json:"users"`
+		Groups []string `json:"groups"`
+	} `json:"accounts"`
 	// The resources that changed something, and the delayed
 	// notifications that ran (resource, action, target, result).
 	Updated          []string            `json:"updated"`
@@ -143,11 +153,12 @@ func newOmnibusNode(t *testing.T, bin, name string) *omnibusNode {
 		Root: root, Name: name, FQDN: name, Account: serviceAccount(t),
 		InstallDir:  filepath.Join(root, "opt", "gitlab"),
 		SvDir:       filepath.Join(root, "opt", "gitlab", "sv"),
-		Dir:         filepath.Join(root, "var", "opt", "gitlab", "secrets-appliance"),
-		DataDir:     filepath.Join(root, "var", "opt", "gitlab", "secrets-appliance", "data"),
-		LogDir:      filepath.Join(root, "var", "log", "gitlab", "secrets-appliance"),
-		EnvDir:      filepath.Join(root, "opt", "gitlab", "etc", "secrets-appliance", "env"),
+		Dir:         filepath.Join(root, "var", "opt", "gitlab", "gitlab-secrets-appliance"),
+		DataDir:     filepath.Join(root, "var", "opt", "gitlab", "gitlab-secrets-appliance", "data"),
+		LogDir:      filepath.Join(root, "var", "log", "gitlab", "gitlab-secrets-appliance"),
+		EnvDir:      filepath.Join(root, "opt", "gitlab", "etc", "gitlab-secrets-appliance", "env"),
 		PublicAttrs: filepath.Join(root, "var", "opt", "gitlab", "public_attributes.json"),
+		MetricsAddr: harness.FreeAddr(t, "127.0.0.1"),
 	}
 	for _, d := range []string{filepath.Join(n.InstallDir, "embedded", "bin"), n.SvDir, filepath.Dir(n.Dir),
 		filepath.Dir(n.LogDir), filepath.Join(root, "etc", "gitlab", "ssl")} {
@@ -208,7 +219,8 @@ gitlab_secrets_appliance['dir'] = %q
 gitlab_secrets_appliance['data_dir'] = %q
 gitlab_secrets_appliance['log_directory'] = %q
 gitlab_secrets_appliance['env_directory'] = %q
-`, n.Account.User, n.Account.Group, n.Dir, n.DataDir, n.LogDir, n.EnvDir)
+gitlab_secrets_appliance['metrics_listen_address'] = %q
+`, n.Account.User, n.Account.Group, n.Dir, n.DataDir, n.LogDir, n.EnvDir, n.MetricsAddr)
 }
 
 // reconfigure writes gitlab.rb and runs the miniature reconfigure; it
@@ -330,7 +342,7 @@ func (n *omnibusNode) start(t *testing.T, tr *harness.Transcript) *service {
 	t.Helper()
 	s := &service{done: make(chan struct{}), output: &harness.Buffer{}}
 	if canRunRunit() {
-		dir := filepath.Join(n.SvDir, "secrets-appliance")
+		dir := filepath.Join(n.SvDir, "gitlab-secrets-appliance")
 		s.run = exec.Command("bash", filepath.Join(dir, "run"))
 		s.log = exec.Command("sh", filepath.Join(dir, "log", "run"))
 		pr, pw, err := os.Pipe()
@@ -409,15 +421,15 @@ func (n *omnibusNode) ctl(t *testing.T, tr *harness.Transcript, stdin []byte, ar
 	return harness.Run(t, tr, stdin, "ruby", full...)
 }
 
-// waitCtlStatus polls `gitlab-ctl secrets-appliance-status` until it
+// waitCtlStatus polls `gitlab-ctl secrets-appliance status` until it
 // exits with code want.
 func (n *omnibusNode) waitCtlStatus(t *testing.T, tr *harness.Transcript, s *service, want int) {
 	t.Helper()
-	harness.Eventually(t, 2*time.Minute, fmt.Sprintf("secrets-appliance-status to exit %d", want), func() bool {
+	harness.Eventually(t, 2*time.Minute, fmt.Sprintf("secrets-appliance status to exit %d", want), func() bool {
 		if s != nil && s.exited() {
 			t.Fatalf("the appliance exited:\n%.4000s", n.logText(s))
 		}
-		_, _, code := n.ctl(t, tr, nil, "secrets-appliance-status")
+		_, _, code := n.ctl(t, tr, nil, "secrets-appliance", "status")
 		return code == want
 	})
 }

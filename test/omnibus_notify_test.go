@@ -41,7 +41,7 @@ gitlab_secrets_appliance['log_level'] = %q
 gitlab_secrets_appliance['env'] = { 'SSL_CERT_DIR' => %q }
 `, listen, nextAddr(t, listen), "info", env)
 	}
-	const svc = "runit_service[secrets-appliance]"
+	const svc = "runit_service[gitlab-secrets-appliance]"
 
 	// A new node: appliance.json is new (SIGHUP to a service not
 	// running: nothing), no restart.
@@ -69,7 +69,7 @@ gitlab_secrets_appliance['env'] = { 'SSL_CERT_DIR' => %q }
 	}
 
 	// Running: the new environment restarts it, once.
-	n.UpServices = []string{"secrets-appliance"}
+	n.UpServices = []string{"gitlab-secrets-appliance"}
 	n.mustReconfigure(t, rb("/c"))
 	if r := restarts(n.Report); len(r) != 1 || r[0]["target"] != svc || r[0]["result"] != "restarted" {
 		t.Errorf("a changed environment of a running service: restarts %v", r)
@@ -89,7 +89,7 @@ gitlab_secrets_appliance['env'] = { 'SSL_CERT_DIR' => %q }
 	if r := restarts(n.Report); len(r) != 0 {
 		t.Errorf("a new binary restarted the running service: %v", r)
 	}
-	if !slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "gitlab-ctl secrets-appliance-rolling-restart") }) {
+	if !slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "gitlab-ctl secrets-appliance rolling-restart") }) {
 		t.Errorf("a new binary, and no word of the rolling restart: %v", n.Report.Warnings)
 	}
 }
@@ -136,7 +136,7 @@ func TestOmnibusRunScriptChecksTheMountPoint(t *testing.T) {
 gitlab_secrets_appliance['listen_address'] = %q
 gitlab_secrets_appliance['tls_disable'] = true
 `, missing, listen))
-	run := filepath.Join(n.SvDir, "secrets-appliance", "run")
+	run := filepath.Join(n.SvDir, "gitlab-secrets-appliance", "run")
 	out, err := exec.Command("bash", run).CombinedOutput()
 	want := "Refusing to start because " + missing + " is not a mountpoint."
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), want) {

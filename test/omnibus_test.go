@@ -106,7 +106,7 @@ func onlyScrapeConfig(t *testing.T, n *omnibusNode) map[string]any {
 // expected keys, accepted by config validate as the service user), runit
 // scripts that run the appliance as that user with svlogd logging, the
 // Prometheus scrape config that really scrapes it, and gitlab-ctl's
-// secrets-appliance-* commands running the binary: status 2 on a fresh
+// `gitlab-ctl secrets-appliance` subcommands running the binary: status 2 on a fresh
 // node, init, bootstrap, the Geo commands refused on a node without Geo,
 // unseal after a restart, status 4 once stopped.
 func TestOmnibusSingleNode(t *testing.T) {
@@ -146,8 +146,9 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	// as the audience), and nothing the config does not know.
 	want := map[string]any{
 		"node_id": "gitlab-1.example.com", "data_dir": n.DataDir, "log_level": "info", "log_format": "standard",
-		"listener": []any{map[string]any{"address": listen, "tls_min_version": "tls12",
-			"unauthenticated_metrics_access": true, "tls_disable": true}},
+		"listener": []any{
+			map[string]any{"address": listen, "tls_min_version": "tls12", "unauthenticated_metrics_access": false, "tls_disable": true},
+			map[string]any{"address": n.MetricsAddr, "tls_min_version": "tls12", "unauthenticated_metrics_access": true, "tls_disable": true}},
 		"cluster": map[string]any{"address": nextAddr(t, listen)},
 		"raft":    map[string]any{"performance_multiplier": 1},
 		"audit": map[string]any{"file": map[string]any{"options": map[string]any{
@@ -176,12 +177,12 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	}
 	for _, r := range n.Report.Resources {
 		if r.Type == "template" && r.Name == n.ConfigFile() {
-			if len(r.Notifies) != 1 || r.Notifies[0]["action"] != "hup" || r.Notifies[0]["target"] != "runit_service[secrets-appliance]" {
-				t.Errorf("appliance.json notifies %v, want a SIGHUP (hup) of runit_service[secrets-appliance]", r.Notifies)
+			if len(r.Notifies) != 1 || r.Notifies[0]["action"] != "hup" || r.Notifies[0]["target"] != "runit_service[gitlab-secrets-appliance]" {
+				t.Errorf("appliance.json notifies %v, want a SIGHUP (hup) of runit_service[gitlab-secrets-appliance]", r.Notifies)
 			}
 		}
 	}
-	n.Report.resource(t, "runit_service", "secrets-appliance")
+	n.Report.resource(t, "runit_service", "gitlab-secrets-appliance")
 	root := os.Getuid() == 0
 	for _, f := range []struct {
 		path     string
@@ -192,15 +193,15 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 		{n.Dir, 0o750, 0, n.Account.GID},
 		{n.ConfigFile(), 0o640, 0, n.Account.GID},
 		{n.LogDir, 0o700, n.Account.UID, -1},
-		{filepath.Join(n.SvDir, "secrets-appliance", "run"), 0o755, -1, -1},
-		{filepath.Join(n.SvDir, "secrets-appliance", "log", "run"), 0o755, -1, -1},
+		{filepath.Join(n.SvDir, "gitlab-secrets-appliance", "run"), 0o755, -1, -1},
+		{filepath.Join(n.SvDir, "gitlab-secrets-appliance", "log", "run"), 0o755, -1, -1},
 	} {
 		mode, uid, gid := fileMode(t, f.path)
 		if mode != f.mode || (root && f.uid >= 0 && uid != f.uid) || (root && f.gid >= 0 && gid != f.gid) {
 			t.Errorf("%s: mode %04o uid %d gid %d, want %04o uid %d gid %d", f.path, mode, uid, gid, f.mode, f.uid, f.gid)
 		}
 	}
-	runScript, _ := os.ReadFile(filepath.Join(n.SvDir, "secrets-appliance", "run"))
+	runScript, _ := os.ReadFile(filepath.Join(n.SvDir, "gitlab-secrets-appliance", "run"))
 	for _, s := range []string{
 		"exec chpst -e " + n.EnvDir + " -P",
 		fmt.Sprintf("-u %s:%s", n.Account.User, n.Account.Group),
@@ -210,16 +211,16 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 			t.Errorf("run script lacks %q:\n%s", s, runScript)
 		}
 	}
-	logRun, _ := os.ReadFile(filepath.Join(n.SvDir, "secrets-appliance", "log", "run"))
+	logRun, _ := os.ReadFile(filepath.Join(n.SvDir, "gitlab-secrets-appliance", "log", "run"))
 	if !strings.Contains(string(logRun), "svlogd -tt "+n.LogDir) {
 		t.Errorf("log/run does not run svlogd on %s:\n%s", n.LogDir, logRun)
 	}
 	for _, script := range []struct{ shell, file string }{{"bash", "run"}, {"sh", "log/run"}} {
-		if out, err := exec.Command(script.shell, "-n", filepath.Join(n.SvDir, "secrets-appliance", script.file)).CombinedOutput(); err != nil {
+		if out, err := exec.Command(script.shell, "-n", filepath.Join(n.SvDir, "gitlab-secrets-appliance", script.file)).CombinedOutput(); err != nil {
 			t.Errorf("%s -n %s: %v\n%s", script.shell, script.file, err, out)
 		}
 	}
-	if link, err := os.Readlink(filepath.Join(n.LogDir, "config")); err != nil || link != filepath.Join(n.SvDir, "secrets-appliance", "log", "config") {
+	if link, err := os.Readlink(filepath.Join(n.LogDir, "config")); err != nil || link != filepath.Join(n.SvDir, "gitlab-secrets-appliance", "log", "config") {
 		t.Errorf("svlogd's config in the log directory: %q, %v", link, err)
 	}
 	var pub map[string]map[string]any
@@ -228,8 +229,12 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 		t.Fatalf("public attributes: %s", b)
 	}
 	sc := onlyScrapeConfig(t, n)
-	if sc["scheme"] != "http" || sc["metrics_path"] != "/v1/sys/metrics" || sc["tls_config"] != nil || sc["authorization"] != nil {
-		t.Errorf("scrape config: %v", sc)
+	if sc["scheme"] != "http" || sc["metrics_path"] != "/v1/sys/metrics" || sc["tls_config"] != nil || sc["authorization"] != nil ||
+		!reflect.DeepEqual(sc["static_configs"], jsonRoundTrip(t, []any{map[string]any{"targets": []any{n.MetricsAddr}}})) {
+		t.Errorf("scrape config: %v, want the loopback metrics listener %s without a token", sc, n.MetricsAddr)
+	}
+	if n.Report.RailsOpenBao["url"] != "https://secrets.gitlab.example.com:8200" {
+		t.Errorf("gitlab_rails['openbao'] = %v: the operator's url must stay", n.Report.RailsOpenBao)
 	}
 
 	// The service, as runsv runs it.
@@ -248,70 +253,80 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	}
 
 	// gitlab-ctl: arguments go through, exit codes come back.
-	out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-status", "--format", "json")
+	out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "status", "--format", "json")
 	var st statusOutput
 	if code != 2 || json.Unmarshal([]byte(out), &st) != nil || st.NodeID != "gitlab-1.example.com" || st.State != "uninitialized" {
-		t.Fatalf("secrets-appliance-status on a fresh node: exit %d, %q %q", code, out, errOut)
+		t.Fatalf("secrets-appliance status on a fresh node: exit %d, %q %q", code, out, errOut)
 	}
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-rolling-restart", "--no-such-flag"); code != 64 || !strings.Contains(errOut, "no-such-flag") {
-		t.Errorf("secrets-appliance-rolling-restart with an unknown flag: exit %d, want 64 from the binary's rolling-restart:\n%s", code, errOut)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "rolling-restart", "--no-such-flag"); code != 64 || !strings.Contains(errOut, "no-such-flag") {
+		t.Errorf("secrets-appliance rolling-restart with an unknown flag: exit %d, want 64 from the binary's rolling-restart:\n%s", code, errOut)
 	}
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-status", "--no-such-flag"); code != 64 {
-		t.Errorf("secrets-appliance-status --no-such-flag: exit %d, want 64", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "status", "--no-such-flag"); code != 64 {
+		t.Errorf("secrets-appliance status --no-such-flag: exit %d, want 64", code)
 	}
 	initTr := &harness.Transcript{} // the one output that holds secrets
-	out, errOut, code = n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
+	out, errOut, code = n.ctl(t, initTr, nil, "secrets-appliance", "init", "--format", "json")
 	var res initOutput
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Shares) != 3 || res.Threshold != 2 || res.RootToken == "" {
-		t.Fatalf("secrets-appliance-init: exit %d, %d shares (threshold %d), stderr %q", code, len(res.Shares), res.Threshold, errOut)
+		t.Fatalf("secrets-appliance init: exit %d, %d shares (threshold %d), stderr %q", code, len(res.Shares), res.Threshold, errOut)
 	}
 	secrets := append([]string{res.RootToken}, append(res.Shares, res.RecoveryKeys...)...)
 	n.waitCtlStatus(t, tr, s, 0)
+	// The API listener (every address, in production) serves no metrics
+	// without a token; the loopback listener still does.
+	apiSC := map[string]any{"scheme": "http", "metrics_path": "/v1/sys/metrics", "params": sc["params"],
+		"static_configs": []any{map[string]any{"targets": []any{listen}}}}
+	if code, body := scrape(t, apiSC); code < 400 || code >= 500 || strings.Contains(body, "# TYPE ") {
+		t.Errorf("metrics on the API listener without a token: %d %.300s, want a 4xx and no metrics", code, body)
+	}
+	if code, body := scrape(t, sc); code != 200 || !strings.Contains(body, "# TYPE ") {
+		t.Errorf("scrape of the unsealed node: %d %.300s", code, body)
+	}
 	harness.WaitGitLabBootstrap(t, tr, bin, "http://"+listen)
 
 	tokenFile := n.path("etc/gitlab/root-token")
 	if err := os.WriteFile(tokenFile, []byte(res.RootToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-bootstrap", "--token-file", tokenFile); code != 0 {
-		t.Fatalf("secrets-appliance-bootstrap: exit %d: %s %s", code, out, errOut)
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "bootstrap", "--token-file", tokenFile); code != 0 {
+		t.Fatalf("secrets-appliance bootstrap: exit %d: %s %s", code, out, errOut)
 	}
 	badToken := n.path("etc/gitlab/bad-token")
 	os.WriteFile(badToken, []byte("s.not-a-token\n"), 0o600)
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-bootstrap", "--token-file", badToken); code != 1 {
-		t.Errorf("secrets-appliance-bootstrap with a bad token: exit %d, want 1", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "bootstrap", "--token-file", badToken); code != 1 {
+		t.Errorf("secrets-appliance bootstrap with a bad token: exit %d, want 1", code)
 	}
 	// The Geo commands on a node without Geo: the binary's refusal and
 	// its exit code (TestOmnibusGeoNode runs them on a Geo node).
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 1 || !strings.Contains(errOut, "no geo block") {
-		t.Errorf("secrets-appliance-geo-status without Geo: exit %d, want 1: %q", code, errOut)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "status"); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance geo status without Geo: exit %d, want 1: %q", code, errOut)
 	}
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile); code != 1 ||
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile); code != 1 ||
 		!strings.Contains(errOut, "no geo block") {
-		t.Errorf("secrets-appliance-geo-promote without Geo: exit %d, want 1: %q", code, errOut)
+		t.Errorf("secrets-appliance geo promote without Geo: exit %d, want 1: %q", code, errOut)
 	}
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--token-file", tokenFile); code != 64 {
-		t.Errorf("secrets-appliance-geo-promote without --site: exit %d, want 64", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--token-file", tokenFile); code != 64 {
+		t.Errorf("secrets-appliance geo promote without --site: exit %d, want 64", code)
 	}
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-rejoin"); code != 1 || !strings.Contains(errOut, "no geo block") {
-		t.Errorf("secrets-appliance-geo-rejoin without Geo: exit %d, want 1: %q", code, errOut)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "rejoin"); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance geo rejoin without Geo: exit %d, want 1: %q", code, errOut)
 	}
 	// Snapshots and drills through gitlab-ctl: a snapshot saved and
 	// inspected; restore --new-cluster on the running node's data dir
 	// refused; the live drill without Geo refused.
 	snap := n.path("var/opt/gitlab/backups/secrets.snap")
 	os.MkdirAll(filepath.Dir(snap), 0o700)
-	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-save", snap, "--token-file", tokenFile); code != 0 || !strings.Contains(out, "Saved "+snap) {
-		t.Errorf("secrets-appliance-snapshot-save: exit %d: %s %s", code, out, errOut)
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "snapshot", "save", snap, "--token-file", tokenFile); code != 0 || !strings.Contains(out, "Saved "+snap) {
+		t.Errorf("secrets-appliance snapshot save: exit %d: %s %s", code, out, errOut)
 	}
-	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-inspect", snap); code != 0 || !strings.Contains(out, "seal generation 1") {
-		t.Errorf("secrets-appliance-snapshot-inspect: exit %d: %s %s", code, out, errOut)
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "snapshot", "inspect", snap); code != 0 || !strings.Contains(out, "seal generation 1") {
+		t.Errorf("secrets-appliance snapshot inspect: exit %d: %s %s", code, out, errOut)
 	}
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-snapshot-restore", snap, "--new-cluster"); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop secrets-appliance") {
-		t.Errorf("secrets-appliance-snapshot-restore --new-cluster on a running node: exit %d, want 3: %s", code, errOut)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "snapshot", "restore", snap, "--new-cluster"); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop gitlab-secrets-appliance") {
+		t.Errorf("secrets-appliance snapshot restore --new-cluster on a running node: exit %d, want 3: %s", code, errOut)
 	}
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-drill", "--live", "--site", "b", "--dry-run", "--token-file", tokenFile); code != 1 || !strings.Contains(errOut, "no geo block") {
-		t.Errorf("secrets-appliance-drill --live without Geo: exit %d, want 1: %s", code, errOut)
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "drill", "--live", "--site", "b", "--dry-run", "--token-file", tokenFile); code != 1 || !strings.Contains(errOut, "no geo block") {
+		t.Errorf("secrets-appliance drill --live without Geo: exit %d, want 1: %s", code, errOut)
 	}
 	audit := filepath.Join(n.LogDir, "audit.log")
 	harness.Eventually(t, time.Minute, "the audit log in the log directory", func() bool {
@@ -328,20 +343,20 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 	}
 	s = n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 2)
-	if _, _, code := n.ctl(t, tr, []byte("not-a-share\n"), "secrets-appliance-unseal"); code != 1 {
-		t.Errorf("secrets-appliance-unseal with a malformed share: exit %d, want 1", code)
+	if _, _, code := n.ctl(t, tr, []byte("not-a-share\n"), "secrets-appliance", "unseal"); code != 1 {
+		t.Errorf("secrets-appliance unseal with a malformed share: exit %d, want 1", code)
 	}
 	for i, share := range res.Shares[:2] {
-		if out, errOut, code := n.ctl(t, tr, []byte(share+"\n"), "secrets-appliance-unseal"); code != 0 {
-			t.Fatalf("secrets-appliance-unseal, share %d: exit %d: %s %s", i+1, code, out, errOut)
+		if out, errOut, code := n.ctl(t, tr, []byte(share+"\n"), "secrets-appliance", "unseal"); code != 0 {
+			t.Fatalf("secrets-appliance unseal, share %d: exit %d: %s %s", i+1, code, out, errOut)
 		}
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
-	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-status"); code != 4 {
-		t.Fatalf("secrets-appliance-status of a stopped node: exit %d, want 4: %s %s", code, out, errOut)
+	if out, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "status"); code != 4 {
+		t.Fatalf("secrets-appliance status of a stopped node: exit %d, want 4: %s %s", code, out, errOut)
 	}
 	ab, _ := os.ReadFile(audit)
 	scanForSecrets(t, tr.String()+n.logText(s)+string(ab), secrets)
@@ -351,8 +366,10 @@ gitlab_secrets_appliance['gitlab']['pubkeys_jwks_address'] = %q
 // recipe makes the operator's PIN file and TLS key root:<group> 0640, the
 // token's environment reaches the service (env_dir, chpst -e) and so does
 // the token's group (supplementary_groups); gitlab-ctl init enrolls the
-// HSM, and after a restart the node unseals by itself. The scrape config
-// reaches it over TLS with the CA. The PIN appears in no output.
+// HSM, and after a restart the node unseals by itself. The operator let
+// the API listener serve metrics without a token and turned the loopback
+// metrics listener off: the scrape config reaches the API listener over
+// TLS with the CA. The PIN appears in no output.
 func TestOmnibusHSMNode(t *testing.T) {
 	needRuby(t)
 	bin := harness.Binary(t)
@@ -384,6 +401,8 @@ gitlab_secrets_appliance['seal']['pkcs11']['token_label'] = %q
 gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 gitlab_secrets_appliance['seal']['shamir']['shares'] = 3
 gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
+gitlab_secrets_appliance['metrics_listen_address'] = false
+gitlab_secrets_appliance['unauthenticated_metrics_access'] = true
 `, hsm.Conf, listen, nextAddr(t, listen), certFile, keyFile, caFile, hsm.Library, hsm.TokenLabel, pinFile)
 	code, repOut, repErr := n.reconfigure(t, rb)
 	if code != 0 {
@@ -421,16 +440,16 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 	// recovery key named for what it is, each kind with its own quorum.
 	initTr := &harness.Transcript{}
 	keyDir := n.path("etc/gitlab/secrets-appliance-keys")
-	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--share-dir", keyDir, "--recovery-shares", "4", "--recovery-threshold", "3")
+	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance", "init", "--share-dir", keyDir, "--recovery-shares", "4", "--recovery-threshold", "3")
 	if code != 0 {
-		t.Fatalf("secrets-appliance-init: exit %d, stderr %q", code, errOut)
+		t.Fatalf("secrets-appliance init: exit %d, stderr %q", code, errOut)
 	}
 	var res initOutput
 	res.RootToken = lineAfter(t, out, "Initial root token: ")
 	for i := 1; i <= 3; i++ {
 		f := filepath.Join(keyDir, fmt.Sprintf("unseal-share-%d", i))
 		if !strings.Contains(out, fmt.Sprintf("Unseal share %d: %s\n", i, f)) {
-			t.Errorf("secrets-appliance-init does not name %s unseal share %d:\n%s", f, i, out)
+			t.Errorf("secrets-appliance init does not name %s unseal share %d:\n%s", f, i, out)
 		}
 		b, _ := os.ReadFile(f)
 		res.Shares = append(res.Shares, strings.TrimSpace(string(b)))
@@ -438,7 +457,7 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 	for i := 1; i <= 4; i++ {
 		f := filepath.Join(keyDir, fmt.Sprintf("recovery-key-%d", i))
 		if !strings.Contains(out, fmt.Sprintf("Recovery key %d: %s\n", i, f)) {
-			t.Errorf("secrets-appliance-init does not name %s recovery key %d:\n%s", f, i, out)
+			t.Errorf("secrets-appliance init does not name %s recovery key %d:\n%s", f, i, out)
 		}
 	}
 	for _, w := range []string{
@@ -448,11 +467,11 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 		"Recovery keys never unseal a node.",
 	} {
 		if !strings.Contains(out, w) {
-			t.Errorf("secrets-appliance-init does not say %q:\n%s", w, out)
+			t.Errorf("secrets-appliance init does not say %q:\n%s", w, out)
 		}
 	}
 	if strings.Contains(out, "Unseal share 4") || strings.Contains(out, "of the 7") {
-		t.Errorf("secrets-appliance-init counts recovery keys as unseal shares:\n%s", out)
+		t.Errorf("secrets-appliance init counts recovery keys as unseal shares:\n%s", out)
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	if code := s.stop(t); code != 0 {
@@ -460,7 +479,7 @@ gitlab_secrets_appliance['seal']['shamir']['threshold'] = 2
 	}
 	s = n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 0) // no share given: the HSM unsealed it
-	out, _, _ = n.ctl(t, tr, nil, "secrets-appliance-status", "--format", "json")
+	out, _, _ = n.ctl(t, tr, nil, "secrets-appliance", "status", "--format", "json")
 	var st statusOutput
 	json.Unmarshal([]byte(out), &st)
 	if m, ok := mechanism(st, "pkcs11"); !ok || !m.Enrolled || !m.LastUsed {
@@ -710,12 +729,12 @@ gitlab_secrets_appliance['seal']['pkcs11']['pin_file'] = %q
 				if strings.Contains(warnings, "geo") {
 					t.Errorf("warnings about Geo: %v", n.Report.Warnings)
 				}
-				// gitlab-ctl and Prometheus reach this node at its topology address.
-				u := strings.TrimPrefix(self.APIAddr, "https://")
+				// gitlab-ctl reaches this node at its topology address,
+				// Prometheus at its loopback metrics listener.
 				sc := onlyScrapeConfig(t, n)
 				targets := sc["static_configs"].([]any)[0].(map[string]any)["targets"].([]any)
-				if targets[0] != u || sc["scheme"] != "https" {
-					t.Errorf("scrape config: %v, want target %s", sc, u)
+				if targets[0] != n.MetricsAddr || sc["scheme"] != "http" {
+					t.Errorf("scrape config: %v, want target %s", sc, n.MetricsAddr)
 				}
 				var pub map[string]map[string]any
 				pb, _ := os.ReadFile(n.PublicAttrs)
@@ -774,7 +793,7 @@ type geoStatusOutput struct {
 // only node, with a secondary site whose node never comes. It follows the
 // topology file reconfigure wrote and the Geo role reconfigure mirrored
 // from gitlab-cluster.json (root's, 0600, which the service user could not
-// read); gitlab-ctl's secrets-appliance-geo-status and -geo-promote run
+// read); gitlab-ctl's secrets-appliance geo status and -geo-promote run
 // the binary's geo commands against it and pass their exit codes on; a
 // reconfigure with another node in the sites reaches the running node
 // without a restart. The pre-topology key geo['primary_site'] is logged as
@@ -818,10 +837,10 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	s := n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 2)
 	initTr := &harness.Transcript{}
-	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance-init", "--format", "json")
+	out, errOut, code := n.ctl(t, initTr, nil, "secrets-appliance", "init", "--format", "json")
 	var res initOutput
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.RootToken == "" {
-		t.Fatalf("secrets-appliance-init: exit %d, stderr %q", code, errOut)
+		t.Fatalf("secrets-appliance init: exit %d, stderr %q", code, errOut)
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	tokenFile := n.path("etc/gitlab/root-token")
@@ -830,10 +849,10 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	}
 
 	geoStatus := func() (geoStatusOutput, int) {
-		out, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status", "--format", "json")
+		out, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "status", "--format", "json")
 		var st geoStatusOutput
 		if code == 0 && json.Unmarshal([]byte(out), &st) != nil {
-			t.Fatalf("secrets-appliance-geo-status --format json: %q", out)
+			t.Fatalf("secrets-appliance geo status --format json: %q", out)
 		}
 		return st, code
 	}
@@ -854,41 +873,41 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	if st.Site != "site-a" || st.TopologyError != "" || st.ClusterFileRole != "primary" || st.ClusterFileError != "" {
 		t.Errorf("geo status: %+v; want site-a, the topology taken, and gitlab-cluster.json's role (primary) read from the mirror", st)
 	}
-	if out, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 0 || !strings.Contains(out, "Primary site site-a") {
-		t.Errorf("secrets-appliance-geo-status: exit %d: %s", code, out)
+	if out, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "status"); code != 0 || !strings.Contains(out, "Primary site site-a") {
+		t.Errorf("secrets-appliance geo status: exit %d: %s", code, out)
 	}
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status", "--no-such-flag"); code != 64 {
-		t.Errorf("secrets-appliance-geo-status --no-such-flag: exit %d, want 64", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "status", "--no-such-flag"); code != 64 {
+		t.Errorf("secrets-appliance geo status --no-such-flag: exit %d, want 64", code)
 	}
 
 	// geo promote: the checks pass for the site that is primary, fail for
 	// a site whose node is not there; a missing --site is a usage error, a
 	// bad token a failure.
-	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-a", "--dry-run", "--format", "json", "--token-file", tokenFile)
+	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--site", "site-a", "--dry-run", "--format", "json", "--token-file", tokenFile)
 	if code != 0 || !strings.Contains(out, `"started": false`) || !strings.Contains(out, `"check": "quorum"`) {
-		t.Errorf("secrets-appliance-geo-promote --site site-a --dry-run: exit %d: %s %s", code, out, errOut)
+		t.Errorf("secrets-appliance geo promote --site site-a --dry-run: exit %d: %s %s", code, out, errOut)
 	}
-	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile)
+	out, errOut, code = n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--site", "site-b", "--dry-run", "--token-file", tokenFile)
 	if code != 1 || !strings.Contains(out, "FAIL node gitlab-geo2.invalid") {
-		t.Errorf("secrets-appliance-geo-promote --site site-b --dry-run (its node is not there): exit %d, want 1: %s %s", code, out, errOut)
+		t.Errorf("secrets-appliance geo promote --site site-b --dry-run (its node is not there): exit %d, want 1: %s %s", code, out, errOut)
 	}
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--dry-run", "--token-file", tokenFile); code != 64 {
-		t.Errorf("secrets-appliance-geo-promote without --site: exit %d, want 64", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--dry-run", "--token-file", tokenFile); code != 64 {
+		t.Errorf("secrets-appliance geo promote without --site: exit %d, want 64", code)
 	}
 	badToken := n.path("etc/gitlab/bad-token")
 	os.WriteFile(badToken, []byte("s.not-a-token\n"), 0o600)
-	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance-geo-promote", "--site", "site-a", "--dry-run", "--token-file", badToken); code != 1 ||
+	if _, errOut, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "promote", "--site", "site-a", "--dry-run", "--token-file", badToken); code != 1 ||
 		!strings.Contains(errOut, "sys/appliance/geo") {
-		t.Errorf("secrets-appliance-geo-promote with a bad token: exit %d, want 1: %s", code, errOut)
+		t.Errorf("secrets-appliance geo promote with a bad token: exit %d, want 1: %s", code, errOut)
 	}
 	// The offline commands get the rendered config: on a running node they
 	// refuse, saying how to stop it.
 	for _, args := range [][]string{
-		{"secrets-appliance-geo-promote", "--site", "site-a", "--force", "--fenced-site", "site-b"},
-		{"secrets-appliance-geo-rejoin", "--yes"},
-		{"secrets-appliance-check"},
+		{"secrets-appliance", "geo", "promote", "--site", "site-a", "--force", "--fenced-site", "site-b"},
+		{"secrets-appliance", "geo", "rejoin", "--yes"},
+		{"secrets-appliance", "check"},
 	} {
-		if _, errOut, code := n.ctl(t, tr, nil, args...); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop secrets-appliance") {
+		if _, errOut, code := n.ctl(t, tr, nil, args...); code != 3 || !strings.Contains(errOut, "gitlab-ctl stop gitlab-secrets-appliance") {
 			t.Errorf("%v on a running node: exit %d, want 3: %s", args, code, errOut)
 		}
 	}
@@ -906,51 +925,113 @@ gitlab_secrets_appliance['geo']['primary_site'] = 'site-a'
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
-	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance-geo-status"); code != 4 {
-		t.Errorf("secrets-appliance-geo-status of a stopped node: exit %d, want 4", code)
+	if _, _, code := n.ctl(t, tr, nil, "secrets-appliance", "geo", "status"); code != 4 {
+		t.Errorf("secrets-appliance geo status of a stopped node: exit %d, want 4", code)
 	}
 	scanForSecrets(t, tr.String()+n.logText(s), []string{res.RootToken})
 }
 
-// Metrics access: by default the listener serves metrics without a token
-// and Prometheus scrapes without one; with a token file Prometheus sends
-// the token and the listener asks for one; without Prometheus on the node
-// there is no scrape config; with scraping off nothing is served without
-// a token.
+// Metrics access (issue 18, item 8: "listening on all addresses with
+// unauthenticated metrics reconsidered"). The API listener listens on every
+// address (Runners and the other nodes reach it) and by default serves
+// metrics only with a token; the bundled Prometheus scrapes a second
+// listener, plain HTTP on loopback, that serves them without one. With a
+// token file Prometheus scrapes the API listener with the token; the
+// operator may let the API listener serve them without a token
+// (unauthenticated_metrics_access) or turn the loopback listener off, and
+// with neither there is no scrape config and a warning says why; without
+// Prometheus on the node or with scraping off there is no scrape config.
+// A metrics listener on another address than loopback is refused by the
+// appliance (plain HTTP).
 func TestOmnibusMetricsAccess(t *testing.T) {
 	needRuby(t)
 	bin := harness.Binary(t)
+	const token = "/var/opt/gitlab/prometheus/secrets-appliance-token"
 	for _, tc := range []struct {
-		name, rb        string
-		unauthenticated bool
-		scrape          bool
-		authorization   bool
+		name, rb string
+		// unauthenticated: the API listener's unauthenticated_metrics_access;
+		// metricsListener: listener[1] exists; target: "metrics", "api" or
+		// "" (no scrape config).
+		unauthenticated, metricsListener bool
+		target                           string
+		authorization                    bool
+		warning                          string
 	}{
-		{"default", "", true, true, false},
-		{"token", "gitlab_secrets_appliance['prometheus_scrape_credentials_file'] = '/var/opt/gitlab/prometheus/secrets-appliance-token'\n", false, true, true},
-		{"no prometheus", "prometheus['enable'] = false\n", true, false, false},
-		{"scrape off", "gitlab_secrets_appliance['prometheus_scrape_enable'] = false\n", false, false, false},
+		{"default", "", false, true, "metrics", false, ""},
+		{"token", "gitlab_secrets_appliance['prometheus_scrape_credentials_file'] = '" + token + "'\n", false, true, "api", true, ""},
+		{"opt in", "gitlab_secrets_appliance['unauthenticated_metrics_access'] = true\ngitlab_secrets_appliance['metrics_listen_address'] = false\n", true, false, "api", false, ""},
+		{"no metrics listener", "gitlab_secrets_appliance['metrics_listen_address'] = false\n", false, false, "", false, "Prometheus does not scrape the secrets appliance"},
+		{"no prometheus", "prometheus['enable'] = false\n", false, true, "", false, ""},
+		{"scrape off", "gitlab_secrets_appliance['prometheus_scrape_enable'] = false\n", false, true, "", false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newOmnibusNode(t, bin, "gitlab-1.example.com")
 			listen := harness.FreeAddr(t, "127.0.0.1")
-			n.mustReconfigure(t, n.baseRB()+tc.rb+fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen))
-			l := n.renderedConfig(t)["listener"].([]any)[0].(map[string]any)
-			if l["unauthenticated_metrics_access"] != tc.unauthenticated {
-				t.Errorf("unauthenticated_metrics_access = %v, want %v", l["unauthenticated_metrics_access"], tc.unauthenticated)
+			n.mustReconfigure(t, n.baseRB()+fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen)+tc.rb)
+			ls := n.renderedConfig(t)["listener"].([]any)
+			if l := ls[0].(map[string]any); l["address"] != listen || l["unauthenticated_metrics_access"] != tc.unauthenticated {
+				t.Errorf("listener[0] = %v, want %s with unauthenticated_metrics_access %v", l, listen, tc.unauthenticated)
 			}
-			if got := len(n.Report.ScrapeConfigs) == 1; got != tc.scrape {
+			if got := len(ls) == 2; got != tc.metricsListener {
+				t.Fatalf("listeners: %v", ls)
+			} else if got {
+				want := map[string]any{"address": n.MetricsAddr, "tls_disable": true, "tls_min_version": "tls12", "unauthenticated_metrics_access": true}
+				if !reflect.DeepEqual(ls[1], jsonRoundTrip(t, want)) {
+					t.Errorf("listener[1] = %v, want %v", ls[1], want)
+				}
+			}
+			if got := len(n.Report.ScrapeConfigs) == 1; got != (tc.target != "") {
 				t.Fatalf("scrape configs: %v", n.Report.ScrapeConfigs)
 			}
-			if tc.scrape {
-				a, _ := n.Report.ScrapeConfigs[0]["authorization"].(map[string]any)
-				if (a != nil) != tc.authorization || (a != nil && a["credentials_file"] != "/var/opt/gitlab/prometheus/secrets-appliance-token") {
+			if tc.target != "" {
+				sc := n.Report.ScrapeConfigs[0]
+				target := map[string]string{"metrics": n.MetricsAddr, "api": listen}[tc.target]
+				if !reflect.DeepEqual(sc["static_configs"], jsonRoundTrip(t, []any{map[string]any{"targets": []any{target}}})) {
+					t.Errorf("scrape target: %v, want %s", sc["static_configs"], target)
+				}
+				a, _ := sc["authorization"].(map[string]any)
+				if (a != nil) != tc.authorization || (a != nil && a["credentials_file"] != token) {
 					t.Errorf("authorization: %v", a)
 				}
+			}
+			if tc.warning != "" && !slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, tc.warning) }) {
+				t.Errorf("warnings %q lack %q", n.Report.Warnings, tc.warning)
 			}
 			n.validate(t)
 		})
 	}
+	// An API listener that demands client certificates: the loopback
+	// listener, which demands none, only when gitlab.rb asks for it.
+	t.Run("client certificates", func(t *testing.T) {
+		n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+		ssl := n.path("etc/gitlab/ssl")
+		ca := harness.NewCA(t)
+		caFile := ca.WriteTo(t, ssl)
+		certFile, keyFile := ca.IssueIn(t, ssl, "localhost", "127.0.0.1")
+		rb := strings.Replace(n.baseRB(), "gitlab_secrets_appliance['metrics_listen_address']", "# gitlab_secrets_appliance['metrics_listen_address']", 1) +
+			fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_cert_file'] = %q\n"+
+				"gitlab_secrets_appliance['tls_key_file'] = %q\ngitlab_secrets_appliance['tls_client_ca_file'] = %q\n"+
+				"gitlab_secrets_appliance['tls_require_client_cert'] = true\n", harness.FreeAddr(t, "127.0.0.1"), certFile, keyFile, caFile)
+		n.mustReconfigure(t, rb)
+		if ls := n.renderedConfig(t)["listener"].([]any); len(ls) != 1 || len(n.Report.ScrapeConfigs) != 0 ||
+			!slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "the loopback metrics listener (plain HTTP, no client certificate) is not rendered") }) {
+			t.Errorf("with client certificates by default: listeners %v, scrape configs %v, warnings %q", ls, n.Report.ScrapeConfigs, n.Report.Warnings)
+		}
+		n.validate(t)
+		n.mustReconfigure(t, rb+fmt.Sprintf("gitlab_secrets_appliance['metrics_listen_address'] = %q\n", n.MetricsAddr))
+		if ls := n.renderedConfig(t)["listener"].([]any); len(ls) != 2 || len(n.Report.ScrapeConfigs) != 1 {
+			t.Errorf("with client certificates and metrics_listen_address: listeners %v, scrape configs %v", ls, n.Report.ScrapeConfigs)
+		}
+	})
+	t.Run("metrics listener on all addresses", func(t *testing.T) {
+		n := newOmnibusNode(t, bin, "gitlab-1.example.com")
+		listen := harness.FreeAddr(t, "127.0.0.1")
+		code, _, errOut := n.reconfigure(t, n.baseRB()+fmt.Sprintf("gitlab_secrets_appliance['listen_address'] = %q\ngitlab_secrets_appliance['tls_disable'] = true\n", listen)+
+			"gitlab_secrets_appliance['metrics_listen_address'] = '0.0.0.0:8202'\n")
+		if code == 0 || !strings.Contains(errOut, "plain HTTP is allowed on loopback addresses only") {
+			t.Fatalf("reconfigure with metrics_listen_address 0.0.0.0:8202: exit %d, want the appliance's refusal:\n%s", code, errOut)
+		}
+	})
 }
 
 // Settings the appliance would refuse stop reconfigure with the
@@ -1017,14 +1098,14 @@ func TestOmnibusDisabled(t *testing.T) {
 	n := newOmnibusNode(t, bin, "gitlab-1.example.com")
 	n.mustReconfigure(t, strings.Replace(n.baseRB(), "['enable'] = true", "['enable'] = false", 1))
 	if n.Report.Recipe != "disable" || len(n.Report.Resources) != 1 ||
-		n.Report.resource(t, "runit_service", "secrets-appliance")["action"] != "disable" {
+		n.Report.resource(t, "runit_service", "gitlab-secrets-appliance")["action"] != "disable" {
 		t.Fatalf("disable recipe: %+v", n.Report)
 	}
-	for _, cmd := range []string{"secrets-appliance-status", "secrets-appliance-init", "secrets-appliance-unseal", "secrets-appliance-bootstrap",
-		"secrets-appliance-geo-status", "secrets-appliance-geo-promote"} {
-		_, errOut, code := n.ctl(t, tr, nil, cmd)
+	for _, sub := range [][]string{{"status"}, {"init"}, {"unseal"}, {"bootstrap"}, {"check"}, {"geo", "status"}, {"geo", "promote", "--force"},
+		{"snapshot", "inspect", "/nonexistent"}, {"drill"}, {"rolling-restart"}} {
+		_, errOut, code := n.ctl(t, tr, nil, append([]string{"secrets-appliance"}, sub...)...)
 		if code != 3 || !strings.Contains(errOut, "gitlab_secrets_appliance['enable'] = true") {
-			t.Errorf("%s on a node without the appliance: exit %d, %q", cmd, code, errOut)
+			t.Errorf("secrets-appliance %s on a node without the appliance: exit %d, %q", strings.Join(sub, " "), code, errOut)
 		}
 	}
 }

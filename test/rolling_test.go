@@ -2,7 +2,6 @@ package test
 
 import (
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -68,69 +67,12 @@ func TestRollingRestart(t *testing.T) {
 
 	l := startLoad(c, 4)
 	defer l.stop()
-	started := time.Now()
-	cmd := exec.Command(c.bin, "rolling-restart", "--address", other.addr, "--node-timeout", "5m")
-	cmd.Stdin = strings.NewReader(c.res.RootToken + "\n")
-	var out, errOut harness.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-
-	// Supervise: start again whatever exits with 75, and unseal the
-	// Shamir node once the command says it waits for shares.
-	restarts := map[string]int{}
-	unsealed := false
-	deadline := time.Now().Add(15 * time.Minute)
-	var cmdErr error
-supervise:
-	for {
-		select {
-		case cmdErr = <-done:
-			break supervise
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("rolling-restart did not end:\n%s\n%s", out.String(), errOut.String())
-		}
-		for _, m := range c.nodes {
-			if m.n.Exited() {
-				if code := m.n.Wait(t, time.Minute); code != 75 {
-					t.Fatalf("%s exited with %d, not 75 (restart asked for):\n%s", m.id, code, tail(m.n.Output.String(), 30))
-				}
-				restarts[m.id]++
-				c.start(m)
-			}
-		}
-		if sh := c.nodes[2]; !unsealed && strings.Contains(out.String(), sh.id+" is back, sealed, and waits for Shamir shares") {
-			c.unseal(sh) // the share holders come
-			unsealed = true
-		}
-		time.Sleep(100 * time.Millisecond) // a supervisor's poll, not a synchronisation
-	}
-	if cmdErr != nil {
-		t.Fatalf("rolling-restart: %v\n%s\n%s", cmdErr, out.String(), errOut.String())
-	}
-	t.Logf("rolling-restart took %s, write gap %s:\n%s", time.Since(started).Round(time.Second), l.maxGap(started, time.Now()), out.String())
-	for _, m := range c.nodes {
-		if restarts[m.id] != 1 {
-			t.Errorf("%s restarted %d times, want once", m.id, restarts[m.id])
-		}
-	}
-	text := out.String()
-	if i, j := strings.Index(text, lead.id+" handed its leadership over"), strings.Index(text, lead.id+" is restarting"); i < 0 || j < i {
-		t.Errorf("the active node %s did not hand its leadership over before its restart:\n%s", lead.id, text)
-	}
-	if !strings.Contains(text, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") {
-		t.Errorf("the command did not say the Shamir node waits for shares:\n%s", text)
-	}
-	for _, m := range c.others(lead) {
-		if strings.Index(text, m.id+" is restarting") > strings.Index(text, lead.id+" is restarting") {
-			t.Errorf("the active node %s was restarted before %s:\n%s", lead.id, m.id, text)
-		}
+	r := rollingRestart(t, c, other)
+	t.Logf("rolling-restart took %s, write gap %s:\n%s", r.took.Round(time.Second), l.maxGap(r.started, r.started.Add(r.took)), r.out)
+	r.checkEachOnce(t, c)
+	r.checkActiveLast(t, c, lead)
+	if !strings.Contains(r.out, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") {
+		t.Errorf("the command did not say the Shamir node waits for shares:\n%s", r.out)
 	}
 	c.leader()
 	l.stop()

@@ -167,8 +167,8 @@ gitlab_secrets_appliance['snapshots']['interval'] = '2s'
 	}
 	s := n.start(t, tr)
 	n.waitCtlStatus(t, tr, s, 2)
-	if _, errOut, code := n.ctl(t, &harness.Transcript{}, nil, "secrets-appliance-init"); code != 0 {
-		t.Fatalf("secrets-appliance-init: exit %d: %s", code, errOut)
+	if _, errOut, code := n.ctl(t, &harness.Transcript{}, nil, "secrets-appliance", "init"); code != 0 {
+		t.Fatalf("secrets-appliance init: exit %d: %s", code, errOut)
 	}
 	n.waitCtlStatus(t, tr, s, 0)
 	harness.Eventually(t, 2*time.Minute, "a scheduled snapshot in "+snaps, func() bool {

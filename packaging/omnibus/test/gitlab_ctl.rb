@@ -6,8 +6,12 @@
 #
 # base_path stands for /opt/gitlab (the binary is base_path/embedded/bin/
 # gitlab-secrets-appliance); ARGV is what Omnibus' gitlab-ctl wrapper gives
-# omnibus-ctl: ['gitlab', COMMANDS_DIR, COMMAND, ARGS...].
+# omnibus-ctl: ['gitlab', COMMANDS_DIR, COMMAND, ARGS...]. COMMANDS_DIR is
+# omnibus-gitlab's files/gitlab-ctl-commands-ee, installed as
+# base_path/embedded/service/omnibus-ctl-ee (a symlink here), beside
+# omnibus-ctl (this directory: lib/gitlab_ctl.rb and GitlabCtl::Util).
 
+require 'fileutils'
 require 'optparse'
 
 opts = {}
@@ -20,11 +24,19 @@ rest = parser.order(ARGV)
 rest.shift if rest.first == '--'
 abort 'gitlab_ctl.rb: --base-path, --commands and --public-attributes are required' unless opts.size == 3
 
-# RUBYLIB of Omnibus' gitlab-ctl: the commands' lib; then this harness's
-# GitlabCtl::Util.
-$LOAD_PATH.unshift(File.join(__dir__, 'lib'))
-$LOAD_PATH.unshift(File.join(opts[:commands], 'lib'))
-require 'gitlab_ctl/util'
+# /opt/gitlab/embedded/service/omnibus-ctl{,-ee} as the package installs
+# them; the command files require their libraries from there.
+service_dir = File.join(opts[:base_path], 'embedded', 'service')
+FileUtils.mkdir_p(service_dir)
+{ 'omnibus-ctl' => __dir__, 'omnibus-ctl-ee' => File.expand_path(opts[:commands]) }.each do |name, target|
+  link = File.join(service_dir, name)
+  next if File.symlink?(link) && File.readlink(link) == target
+
+  tmp = "#{link}.#{Process.pid}"
+  File.symlink(target, tmp)
+  File.rename(tmp, link)
+end
+require File.join(service_dir, 'omnibus-ctl', 'lib', 'gitlab_ctl')
 GitlabCtl::Util.public_attributes_file = opts[:public_attributes]
 
 # The omnibus-ctl object the command files are evaluated in.

@@ -18,7 +18,7 @@
 #
 #   ruby reconfigure.rb --cookbook DIR --gitlab-rb FILE --install-dir DIR \
 #     --sv-dir DIR --public-attributes FILE [--node-name NAME] [--fqdn FQDN] \
-#     [--gitlab-cluster-json FILE] [--up-services secrets-appliance]
+#     [--gitlab-cluster-json FILE] [--up-services gitlab-secrets-appliance]
 #
 # Resources take only the properties Chef's resources have (a typo is an
 # error, as in Chef). A resource that changed something runs its delayed
@@ -32,6 +32,9 @@ require 'fileutils'
 require 'json'
 require 'optparse'
 require 'securerandom'
+# Omnibus' own classes the cookbook calls (Gitlab, Services, OmnibusHelper,
+# AccountHelper, LogfilesHelper, Prometheus...).
+require_relative 'lib/omnibus'
 
 opts = { node_name: 'gitlab.example.com', fqdn: 'gitlab.example.com' }
 OptionParser.new do |o|
@@ -108,32 +111,6 @@ class AttributeContext
   end
 end
 
-# Omnibus' Gitlab config object (Mixlib::Config + SettingsDSL): gitlab.rb's
-# settings by top-level key; every registered block reads as a Hash.
-module Gitlab
-  SCALARS = %w[external_url].freeze
-
-  class << self
-    attr_accessor :node
-
-    def config
-      @config ||= {}
-    end
-
-    def [](key)
-      key = key.to_s
-      return node if key == 'node'
-      return config[key] if config.key?(key) || SCALARS.include?(key)
-
-      config[key] = {}
-    end
-
-    def []=(key, value)
-      config[key.to_s] = value
-    end
-  end
-end
-
 # gitlab.rb's context: `name['key'] = value` and `external_url 'URL'`,
 # auto-vivified while the file is read (Gitlab::ConfigMash.auto_vivify).
 class GitlabRbContext
@@ -156,76 +133,7 @@ class GitlabRbContext
   end
 end
 
-module LoggingHelper
-  def self.messages
-    @messages ||= []
-  end
-
-  def self.warning(message)
-    messages << message
-    $stderr.puts "WARNING: #{message}"
-  end
-
-  def self.deprecation(message)
-    messages << message
-    $stderr.puts "DEPRECATION: #{message}"
-  end
-end
-
-# Omnibus' GitlabCluster (package/libraries/gitlab_cluster.rb): the
-# cluster-wide overrides `gitlab-ctl geo promote` records, in JSON_FILE
-# (/etc/gitlab/gitlab-cluster.json; --gitlab-cluster-json here).
-class GitlabCluster; end
 GitlabCluster::JSON_FILE = opts[:gitlab_cluster_json] || '/etc/gitlab/gitlab-cluster.json'
-
-# Omnibus' Services: whether a service is enabled on this node. The
-# services in Omnibus' default group (Prometheus among them) are on unless
-# gitlab.rb turns them off.
-module Services
-  DEFAULT_ENABLED = %w[prometheus].freeze
-
-  def self.enabled?(name)
-    value = Gitlab[name]['enable']
-    value.nil? ? DEFAULT_ENABLED.include?(name) : value
-  end
-end
-
-# Omnibus' BaseHelper, as package/libraries/helpers/base_helper.rb has it.
-class BaseHelper
-  def initialize(node)
-    @node = node
-  end
-
-  def self.descendants
-    ObjectSpace.each_object(Class).select { |klass| klass < self }
-  end
-
-  def public_attributes
-    {}
-  end
-end
-
-# Omnibus' OmnibusHelper (package/libraries/omnibus_helper.rb), the part
-# the cookbook asks: a service's directory is enabled when runit has it
-# (here: its sv directory exists), up when the test says so
-# (--up-services; Omnibus asks /opt/gitlab/init/SERVICE status).
-class OmnibusHelper
-  class << self
-    attr_accessor :sv_dir, :up_services
-  end
-
-  def initialize(node)
-    @node = node
-  end
-
-  def service_dir_enabled?(name)
-    File.directory?(File.join(self.class.sv_dir, name))
-  end
-
-  def service_up?(name)
-    self.class.up_services.include?(name)
-  end
-end
 
 # One declared resource: its properties as the block set them.
 class Resource
@@ -530,6 +438,8 @@ node.default['fqdn'] = opts[:fqdn]
 node.default['package']['install-dir'] = opts[:install_dir]
 node.default['runit']['sv_dir'] = opts[:sv_dir]
 node.default['gitlab']['manage_accounts']['enable'] = true
+node.default['gitlab']['user']['username'] = 'git'
+node.default['gitlab']['user']['group'] = 'git'
 node.default['gitlab']['logging']['svlogd_size'] = 200 * 1024 * 1024
 node.default['gitlab']['logging']['svlogd_num'] = 30
 node.default['gitlab']['logging']['svlogd_timeout'] = 24 * 60 * 60
@@ -556,13 +466,17 @@ rb.instance_eval(File.read(opts[:gitlab_rb]), opts[:gitlab_rb])
 rb.settings.each { |k, v| Gitlab[k] = plain(v) }
 Gitlab.node = node
 
+# Omnibus parses each block in priority order: gitlab_secrets_appliance
+# (20) before Prometheus (21).
 GitlabSecretsAppliance.parse_variables
+Prometheus.parse_scrape_configs
 
 node.default['high_availability']['mountpoint'] = nil
 node.normal = {
   'gitlab_secrets_appliance' => Gitlab['gitlab_secrets_appliance'],
   'monitoring' => { 'prometheus' => Gitlab['prometheus'] },
-  'high_availability' => Gitlab['high_availability']
+  'high_availability' => Gitlab['high_availability'],
+  'gitlab' => { 'gitlab_rails' => Gitlab['gitlab_rails'] }
 }
 
 OmnibusHelper.sv_dir = opts[:sv_dir]
@@ -588,6 +502,11 @@ puts JSON.pretty_generate(
   'resources' => ctx.resources.map(&:report),
   'warnings' => LoggingHelper.messages,
   'prometheus_scrape_configs' => plain(Gitlab['prometheus']['scrape_configs'] || []),
+  # GitLab Rails' OpenBao settings (gitlab.yml's openbao), as reconfigure
+  # leaves them.
+  'gitlab_rails_openbao' => plain(Gitlab['gitlab_rails']['openbao']),
+  # The accounts `gitlab-ctl remove-accounts` removes (AccountHelper).
+  'accounts' => { 'users' => AccountHelper.new(node).users, 'groups' => AccountHelper.new(node).groups },
   'updated' => updated.map(&:to_s),
   'notifications_run' => notifications_run,
   # What Omnibus' logrotate cookbook renders for this service

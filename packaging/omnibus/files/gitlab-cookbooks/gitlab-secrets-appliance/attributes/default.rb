@@ -11,6 +11,8 @@
 default['gitlab_secrets_appliance']['enable'] = false
 
 # The service account. The appliance runs as this user (runit, chpst).
+# Omnibus' AccountHelper knows it (secrets_appliance_user/_group), so
+# `gitlab-ctl remove-accounts` removes it with the other service accounts.
 default['gitlab_secrets_appliance']['username'] = 'gitlab-secrets'
 default['gitlab_secrets_appliance']['group'] = 'gitlab-secrets'
 default['gitlab_secrets_appliance']['uid'] = nil
@@ -22,9 +24,9 @@ default['gitlab_secrets_appliance']['supplementary_groups'] = []
 
 # dir holds appliance.json (root:group 0640); data_dir (node data_dir) holds
 # the Raft data, owned by the service user, mode 0700.
-default['gitlab_secrets_appliance']['dir'] = '/var/opt/gitlab/secrets-appliance'
-default['gitlab_secrets_appliance']['data_dir'] = '/var/opt/gitlab/secrets-appliance/data'
-default['gitlab_secrets_appliance']['log_directory'] = '/var/log/gitlab/secrets-appliance'
+default['gitlab_secrets_appliance']['dir'] = '/var/opt/gitlab/gitlab-secrets-appliance'
+default['gitlab_secrets_appliance']['data_dir'] = '/var/opt/gitlab/gitlab-secrets-appliance/data'
+default['gitlab_secrets_appliance']['log_directory'] = '/var/log/gitlab/gitlab-secrets-appliance'
 default['gitlab_secrets_appliance']['log_group'] = nil
 # Rotation of the file audit log (<log_directory>/audit.log) by Omnibus'
 # logrotate service (logrotate['services'] lists gitlab-secrets-appliance),
@@ -37,8 +39,8 @@ default['gitlab_secrets_appliance']['log_group'] = nil
 # next rotation, as the appliance may write to it until the SIGHUP arrives.
 default['gitlab_secrets_appliance']['logrotate_method'] = 'nocopytruncate'
 default['gitlab_secrets_appliance']['logrotate_compress'] = "compress\n  delaycompress"
-default['gitlab_secrets_appliance']['logrotate_postrotate'] = "#{node['package']['install-dir']}/bin/gitlab-ctl hup secrets-appliance"
-default['gitlab_secrets_appliance']['env_directory'] = '/opt/gitlab/etc/secrets-appliance/env'
+default['gitlab_secrets_appliance']['logrotate_postrotate'] = "#{node['package']['install-dir']}/bin/gitlab-ctl hup gitlab-secrets-appliance"
+default['gitlab_secrets_appliance']['env_directory'] = '/opt/gitlab/etc/gitlab-secrets-appliance/env'
 # The service's environment (chpst -e). BAO_* and VAULT_* variables are
 # ignored by the appliance. An HSM library may need its own, e.g.
 # 'SOFTHSM2_CONF' => '/etc/softhsm/softhsm2.conf'.
@@ -102,6 +104,14 @@ default['gitlab_secrets_appliance']['seal']['shamir']['enable'] = true
 default['gitlab_secrets_appliance']['seal']['shamir']['shares'] = 5
 default['gitlab_secrets_appliance']['seal']['shamir']['threshold'] = 3
 
+# GitLab Rails' OpenBao: with the appliance enabled, reconfigure sets
+# gitlab_rails['openbao']['url'] (unless gitlab.rb sets it) to this node's
+# API URL (api_addr, or the listener). In a cluster, set it on every node to
+# the one URL GitLab reaches the cluster at: it is also the audience of
+# GitLab's tokens. The OpenBao that OAK runs in Kubernetes
+# (oak['components']['openbao']['enable']) and the appliance are refused
+# together: GitLab talks to one OpenBao.
+#
 # GitLab Rails' login (gitlab block). With enable, url defaults to
 # external_url, jwks_url to <url>/oauth/discovery/keys (unless
 # jwt_validation_pubkeys_file is set), audience to
@@ -128,14 +138,24 @@ default['gitlab_secrets_appliance']['audit']['syslog']['facility'] = 'AUTH'
 # Metrics (telemetry block), served at /v1/sys/metrics?format=prometheus.
 default['gitlab_secrets_appliance']['telemetry']['prometheus_retention_time'] = '24h'
 default['gitlab_secrets_appliance']['telemetry']['disable_hostname'] = true
-# GitLab's bundled Prometheus scrapes the appliance. Without a token file
-# the listener serves metrics without a token
-# (unauthenticated_metrics_access); with prometheus_scrape_credentials_file
-# (a token allowed to read sys/metrics, readable by Prometheus' user) it
-# does not, and Prometheus sends that token.
+# The API listener (listen_address, every address: Runners and the other
+# nodes reach it) serves metrics only with a token that may read
+# sys/metrics, as OpenBao does by default; unauthenticated_metrics_access
+# = true serves them there without one (they name every mount and
+# namespace: GitLab's org_<o>/group_<g>/project_<p>).
+default['gitlab_secrets_appliance']['unauthenticated_metrics_access'] = false
+# A second listener, on loopback only and plain HTTP, that serves metrics
+# without a token for GitLab's bundled Prometheus on this node
+# (listener[1], unauthenticated_metrics_access). It serves the whole API,
+# as every OpenBao listener does, but only to this host. false: none.
+# With tls_require_client_cert it is not rendered unless gitlab.rb sets it
+# (it would let local processes past the client certificate).
+default['gitlab_secrets_appliance']['metrics_listen_address'] = '127.0.0.1:8202'
+# The bundled Prometheus scrapes: with prometheus_scrape_credentials_file
+# (a token allowed to read sys/metrics, readable by Prometheus' user) the
+# API listener, sending that token; else the metrics listener; else, with
+# unauthenticated_metrics_access, the API listener without a token.
 default['gitlab_secrets_appliance']['prometheus_scrape_enable'] = true
-# nil: serve metrics without a token exactly when Prometheus scrapes without one.
-default['gitlab_secrets_appliance']['unauthenticated_metrics_access'] = nil
 default['gitlab_secrets_appliance']['prometheus_scrape_credentials_file'] = nil
 default['gitlab_secrets_appliance']['prometheus_scrape_tls_server_name'] = nil
 
@@ -183,7 +203,7 @@ default['gitlab_secrets_appliance']['geo']['cluster_file'] = nil
 # 0700), keeping the newest `retain` and, with retain_age ('168h'), none
 # older. Each one is whole or absent; `gitlab-secrets-appliance snapshot
 # inspect FILE` says what it holds. directory nil: <dir>/snapshots
-# (/var/opt/gitlab/secrets-appliance/snapshots). Another directory must be
+# (/var/opt/gitlab/gitlab-secrets-appliance/snapshots). Another directory must be
 # one the service user can reach and write: reconfigure checks it as that
 # user. /var/opt/gitlab/backups is git's, 0700: not there.
 ####

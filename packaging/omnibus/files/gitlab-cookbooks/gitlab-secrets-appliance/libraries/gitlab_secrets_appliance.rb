@@ -21,11 +21,16 @@ require_relative 'secrets_appliance_helper'
 # Parses gitlab_secrets_appliance[...] of gitlab.rb. Registered in
 # package/libraries/config/gitlab.rb as
 #   attribute('gitlab_secrets_appliance', priority: 20).use { GitlabSecretsAppliance }
-# so it runs before Prometheus (priority 21), which keeps the scrape config
-# added here.
+# so it runs before gitlab_rails' settings are rendered and before
+# Prometheus (priority 21), whose parse_scrape_configs asks scrape_config
+# for this node's job (gitlab_secrets_appliance_scrape_config, as it does
+# for registry, gitaly and the exporters).
 module GitlabSecretsAppliance
   SCRAPE_JOB_NAME = 'gitlab-secrets-appliance'.freeze
   METRICS_PATH = '/v1/sys/metrics'.freeze
+  OAK_OPENBAO_ERROR = "gitlab_secrets_appliance['enable'] and oak['components']['openbao']['enable'] are both set in /etc/gitlab/gitlab.rb: " \
+                      "GitLab talks to one OpenBao (gitlab_rails['openbao']['url']), either the secrets appliance on its own nodes or " \
+                      "the OpenBao that OAK runs in Kubernetes, never both. Set one of them to false and run gitlab-ctl reconfigure.".freeze
   # Keys of the geo block before the topology: a site's name alone cannot
   # place the nodes.
   REMOVED_GEO_KEYS = %w[site primary_site].freeze
@@ -34,9 +39,66 @@ module GitlabSecretsAppliance
     def parse_variables
       return unless attr('enable')
 
+      parse_oak
+      parse_metrics_listener
       parse_geo
+      parse_rails_url
       parse_gitlab
-      parse_scrape_config
+    end
+
+    # The bundled OpenBao (OAK: OpenBao in Kubernetes beside the Linux
+    # package, fronted by its NGINX) is a second OpenBao for the same
+    # GitLab: refused, with one message, unless OAK itself is off.
+    def parse_oak
+      oak = Gitlab['oak'] || {}
+      return if oak['enable'] == false
+      return unless (oak['components'] || {}).dig('openbao', 'enable')
+
+      raise OAK_OPENBAO_ERROR
+    end
+
+    # The loopback metrics listener serves the whole API without TLS: on a
+    # node whose API listener demands client certificates it would let
+    # local processes past that demand. There it is rendered only when
+    # gitlab.rb asks for it.
+    def parse_metrics_listener
+      return unless attr('tls_require_client_cert') && !attr('tls_disable')
+      return unless user_config['metrics_listen_address'].nil?
+
+      user_config['metrics_listen_address'] = false
+      LoggingHelper.warning("gitlab_secrets_appliance['tls_require_client_cert'] is set: the loopback metrics listener (plain HTTP, " \
+                            "no client certificate) is not rendered. Give Prometheus a token " \
+                            "(gitlab_secrets_appliance['prometheus_scrape_credentials_file']), or set " \
+                            "gitlab_secrets_appliance['metrics_listen_address'] to accept local processes without a client certificate.")
+    end
+
+    # GitLab Rails reaches the appliance at gitlab_rails['openbao']['url']:
+    # unless gitlab.rb sets it, this node's API URL. In a cluster every
+    # node's GitLab should use the same URL (it is also the audience of
+    # GitLab's tokens, which the JWT role binds): say so.
+    def parse_rails_url
+      rails = Gitlab['gitlab_rails']
+      openbao = rails['openbao'] || {}
+      return unless blank?(openbao['url'])
+
+      url = api_url
+      rails['openbao'] = openbao.merge('url' => url)
+      return unless nested('geo', 'enable') || !Array(nested('raft', 'retry_join')).empty?
+
+      LoggingHelper.warning("gitlab_rails['openbao']['url'] is not set: GitLab on this node uses this node's secrets appliance at #{url}. " \
+                            "In a cluster, set gitlab_rails['openbao']['url'] to the same URL on every node (a name every node's certificate " \
+                            "holds, or a load balancer): GitLab's tokens carry it as their audience, and the role accepts one.")
+    end
+
+    # This node's API URL: api_addr (or its Geo entry's), else the listener
+    # (127.0.0.1 for a wildcard address without an FQDN).
+    def api_url
+      api_addr = SecretsApplianceHelper.api_addr(attr('api_addr'), attr('listen_address'), attr('tls_disable'), Gitlab['node']['fqdn'], geo_node)
+      SecretsApplianceHelper.ctl_address(nil, api_addr, attr('listen_address'), attr('tls_disable'))
+    end
+
+    def geo_node
+      nested('geo', 'enable') ? SecretsApplianceHelper.geo_node(geo_topology, attr('node_id')) : nil
     end
 
     # Geo: fail early, naming the gitlab.rb key, on what Ruby can check
@@ -83,40 +145,55 @@ module GitlabSecretsAppliance
       end
     end
 
-    # GitLab's bundled Prometheus scrapes this node's appliance at
-    # /v1/sys/metrics?format=prometheus, over the URL gitlab-ctl uses.
-    def parse_scrape_config
-      return unless attr('prometheus_scrape_enable')
-      return unless Services.enabled?('prometheus')
+    # This node's scrape job for GitLab's bundled Prometheus, or nil:
+    # what Prometheus.parse_scrape_configs adds (the omnibus-gitlab change
+    # in packaging/omnibus/README.md). With a token file, the API listener
+    # with that token; else the loopback metrics listener; else, when the
+    # operator let the API listener serve metrics without a token, that;
+    # else none (a warning says what to set). A job of the same name in
+    # prometheus['scrape_configs'] wins.
+    def scrape_config
+      return nil unless attr('enable') && attr('prometheus_scrape_enable')
 
       existing = Array(Gitlab['prometheus']['scrape_configs'])
       if existing.any? { |c| (c['job_name'] || c[:job_name]) == SCRAPE_JOB_NAME }
         LoggingHelper.warning("Not creating a default #{SCRAPE_JOB_NAME} scrape_config due to a pre-existing configuration")
-        return
+        return nil
       end
 
-      default_scrape_configs = [] << scrape_config << existing
-      Gitlab['prometheus']['scrape_configs'] = default_scrape_configs.compact.flatten
-    end
+      credentials = attr('prometheus_scrape_credentials_file')
+      metrics_address = SecretsApplianceHelper.metrics_listen_address(attr('metrics_listen_address'))
+      if blank?(credentials) && !blank?(metrics_address)
+        return job('http', metrics_address)
+      elsif blank?(credentials) && !attr('unauthenticated_metrics_access')
+        LoggingHelper.warning("Prometheus does not scrape the secrets appliance: gitlab_secrets_appliance['metrics_listen_address'] is not set " \
+                              "and the API listener serves metrics only with a token. Set metrics_listen_address (loopback) or " \
+                              "prometheus_scrape_credentials_file, or prometheus_scrape_enable = false to silence this.")
+        return nil
+      end
 
-    def scrape_config
-      geo_node = nested('geo', 'enable') ? SecretsApplianceHelper.geo_node(geo_topology, attr('node_id')) : nil
-      api_addr = SecretsApplianceHelper.api_addr(attr('api_addr'), attr('listen_address'), attr('tls_disable'), Gitlab['node']['fqdn'], geo_node)
-      uri = URI(SecretsApplianceHelper.ctl_address(attr('ctl_address'), api_addr, attr('listen_address'), attr('tls_disable')))
-      config = {
-        'job_name' => SCRAPE_JOB_NAME,
-        'scheme' => uri.scheme,
-        'metrics_path' => METRICS_PATH,
-        'params' => { 'format' => ['prometheus'] },
-        'static_configs' => [{ 'targets' => ["#{uri.host}:#{uri.port}"] }]
-      }
+      uri = URI(SecretsApplianceHelper.ctl_address(attr('ctl_address'), api_url_for_ctl, attr('listen_address'), attr('tls_disable')))
+      config = job(uri.scheme, "#{uri.host}:#{uri.port}")
       if uri.scheme == 'https'
         tls = { 'ca_file' => attr('ca_cert_file'), 'server_name' => attr('prometheus_scrape_tls_server_name') }.compact
         config['tls_config'] = tls unless tls.empty?
       end
-      credentials = attr('prometheus_scrape_credentials_file')
       config['authorization'] = { 'type' => 'Bearer', 'credentials_file' => credentials } unless blank?(credentials)
       config
+    end
+
+    def job(scheme, target)
+      {
+        'job_name' => SCRAPE_JOB_NAME,
+        'scheme' => scheme,
+        'metrics_path' => METRICS_PATH,
+        'params' => { 'format' => ['prometheus'] },
+        'static_configs' => [{ 'targets' => [target] }]
+      }
+    end
+
+    def api_url_for_ctl
+      SecretsApplianceHelper.api_addr(attr('api_addr'), attr('listen_address'), attr('tls_disable'), Gitlab['node']['fqdn'], geo_node)
     end
 
     private

@@ -31,7 +31,10 @@ require_relative '../../package/libraries/helpers/base_helper' unless defined?(B
 class SecretsApplianceHelper < BaseHelper
   attr_reader :node
 
-  SERVICE = 'secrets-appliance'.freeze
+  # The runit service: gitlab-ctl status|restart|tail gitlab-secrets-appliance.
+  # It is the settings' name (gitlab_secrets_appliance) hyphenated, which
+  # Omnibus' LogfilesHelper and OmnibusHelper#should_notify? rely on.
+  SERVICE = 'gitlab-secrets-appliance'.freeze
   CONFIG_FILE = 'appliance.json'.freeze
   AUDIT_TYPES = %w[file syslog socket].freeze
   AUDIT_BLOCK_KEYS = %w[enable path description].freeze
@@ -103,6 +106,12 @@ class SecretsApplianceHelper < BaseHelper
 
     def blank?(value)
       value.nil? || value.to_s.empty?
+    end
+
+    # metrics_listen_address: an address, or nil for none (false and ''
+    # say none too: a nil in gitlab.rb leaves the default).
+    def metrics_listen_address(value)
+      value.nil? || value == false || value.to_s.empty? ? nil : value.to_s
     end
 
     # The Geo topology file's content (geo.Topology's JSON form) from
@@ -259,13 +268,15 @@ class SecretsApplianceHelper < BaseHelper
     self.class.ctl_address(settings['ctl_address'], api_addr, settings['listen_address'], settings['tls_disable'])
   end
 
-  # Metrics are served without a token when Prometheus scrapes without
-  # one, unless unauthenticated_metrics_access says otherwise.
+  # The API listener serves metrics without a token only when the
+  # operator says so: it listens on every address.
   def unauthenticated_metrics_access?
-    explicit = settings['unauthenticated_metrics_access']
-    return explicit unless explicit.nil?
+    !!settings['unauthenticated_metrics_access']
+  end
 
-    !!settings['prometheus_scrape_enable'] && self.class.blank?(settings['prometheus_scrape_credentials_file'])
+  # The loopback listener that serves metrics without a token, or nil.
+  def metrics_listen_address
+    self.class.metrics_listen_address(settings['metrics_listen_address'])
   end
 
   # The appliance's config file, as a Hash for JSON.
@@ -277,7 +288,7 @@ class SecretsApplianceHelper < BaseHelper
       'cluster_addr' => geo? ? presence(settings['cluster_addr']) : cluster_addr,
       'log_level' => settings['log_level'],
       'log_format' => settings['log_format'],
-      'listener' => [listener],
+      'listener' => [listener, metrics_listener].compact,
       'cluster' => { 'address' => settings['cluster_listen_address'] },
       'raft' => raft,
       'audit' => audit,
@@ -313,11 +324,6 @@ class SecretsApplianceHelper < BaseHelper
     presence(s['directory']) || File.join(settings['dir'], 'snapshots')
   end
 
-  # Whether a change may restart the service: only when it runs, as
-  # OmnibusHelper#should_notify? decides for other services (a restart
-  # starts a service the operator stopped). should_notify? itself cannot
-  # be asked: it looks the settings up by the runit name, secrets-appliance,
-  # and they are gitlab_secrets_appliance.
   # Whether the installed binary's version differs from the one recorded
   # at the last reconfigure (the file version_file keeps); false on the
   # first one.
@@ -328,14 +334,9 @@ class SecretsApplianceHelper < BaseHelper
     $?.success? && out != File.read(version_path)
   end
 
-  def should_notify?
-    omnibus = OmnibusHelper.new(node)
-    omnibus.service_dir_enabled?(SERVICE) && omnibus.service_up?(SERVICE)
-  end
-
   # USER:GROUP[:GROUP...] as the run script's chpst -u names them.
   def service_credentials
-    "#{settings['username']}:#{runit_options[:groups]}"
+    "#{runit_options[:user]}:#{runit_options[:groups]}"
   end
 
   # The geo block. With it the appliance takes this node's api_addr and
@@ -368,6 +369,16 @@ class SecretsApplianceHelper < BaseHelper
     xff = Array(settings['x_forwarded_for_authorized_addrs']).map(&:to_s)
     l['x_forwarded_for_authorized_addrs'] = xff unless xff.empty?
     compact(l)
+  end
+
+  # listener[1]: plain HTTP on loopback (the appliance refuses plain HTTP
+  # on any other address), metrics without a token, for the bundled
+  # Prometheus on this node.
+  def metrics_listener
+    address = metrics_listen_address
+    return nil if address.nil?
+
+    { 'address' => address, 'tls_disable' => true, 'tls_min_version' => settings['tls_min_version'], 'unauthenticated_metrics_access' => true }
   end
 
   def raft
@@ -501,7 +512,7 @@ class SecretsApplianceHelper < BaseHelper
     tmp = "#{dest}.#{Process.pid}.tmp"
     File.write(tmp, content, perm: 0o640)
     File.chmod(0o640, tmp)
-    FileUtils.chown('root', settings['group'], tmp) if Process.uid.zero?
+    FileUtils.chown('root', AccountHelper.new(node).secrets_appliance_group, tmp) if Process.uid.zero?
     File.utime(mtime, mtime, tmp)
     File.rename(tmp, dest)
   ensure
@@ -522,27 +533,21 @@ class SecretsApplianceHelper < BaseHelper
           "#{what ? "#{what} " : ''}is not valid (#{binary} config validate, exit #{status.exitstatus}):\n#{out}"
   end
 
+  # Omnibus' logging settings of the service (log directory, its owner
+  # from LogfilesHelper#default_logdir_ownership, group, mode, svlogd
+  # options), looked up by the service's name.
   def logging_settings
-    log_group = settings['log_group'] || node.dig('gitlab', 'logging', 'log_group')
-    options = (node.dig('gitlab', 'logging') || {}).to_hash.merge(settings.to_hash)
-    {
-      log_directory: settings['log_directory'],
-      log_directory_owner: settings['username'],
-      log_directory_group: log_group,
-      log_directory_mode: log_group ? '0750' : '0700',
-      runit_owner: 'root',
-      runit_group: log_group,
-      options: options.select { |k, _| k.to_s.start_with?('svlogd_') }
-    }
+    @logging_settings ||= LogfilesHelper.new(node).logging_settings(SERVICE)
   end
 
-  # @options of the sv-secrets-appliance-*.erb templates.
+  # @options of the sv-gitlab-secrets-appliance-*.erb templates.
   def runit_options
     logging = logging_settings
+    account = AccountHelper.new(node)
     {
-      user: settings['username'],
-      groupname: settings['group'],
-      groups: [settings['group'], *Array(settings['supplementary_groups'])].uniq.join(':'),
+      user: account.secrets_appliance_user,
+      groupname: account.secrets_appliance_group,
+      groups: [account.secrets_appliance_group, *Array(settings['supplementary_groups'])].uniq.join(':'),
       env_directory: settings['env_directory'],
       working_dir: settings['dir'],
       config_file: config_file,
@@ -554,7 +559,7 @@ class SecretsApplianceHelper < BaseHelper
     }
   end
 
-  # What gitlab-ctl's secrets-appliance-* commands read from
+  # What `gitlab-ctl secrets-appliance` reads from
   # /var/opt/gitlab/public_attributes.json (no secret in it).
   def public_attributes
     return { 'gitlab_secrets_appliance' => { 'enable' => false } } unless settings && settings['enable']

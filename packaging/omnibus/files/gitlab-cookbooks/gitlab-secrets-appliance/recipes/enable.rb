@@ -14,13 +14,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 #
+account_helper = AccountHelper.new(node)
+omnibus_helper = OmnibusHelper.new(node)
 helper = SecretsApplianceHelper.new(node)
 settings = node['gitlab_secrets_appliance']
-logging_settings = helper.logging_settings
 service = SecretsApplianceHelper::SERVICE
+logging_settings = helper.logging_settings
 
-service_user = settings['username']
-service_group = settings['group']
+service_user = account_helper.secrets_appliance_user
+service_group = account_helper.secrets_appliance_group
 working_dir = settings['dir']
 config_file = helper.config_file
 
@@ -77,7 +79,7 @@ end
 # has no HSM).
 env_dir settings['env_directory'] do
   variables settings['env']
-  notifies :restart, "runit_service[#{service}]" if helper.should_notify?
+  notifies :restart, "runit_service[#{service}]" if omnibus_helper.should_notify?(service)
 end
 
 # The TLS key and the HSM PIN file are the operator's: the service user
@@ -147,13 +149,13 @@ end
 
 # A new binary (an upgrade) does not restart the service: every node
 # without an HSM would come back sealed, all at once. The operator moves
-# the nodes onto it one at a time with `gitlab-ctl
-# secrets-appliance-rolling-restart`; reconfigure says so.
+# the nodes onto it one at a time with `gitlab-ctl secrets-appliance
+# rolling-restart`; reconfigure says so.
 version_path = ::File.join(working_dir, 'VERSION')
-if helper.binary_changed?(version_path) && helper.should_notify?
+if helper.binary_changed?(version_path) && omnibus_helper.should_notify?(service)
   LoggingHelper.warning("The secrets appliance binary changed and the running node still runs the previous one. " \
                         "It was not restarted: a restart seals a node without an HSM. When every node is upgraded, run " \
-                        "`gitlab-ctl secrets-appliance-rolling-restart` on one of them: it restarts the nodes one at a time.")
+                        "`gitlab-ctl secrets-appliance rolling-restart` on one of them: it restarts the nodes one at a time.")
 end
 
 version_file 'Create version file for the secrets appliance' do

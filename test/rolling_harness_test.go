@@ -1,0 +1,106 @@
+package test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
+)
+
+// rollingRun is what a rolling restart did: the command's output, how
+// often each node was started again, and how long it took.
+type rollingRun struct {
+	out, errOut string
+	restarts    map[string]int
+	started     time.Time
+	took        time.Duration
+}
+
+// rollingRestart runs `gitlab-secrets-appliance rolling-restart` through
+// via with the root token, and is the nodes' supervisor meanwhile: a node
+// that exits with 75 (a restart was asked for) is started again, as
+// systemd's Restart=on-failure and runit do (neither runs here as PID 1),
+// and a node the command says waits for Shamir shares gets them (the share
+// holders come). Any other exit, or a command that fails or does not end,
+// fails the test.
+func rollingRestart(t *testing.T, c *cluster, via *member) rollingRun {
+	t.Helper()
+	r := rollingRun{restarts: map[string]int{}, started: time.Now()}
+	cmd := exec.Command(c.bin, "rolling-restart", "--address", via.addr, "--node-timeout", "5m")
+	cmd.Stdin = strings.NewReader(c.res.RootToken + "\n")
+	var out, errOut harness.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	unsealed := map[string]bool{}
+	deadline := time.Now().Add(15 * time.Minute)
+	var cmdErr error
+supervise:
+	for {
+		select {
+		case cmdErr = <-done:
+			break supervise
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("rolling-restart did not end:\n%s\n%s", out.String(), errOut.String())
+		}
+		for _, m := range c.nodes {
+			if m.n.Exited() {
+				if code := m.n.Wait(t, time.Minute); code != 75 {
+					t.Fatalf("%s exited with %d, not 75 (restart asked for):\n%s", m.id, code, tail(m.n.Output.String(), 30))
+				}
+				r.restarts[m.id]++
+				c.start(m)
+			}
+			if !unsealed[m.id] && strings.Contains(out.String(), m.id+" is back, sealed, and waits for Shamir shares") {
+				c.unseal(m) // the share holders come
+				unsealed[m.id] = true
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // a supervisor's poll, not a synchronisation
+	}
+	r.took = time.Since(r.started)
+	r.out, r.errOut = out.String(), errOut.String()
+	if cmdErr != nil {
+		t.Fatalf("rolling-restart: %v\n%s\n%s", cmdErr, r.out, r.errOut)
+	}
+	return r
+}
+
+// restartedAt is where the command's output says id began restarting
+// (-1: never).
+func (r rollingRun) restartedAt(id string) int {
+	return strings.Index(r.out, "  "+id+" is restarting\n")
+}
+
+// checkEachOnce fails the test unless every node restarted exactly once.
+func (r rollingRun) checkEachOnce(t *testing.T, c *cluster) {
+	t.Helper()
+	for _, m := range c.nodes {
+		if r.restarts[m.id] != 1 || r.restartedAt(m.id) < 0 {
+			t.Errorf("%s restarted %d times, want once:\n%s", m.id, r.restarts[m.id], r.out)
+		}
+	}
+}
+
+// checkActiveLast fails the test unless lead handed its leadership over
+// before its own restart, which came after every other node's.
+func (r rollingRun) checkActiveLast(t *testing.T, c *cluster, lead *member) {
+	t.Helper()
+	if i, j := strings.Index(r.out, lead.id+" handed its leadership over"), r.restartedAt(lead.id); i < 0 || j < i {
+		t.Errorf("the active node %s did not hand its leadership over before its restart:\n%s", lead.id, r.out)
+	}
+	for _, m := range c.others(lead) {
+		if r.restartedAt(m.id) > r.restartedAt(lead.id) {
+			t.Errorf("the active node %s was restarted before %s:\n%s", lead.id, m.id, r.out)
+		}
+	}
+}
