@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
@@ -178,15 +179,12 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 		return "", nil, err
 	}
 	name := snapshot.Name(at)
-	tmp, err := os.CreateTemp(dir, "."+name+".partial-*")
+	tmp, err := atomicfile.Create(dir, name)
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, datadir.PathCause(err))
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Discard()
 	err = s.a.raft.Snapshot(tmp, s.a.barrier.GetAccess())
-	if err == nil {
-		err = tmp.Sync()
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -203,12 +201,8 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	}
 	s.prune(true)
 	path := filepath.Join(dir, name)
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := tmp.Commit(path); err != nil {
 		return "", nil, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return path, info, nil
 }

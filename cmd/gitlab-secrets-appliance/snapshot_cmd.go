@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 
 	"github.com/urfave/cli/v2"
@@ -147,11 +148,11 @@ func snapshotSaveAction(c *cli.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return exit(exitFailed, fmt.Errorf("the active node %s refused the snapshot: %w", st.NodeID, baoError(resp)))
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	tmp, err := atomicfile.Create(filepath.Dir(path), filepath.Base(path))
 	if err != nil {
 		return exit(exitFailed, err)
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Discard()
 	var src io.Reader = resp.Body
 	var p *progress
 	if term.IsTerminal(int(os.Stderr.Fd())) {
@@ -160,9 +161,6 @@ func snapshotSaveAction(c *cli.Context) error {
 	}
 	_, err = io.Copy(tmp, src)
 	p.done()
-	if err == nil {
-		err = tmp.Sync()
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -173,10 +171,9 @@ func snapshotSaveAction(c *cli.Context) error {
 	if err != nil {
 		return exit(exitFailed, fmt.Errorf("the snapshot received from %s does not check out (%w); nothing was written at %s", st.NodeID, err, path))
 	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := tmp.CommitNew(path); err != nil {
 		return exit(exitFailed, fmt.Errorf("naming the snapshot %s: %w", path, err))
 	}
-	syncDir(filepath.Dir(path))
 	fmt.Fprintf(c.App.Writer, "Saved %s from %s: Raft index %d, %d bytes, sha256 %s\n", path, st.NodeID, info.Index, info.FileSize, info.SHA256)
 	return nil
 }
@@ -196,13 +193,6 @@ func activeWithToken(c *cli.Context, in *secretInput, what string) (appliance.St
 		return st, nil, "", exit(exitFailed, fmt.Errorf("no active node to %s (%s is %s)", what, st.NodeID, st.State))
 	}
 	return st, active, token, nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 func snapshotRestoreAction(c *cli.Context) error {
