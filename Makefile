@@ -86,7 +86,7 @@ advisories:
 # docs/reference/exit-codes.md, from the command table; make test fails
 # (TestCLIReferenceUpToDate) while they differ from the code.
 docs:
-	GSA_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceUpToDate$$' ./cmd/gitlab-secrets-appliance/
+	GSA_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceUpToDate$$' ./internal/cli/
 
 # Every fuzz target for FUZZTIME (the seed corpora run in every go test).
 # -fuzzminimizetime 0: the appliance's targets instrument the whole embedded

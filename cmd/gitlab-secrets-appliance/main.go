@@ -1,30 +1,14 @@
 // Command gitlab-secrets-appliance runs and operates a GitLab secrets
-// appliance node: an embedded OpenBao server on Raft storage.
+// appliance node: an embedded OpenBao server on Raft storage. The commands
+// are in internal/cli.
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/cli"
 )
 
 func main() {
-	os.Exit(run(os.Args))
-}
-
-// run executes the CLI and maps its outcome to a documented exit code.
-func run(args []string) int {
-	err := newApp().Run(args)
-	if err == nil {
-		return exitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "Error:", ee.err)
-		}
-		return ee.code
-	}
-	fmt.Fprintln(os.Stderr, "Error:", err)
-	return exitUsage
+	os.Exit(cli.Run(os.Args))
 }

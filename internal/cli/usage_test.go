@@ -1,4 +1,4 @@
-package main
+package cli
 
 import "testing"
 
@@ -20,13 +20,13 @@ func TestUsageExits64(t *testing.T) {
 		{"seal", "rotate-shares", "--address", nowhere, "--shares", "0"},
 		{"check"}, {"check", "--config", "/nonexistent.hcl", "--yes"}, {"check", "--config", "/nonexistent.hcl", "--empty"},
 	} {
-		if code := run(append([]string{"gitlab-secrets-appliance"}, args...)); code != exitUsage {
+		if code := Run(append([]string{"gitlab-secrets-appliance"}, args...)); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
 	}
 	// Left out, a count takes the default: the command goes on and finds
 	// no node.
-	if code := run([]string{"gitlab-secrets-appliance", "init", "--address", nowhere}); code != exitUnreachable {
+	if code := Run([]string{"gitlab-secrets-appliance", "init", "--address", nowhere}); code != exitUnreachable {
 		t.Errorf("init without counts: exit %d, want %d", code, exitUnreachable)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -85,7 +85,7 @@ func cliMarkdown(app *cli.App) string {
 	var b bytes.Buffer
 	b.WriteString("# CLI reference\n\n")
 	b.WriteString("Every command and flag of `" + app.Name + "`, for looking one up.\n")
-	b.WriteString("Generated from the command table (`cmd/gitlab-secrets-appliance/commands.go`) by `make docs`;\n")
+	b.WriteString("Generated from the command table (`internal/cli/commands.go`) by `make docs`;\n")
 	b.WriteString("do not edit it by hand: `make test` fails when it differs from the code.\n")
 	b.WriteString("Every command also takes `--help`, which prints its flags and the exit codes.\n")
 	b.WriteString("The exit codes are in [exit-codes.md](exit-codes.md); how client commands reach a node is in\n")

@@ -1,4 +1,4 @@
-package main
+package cli
 
 // Exit codes, the same for every command; `--help` prints them.
 const (
