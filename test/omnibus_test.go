@@ -1014,7 +1014,9 @@ func TestOmnibusMetricsAccess(t *testing.T) {
 				"gitlab_secrets_appliance['tls_require_client_cert'] = true\n", harness.FreeAddr(t, "127.0.0.1"), certFile, keyFile, caFile)
 		n.mustReconfigure(t, rb)
 		if ls := n.renderedConfig(t)["listener"].([]any); len(ls) != 1 || len(n.Report.ScrapeConfigs) != 0 ||
-			!slices.ContainsFunc(n.Report.Warnings, func(w string) bool { return strings.Contains(w, "the loopback metrics listener (plain HTTP, no client certificate) is not rendered") }) {
+			!slices.ContainsFunc(n.Report.Warnings, func(w string) bool {
+				return strings.Contains(w, "the loopback metrics listener (plain HTTP, no client certificate) is not rendered")
+			}) {
 			t.Errorf("with client certificates by default: listeners %v, scrape configs %v, warnings %q", ls, n.Report.ScrapeConfigs, n.Report.Warnings)
 		}
 		n.validate(t)
