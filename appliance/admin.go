@@ -6,10 +6,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
-	"github.com/openbao/openbao/sdk/v2/logical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -70,16 +68,7 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeJSON(w, http.StatusOK, res)
 			return
 		}
-		code := http.StatusBadRequest
-		switch {
-		case errors.Is(err, ErrNoGeo):
-			code = http.StatusNotFound
-		case errors.Is(err, ErrGeoUnauthorized):
-			code = http.StatusForbidden
-		case errors.Is(err, ErrGeoNotActive), errors.Is(err, ErrGeoPreflight):
-			code = http.StatusConflict
-		}
-		writeJSON(w, code, struct {
+		writeJSON(w, statusOf(err), struct {
 			Errors []string `json:"errors"`
 			PromoteResult
 		}{[]string{err.Error()}, res})
@@ -98,11 +87,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		res, err := a.Init(r.Context(), req)
 		if err != nil {
-			code := http.StatusBadRequest
-			if errors.Is(err, ErrAlreadyInitialized) || errors.Is(err, ErrInitRunning) {
-				code = http.StatusConflict
-			}
-			writeError(w, code, err)
+			writeError(w, statusOf(err), err)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -118,7 +103,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		if req.Reset {
 			if err := a.ResetUnseal(r.Context(), req.Share); err != nil {
-				writeError(w, http.StatusForbidden, err)
+				writeError(w, statusOf(err), err)
 				return
 			}
 			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
@@ -131,11 +116,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		defer release()
 		p, err := a.Unseal(r.Context(), req.Share)
 		if err != nil {
-			code := http.StatusBadRequest
-			if errors.Is(err, ErrFenced) {
-				code = http.StatusConflict
-			}
-			writeJSON(w, code, struct {
+			writeJSON(w, statusOf(err), struct {
 				Errors []string `json:"errors"`
 				UnsealProgress
 			}{[]string{err.Error()}, p})
@@ -206,11 +187,7 @@ func (a *Appliance) adminHandler() http.Handler {
 	mux.HandleFunc("POST "+adminPrefix+"gitlab/bootstrap", func(w http.ResponseWriter, r *http.Request) {
 		steps, err := a.BootstrapGitLab(r.Context(), r.Header.Get("X-Vault-Token"))
 		if err != nil {
-			code := http.StatusBadRequest
-			if errors.Is(err, logical.ErrPermissionDenied) || strings.Contains(err.Error(), "permission denied") {
-				code = http.StatusForbidden
-			}
-			writeError(w, code, err)
+			writeError(w, bootstrapStatusOf(err), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"steps": steps})
@@ -226,14 +203,7 @@ func writeChange(w http.ResponseWriter, st seal.ChangeStatus, err error) {
 		writeJSON(w, http.StatusOK, st)
 		return
 	}
-	code := http.StatusBadRequest
-	switch {
-	case errors.Is(err, ErrUnauthorized):
-		code = http.StatusForbidden
-	case errors.Is(err, ErrNotActive), errors.Is(err, seal.ErrChangePending), errors.Is(err, seal.ErrNoChange):
-		code = http.StatusConflict
-	}
-	writeJSON(w, code, struct {
+	writeJSON(w, statusOf(err), struct {
 		Errors []string `json:"errors"`
 		seal.ChangeStatus
 	}{[]string{err.Error()}, st})

@@ -103,11 +103,7 @@ func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 		RecoveryShares: req.RecoveryShares, RecoveryThreshold: req.RecoveryThreshold, RecoveryPGPKeys: req.RecoveryPGPKeys,
 	})
 	if err != nil {
-		code := http.StatusBadRequest
-		if errors.Is(err, ErrAlreadyInitialized) || errors.Is(err, ErrInitRunning) {
-			code = http.StatusConflict
-		}
-		writeError(w, code, err)
+		writeError(w, statusOf(err), err)
 		return
 	}
 	out := map[string]any{
@@ -136,7 +132,7 @@ func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 		// bao's `operator unseal -reset` sends no key: refused, as is
 		// every reset that does not carry one of the attempt's shares.
 		if err := a.ResetUnseal(r.Context(), req.Key); err != nil {
-			writeError(w, http.StatusForbidden, err)
+			writeError(w, statusOf(err), err)
 			return
 		}
 	case req.Key == "":
@@ -149,7 +145,7 @@ func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 		}
 		defer release()
 		if _, err := a.Unseal(r.Context(), req.Key); err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			writeError(w, statusOf(err), err)
 			return
 		}
 	}

@@ -3,6 +3,8 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +147,16 @@ func TestGeoDisaster(t *testing.T) {
 		out, errOut, code = harness.Run(t, c.tr, []byte(c.res.Shares[1]+"\n"), c.bin, "unseal", "--address", m.addr)
 		if code == 0 || !strings.Contains(out+errOut, "fenced") || strings.Contains(out+errOut, "accepted") {
 			t.Fatalf("a second share given to fenced %s: exit %d: %s %s", m.id, code, out, errOut)
+		}
+		// The bao-compatible door answers as the appliance's: 409 and why.
+		resp, err := c.httpClient().Post(m.addr+"/v1/sys/unseal", "application/json", strings.NewReader(`{"key":"`+c.res.Shares[2]+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "fenced") {
+			t.Fatalf("a share given to fenced %s through /v1/sys/unseal: %d %s", m.id, resp.StatusCode, body)
 		}
 	}
 	for _, m := range siteA {
