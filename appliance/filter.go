@@ -58,6 +58,11 @@ var filterRules = []filterRule{
 		check:    (*requestFilter).checkLeaseNamespace,
 	},
 	{
+		advisory: "CVE-2026-39388 (GHSA-7ccv-rp6m-rffr; OpenBao 2.5.3 GH-2932)",
+		what:     "a cert auth token renewed (renew-self, renew, renew-accessor) with a client certificate other than its login's: 2.4.0 accepts any sibling from the same CA (filter_cert.go; requests presenting a certificate only)",
+		check:    (*requestFilter).checkCertRenewal,
+	},
+	{
 		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
 		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
 		check:    (*requestFilter).checkGroupRootPolicy,
