@@ -63,6 +63,11 @@ var filterRules = []filterRule{
 		check:    (*requestFilter).checkCertRenewal,
 	},
 	{
+		advisory: "CVE-2026-39946 (GHSA-6vgr-cp5c-ffx3; OpenBao 2.5.3 GH-2931)",
+		what:     "a database role left without revocation_statements whose connection uses the PostgreSQL plugin: 2.4.0's default revocation pastes the user's schema names into SQL unquoted (filter_db.go)",
+		check:    (*requestFilter).checkPostgresRevocation,
+	},
+	{
 		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
 		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
 		check:    (*requestFilter).checkGroupRootPolicy,
