@@ -68,6 +68,11 @@ var filterRules = []filterRule{
 		check:    (*requestFilter).checkPostgresRevocation,
 	},
 	{
+		advisory: "GHSA-59w7-v8rr-pr4p (OpenBao 2.6.0 GH-3401)",
+		what:     "an ACL policy (or a PKI role's allowed_domains, allowed_uri_sans) templating a value users may shape (names, metadata) without 2.6's opt-in options: 2.4.0 substitutes a *, + or / in it unchecked and the path widens (filter_template.go)",
+		check:    (*requestFilter).checkTemplateSubstitutions,
+	},
+	{
 		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
 		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
 		check:    (*requestFilter).checkGroupRootPolicy,
