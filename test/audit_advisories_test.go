@@ -15,15 +15,19 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
-// CVE-2026-46358 (GHSA-q8cj-789h-vg24), accepted: with an audited request
+// CVE-2026-46358 (GHSA-q8cj-789h-vg24). Mitigated in part: configuring an
+// inline login's parameter header as an audited header is refused (2.4.0
+// keeps exactly those headers on inline-auth requests, and wrote the
+// password in clear). Accepted for the rest: with an audited request
 // header configured (sys/config/auditing/request-headers), OpenBao 2.4.0
 // writes it for a request with a token but not for an inline-auth request
 // (GitLab Rails' calls): CheckToken deletes every header but the inline
 // login's parameters, inside the core, after anything in front of it.
-// (A KV v2 read here, as GitLab makes them.) This test pins that stated behaviour, and that nothing secret reaches
-// the audit log through it: neither the inline login's password, nor its
-// parameter header, nor a client token in clear.
-func TestAuditHeadersOfInlineAuthAccepted(t *testing.T) {
+// (A KV v2 read here, as GitLab makes them.) This test pins that stated
+// behaviour, and that nothing secret reaches the audit log through it:
+// neither the inline login's password, nor its parameter header, nor a
+// client token in clear.
+func TestAuditHeadersOfInlineAuth(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
 	cfg, addr, dir := singleNode(t)
@@ -41,6 +45,13 @@ func TestAuditHeadersOfInlineAuthAccepted(t *testing.T) {
 	}
 	const header, password = "X-Correlation-Id", "alice-secret-pw-7f3a"
 	must("PUT", "sys/config/auditing/request-headers/"+header, map[string]any{"hmac": false})
+	// The other half: 2.4.0 keeps exactly the inline login's parameters,
+	// so one configured as an audited header is written, in clear here.
+	for _, h := range []string{"X-Vault-Inline-Auth-Parameter-password", "x-vault-inline-auth-parameter-jwt"} {
+		if code, out := call(t, hc, "PUT", v1+"sys/config/auditing/request-headers/"+h, root, map[string]any{"hmac": false}); code != http.StatusBadRequest || !strings.Contains(out, "CVE-2026-46358") {
+			t.Errorf("%s as an audited header: %d %.300s, want 400 naming CVE-2026-46358", h, code, strings.TrimSpace(out))
+		}
+	}
 	must("POST", "sys/auth/userpass", map[string]any{"type": "userpass"})
 	must("POST", "sys/mounts/kv", map[string]any{"type": "kv", "options": map[string]any{"version": "2"}})
 	must("PUT", "sys/policies/acl/app-reader", map[string]any{"policy": `path "kv/data/app" { capabilities = ["read"] }`})
@@ -55,14 +66,15 @@ func TestAuditHeadersOfInlineAuthAccepted(t *testing.T) {
 		t.Fatalf("alice's login: %d", code)
 	}
 
+	param, _ := json.Marshal(map[string]string{"key": "password", "value": password})
+	paramValue := base64.RawURLEncoding.EncodeToString(param)
 	send := func(id string, inline bool) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", v1+"kv/data/app", nil)
 		req.Header.Set(header, id)
 		if inline {
-			b, _ := json.Marshal(map[string]string{"key": "password", "value": password})
 			req.Header.Set("X-Vault-Inline-Auth-Path", "auth/userpass/login/alice")
-			req.Header.Set("X-Vault-Inline-Auth-Parameter-password", base64.RawURLEncoding.EncodeToString(b))
+			req.Header.Set("X-Vault-Inline-Auth-Parameter-password", paramValue)
 		} else {
 			req.Header.Set("X-Vault-Token", login.Auth.ClientToken)
 		}
@@ -129,9 +141,10 @@ func TestAuditHeadersOfInlineAuthAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for what, secret := range map[string]string{
-		"the inline login's password":        password,
-		"alice's token":                      login.Auth.ClientToken,
-		"the inline parameter header's name": "x-vault-inline-auth-parameter",
+		"the inline login's password":                 password,
+		"alice's token":                               login.Auth.ClientToken,
+		"the inline parameter header's name":          "x-vault-inline-auth-parameter",
+		"the inline parameter (the password, base64)": paramValue,
 	} {
 		if strings.Contains(strings.ToLower(string(raw)), strings.ToLower(secret)) {
 			t.Errorf("the audit log holds %s in clear", what)
