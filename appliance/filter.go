@@ -83,6 +83,11 @@ var filterRules = []filterRule{
 		check:    checkInlineAuthOperation,
 	},
 	{
+		advisory: "CVE-2026-46358 (GHSA-q8cj-789h-vg24; OpenBao 2.5.4 GH-3076)",
+		what:     "an X-Vault-Inline-Auth-* header configured as an audited header: 2.4.0 keeps exactly those headers (the inline login's credentials) on inline-auth requests, and the audit device writes them (filter_identity.go)",
+		check:    checkAuditedInlineHeaders,
+	},
+	{
 		advisory: "CVE-2025-62513 (GHSA-ghfh-fmx4-26h8; OpenBao 2.4.3 GH-2002)",
 		what:     "the identity OIDC provider's authorize, token and userinfo endpoints, whose raw-body answers (codes, tokens, claims) 2.4.0's audit devices log unhashed (filter_identity.go)",
 		check:    checkOIDCProviderSecrets,
@@ -101,6 +106,11 @@ var filterRules = []filterRule{
 		advisory: "GHSA-xp3c-3jw3-4vcr (OpenBao 2.6.0 GH-3389)",
 		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (filter_list.go; LISTs with a token only)",
 		check:    (*requestFilter).checkListDeny,
+	},
+	{
+		advisory: "role-based rate-limit quota bypass through form-encoded bodies (OpenBao 2.6.4, 2.7.1)",
+		what:     "a form-encoded body on an auth mount with a role-based quota: 2.4.0 resolves the quota's role from JSON only; the form is rewritten into the JSON OpenBao's form parsing gives, and the quota applies (filter_quota.go; nothing refused)",
+		check:    (*requestFilter).checkFormLoginQuota,
 	},
 }
 
