@@ -24,6 +24,8 @@ import (
 // other user. OpenBao 2.6 refuses such a value when the policy is used,
 // unless the policy opts in (allow_wildcards_in_substitutions,
 // allow_slashes_in_substitutions; PKI: allow_globs_in_substitutions).
+// (2.6 refuses them for every name and metadata; values that identity
+// writers set, not logins, pass here: see userShaped.)
 //
 // The value is substituted inside the core, after the filter; the policy
 // is written through it. This row refuses (400) a write of an ACL policy
@@ -32,9 +34,10 @@ import (
 // true (2.4.0 cannot refuse one character and allow another, so the
 // opt-in is for all of them); likewise a PKI role whose templated
 // allowed_domains or allowed_uri_sans do, unless
-// allow_globs_in_substitutions is true. Values no user shapes pass:
-// identity.entity.id, an alias's id, a group's id by name, and the name of
-// an alias of a userpass mount (usernames are [A-Za-z0-9_.@-]). GitLab's
+// allow_globs_in_substitutions is true. Values shaped at login are an
+// alias's name (but a userpass mount's: usernames are [A-Za-z0-9_.@-])
+// and an alias's metadata; the rest (ids, entity and group names and
+// metadata, custom_metadata) only identity writers set, and passes. GitLab's
 // policies are not templated (test/gitlabsim): they pay a strings.Contains
 // on the policy text. 2.4.0 ignores the opt-in options (a warning); 2.6
 // reads them, so a policy written with them keeps working after an
@@ -123,7 +126,13 @@ func (f *requestFilter) checkPKITemplates(r *http.Request, req nsRequest) (int, 
 }
 
 // userShaped returns the first identity template directive in s whose
-// value users may shape (a name or metadata), "" if none.
+// value is shaped at login, by whoever logs in: an alias's name (but a
+// userpass alias's) and an alias's metadata (which auth methods fill from
+// claims, certificates, ...); "" if none. Values only identity writers
+// set pass: ids, entity and group names and metadata, an alias's
+// custom_metadata (a login names its new entity entity_<uuid>). OpenBao's
+// own default policy templates identity.entity.name and
+// identity.entity.id.
 func (f *requestFilter) userShaped(s string, ns *namespace.Namespace) string {
 	for _, piece := range strings.Split(s, "{{")[1:] {
 		d, _, ok := strings.Cut(piece, "}}")
@@ -131,18 +140,15 @@ func (f *requestFilter) userShaped(s string, ns *namespace.Namespace) string {
 			continue
 		}
 		d = strings.TrimSpace(d)
-		switch {
-		case d == "identity.entity.id":
+		rest, ok := strings.CutPrefix(d, "identity.entity.aliases.")
+		if !ok {
 			continue
-		case strings.HasPrefix(d, "identity.groups.names.") && strings.HasSuffix(d, ".id"):
-			continue
-		case strings.HasPrefix(d, "identity.entity.aliases."):
-			acc, field, _ := strings.Cut(strings.TrimPrefix(d, "identity.entity.aliases."), ".")
-			if field == "id" || field == "name" && f.isAuthOfType(acc, ns, "userpass") {
-				continue
-			}
 		}
-		return d
+		acc, field, _ := strings.Cut(rest, ".")
+		switch {
+		case field == "name" && !f.isAuthOfType(acc, ns, "userpass"), field == "metadata", strings.HasPrefix(field, "metadata."):
+			return d
+		}
 	}
 	return ""
 }

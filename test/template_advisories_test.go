@@ -21,9 +21,10 @@ import (
 // A developer pushes a branch named "+" (git allows it): on OpenBao 2.4.0
 // the path becomes kv/data/+/*, and the job reads main's secrets. The
 // filter refuses the policy (400 naming the advisory and the fix), and
-// accepts it with OpenBao 2.6's opt-in options; templates on ids and on a
-// userpass alias's name pass as they are; PKI roles templating
-// allowed_domains on metadata are refused likewise.
+// accepts it with OpenBao 2.6's opt-in options; templates on values
+// logins do not shape (ids, a userpass alias's name, what identity writers
+// set, OpenBao's own default policy) pass as they are; PKI roles
+// templating allowed_domains on alias metadata are refused likewise.
 func TestTemplateSubstitutionAdvisoryClosed(t *testing.T) {
 	bin := harness.Binary(t)
 	tr := &harness.Transcript{}
@@ -112,20 +113,33 @@ func TestTemplateSubstitutionAdvisoryClosed(t *testing.T) {
 	if json.Unmarshal([]byte(must("GET", "sys/auth", nil)), &wrap) != nil || json.Unmarshal(wrap.Data, &up) != nil || up["userpass/"].Accessor == "" {
 		t.Fatal("no accessor for userpass/")
 	}
-	for name, pol := range map[string]string{
-		"by-entity":   `path "kv/data/{{identity.entity.id}}/*" { capabilities = ["read"] }`,
-		"by-alias-id": `path "kv/data/{{ identity.entity.aliases.` + acc + `.id }}/*" { capabilities = ["read"] }`,
-		"by-username": `path "kv/data/{{identity.entity.aliases.` + up["userpass/"].Accessor + `.name}}/*" { capabilities = ["read"] }`,
-		"plain":       `path "kv/data/main/*" { capabilities = ["read"] }`,
-	} {
-		must("PUT", "sys/policies/acl/"+name, map[string]any{"policy": pol})
+	// Values logins do not shape (ids, userpass usernames, what identity
+	// writers set), and OpenBao's own default policy, written back.
+	var def struct {
+		Data struct {
+			Policy string `json:"policy"`
+		} `json:"data"`
+	}
+	if json.Unmarshal([]byte(must("GET", "sys/policies/acl/default", nil)), &def) != nil || !strings.Contains(def.Data.Policy, "{{identity.entity.name}}") {
+		t.Fatal("the default policy does not template identity.entity.name")
 	}
 	for name, pol := range map[string]string{
-		"by-jwt-name":     `path "kv/data/{{identity.entity.aliases.` + acc + `.name}}/*" { capabilities = ["read"] }`,
+		"default":         def.Data.Policy,
+		"by-entity":       `path "kv/data/{{identity.entity.id}}/*" { capabilities = ["read"] }`,
+		"by-alias-id":     `path "kv/data/{{ identity.entity.aliases.` + acc + `.id }}/*" { capabilities = ["read"] }`,
+		"by-username":     `path "kv/data/{{identity.entity.aliases.` + up["userpass/"].Accessor + `.name}}/*" { capabilities = ["read"] }`,
 		"by-entity-name":  `path "kv/data/{{identity.entity.name}}" { capabilities = ["read"] }`,
 		"by-group-meta":   `path "kv/data/{{identity.groups.names.devs.metadata.team}}/*" { capabilities = ["read"] }`,
 		"by-custom-meta":  `path "kv/data/x/{{identity.entity.aliases.` + acc + `.custom_metadata.a}}" { capabilities = ["read"] }`,
 		"entity-metadata": `path "kv/data/{{identity.entity.metadata.team}}/*" { capabilities = ["read"] }`,
+		"plain":           `path "kv/data/main/*" { capabilities = ["read"] }`,
+	} {
+		must("PUT", "sys/policies/acl/"+name, map[string]any{"policy": pol})
+	}
+	// Values logins shape: a JWT alias's name (its user_claim) and metadata.
+	for name, pol := range map[string]string{
+		"by-jwt-name":   `path "kv/data/{{identity.entity.aliases.` + acc + `.name}}/*" { capabilities = ["read"] }`,
+		"by-jwt-claims": `path "kv/data/x/{{identity.entity.aliases.` + acc + `.metadata}}" { capabilities = ["read"] }`,
 	} {
 		if code, out := call(t, hc, "PUT", v1+"sys/policies/acl/"+name, root, map[string]any{"policy": pol}); code != http.StatusBadRequest || !strings.Contains(out, "GHSA-59w7-v8rr-pr4p") {
 			t.Errorf("policy %s: %d %.300s, want 400", name, code, strings.TrimSpace(out))
@@ -141,5 +155,5 @@ func TestTemplateSubstitutionAdvisoryClosed(t *testing.T) {
 	role["allow_globs_in_substitutions"] = true
 	must("POST", "pki/roles/ci", role)
 	must("POST", "pki/roles/by-id", map[string]any{"allowed_domains": "{{identity.entity.id}}.ci.example", "allowed_domains_template": "true"})
-	must("POST", "pki/roles/untemplated", map[string]any{"allowed_domains": []string{"{{identity.entity.name}}.example"}})
+	must("POST", "pki/roles/untemplated", map[string]any{"allowed_domains": []string{"{{identity.entity.aliases." + acc + ".metadata.ref}}.example"}})
 }
