@@ -114,8 +114,15 @@ chaos: test-deps
 	GSA_TEST_BINARY= GSA_STORAGE_DAMAGE=all $(GO) test -count=1 -timeout 60m -run '^TestStorageDamage$$' -v ./test/
 	GSA_TEST_BINARY= GSA_GEO_PAUSES='$(GEO_PAUSES)' $(GO) test -count=1 -timeout 120m -run '^TestChaosGeoPause$$' -v ./test/
 
+# The request filter's cost: a micro-benchmark of the whole filter on
+# GitLab-shaped requests (a job's JWT login, a job's KV v2 read, Rails'
+# inline-auth write), then the servers. BENCH_BASELINE=<appliance binary>
+# (a build before a change) adds a second table, appliance/baseline,
+# measured in the same rounds.
+BENCH_BASELINE ?=
 bench: build
-	$(GO) run ./test/bench -appliance ./$(BIN)
+	$(GO) test -run '^$$' -bench '^BenchmarkFilterOnGitLabTraffic$$' -benchmem -count 3 ./appliance
+	$(GO) run ./test/bench -appliance ./$(BIN) $(if $(BENCH_BASELINE),-baseline $(BENCH_BASELINE))
 	GSA_BENCH_GEO=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestGeoBench$$' -v ./test/
 	GSA_BENCH_ROLLING=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestRollingRestartBench$$' -v ./test/
 

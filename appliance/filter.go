@@ -58,6 +58,21 @@ var filterRules = []filterRule{
 		check:    (*requestFilter).checkLeaseNamespace,
 	},
 	{
+		advisory: "CVE-2026-39388 (GHSA-7ccv-rp6m-rffr; OpenBao 2.5.3 GH-2932)",
+		what:     "a cert auth token renewed (renew-self, renew, renew-accessor) with a client certificate other than its login's: 2.4.0 accepts any sibling from the same CA (filter_cert.go; requests presenting a certificate only)",
+		check:    (*requestFilter).checkCertRenewal,
+	},
+	{
+		advisory: "CVE-2026-39946 (GHSA-6vgr-cp5c-ffx3; OpenBao 2.5.3 GH-2931)",
+		what:     "a database role left without revocation_statements whose connection uses the PostgreSQL plugin: 2.4.0's default revocation pastes the user's schema names into SQL unquoted (filter_db.go)",
+		check:    (*requestFilter).checkPostgresRevocation,
+	},
+	{
+		advisory: "GHSA-59w7-v8rr-pr4p (OpenBao 2.6.0 GH-3401)",
+		what:     "an ACL policy (or a PKI role's allowed_domains, allowed_uri_sans) templating a value users may shape (names, metadata) without 2.6's opt-in options: 2.4.0 substitutes a *, + or / in it unchecked and the path widens (filter_template.go)",
+		check:    (*requestFilter).checkTemplateSubstitutions,
+	},
+	{
 		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
 		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
 		check:    (*requestFilter).checkGroupRootPolicy,
@@ -66,6 +81,11 @@ var filterRules = []filterRule{
 		advisory: "GHSA-rh46-vc3j-w2w3 (OpenBao 2.6.2 GH-3831)",
 		what:     "an inline login whose X-Vault-Inline-Auth-Operation is not update: 2.4.0 dispatches any operation, internal ones included, to the auth method, before any token (filter_identity.go)",
 		check:    checkInlineAuthOperation,
+	},
+	{
+		advisory: "CVE-2026-46358 (GHSA-q8cj-789h-vg24; OpenBao 2.5.4 GH-3076)",
+		what:     "an X-Vault-Inline-Auth-* header configured as an audited header: 2.4.0 keeps exactly those headers (the inline login's credentials) on inline-auth requests, and the audit device writes them (filter_identity.go)",
+		check:    checkAuditedInlineHeaders,
 	},
 	{
 		advisory: "CVE-2025-62513 (GHSA-ghfh-fmx4-26h8; OpenBao 2.4.3 GH-2002)",
@@ -86,6 +106,11 @@ var filterRules = []filterRule{
 		advisory: "GHSA-xp3c-3jw3-4vcr (OpenBao 2.6.0 GH-3389)",
 		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (filter_list.go; LISTs with a token only)",
 		check:    (*requestFilter).checkListDeny,
+	},
+	{
+		advisory: "role-based rate-limit quota bypass through form-encoded bodies (OpenBao 2.6.4, 2.7.1)",
+		what:     "a form-encoded body on an auth mount with a role-based quota: 2.4.0 resolves the quota's role from JSON only; the form is rewritten into the JSON OpenBao's form parsing gives, and the quota applies (filter_quota.go; nothing refused)",
+		check:    (*requestFilter).checkFormLoginQuota,
 	},
 }
 

@@ -86,3 +86,23 @@ func checkOIDCProviderSecrets(_ *requestFilter, r *http.Request) (int, error) {
 	}
 	return http.StatusNotFound, fmt.Errorf("identity/oidc/provider/%s/%s is not served (CVE-2025-62513: OpenBao 2.4.0 writes its codes and tokens into audit logs in clear); the appliance is not an OIDC provider", segs[n-2], segs[n-1])
 }
+
+// checkAuditedInlineHeaders closes the other half of CVE-2026-46358
+// (GHSA-q8cj-789h-vg24; OpenBao 2.5.4 GH-3076): for an inline-auth request
+// 2.4.0 keeps, of all the request's headers, exactly the inline login's
+// parameters (its password, its JWT), and an audit device writes any of
+// them that is configured as an audited header, in clear when configured
+// without hmac. This row refuses (400) configuring an X-Vault-Inline-Auth-*
+// header as an audited header; the headers that 2.4.0 drops from those
+// requests' audit lines cannot be brought back from in front of it (the
+// advisories table says so).
+func checkAuditedInlineHeaders(_ *requestFilter, r *http.Request) (int, error) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		return 0, nil
+	}
+	name, ok := strings.CutPrefix(strings.TrimSuffix(r.URL.Path, "/"), "/v1/sys/config/auditing/request-headers/")
+	if !ok || !strings.HasPrefix(strings.ToLower(name), "x-vault-inline-auth-") {
+		return 0, nil
+	}
+	return http.StatusBadRequest, errors.New("X-Vault-Inline-Auth-* headers carry inline logins' credentials and cannot be audited headers (CVE-2026-46358: OpenBao 2.4.0 keeps them on inline-auth requests)")
+}

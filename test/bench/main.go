@@ -8,6 +8,11 @@
 // its PKCS#11 seal on the same SoftHSM2 token (start to unsealed by the
 // HSM). The phases alternate between the servers so drift in the
 // machine's load hits both alike.
+//
+// With -baseline, a second appliance binary (another build, such as the
+// one before a change to the request filter) runs in the same alternating
+// rounds, and a second table gives appliance/baseline: the cost of the
+// change on the same machine, in the same run.
 package main
 
 import (
@@ -33,14 +38,15 @@ func main() {
 	rounds := flag.Int("rounds", 4, "load rounds (alternating servers)")
 	workers := flag.Int("concurrency", 16, "concurrent clients in the load phases")
 	starts := flag.Int("starts", 5, "process starts to time per server")
+	baseline := flag.String("baseline", "", "a second appliance binary to compare the appliance with, in the same rounds (the load phases only)")
 	flag.Parse()
-	if err := run(*appliance, *peer, *workDir, *duration, *rounds, *workers, *starts); err != nil {
+	if err := run(*appliance, *peer, *baseline, *workDir, *duration, *rounds, *workers, *starts); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, starts int) error {
+func run(appBin, peerBin, baseBin, workDir string, d time.Duration, rounds, workers, starts int) error {
 	os.RemoveAll(workDir)
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return err
@@ -87,6 +93,14 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 		targets = append(targets, t)
 	}
 	shamirTargets := targets[:2]
+	if baseBin != "" {
+		t, err := newTarget("baseline", "appliance", baseBin, filepath.Join(workDir, "baseline"), client, "", nil)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		shamirTargets = []*target{targets[0], t, targets[1]}
+	}
 	is, err := gitlabsim.NewIssuer()
 	if err != nil {
 		return err
@@ -129,7 +143,7 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 
 	fmt.Fprintf(os.Stderr, "timing %d starts per server ...\n", starts)
 	for range starts {
-		for _, t := range targets {
+		for _, t := range targets[:4] {
 			took, err := t.bootToServing()
 			if err != nil {
 				return err
@@ -162,14 +176,20 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 			return err
 		}
 	}
+	cache := &jobTokenCache{toks: map[string]string{}}
 	for range rounds {
 		for _, t := range shamirTargets {
 			m[t.name].write.add(runLoad(t, workers, d, kvWrite))
 			m[t.name].read.add(runLoad(t, workers, d, kvRead))
 			m[t.name].burst.add(runLoad(t, burstJobs, d, ciJob(tokens[t.name])))
+			m[t.name].login.add(runLoad(t, workers, d, jwtLogin(tokens[t.name])))
+			m[t.name].jobRead.add(runLoad(t, workers, d, jobRead(tokens[t.name], cache)))
 		}
 	}
 	report(m["appliance"], m["openbao"], m["appliance-hsm"], m["openbao-hsm"], workers)
+	if b := m["baseline"]; b != nil {
+		reportBaseline(m["appliance"], b, workers)
+	}
 	return nil
 }
 
@@ -177,9 +197,9 @@ func run(appBin, peerBin, workDir string, d time.Duration, rounds, workers, star
 const burstJobs = 32
 
 type measures struct {
-	write, read, burst result
-	starts             []time.Duration
-	rss, binary        int64
+	write, read, burst, login, jobRead result
+	starts                             []time.Duration
+	rss, binary                        int64
 }
 
 func median(d []time.Duration) time.Duration {
@@ -206,6 +226,10 @@ func report(a, p, ah, ph *measures, workers int) {
 	row(fmt.Sprintf("KV v2 read ops/s (%d clients)", workers), a.read.throughput(), p.read.throughput(), "%.0f")
 	row("KV v2 read p50 ms", ms(a.read.percentile(.50)), ms(p.read.percentile(.50)), "%.2f")
 	row("KV v2 read p99 ms", ms(a.read.percentile(.99)), ms(p.read.percentile(.99)), "%.2f")
+	row(fmt.Sprintf("JWT login ops/s (%d clients, CEL role)", workers), a.login.throughput(), p.login.throughput(), "%.0f")
+	row("JWT login p50 ms", ms(a.login.percentile(.50)), ms(p.login.percentile(.50)), "%.2f")
+	row(fmt.Sprintf("GitLab KV v2 read ops/s (%d clients, job token, project namespace)", workers), a.jobRead.throughput(), p.jobRead.throughput(), "%.0f")
+	row("GitLab KV v2 read p50 ms", ms(a.jobRead.percentile(.50)), ms(p.jobRead.percentile(.50)), "%.2f")
 	row(fmt.Sprintf("CI burst jobs/s (%d jobs: login + 3 reads)", burstJobs), a.burst.throughput(), p.burst.throughput(), "%.0f")
 	row("CI burst job p50 ms", ms(a.burst.percentile(.50)), ms(p.burst.percentile(.50)), "%.1f")
 	row("CI burst job p99 ms", ms(a.burst.percentile(.99)), ms(p.burst.percentile(.99)), "%.1f")
@@ -214,8 +238,37 @@ func report(a, p, ah, ph *measures, workers int) {
 	row("idle RSS MiB", mib(a.rss), mib(p.rss), "%.1f")
 	row("binary size MiB", mib(a.binary), mib(p.binary), "%.1f")
 	w.Flush()
-	if errs := a.write.errors + a.read.errors + a.burst.errors + p.write.errors + p.read.errors + p.burst.errors; errs > 0 {
-		fmt.Printf("errors during load: appliance %d, openbao %d\n", a.write.errors+a.read.errors+a.burst.errors, p.write.errors+p.read.errors+p.burst.errors)
+	if errs := a.errors() + p.errors(); errs > 0 {
+		fmt.Printf("errors during load: appliance %d, openbao %d\n", a.errors(), p.errors())
 	}
 	fmt.Println("goal: throughput ratio >= 0.95, latency and start ratios <= 1.05, binary ratio < 1")
+}
+
+func (m *measures) errors() int {
+	return m.write.errors + m.read.errors + m.burst.errors + m.login.errors + m.jobRead.errors
+}
+
+// reportBaseline is the second table: the appliance against another
+// appliance build, measured in the same rounds.
+func reportBaseline(a, b *measures, workers int) {
+	fmt.Println()
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "metric\tappliance\tbaseline\tratio a/b\t\n")
+	row := func(name string, av, bv float64) {
+		ratio := 0.0
+		if bv != 0 {
+			ratio = av / bv
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.3f\t\n", name, av, bv, ratio)
+	}
+	row(fmt.Sprintf("KV v2 write ops/s (%d clients)", workers), a.write.throughput(), b.write.throughput())
+	row(fmt.Sprintf("KV v2 read ops/s (%d clients)", workers), a.read.throughput(), b.read.throughput())
+	row(fmt.Sprintf("JWT login ops/s (%d clients)", workers), a.login.throughput(), b.login.throughput())
+	row(fmt.Sprintf("GitLab KV v2 read ops/s (%d clients)", workers), a.jobRead.throughput(), b.jobRead.throughput())
+	row(fmt.Sprintf("CI burst jobs/s (%d jobs)", burstJobs), a.burst.throughput(), b.burst.throughput())
+	w.Flush()
+	if e := b.errors(); e > 0 {
+		fmt.Printf("errors during load: baseline %d\n", e)
+	}
+	fmt.Println("goal (a change to the filter): throughput ratios a/b >= 0.98")
 }
