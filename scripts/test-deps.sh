@@ -7,6 +7,8 @@
 #   git              make lint lists the Go files with git
 #   lintian          the .deb is checked as Debian checks packages
 #   logrotate        the packaged logrotate file rotates a real node's audit log
+#   postgresql       a real PostgreSQL server for the database engine's advisory
+#                    test (initdb, postgres, psql)
 #
 # Installs the missing ones with apt-get (as root, or with sudo), or, when
 # it cannot, stops with the one command to run.
@@ -36,6 +38,7 @@ have pkcs11-tool || missing+=(opensc)
 have git || missing+=(git)
 have lintian || missing+=(lintian)
 { have logrotate || [ -x /usr/sbin/logrotate ]; } || missing+=(logrotate)
+{ { have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; } && have psql; } || missing+=(postgresql)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -130,14 +131,33 @@ type postgres struct {
 	port int
 }
 
+// pgBinary finds a PostgreSQL program on the PATH or where Debian's
+// postgresql package puts it (/usr/lib/postgresql/<version>/bin, not on
+// the PATH), the newest version first.
+func pgBinary(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
+	if len(found) == 0 {
+		return "", exec.ErrNotFound
+	}
+	slices.SortFunc(found, func(a, b string) int {
+		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(a))))
+		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(b))))
+		return vb - va
+	})
+	return found[0], nil
+}
+
 // startPostgres starts a PostgreSQL server in a temp dir, or returns nil
 // when its binaries are not on the machine. As root it runs as the
 // postgres user (PostgreSQL refuses root).
 func startPostgres(t *testing.T) *postgres {
 	t.Helper()
-	initdb, err1 := exec.LookPath("initdb")
-	server, err2 := exec.LookPath("postgres")
-	if _, err3 := exec.LookPath("psql"); err1 != nil || err2 != nil || err3 != nil {
+	initdb, err1 := pgBinary("initdb")
+	server, err2 := pgBinary("postgres")
+	if _, err3 := pgBinary("psql"); err1 != nil || err2 != nil || err3 != nil {
 		return nil
 	}
 	var cred *syscall.Credential

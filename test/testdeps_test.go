@@ -37,7 +37,7 @@ func TestTestDepsScriptDetectsMissingTools(t *testing.T) {
 	}
 	fakebin := filepath.Join(dir, "bin")
 	os.Mkdir(fakebin, 0o755)
-	for _, tool := range []string{"gcc", "softhsm2-util", "pkcs11-tool", "erb", "chpst", "svlogd", "git", "lintian", "logrotate", "id"} {
+	for _, tool := range []string{"gcc", "softhsm2-util", "pkcs11-tool", "erb", "chpst", "svlogd", "git", "lintian", "logrotate", "psql", "id"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatalf("%s is not installed: run scripts/test-deps.sh (make test does)", tool)
