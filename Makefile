@@ -93,7 +93,7 @@ docs:
 # server and make little progress while minimizing.
 FUZZTIME      ?= 1m
 TEST_FUZZTIME ?= 10s
-FUZZ_TARGETS  := seal:FuzzDecodeShare seal:FuzzDecodeHeader seal:FuzzChangeInputs config:FuzzParseHCL config:FuzzParseJSON geo:FuzzTopology appliance:FuzzRequestFilter
+FUZZ_TARGETS  := seal:FuzzDecodeShare seal:FuzzDecodeHeader seal:FuzzChangeInputs config:FuzzParseHCL config:FuzzParseJSON geo:FuzzTopology appliance/filter:FuzzRequestFilter
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
@@ -121,7 +121,7 @@ chaos: test-deps
 # measured in the same rounds.
 BENCH_BASELINE ?=
 bench: build
-	$(GO) test -run '^$$' -bench '^BenchmarkFilterOnGitLabTraffic$$' -benchmem -count 3 ./appliance
+	$(GO) test -run '^$$' -bench '^BenchmarkFilterOnGitLabTraffic$$' -benchmem -count 3 ./appliance/filter
 	$(GO) run ./test/bench -appliance ./$(BIN) $(if $(BENCH_BASELINE),-baseline $(BENCH_BASELINE))
 	GSA_BENCH_GEO=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestGeoBench$$' -v ./test/
 	GSA_BENCH_ROLLING=1 GSA_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestRollingRestartBench$$' -v ./test/

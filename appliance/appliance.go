@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
@@ -289,7 +290,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	// Requests a standby forwards pass the same filter and ceremony gate
 	// here, on the active node, and find the same endpoints (the legacy
 	// rekey ones off), as on the listener that took them.
-	core.SetClusterHandler(a.filter(a.diskGate(a.ceremonyGate(a.detailedPolicies(vaulthttp.Handler.Handler(&vault.HandlerProperties{
+	core.SetClusterHandler(filter.Wrap(a.core, a.diskGate(a.ceremonyGate(a.detailedPolicies(vaulthttp.Handler.Handler(&vault.HandlerProperties{
 		Core: core, ListenerConfig: &configutil.Listener{DisableUnauthedRekeyEndpoints: true},
 	}))))))
 
@@ -326,7 +327,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		mux.Handle(adminPrefix, admin)
 		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(a.detailedPolicies(h))))))
 		srv := &http.Server{
-			Handler:           a.filter(mux), // filter.go: before anything reads the request
+			Handler:           filter.Wrap(a.core, mux), // the filter runs before anything reads the request
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			IdleTimeout:       5 * time.Minute,

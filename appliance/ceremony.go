@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
 )
 
 // OpenBao 2.4 serves its key ceremonies to anyone who can reach the API:
@@ -73,22 +75,10 @@ func (a *Appliance) ceremonyGate(next http.Handler) http.Handler {
 			writeError(w, http.StatusConflict, errCeremonyNotActive)
 			return
 		}
-		if _, err := a.authorizeSudo(r.Context(), requestToken(r), path, errCeremonyDenied); err != nil {
+		if _, err := a.authorizeSudo(r.Context(), filter.RequestToken(r), path, errCeremonyDenied); err != nil {
 			writeError(w, http.StatusForbidden, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// requestToken is the client token as OpenBao reads it: X-Vault-Token, or
-// an Authorization bearer token.
-func requestToken(r *http.Request) string {
-	if t := r.Header.Get("X-Vault-Token"); t != "" {
-		return t
-	}
-	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(t)
-	}
-	return ""
 }

@@ -37,7 +37,7 @@ func rawBody(t *testing.T, hc *http.Client, method, url, token, body string, chu
 	return resp.StatusCode, string(raw)
 }
 
-// The request filter (appliance/filter.go), one attack per row of its
+// The request filter (appliance/filter), one attack per row of its
 // table on a real node, each refused before OpenBao sees it, even with
 // the root token; and GitLab-shaped traffic (KV v2 writes and reads, a
 // secret whose path has sys/renew in it, a body near the limits) still

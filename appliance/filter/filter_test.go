@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"fmt"
@@ -64,8 +64,7 @@ func TestCheckJSONLimits(t *testing.T) {
 // The filter's path rules on their own (no core: namespaced legacy lease
 // paths are left to the active node's filter).
 func TestFilterPaths(t *testing.T) {
-	a := &Appliance{}
-	h := a.filter(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := Wrap(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusTeapot)
 	}))

@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func BenchmarkFilterOnGitLabTraffic(b *testing.B) {
 			saved := filterRules
 			filterRules = c.rules
 			defer func() { filterRules = saved }()
-			h := (&Appliance{}).filter(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+			h := Wrap(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 			var rs []*http.Request
 			for _, q := range reqs {
 				r := httptest.NewRequest(q.method, q.path, nil)

@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"bytes"
@@ -52,7 +52,7 @@ func (f *requestFilter) checkPostgresRevocation(r *http.Request) (int, error) {
 	if !f.isMountOfType(ctx, req.ns, req.path, mount, "database") {
 		return 0, nil
 	}
-	if standby, err := f.a.core.Standby(); err != nil || standby {
+	if standby, err := f.core.Standby(); err != nil || standby {
 		return 0, nil // forwarded: the active node's filter decides
 	}
 	raw, form, err := bodyField(r, "revocation_statements")
@@ -69,12 +69,12 @@ func (f *requestFilter) checkPostgresRevocation(r *http.Request) (int, error) {
 	refuse := func(why string) (int, error) {
 		return http.StatusBadRequest, fmt.Errorf("%s: PostgreSQL's default revocation pastes schema names into SQL unquoted (CVE-2026-39946): give the role revocation_statements, for example [\"REASSIGN OWNED BY \\\"{{name}}\\\" TO CURRENT_USER; DROP OWNED BY \\\"{{name}}\\\"; DROP ROLE IF EXISTS \\\"{{name}}\\\";\"]", why)
 	}
-	token := requestToken(r)
+	token := RequestToken(r)
 	read := func(path string) (map[string]any, bool) {
 		if token == "" {
 			return nil, false
 		}
-		resp, err := f.a.core.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: path, ClientToken: token})
+		resp, err := f.core.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: path, ClientToken: token})
 		if err != nil || resp != nil && resp.IsError() {
 			return nil, false
 		}
@@ -133,10 +133,10 @@ func statementsGiven(raw json.RawMessage) bool {
 // isMountOfType reports whether path (relative to ns) is served by a
 // mount of type typ at mount (relative to ns, with a trailing slash).
 func (f *requestFilter) isMountOfType(ctx context.Context, ns *namespace.Namespace, path, mount, typ string) bool {
-	if strings.TrimPrefix(f.a.core.MatchingMount(ctx, path), ns.Path) != mount {
+	if strings.TrimPrefix(f.core.MatchingMount(ctx, path), ns.Path) != mount {
 		return false
 	}
-	mounts, err := f.a.core.ListMounts()
+	mounts, err := f.core.ListMounts()
 	if err != nil {
 		return false
 	}

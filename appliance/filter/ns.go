@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"bytes"
@@ -50,10 +50,10 @@ func (f *requestFilter) resolve(r *http.Request, suffixes ...string) (nsRequest,
 			break
 		}
 	}
-	if !found || f.a == nil || f.a.core == nil || f.a.core.Sealed() {
+	if !found || f.core == nil || f.core.Sealed() {
 		return nsRequest{}, false
 	}
-	ns, rel := f.a.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), p)
+	ns, rel := f.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), p)
 	if ns == nil {
 		return nsRequest{}, false
 	}

@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"crypto/x509"
@@ -56,7 +56,7 @@ func (f *requestFilter) checkCertRenewal(r *http.Request) (int, error) {
 	default:
 		return 0, nil
 	}
-	if standby, err := f.a.core.Standby(); err != nil || standby {
+	if standby, err := f.core.Standby(); err != nil || standby {
 		return 0, nil
 	}
 	ctx := namespace.ContextWithNamespace(r.Context(), req.ns)
@@ -64,7 +64,7 @@ func (f *requestFilter) checkCertRenewal(r *http.Request) (int, error) {
 	var meta map[string]string
 	switch req.path {
 	case "auth/token/renew-self", "auth/token/renew":
-		token := requestToken(r)
+		token := RequestToken(r)
 		if req.path == "auth/token/renew" {
 			var err error
 			if token, err = bodyString(r, "token"); err != nil {
@@ -74,10 +74,10 @@ func (f *requestFilter) checkCertRenewal(r *http.Request) (int, error) {
 		if token == "" {
 			return 0, nil // OpenBao refuses it, or an inline login's token
 		}
-		if decoded, err := f.a.core.DecodeSSCToken(token); err == nil && decoded != "" {
+		if decoded, err := f.core.DecodeSSCToken(token); err == nil && decoded != "" {
 			token = decoded
 		}
-		te, err := f.a.core.LookupToken(ctx, token)
+		te, err := f.core.LookupToken(ctx, token)
 		if err != nil || te == nil {
 			return 0, nil // OpenBao answers it (not found, invalid)
 		}
@@ -87,10 +87,10 @@ func (f *requestFilter) checkCertRenewal(r *http.Request) (int, error) {
 		if err != nil || accessor == "" {
 			return 0, nil // OpenBao refuses it (checkAccessorNamespace: not a string)
 		}
-		resp, err := f.a.core.HandleRequest(ctx, &logical.Request{
+		resp, err := f.core.HandleRequest(ctx, &logical.Request{
 			Operation:   logical.UpdateOperation,
 			Path:        "auth/token/lookup-accessor",
-			ClientToken: requestToken(r),
+			ClientToken: RequestToken(r),
 			Data:        map[string]any{"accessor": accessor},
 			Connection:  &logical.Connection{RemoteAddr: remoteHost(r), ConnState: r.TLS},
 		})
@@ -131,7 +131,7 @@ func (f *requestFilter) isCertToken(path, nsID string, meta map[string]string) b
 			return false
 		}
 	}
-	auths, err := f.a.core.ListAuths()
+	auths, err := f.core.ListAuths()
 	if err != nil {
 		return false
 	}

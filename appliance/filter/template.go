@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"context"
@@ -156,7 +156,7 @@ func (f *requestFilter) userShaped(s string, ns *namespace.Namespace) string {
 // isAuthOfType reports whether the auth mount with accessor acc, in ns,
 // is of type typ.
 func (f *requestFilter) isAuthOfType(acc string, ns *namespace.Namespace, typ string) bool {
-	auths, err := f.a.core.ListAuths()
+	auths, err := f.core.ListAuths()
 	if err != nil {
 		return false
 	}

@@ -1,8 +1,9 @@
-package appliance
+package filter
 
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func FuzzRequestFilter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, method, path, ns, body string) {
 		var reached *http.Request
 		var seenBody string
-		h := (*Appliance)(nil).filter(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := Wrap(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			reached = r
 			b, _ := io.ReadAll(r.Body)
 			seenBody = string(b)
@@ -45,11 +46,11 @@ func FuzzRequestFilter(f *testing.F) {
 		if ns != "" {
 			r.Header.Set("X-Vault-Namespace", ns)
 		}
-		w := &recorder{header: http.Header{}, code: http.StatusOK}
+		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if reached == nil {
-			if w.code < 400 || w.code > 499 {
-				t.Fatalf("%s %q (namespace %q): refused with %d %s", method, path, ns, w.code, w.body.String())
+			if w.Code < 400 || w.Code > 499 {
+				t.Fatalf("%s %q (namespace %q): refused with %d %s", method, path, ns, w.Code, w.Body.String())
 			}
 			return
 		}

@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"errors"
@@ -37,7 +37,7 @@ import (
 // token exists only inside OpenBao's handling of the request.
 func (f *requestFilter) checkListDeny(r *http.Request) (int, error) {
 	list := r.Method == "LIST" || r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "list") && r.URL.Query().Get("list") == "true"
-	token := requestToken(r)
+	token := RequestToken(r)
 	if !list || token == "" {
 		return 0, nil
 	}
@@ -47,7 +47,7 @@ func (f *requestFilter) checkListDeny(r *http.Request) (int, error) {
 	}
 	ctx := namespace.ContextWithNamespace(r.Context(), req.ns)
 	caps := func(path string) []string {
-		c, err := f.a.core.Capabilities(ctx, token, path)
+		c, err := f.core.Capabilities(ctx, token, path)
 		if err != nil {
 			return nil
 		}

@@ -1,4 +1,4 @@
-package appliance
+package filter
 
 import (
 	"bytes"
@@ -48,11 +48,11 @@ func (f *requestFilter) checkFormLoginQuota(r *http.Request) (int, error) {
 		return 0, nil
 	}
 	ctx := namespace.ContextWithNamespace(r.Context(), req.ns)
-	mount := strings.TrimPrefix(f.a.core.MatchingMount(ctx, req.path), req.ns.Path)
+	mount := strings.TrimPrefix(f.core.MatchingMount(ctx, req.path), req.ns.Path)
 	if mount == "" {
 		return 0, nil
 	}
-	need, err := f.a.core.ResolveRoleForQuotas(&quotas.Request{Type: quotas.TypeRateLimit, Path: req.ns.Path + req.path, MountPath: mount, NamespacePath: req.ns.Path})
+	need, err := f.core.ResolveRoleForQuotas(&quotas.Request{Type: quotas.TypeRateLimit, Path: req.ns.Path + req.path, MountPath: mount, NamespacePath: req.ns.Path})
 	if err != nil || !need {
 		return 0, nil
 	}

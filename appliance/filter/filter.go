@@ -1,4 +1,8 @@
-package appliance
+// Package filter closes, in front of the embedded OpenBao 2.4.0, the
+// advisories later OpenBao releases closed (see filterRules and
+// docs/security/advisories.md): every API request, and every request a
+// standby forwards, passes its table of rows before OpenBao sees it.
+package filter
 
 import (
 	"bytes"
@@ -11,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	vaulthttp "github.com/openbao/openbao/http"
+	"github.com/openbao/openbao/vault"
 )
 
 // The request filter closes, in front of the embedded OpenBao 2.4.0,
@@ -46,7 +51,7 @@ var filterRules = []filterRule{
 		what:     "request bodies: capped at the listener's max_request_size before anything reads them, and JSON whose decoded form would be out of proportion to its size (nesting, object entries, array elements, string length, values in all) refused before OpenBao parses it (unauthenticated, and for every request)",
 		check:    (*requestFilter).checkBody,
 	},
-	// The rows below read the body that checkBody buffered (filter_ns.go).
+	// The rows below read the body that checkBody buffered (ns.go).
 	{
 		advisory: "CVE-2026-40264 (GHSA-p49j-v9wc-wg57; OpenBao 2.5.3 GH-2934)",
 		what:     "auth/token/{lookup,renew,revoke}-accessor with the accessor of a token of another namespace: 2.4.0 acts on it in the accessor's namespace after checking the ACL in the request's (the accessor's namespace is its suffix; the request's as the core resolves it)",
@@ -59,57 +64,57 @@ var filterRules = []filterRule{
 	},
 	{
 		advisory: "CVE-2026-39388 (GHSA-7ccv-rp6m-rffr; OpenBao 2.5.3 GH-2932)",
-		what:     "a cert auth token renewed (renew-self, renew, renew-accessor) with a client certificate other than its login's: 2.4.0 accepts any sibling from the same CA (filter_cert.go; requests presenting a certificate only)",
+		what:     "a cert auth token renewed (renew-self, renew, renew-accessor) with a client certificate other than its login's: 2.4.0 accepts any sibling from the same CA (cert.go; requests presenting a certificate only)",
 		check:    (*requestFilter).checkCertRenewal,
 	},
 	{
 		advisory: "CVE-2026-39946 (GHSA-6vgr-cp5c-ffx3; OpenBao 2.5.3 GH-2931)",
-		what:     "a database role left without revocation_statements whose connection uses the PostgreSQL plugin: 2.4.0's default revocation pastes the user's schema names into SQL unquoted (filter_db.go)",
+		what:     "a database role left without revocation_statements whose connection uses the PostgreSQL plugin: 2.4.0's default revocation pastes the user's schema names into SQL unquoted (db.go)",
 		check:    (*requestFilter).checkPostgresRevocation,
 	},
 	{
 		advisory: "GHSA-59w7-v8rr-pr4p (OpenBao 2.6.0 GH-3401)",
-		what:     "an ACL policy (or a PKI role's allowed_domains, allowed_uri_sans) templating a value users may shape (names, metadata) without 2.6's opt-in options: 2.4.0 substitutes a *, + or / in it unchecked and the path widens (filter_template.go)",
+		what:     "an ACL policy (or a PKI role's allowed_domains, allowed_uri_sans) templating a value users may shape (names, metadata) without 2.6's opt-in options: 2.4.0 substitutes a *, + or / in it unchecked and the path widens (template.go)",
 		check:    (*requestFilter).checkTemplateSubstitutions,
 	},
 	{
 		advisory: "CVE-2025-64761 (GHSA-7ff4-jw48-3436; OpenBao 2.5.0 GH-2143)",
-		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (filter_identity.go)",
+		what:     "an identity group written with the policy root spelt in another case (Root, ROOT): 2.4.0 keeps it and a member's token resolves it to the root policy (identity.go)",
 		check:    (*requestFilter).checkGroupRootPolicy,
 	},
 	{
 		advisory: "GHSA-rh46-vc3j-w2w3 (OpenBao 2.6.2 GH-3831)",
-		what:     "an inline login whose X-Vault-Inline-Auth-Operation is not update: 2.4.0 dispatches any operation, internal ones included, to the auth method, before any token (filter_identity.go)",
+		what:     "an inline login whose X-Vault-Inline-Auth-Operation is not update: 2.4.0 dispatches any operation, internal ones included, to the auth method, before any token (identity.go)",
 		check:    checkInlineAuthOperation,
 	},
 	{
 		advisory: "CVE-2026-46358 (GHSA-q8cj-789h-vg24; OpenBao 2.5.4 GH-3076)",
-		what:     "an X-Vault-Inline-Auth-* header configured as an audited header: 2.4.0 keeps exactly those headers (the inline login's credentials) on inline-auth requests, and the audit device writes them (filter_identity.go)",
+		what:     "an X-Vault-Inline-Auth-* header configured as an audited header: 2.4.0 keeps exactly those headers (the inline login's credentials) on inline-auth requests, and the audit device writes them (identity.go)",
 		check:    checkAuditedInlineHeaders,
 	},
 	{
 		advisory: "CVE-2025-62513 (GHSA-ghfh-fmx4-26h8; OpenBao 2.4.3 GH-2002)",
-		what:     "the identity OIDC provider's authorize, token and userinfo endpoints, whose raw-body answers (codes, tokens, claims) 2.4.0's audit devices log unhashed (filter_identity.go)",
+		what:     "the identity OIDC provider's authorize, token and userinfo endpoints, whose raw-body answers (codes, tokens, claims) 2.4.0's audit devices log unhashed (identity.go)",
 		check:    checkOIDCProviderSecrets,
 	},
 	{
 		advisory: "GHSA-8w8f-r2xv-4q4j",
-		what:     "a Transit RSA key created with derived=true, which 2.4.0 accepts and cannot operate (filter_plugins.go)",
+		what:     "a Transit RSA key created with derived=true, which 2.4.0 accepts and cannot operate (plugins.go)",
 		check:    checkTransitDerivedRSA,
 	},
 	{
 		advisory: "GHSA-7q7g-x6vg-xpc3, GHSA-cpj3-3r2f-xj59 (OpenBao 2.5.2)",
-		what:     "jwt/oidc: a role with callback_mode direct (a victim's login polled by an attacker), and a direct callback carrying the provider's error, which 2.4.0 reflects into HTML (filter_plugins.go)",
+		what:     "jwt/oidc: a role with callback_mode direct (a victim's login polled by an attacker), and a direct callback carrying the provider's error, which 2.4.0 reflects into HTML (plugins.go)",
 		check:    checkOIDCDirectCallback,
 	},
 	{
 		advisory: "GHSA-xp3c-3jw3-4vcr (OpenBao 2.6.0 GH-3389)",
-		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (filter_list.go; LISTs with a token only)",
+		what:     "a LIST of P/ that a glob rule on P allows and a more specific glob rule on P/ denies: 2.4.0 checks P first (list.go; LISTs with a token only)",
 		check:    (*requestFilter).checkListDeny,
 	},
 	{
 		advisory: "role-based rate-limit quota bypass through form-encoded bodies (OpenBao 2.6.4, 2.7.1)",
-		what:     "a form-encoded body on an auth mount with a role-based quota: 2.4.0 resolves the quota's role from JSON only; the form is rewritten into the JSON OpenBao's form parsing gives, and the quota applies (filter_quota.go; nothing refused)",
+		what:     "a form-encoded body on an auth mount with a role-based quota: 2.4.0 resolves the quota's role from JSON only; the form is rewritten into the JSON OpenBao's form parsing gives, and the quota applies (quota.go; nothing refused)",
 		check:    (*requestFilter).checkFormLoginQuota,
 	},
 }
@@ -140,16 +145,18 @@ var rawBodyPaths = map[string]bool{
 	"/v1/sys/storage/raft/snapshot-force": true,
 }
 
-// requestFilter applies filterRules in order.
+// requestFilter applies filterRules in order. core is nil in unit tests
+// of the rows that need none.
 type requestFilter struct {
-	a       *Appliance
+	core    *vault.Core
 	maxBody int64
 }
 
-// filter wraps next (the listener's whole mux, or the cluster's handler
-// of forwarded requests) with filterRules.
-func (a *Appliance) filter(next http.Handler) http.Handler {
-	f := &requestFilter{a: a, maxBody: maxRequestBodyBytes}
+// Wrap wraps next (the listener's whole mux, or the cluster's handler of
+// forwarded requests) with filterRules, which ask core what they need
+// (namespaces, tokens, mounts, capabilities).
+func Wrap(core *vault.Core, next http.Handler) http.Handler {
+	f := &requestFilter{core: core, maxBody: maxRequestBodyBytes}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, rule := range filterRules {
 			if code, err := rule.check(f, r); err != nil {
@@ -241,10 +248,10 @@ func (f *requestFilter) checkLegacyLeases(r *http.Request) (int, error) {
 // isNamespace reports whether prefix (with a trailing slash) is exactly a
 // namespace's path, as the core resolves the request.
 func (f *requestFilter) isNamespace(r *http.Request, prefix string) bool {
-	if f.a == nil || f.a.core == nil || f.a.core.Sealed() {
+	if f.core == nil || f.core.Sealed() {
 		return false
 	}
-	ns, trimmed := f.a.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), prefix+"sys/")
+	ns, trimmed := f.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), prefix+"sys/")
 	return ns != nil && trimmed == "sys/"
 }
 
@@ -348,4 +355,22 @@ func checkJSON(body []byte) error {
 			return nil // a scalar on its own
 		}
 	}
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string][]string{"errors": {err.Error()}})
+}
+
+// RequestToken is the token a request carries: X-Vault-Token, or an
+// Authorization bearer token, as OpenBao reads them.
+func RequestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Vault-Token"); t != "" {
+		return t
+	}
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
 }
