@@ -1,10 +1,13 @@
 package test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -227,12 +230,22 @@ func (c *cluster) geoStatuses() []nodeView {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Not harness.Run: its t.Fatal must not run off the test's
+			// goroutine. The process itself may start slowly on a starved
+			// machine: it gets a minute beyond the call's deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), geoStatusWait+time.Minute)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			cmd := exec.CommandContext(ctx, c.bin, "status", "--format", "json", "--address", m.addr, "--timeout", geoStatusWait.String())
+			cmd.Stdout, cmd.Stderr = &out, &errOut
 			start := time.Now()
-			out, errOut, _ := harness.Run(c.t, c.tr, nil, c.bin, "status", "--format", "json", "--address", m.addr, "--timeout", geoStatusWait.String())
-			v := nodeView{id: m.id, took: time.Since(start), err: strings.TrimSpace(errOut)}
-			if json.Unmarshal([]byte(out), &v.st) == nil {
+			err := cmd.Run()
+			v := nodeView{id: m.id, took: time.Since(start), err: strings.TrimSpace(errOut.String())}
+			if json.Unmarshal(out.Bytes(), &v.st) == nil {
 				v.ok = true
-				json.Unmarshal([]byte(out), &v.raw)
+				json.Unmarshal(out.Bytes(), &v.raw)
+			} else if v.err == "" && err != nil {
+				v.err = err.Error()
 			}
 			views[i] = v
 		}()
