@@ -1,13 +1,18 @@
 package test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,4 +161,95 @@ func (l *load) finish(t *testing.T, readers ...*member) {
 	if bad := l.serverErrors(); len(bad) > 0 {
 		t.Fatalf("HTTP 5xx other than 503: %v", bad)
 	}
+}
+
+// geoWait is how long the Geo tests wait for the cluster to reach a
+// state (an election, a transfer, a step of the reconciler): minutes on
+// a machine starved of CPU, seconds otherwise.
+const geoWait = 5 * time.Minute
+
+// geoStatusWait is how long one status call has to answer in waitGeo.
+const geoStatusWait = 15 * time.Second
+
+// nodeView is what one node said to `status` (or that it did not say).
+type nodeView struct {
+	id   string
+	ok   bool
+	st   statusOutput
+	raw  statusReason
+	took time.Duration
+	err  string
+}
+
+// statusReason is the part of a status that explains it.
+type statusReason struct {
+	NotReady string `json:"not_ready"`
+	Geo      *struct {
+		Reconciler string `json:"reconciler"`
+		Nodes      []struct {
+			ID        string `json:"id"`
+			Reachable bool   `json:"reachable"`
+			Ready     bool   `json:"ready"`
+			NotReady  string `json:"not_ready"`
+			Lag       uint64 `json:"lag"`
+		} `json:"nodes"`
+	} `json:"geo"`
+}
+
+func (v nodeView) String() string {
+	if !v.ok {
+		return fmt.Sprintf("%s (%s): no status: %s", v.id, v.took.Round(time.Millisecond), v.err)
+	}
+	out := fmt.Sprintf("%s (%s): %s ready=%v", v.id, v.took.Round(time.Millisecond), v.st.State, v.st.Ready)
+	if v.raw.NotReady != "" {
+		out += fmt.Sprintf(" (%s)", v.raw.NotReady)
+	}
+	if g := v.raw.Geo; g != nil && v.st.State == "active" {
+		out += fmt.Sprintf("; reconciler: %s", g.Reconciler)
+		for _, n := range g.Nodes {
+			if n.ID != v.id && (!n.Reachable || !n.Ready) {
+				out += fmt.Sprintf("; %s reachable=%v ready=%v lag=%d %s", n.ID, n.Reachable, n.Ready, n.Lag, n.NotReady)
+			}
+		}
+	}
+	return out
+}
+
+// geoStatuses asks every running node for its status at once, each with
+// geoStatusWait to answer.
+func (c *cluster) geoStatuses() []nodeView {
+	var running []*member
+	for _, m := range c.nodes {
+		if m.n != nil && !m.n.Exited() {
+			running = append(running, m)
+		}
+	}
+	views := make([]nodeView, len(running))
+	var wg sync.WaitGroup
+	for i, m := range running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Not harness.Run: its t.Fatal must not run off the test's
+			// goroutine. The process itself may start slowly on a starved
+			// machine: it gets a minute beyond the call's deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), geoStatusWait+time.Minute)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			cmd := exec.CommandContext(ctx, c.bin, "status", "--format", "json", "--address", m.addr, "--timeout", geoStatusWait.String())
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			start := time.Now()
+			err := cmd.Run()
+			v := nodeView{id: m.id, took: time.Since(start), err: strings.TrimSpace(errOut.String())}
+			if json.Unmarshal(out.Bytes(), &v.st) == nil {
+				v.ok = true
+				json.Unmarshal(out.Bytes(), &v.raw)
+			} else if v.err == "" && err != nil {
+				v.err = err.Error()
+			}
+			views[i] = v
+		}()
+	}
+	wg.Wait()
+	return views
 }

@@ -16,31 +16,43 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
-// waitGeo polls the active node's status until cond holds.
+// waitGeo polls every running node's status until the active node's
+// satisfies cond. The nodes are asked at once, each call with
+// geoStatusWait to answer: a paused or starved node costs the round one
+// deadline and holds up nobody else (asked one after the other with the
+// CLI's default deadline of 1 minute, a paused node made each round last
+// a minute, and a 3-minute wait saw the others three times; before the
+// CLI had deadlines, once). The wait is for the condition, not for a
+// time: geoWait is long enough for an election on a starved machine.
 func (c *cluster) waitGeo(what string, cond func(st statusOutput) bool) statusOutput {
 	c.t.Helper()
 	var st, last statusOutput
+	var lastViews string
 	defer func() {
 		if c.t.Failed() && last.Geo != nil {
 			b, _ := json.Marshal(last)
 			c.t.Logf("the active node's last status: %s", b)
 		}
+		if c.t.Failed() && lastViews != "" {
+			c.t.Logf("what every node said last:\n%s", lastViews)
+		}
 	}()
-	harness.Eventually(c.t, 3*time.Minute, what, func() bool {
-		for _, m := range c.nodes {
-			if m.n == nil || m.n.Exited() {
-				continue
-			}
-			s, ok := tryStatus(c.t, c.tr, c.bin, m.addr)
-			if ok && s.State == "active" && s.Ready && s.Geo != nil {
+	harness.Eventually(c.t, geoWait, what, func() bool {
+		views := c.geoStatuses()
+		var lines []string
+		found := false
+		for _, v := range views {
+			lines = append(lines, v.String())
+			s := v.st
+			if !found && v.ok && s.State == "active" && s.Ready && s.Geo != nil {
 				last = s
 				if cond(s) {
-					st = s
-					return true
+					st, found = s, true
 				}
 			}
 		}
-		return false
+		lastViews = strings.Join(lines, "\n")
+		return found
 	})
 	return st
 }
