@@ -14,8 +14,11 @@ import (
 type rollingRun struct {
 	out, errOut string
 	restarts    map[string]int
-	started     time.Time
-	took        time.Duration
+	// stopped is the output of each node's process that stopped for
+	// its restart.
+	stopped map[string]string
+	started time.Time
+	took    time.Duration
 }
 
 // rollingRestart runs `gitlab-secrets-appliance rolling-restart` through
@@ -27,7 +30,7 @@ type rollingRun struct {
 // fails the test.
 func rollingRestart(t *testing.T, c *cluster, via *member) rollingRun {
 	t.Helper()
-	r := rollingRun{restarts: map[string]int{}, started: time.Now()}
+	r := rollingRun{restarts: map[string]int{}, stopped: map[string]string{}, started: time.Now()}
 	cmd := exec.Command(c.bin, "rolling-restart", "--address", via.addr, "--node-timeout", "5m")
 	cmd.Stdin = strings.NewReader(c.res.RootToken + "\n")
 	var out, errOut harness.Buffer
@@ -58,6 +61,7 @@ supervise:
 					t.Fatalf("%s exited with %d, not 75 (restart asked for):\n%s", m.id, code, tail(m.n.Output.String(), 30))
 				}
 				r.restarts[m.id]++
+				r.stopped[m.id] = m.n.Output.String()
 				c.start(m)
 			}
 			if !unsealed[m.id] && strings.Contains(out.String(), m.id+" is back, sealed, and waits for Shamir shares") {
@@ -102,5 +106,20 @@ func (r rollingRun) checkActiveLast(t *testing.T, c *cluster, lead *member) {
 		if r.restartedAt(m.id) > r.restartedAt(lead.id) {
 			t.Errorf("the active node %s was restarted before %s:\n%s", lead.id, m.id, r.out)
 		}
+	}
+}
+
+// checkHandedOver fails the test unless lead's stopped process handed its
+// leadership over with a Raft transfer when asked to restart, and not
+// with sys/step-down: after a step-down OpenBao's core sleeps 10 s before
+// it contends again, and the node's stop waits for that sleep to end.
+func (r rollingRun) checkHandedOver(t *testing.T, lead *member) {
+	t.Helper()
+	log := r.stopped[lead.id]
+	if !strings.Contains(log, "leadership handed over: active_node=") {
+		t.Errorf("the active node %s did not log the hand-over of its restart:\n%s", lead.id, tail(log, 30))
+	}
+	if strings.Contains(log, "stepping down from active operation to standby") {
+		t.Errorf("the active node %s stepped down with sys/step-down (10 s back-off before it could stop):\n%s", lead.id, tail(log, 30))
 	}
 }

@@ -127,47 +127,35 @@ func clusterMembers(cl *apiClient, token string) ([]member, error) {
 // pollEvery is how often the rolling restart looks at a node it waits for.
 const pollEvery = 500 * time.Millisecond
 
-// restartMember moves the leadership off m if it has it, asks it to
-// restart, and waits until it is back, unsealed and caught up.
+// restartMember asks m to restart (the active node hands its leadership
+// over first) and waits until it is back, unsealed and caught up.
 func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, out io.Writer) error {
 	node := cl.with(m.addr, leaderAskTimeout)
 	var st appliance.Status
 	if err := node.call("GET", "status", nil, &st, ""); err != nil {
 		return err
 	}
-	if st.State == appliance.StateActive && size > 1 {
-		if err := node.do("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
-			return fmt.Errorf("moving its leadership away: %w", err)
-		}
-		err := until(wait, func() (bool, error) {
-			var now appliance.Status
-			if node.call("GET", "status", nil, &now, "") != nil || now.State == appliance.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
-				return false, nil
-			}
-			lst, _, err := activeStatus(node)
-			return err == nil && lst.State == appliance.StateActive && lst.Ready, nil
-		})
-		if err != nil {
-			return fmt.Errorf("its leadership did not move to another node: %w", err)
-		}
-		fmt.Fprintf(out, "  %s handed its leadership over\n", m.id)
-	}
 	var target uint64
 	if lst, _, err := activeStatus(cl); err == nil {
 		target = lst.Raft.CommitIndex
 	}
-	// A node that just handed its leadership over may not reach the new
-	// active node yet to check the token: it says so (503), and is asked
-	// again.
-	err := until(wait, func() (bool, error) {
-		err := node.call("POST", "restart", struct{}{}, nil, token)
-		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
-			return false, nil
+	handOver := st.State == appliance.StateActive && size > 1
+	res, err := askRestart(node, token, handOver, wait)
+	if handOver && err != nil && strings.Contains(err.Error(), "this is the active node") {
+		// A node still running a binary without hand_over (the rolling
+		// restart after an upgrade talks to the previous one) refuses:
+		// its leadership moves with sys/step-down, whose 10 s back-off
+		// its stop then waits out.
+		if err := stepDown(node, token, m, wait, out); err != nil {
+			return err
 		}
-		return err == nil, err
-	})
+		res, err = askRestart(node, token, false, wait)
+	}
 	if err != nil {
 		return fmt.Errorf("asking it to restart: %w", err)
+	}
+	if res.HandedOver {
+		fmt.Fprintf(out, "  %s handed its leadership over\n", m.id)
 	}
 	fmt.Fprintf(out, "  %s is restarting\n", m.id)
 	told := ""
@@ -185,6 +173,50 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 		}
 		return now.Ready && now.Raft.AppliedIndex >= target && now.State != appliance.StateUnsealing, nil
 	})
+}
+
+// handOverAskTimeout is how long the active node may take to answer a
+// restart with hand_over: the Raft transfer, then the new active node.
+const handOverAskTimeout = time.Minute
+
+// askRestart asks node to restart, again while it says to try again in a
+// moment (a node that just lost its leadership may not reach the new
+// active node yet to check the token).
+func askRestart(node *apiClient, token string, handOver bool, wait time.Duration) (appliance.RestartResponse, error) {
+	var res appliance.RestartResponse
+	asker := node
+	if handOver {
+		asker = node.with(node.addr, handOverAskTimeout)
+	}
+	err := until(wait, func() (bool, error) {
+		err := asker.call("POST", "restart", appliance.RestartRequest{HandOver: handOver}, &res, token)
+		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	return res, err
+}
+
+// stepDown moves the leadership off a node with sys/step-down and waits
+// until it stands by and another node is the active node.
+func stepDown(node *apiClient, token string, m member, wait time.Duration, out io.Writer) error {
+	if err := node.do("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
+		return fmt.Errorf("moving its leadership away: %w", err)
+	}
+	err := until(wait, func() (bool, error) {
+		var now appliance.Status
+		if node.call("GET", "status", nil, &now, "") != nil || now.State == appliance.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
+			return false, nil
+		}
+		lst, _, err := activeStatus(node)
+		return err == nil && lst.State == appliance.StateActive && lst.Ready, nil
+	})
+	if err != nil {
+		return fmt.Errorf("its leadership did not move to another node: %w", err)
+	}
+	fmt.Fprintf(out, "  %s handed its leadership over (sys/step-down)\n", m.id)
+	return nil
 }
 
 // sealedNote tells the operators what a restarted node waits for.
