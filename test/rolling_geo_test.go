@@ -44,6 +44,7 @@ func TestRollingRestartGeo(t *testing.T) {
 	t.Logf("rolling-restart of 3 + 2 took %s, write gap %s:\n%s", r.took.Round(time.Second), gap, r.out)
 	r.checkEachOnce(t, c)
 	r.checkActiveLast(t, c, lead)
+	r.checkHandedOver(t, lead)
 	// Site B's non-voters first: a site A voter restarting while the
 	// others restart would cost the quorum, a non-voter nothing.
 	for _, b := range []string{"node-4", "node-5"} {
