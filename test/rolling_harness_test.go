@@ -1,8 +1,12 @@
 package test
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,8 +34,41 @@ type rollingRun struct {
 // fails the test.
 func rollingRestart(t *testing.T, c *cluster, via *member) rollingRun {
 	t.Helper()
+	return runRollingRestart(t, c, exec.Command(c.bin, "rolling-restart", "--address", via.addr, "--node-timeout", "5m"))
+}
+
+// rollingRestartGitlabCtl is rollingRestart run as on an Omnibus node:
+// `gitlab-ctl secrets-appliance rolling-restart` through the miniature
+// gitlab-ctl and the real command files, on a node whose
+// public_attributes.json records via's address.
+func rollingRestartGitlabCtl(t *testing.T, c *cluster, via *member) rollingRun {
+	t.Helper()
+	needRuby(t)
+	base := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(base, "embedded", "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := filepath.Abs(c.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bin, filepath.Join(base, "embedded", "bin", "gitlab-secrets-appliance")); err != nil {
+		t.Fatal(err)
+	}
+	attrs := filepath.Join(base, "public_attributes.json")
+	b, _ := json.Marshal(map[string]any{"gitlab_secrets_appliance": map[string]any{"enable": true, "ctl_address": via.addr}})
+	if err := os.WriteFile(attrs, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return runRollingRestart(t, c, exec.Command("ruby", filepath.Join(omnibusDir(t), "test", "gitlab_ctl.rb"),
+		"--base-path", base, "--commands", ctlCommandsDir(t), "--public-attributes", attrs, "--",
+		"secrets-appliance", "rolling-restart", "--node-timeout", "5m"))
+}
+
+func runRollingRestart(t *testing.T, c *cluster, cmd *exec.Cmd) rollingRun {
+	t.Helper()
 	r := rollingRun{restarts: map[string]int{}, stopped: map[string]string{}, started: time.Now()}
-	cmd := exec.Command(c.bin, "rolling-restart", "--address", via.addr, "--node-timeout", "5m")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // gitlab-ctl and the binary it runs
 	cmd.Stdin = strings.NewReader(c.res.RootToken + "\n")
 	var out, errOut harness.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -52,7 +89,7 @@ supervise:
 		default:
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			t.Fatalf("rolling-restart did not end:\n%s\n%s", out.String(), errOut.String())
 		}
 		for _, m := range c.nodes {

@@ -81,8 +81,9 @@ func TestRollingRestart(t *testing.T) {
 	r.checkEachOnce(t, c)
 	r.checkActiveLast(t, c, lead)
 	r.checkHandedOver(t, lead)
-	if !strings.Contains(r.out, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") {
-		t.Errorf("the command did not say the Shamir node waits for shares:\n%s", r.out)
+	if !strings.Contains(r.out, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") ||
+		!strings.Contains(r.out, "share holders, run `gitlab-secrets-appliance unseal --address "+c.nodes[2].addr+"`") {
+		t.Errorf("the command did not say the Shamir node waits for shares, and the command its share holders run:\n%s", r.out)
 	}
 	c.leader()
 	l.stop()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +37,11 @@ func rollingRestartCommand() *cli.Command {
 	}
 }
 
+// envWrapper names the command an operator runs this binary through;
+// Omnibus' `gitlab-ctl secrets-appliance` sets it to "gitlab-ctl", and
+// the rolling restart's hints then name gitlab-ctl's commands.
+const envWrapper = "GITLAB_SECRETS_APPLIANCE_WRAPPER"
+
 // member is one node as the rolling restart sees it.
 type member struct {
 	id, addr string
@@ -53,6 +59,7 @@ func rollingRestartAction(c *cli.Context) error {
 		return exit(exitUsage, fmt.Errorf("--node-timeout %s: give a positive duration", wait))
 	}
 	out := c.App.Writer
+	omnibus := os.Getenv(envWrapper) == "gitlab-ctl"
 	members, err := clusterMembers(cl, token)
 	if err != nil {
 		return err
@@ -66,7 +73,7 @@ func rollingRestartAction(c *cli.Context) error {
 	fmt.Fprintf(out, "Rolling restart of %d node(s), in this order: %s\n", len(members), strings.Join(names, ", "))
 	for i, m := range members {
 		start := time.Now()
-		if err := restartMember(cl, token, m, len(members), wait, out); err != nil {
+		if err := restartMember(cl, token, m, len(members), wait, omnibus, out); err != nil {
 			return exit(exitFailed, fmt.Errorf("%s (%s): %w; nodes after it were not restarted", m.id, m.addr, err))
 		}
 		fmt.Fprintf(out, "[%d/%d] %s restarted, unsealed and caught up (%s)\n", i+1, len(members), m.id, time.Since(start).Round(100*time.Millisecond))
@@ -129,7 +136,7 @@ const pollEvery = 500 * time.Millisecond
 
 // restartMember asks m to restart (the active node hands its leadership
 // over first) and waits until it is back, unsealed and caught up.
-func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, out io.Writer) error {
+func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, omnibus bool, out io.Writer) error {
 	node := cl.with(m.addr, leaderAskTimeout)
 	var st appliance.Status
 	if err := node.call("GET", "status", nil, &st, ""); err != nil {
@@ -165,7 +172,7 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 			return false, nil // not back yet
 		}
 		if now.Sealed {
-			if msg := sealedNote(m, now); msg != told {
+			if msg := sealedNote(m, now, omnibus); msg != told {
 				fmt.Fprintln(out, msg)
 				told = msg
 			}
@@ -219,8 +226,10 @@ func stepDown(node *apiClient, token string, m member, wait time.Duration, out i
 	return nil
 }
 
-// sealedNote tells the operators what a restarted node waits for.
-func sealedNote(m member, st appliance.Status) string {
+// sealedNote tells the operators what a restarted node waits for, with
+// the command its share holders run: gitlab-ctl's on the node's own host
+// under Omnibus (omnibus), the binary's with the node's address otherwise.
+func sealedNote(m member, st appliance.Status, omnibus bool) string {
 	for _, mech := range st.Seal.Mechanisms {
 		if mech.Type == seal.MechanismPKCS11 && mech.Configured && (mech.Healthy == nil || *mech.Healthy) {
 			return fmt.Sprintf("  %s is back, sealed: its HSM unseals it", m.id)
@@ -228,7 +237,11 @@ func sealedNote(m member, st appliance.Status) string {
 	}
 	for _, mech := range st.Seal.Mechanisms {
 		if mech.Type == seal.MechanismShamir {
-			return fmt.Sprintf("  %s is back, sealed, and waits for Shamir shares (%d of %d in): share holders, run `gitlab-secrets-appliance unseal --address %s`", m.id, mech.Progress, mech.Threshold, m.addr)
+			run := fmt.Sprintf("run `gitlab-secrets-appliance unseal --address %s`", m.addr)
+			if omnibus {
+				run = fmt.Sprintf("run `gitlab-ctl secrets-appliance unseal` on %s's host (%s)", m.id, m.addr)
+			}
+			return fmt.Sprintf("  %s is back, sealed, and waits for Shamir shares (%d of %d in): share holders, %s", m.id, mech.Progress, mech.Threshold, run)
 		}
 	}
 	return fmt.Sprintf("  %s is back, sealed: %s", m.id, st.NotReady)
