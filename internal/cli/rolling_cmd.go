@@ -147,6 +147,11 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 		target = lst.Raft.CommitIndex
 	}
 	handOver := st.State == appliance.StateActive && size > 1
+	if m.active && st.State != appliance.StateActive {
+		// An election since the command listed the nodes: the node is a
+		// follower now, restarted as one.
+		fmt.Fprintf(out, "  %s is no longer the active node (%s now)\n", m.id, st.State)
+	}
 	res, err := askRestart(node, token, handOver, wait)
 	if handOver && err != nil && strings.Contains(err.Error(), "this is the active node") {
 		// A node still running a binary without hand_over (the rolling
