@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	vaulthttp "github.com/openbao/openbao/http"
 	"github.com/openbao/openbao/vault"
@@ -18,6 +21,14 @@ import (
 // exit codes) so that its supervisor (systemd's Restart=, runit) starts it
 // again, on the binary now installed. It comes back sealed: the HSM
 // unseals it, or it waits for shares.
+//
+// The active node of a cluster with other voters refuses, unless the
+// request asks it to hand its leadership over first (hand_over): it then
+// uses hashicorp/raft's leadership transfer, not sys/step-down. After a
+// step-down OpenBao's core sleeps 10 s before it contends again
+// (vault.manualStepDownSleepPeriod), and that sleep cannot be
+// interrupted: the node's stop (its seal waits for the standby loop) took
+// the rest of those 10 s. After a lost leadership the loop sleeps 1 s.
 
 // RestartPolicyPath is where a token needs sudo to restart a node.
 const RestartPolicyPath = "sys/appliance/restart"
@@ -27,10 +38,32 @@ var (
 	ErrRestartUnauthorized = errors.New("permission denied: the token needs the sudo capability on " + RestartPolicyPath)
 	// ErrRestartActive refuses to restart the active node of a cluster
 	// with other voters: its leadership goes first.
-	ErrRestartActive = errors.New("this is the active node: move the leadership first (sys/step-down), or let `gitlab-secrets-appliance rolling-restart` do it")
+	ErrRestartActive = errors.New("this is the active node: ask with {\"hand_over\": true} (it hands its leadership over first), or let `gitlab-secrets-appliance rolling-restart` do it")
 	// ErrRestartSealed refuses a restart a sealed node cannot authorize.
 	ErrRestartSealed = errors.New("this node is sealed and cannot check a token: restart it with its supervisor (systemctl restart gitlab-secrets-appliance, gitlab-ctl restart gitlab-secrets-appliance)")
 )
+
+// RestartRequest is the body of POST /appliance/v1/restart (it may be
+// empty).
+type RestartRequest struct {
+	// HandOver lets the active node of a cluster with other voters
+	// restart: it first hands its leadership to a caught-up voter and
+	// waits until that voter is the active node.
+	HandOver bool `json:"hand_over"`
+}
+
+// RestartResponse is the answer to an accepted restart.
+type RestartResponse struct {
+	NodeID     string `json:"node_id"`
+	Restarting bool   `json:"restarting"`
+	// HandedOver: this node was the active node and handed its
+	// leadership over before it stopped.
+	HandedOver bool `json:"handed_over,omitempty"`
+}
+
+// handOverTimeout bounds a hand-over: hashicorp/raft gives the transfer
+// one election timeout, then the new leader's core takes the HA lock.
+const handOverTimeout = 30 * time.Second
 
 // RestartRequested is closed once an authorized restart was asked for:
 // the caller stops the node (the answer goes out first: Close waits for
@@ -40,24 +73,66 @@ func (a *Appliance) RestartRequested() <-chan struct{} { return a.restart }
 // requestRestart authorizes token and, if allowed, asks for the restart.
 // OpenBao checks the token: on a standby the check is forwarded to the
 // active node, as any request with a token.
-func (a *Appliance) requestRestart(ctx context.Context, token string) error {
+func (a *Appliance) requestRestart(ctx context.Context, token string, handOver bool) (handedOver bool, err error) {
 	if a.core.Sealed() {
-		return ErrRestartSealed
+		return false, ErrRestartSealed
 	}
 	caps, err := a.capabilitiesSelf(ctx, token, RestartPolicyPath)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !slices.Contains(caps, "root") && !slices.Contains(caps, "sudo") {
-		return ErrRestartUnauthorized
+		return false, ErrRestartUnauthorized
 	}
 	if a.state() == StateActive && !a.leaders.soleVoter.Load() {
-		return ErrRestartActive
+		if !handOver {
+			return false, ErrRestartActive
+		}
+		if err := a.handOver(ctx); err != nil {
+			return false, err
+		}
+		handedOver = true
 	}
 	a.restartOnce.Do(func() {
 		a.logger.Info("restart asked for: stopping; the supervisor starts the node again")
 		close(a.restart)
 	})
+	return handedOver, nil
+}
+
+// handOver moves the leadership off this node with hashicorp/raft's
+// transfer (to the most caught-up voter) and waits until this node's
+// core stands by and knows the new active node: writes go on there
+// while this node stops.
+func (a *Appliance) handOver(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, handOverTimeout)
+	defer cancel()
+	r := a.raftH.Current()
+	if r == nil {
+		return errors.New("handing the leadership over: Raft is not running: try again in a moment")
+	}
+	a.logger.Info("restart asked for on the active node: handing the leadership over (Raft leadership transfer)")
+	done := make(chan error, 1)
+	go func() { done <- r.LeadershipTransfer().Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("handing the leadership over: %v: try again in a moment", err)
+		}
+	case <-ctx.Done():
+		return errors.New("handing the leadership over: the Raft transfer did not end in time: try again in a moment")
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for a.state() != StateStandby {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return errors.New("the leadership moved, but no other node became the active node in time: try again in a moment")
+		}
+	}
+	_, leader, _, _ := a.core.Leader()
+	a.logger.Info("leadership handed over", "active_node", leader)
 	return nil
 }
 
@@ -93,10 +168,15 @@ func (a *Appliance) capabilitiesSelf(ctx context.Context, token, path string) ([
 }
 
 func (a *Appliance) handleRestart(w http.ResponseWriter, r *http.Request) {
-	err := a.requestRestart(r.Context(), r.Header.Get("X-Vault-Token"))
+	var req RestartRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("the request body is not a restart request (%v): send {} or {\"hand_over\": true}", err))
+		return
+	}
+	handed, err := a.requestRestart(r.Context(), r.Header.Get("X-Vault-Token"), req.HandOver)
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, map[string]any{"node_id": a.cfg.NodeID, "restarting": true})
+		writeJSON(w, http.StatusOK, RestartResponse{NodeID: a.cfg.NodeID, Restarting: true, HandedOver: handed})
 	case errors.Is(err, ErrRestartUnauthorized):
 		writeError(w, http.StatusForbidden, err)
 	case errors.Is(err, ErrRestartActive), errors.Is(err, ErrRestartSealed):

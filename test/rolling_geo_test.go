@@ -15,7 +15,9 @@ import (
 // site B node: site B's non-voters restart first, then site A's followers,
 // the active node last after its leadership moved to another site A node;
 // node-5 comes back sealed and the command says it waits for shares until
-// the share holders (this test) bring them. Every node restarts once, the
+// the share holders (this test) bring them. The operator runs it as on
+// Omnibus nodes, `gitlab-ctl secrets-appliance rolling-restart`, and is
+// told to run `gitlab-ctl secrets-appliance unseal` on node-5's host. Every node restarts once, the
 // Geo reconciler ends converged with site A's three voters and a site A
 // leader, no acknowledged write is lost (read back through a site A and a
 // site B node) and no answer is a 5xx other than 503.
@@ -39,11 +41,12 @@ func TestRollingRestartGeo(t *testing.T) {
 
 	l := startLoad(c, 4) // writer 3 writes through node-4, in site B
 	defer l.stop()
-	r := rollingRestart(t, c, c.byID("node-4"))
+	r := rollingRestartGitlabCtl(t, c, c.byID("node-4"))
 	gap := l.maxGap(r.started, r.started.Add(r.took))
 	t.Logf("rolling-restart of 3 + 2 took %s, write gap %s:\n%s", r.took.Round(time.Second), gap, r.out)
 	r.checkEachOnce(t, c)
 	r.checkActiveLast(t, c, lead)
+	r.checkHandedOver(t, lead)
 	// Site B's non-voters first: a site A voter restarting while the
 	// others restart would cost the quorum, a non-voter nothing.
 	for _, b := range []string{"node-4", "node-5"} {
@@ -55,6 +58,10 @@ func TestRollingRestartGeo(t *testing.T) {
 	}
 	if !strings.Contains(r.out, "node-5 is back, sealed, and waits for Shamir shares") {
 		t.Errorf("the command did not say node-5 waits for shares:\n%s", r.out)
+	}
+	if !strings.Contains(r.out, "share holders, run `gitlab-ctl secrets-appliance unseal` on node-5's host") ||
+		strings.Contains(r.out, "gitlab-secrets-appliance unseal --address") {
+		t.Errorf("run through gitlab-ctl, the command does not tell node-5's share holders to run gitlab-ctl's unseal:\n%s", r.out)
 	}
 	if strings.Contains(r.out, "node-4 is back, sealed, and waits") {
 		t.Errorf("node-4 (HSM) waited for shares:\n%s", r.out)

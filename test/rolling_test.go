@@ -18,8 +18,12 @@ import (
 // no answer is a 5xx other than 503. The test is the nodes' supervisor: a
 // node that exits with 75 (a restart was asked for) is started again, as
 // systemd's Restart=on-failure and runit do (neither runs here as PID 1).
-// A restart without a token, with a token lacking sudo, or of the active
-// node is refused, and the node keeps running.
+// The active node hands its leadership over within its restart (a Raft
+// transfer, not sys/step-down, whose 10 s back-off its stop would wait
+// out). A restart without a token, with a token lacking sudo (on the
+// active node too, with hand_over), of the active node without hand_over,
+// or with a malformed body is refused, and the nodes keep running, the
+// leadership where it was.
 func TestRollingRestart(t *testing.T) {
 	hsm := harness.NewSoftHSM(t, "gitlab-secrets")
 	hsm.GenerateAESKey(t, "kek")
@@ -38,15 +42,17 @@ func TestRollingRestart(t *testing.T) {
 	other := c.others(lead)[0]
 	limited := createToken(t, c.client(lead), `path "kv/*" { capabilities = ["create", "read", "update"] }`)
 	for _, tc := range []struct {
-		who, addr, token string
-		code             int
+		who, addr, token, body string
+		code                   int
 	}{
-		{"no token", other.addr, "", http.StatusForbidden},
-		{"a forged token", other.addr, "s.forged", http.StatusForbidden},
-		{"a token without sudo", other.addr, limited, http.StatusForbidden},
-		{"the root token, on the active node", lead.addr, c.res.RootToken, http.StatusConflict},
+		{"no token", other.addr, "", "{}", http.StatusForbidden},
+		{"a forged token", other.addr, "s.forged", "{}", http.StatusForbidden},
+		{"a token without sudo", other.addr, limited, "{}", http.StatusForbidden},
+		{"the root token, on the active node", lead.addr, c.res.RootToken, "", http.StatusConflict},
+		{"a token without sudo, on the active node, with hand_over", lead.addr, limited, `{"hand_over": true}`, http.StatusForbidden},
+		{"a body that is no restart request", other.addr, c.res.RootToken, `{"hand_over": "yes"}`, http.StatusBadRequest},
 	} {
-		req, _ := http.NewRequest("POST", tc.addr+"/appliance/v1/restart", strings.NewReader("{}"))
+		req, _ := http.NewRequest("POST", tc.addr+"/appliance/v1/restart", strings.NewReader(tc.body))
 		if tc.token != "" {
 			req.Header.Set("X-Vault-Token", tc.token)
 		}
@@ -64,6 +70,9 @@ func TestRollingRestart(t *testing.T) {
 			t.Fatalf("%s stopped after a refused restart", m.id)
 		}
 	}
+	if now := c.leader(); now != lead {
+		t.Fatalf("a refused restart moved the leadership from %s to %s", lead.id, now.id)
+	}
 
 	l := startLoad(c, 4)
 	defer l.stop()
@@ -71,8 +80,10 @@ func TestRollingRestart(t *testing.T) {
 	t.Logf("rolling-restart took %s, write gap %s:\n%s", r.took.Round(time.Second), l.maxGap(r.started, r.started.Add(r.took)), r.out)
 	r.checkEachOnce(t, c)
 	r.checkActiveLast(t, c, lead)
-	if !strings.Contains(r.out, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") {
-		t.Errorf("the command did not say the Shamir node waits for shares:\n%s", r.out)
+	r.checkHandedOver(t, lead)
+	if !strings.Contains(r.out, c.nodes[2].id+" is back, sealed, and waits for Shamir shares") ||
+		!strings.Contains(r.out, "share holders, run `gitlab-secrets-appliance unseal --address "+c.nodes[2].addr+"`") {
+		t.Errorf("the command did not say the Shamir node waits for shares, and the command its share holders run:\n%s", r.out)
 	}
 	c.leader()
 	l.stop()

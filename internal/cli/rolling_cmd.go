@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +37,11 @@ func rollingRestartCommand() *cli.Command {
 	}
 }
 
+// envWrapper names the command an operator runs this binary through;
+// Omnibus' `gitlab-ctl secrets-appliance` sets it to "gitlab-ctl", and
+// the rolling restart's hints then name gitlab-ctl's commands.
+const envWrapper = "GITLAB_SECRETS_APPLIANCE_WRAPPER"
+
 // member is one node as the rolling restart sees it.
 type member struct {
 	id, addr string
@@ -53,6 +59,7 @@ func rollingRestartAction(c *cli.Context) error {
 		return exit(exitUsage, fmt.Errorf("--node-timeout %s: give a positive duration", wait))
 	}
 	out := c.App.Writer
+	omnibus := os.Getenv(envWrapper) == "gitlab-ctl"
 	members, err := clusterMembers(cl, token)
 	if err != nil {
 		return err
@@ -66,7 +73,7 @@ func rollingRestartAction(c *cli.Context) error {
 	fmt.Fprintf(out, "Rolling restart of %d node(s), in this order: %s\n", len(members), strings.Join(names, ", "))
 	for i, m := range members {
 		start := time.Now()
-		if err := restartMember(cl, token, m, len(members), wait, out); err != nil {
+		if err := restartMember(cl, token, m, len(members), wait, omnibus, out); err != nil {
 			return exit(exitFailed, fmt.Errorf("%s (%s): %w; nodes after it were not restarted", m.id, m.addr, err))
 		}
 		fmt.Fprintf(out, "[%d/%d] %s restarted, unsealed and caught up (%s)\n", i+1, len(members), m.id, time.Since(start).Round(100*time.Millisecond))
@@ -127,47 +134,40 @@ func clusterMembers(cl *apiClient, token string) ([]member, error) {
 // pollEvery is how often the rolling restart looks at a node it waits for.
 const pollEvery = 500 * time.Millisecond
 
-// restartMember moves the leadership off m if it has it, asks it to
-// restart, and waits until it is back, unsealed and caught up.
-func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, out io.Writer) error {
+// restartMember asks m to restart (the active node hands its leadership
+// over first) and waits until it is back, unsealed and caught up.
+func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, omnibus bool, out io.Writer) error {
 	node := cl.with(m.addr, leaderAskTimeout)
 	var st appliance.Status
 	if err := node.call("GET", "status", nil, &st, ""); err != nil {
 		return err
 	}
-	if st.State == appliance.StateActive && size > 1 {
-		if err := node.do("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
-			return fmt.Errorf("moving its leadership away: %w", err)
-		}
-		err := until(wait, func() (bool, error) {
-			var now appliance.Status
-			if node.call("GET", "status", nil, &now, "") != nil || now.State == appliance.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
-				return false, nil
-			}
-			lst, _, err := activeStatus(node)
-			return err == nil && lst.State == appliance.StateActive && lst.Ready, nil
-		})
-		if err != nil {
-			return fmt.Errorf("its leadership did not move to another node: %w", err)
-		}
-		fmt.Fprintf(out, "  %s handed its leadership over\n", m.id)
-	}
 	var target uint64
 	if lst, _, err := activeStatus(cl); err == nil {
 		target = lst.Raft.CommitIndex
 	}
-	// A node that just handed its leadership over may not reach the new
-	// active node yet to check the token: it says so (503), and is asked
-	// again.
-	err := until(wait, func() (bool, error) {
-		err := node.call("POST", "restart", struct{}{}, nil, token)
-		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
-			return false, nil
+	handOver := st.State == appliance.StateActive && size > 1
+	if m.active && st.State != appliance.StateActive {
+		// An election since the command listed the nodes: the node is a
+		// follower now, restarted as one.
+		fmt.Fprintf(out, "  %s is no longer the active node (%s now)\n", m.id, st.State)
+	}
+	res, err := askRestart(node, token, handOver, wait)
+	if handOver && err != nil && strings.Contains(err.Error(), "this is the active node") {
+		// A node still running a binary without hand_over (the rolling
+		// restart after an upgrade talks to the previous one) refuses:
+		// its leadership moves with sys/step-down, whose 10 s back-off
+		// its stop then waits out.
+		if err := stepDown(node, token, m, wait, out); err != nil {
+			return err
 		}
-		return err == nil, err
-	})
+		res, err = askRestart(node, token, false, wait)
+	}
 	if err != nil {
 		return fmt.Errorf("asking it to restart: %w", err)
+	}
+	if res.HandedOver {
+		fmt.Fprintf(out, "  %s handed its leadership over\n", m.id)
 	}
 	fmt.Fprintf(out, "  %s is restarting\n", m.id)
 	told := ""
@@ -177,7 +177,7 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 			return false, nil // not back yet
 		}
 		if now.Sealed {
-			if msg := sealedNote(m, now); msg != told {
+			if msg := sealedNote(m, now, omnibus); msg != told {
 				fmt.Fprintln(out, msg)
 				told = msg
 			}
@@ -187,8 +187,54 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 	})
 }
 
-// sealedNote tells the operators what a restarted node waits for.
-func sealedNote(m member, st appliance.Status) string {
+// handOverAskTimeout is how long the active node may take to answer a
+// restart with hand_over: the Raft transfer, then the new active node.
+const handOverAskTimeout = time.Minute
+
+// askRestart asks node to restart, again while it says to try again in a
+// moment (a node that just lost its leadership may not reach the new
+// active node yet to check the token).
+func askRestart(node *apiClient, token string, handOver bool, wait time.Duration) (appliance.RestartResponse, error) {
+	var res appliance.RestartResponse
+	asker := node
+	if handOver {
+		asker = node.with(node.addr, handOverAskTimeout)
+	}
+	err := until(wait, func() (bool, error) {
+		err := asker.call("POST", "restart", appliance.RestartRequest{HandOver: handOver}, &res, token)
+		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	return res, err
+}
+
+// stepDown moves the leadership off a node with sys/step-down and waits
+// until it stands by and another node is the active node.
+func stepDown(node *apiClient, token string, m member, wait time.Duration, out io.Writer) error {
+	if err := node.do("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
+		return fmt.Errorf("moving its leadership away: %w", err)
+	}
+	err := until(wait, func() (bool, error) {
+		var now appliance.Status
+		if node.call("GET", "status", nil, &now, "") != nil || now.State == appliance.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
+			return false, nil
+		}
+		lst, _, err := activeStatus(node)
+		return err == nil && lst.State == appliance.StateActive && lst.Ready, nil
+	})
+	if err != nil {
+		return fmt.Errorf("its leadership did not move to another node: %w", err)
+	}
+	fmt.Fprintf(out, "  %s handed its leadership over (sys/step-down)\n", m.id)
+	return nil
+}
+
+// sealedNote tells the operators what a restarted node waits for, with
+// the command its share holders run: gitlab-ctl's on the node's own host
+// under Omnibus (omnibus), the binary's with the node's address otherwise.
+func sealedNote(m member, st appliance.Status, omnibus bool) string {
 	for _, mech := range st.Seal.Mechanisms {
 		if mech.Type == seal.MechanismPKCS11 && mech.Configured && (mech.Healthy == nil || *mech.Healthy) {
 			return fmt.Sprintf("  %s is back, sealed: its HSM unseals it", m.id)
@@ -196,7 +242,11 @@ func sealedNote(m member, st appliance.Status) string {
 	}
 	for _, mech := range st.Seal.Mechanisms {
 		if mech.Type == seal.MechanismShamir {
-			return fmt.Sprintf("  %s is back, sealed, and waits for Shamir shares (%d of %d in): share holders, run `gitlab-secrets-appliance unseal --address %s`", m.id, mech.Progress, mech.Threshold, m.addr)
+			run := fmt.Sprintf("run `gitlab-secrets-appliance unseal --address %s`", m.addr)
+			if omnibus {
+				run = fmt.Sprintf("run `gitlab-ctl secrets-appliance unseal` on %s's host (%s)", m.id, m.addr)
+			}
+			return fmt.Sprintf("  %s is back, sealed, and waits for Shamir shares (%d of %d in): share holders, %s", m.id, mech.Progress, mech.Threshold, run)
 		}
 	}
 	return fmt.Sprintf("  %s is back, sealed: %s", m.id, st.NotReady)

@@ -43,6 +43,10 @@ module GitlabCtl
     # has not run with gitlab_secrets_appliance['enable'] = true).
     EXIT_NOT_CONFIGURED = 3
     EXIT_USAGE = 64
+    # Tells the binary it runs for `gitlab-ctl secrets-appliance`: its
+    # hints then name gitlab-ctl's commands (the rolling restart's "run
+    # `gitlab-ctl secrets-appliance unseal` on <node>'s host"), not its own.
+    WRAPPER_ENV = { 'GITLAB_SECRETS_APPLIANCE_WRAPPER' => 'gitlab-ctl' }.freeze
 
     # A missing or unknown subcommand, said as it is (OptionParser's own
     # errors start with their reason: "invalid option: -x").
@@ -228,7 +232,7 @@ module GitlabCtl
     end
 
     def execute_command(cmd)
-      pid = Process.spawn(*cmd)
+      pid = Process.spawn(WRAPPER_ENV, *cmd)
       status = wait(pid)
       status.exited? ? status.exitstatus : 128 + status.termsig.to_i
     rescue SystemCallError => e
