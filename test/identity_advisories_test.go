@@ -7,9 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // CVE-2025-64761: an operator who may write identity groups (not sudo)
@@ -18,20 +15,9 @@ import (
 // update. Both refused by the filter; ordinary groups and inline logins
 // work.
 func TestIdentityAndInlineAuthAdvisoriesClosed(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
-	root := res.RootToken
-	hc := &http.Client{Timeout: time.Minute}
-	v1 := addr + "/v1/"
-	must := func(method, path string, body any) string {
-		t.Helper()
-		code, out := call(t, hc, method, v1+path, root, body)
-		if code/100 != 2 {
-			t.Fatalf("%s %s: %d %s", method, path, code, out)
-		}
-		return out
-	}
+	n := newRootNode(t)
+	addr, root, hc, v1 := n.addr, n.root, n.hc, n.v1
+	must := n.must
 	must("POST", "sys/auth/userpass", map[string]any{"type": "userpass"})
 	must("POST", "auth/userpass/users/alice", map[string]any{"password": "alice-pw"})
 	login := func() (string, string) {

@@ -6,9 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // The role-based rate-limit quota bypass (fixed in OpenBao 2.6.4, 2.7.1):
@@ -19,20 +16,9 @@ import (
 // form logins log in (the rewrite keeps their meaning) until the quota
 // refuses them (429), and a JSON login after them is refused too.
 func TestFormLoginRateLimitQuotaApplies(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
-	root := res.RootToken
-	hc := &http.Client{Timeout: time.Minute}
-	v1 := addr + "/v1/"
-	must := func(method, path string, body any) string {
-		t.Helper()
-		code, out := call(t, hc, method, v1+path, root, body)
-		if code/100 != 2 {
-			t.Fatalf("%s %s: %d %s", method, path, code, out)
-		}
-		return out
-	}
+	n := newRootNode(t)
+	hc, v1 := n.hc, n.v1
+	must := n.must
 	must("POST", "sys/auth/approle", map[string]any{"type": "approle"})
 	must("POST", "auth/approle/role/ci", map[string]any{"token_policies": "default", "secret_id_num_uses": 0})
 	var rid, sid struct {

@@ -26,20 +26,9 @@ import (
 // set, OpenBao's own default policy) pass as they are; PKI roles
 // templating allowed_domains on alias metadata are refused likewise.
 func TestTemplateSubstitutionAdvisoryClosed(t *testing.T) {
-	bin := harness.Binary(t)
-	tr := &harness.Transcript{}
-	addr, res := startActive(t, tr, bin, "--shares", "3", "--threshold", "2")
-	root := res.RootToken
-	hc := &http.Client{Timeout: time.Minute}
-	v1 := addr + "/v1/"
-	must := func(method, path string, body any) string {
-		t.Helper()
-		code, out := call(t, hc, method, v1+path, root, body)
-		if code/100 != 2 {
-			t.Fatalf("%s %s: %d %s", method, path, code, out)
-		}
-		return out
-	}
+	n := newRootNode(t)
+	addr, root, hc, v1 := n.addr, n.root, n.hc, n.v1
+	must := n.must
 	is, err := gitlabsim.NewIssuer()
 	if err != nil {
 		t.Fatal(err)
