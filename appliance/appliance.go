@@ -14,12 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
-
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-secure-stdlib/reloadutil"
@@ -35,7 +29,11 @@ import (
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"github.com/openbao/openbao/vault"
 	vaultseal "github.com/openbao/openbao/vault/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 

@@ -16,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"

@@ -10,12 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 

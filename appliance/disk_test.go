@@ -1,9 +1,8 @@
 package appliance
 
 import (
-	"fmt"
-
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"

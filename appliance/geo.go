@@ -12,12 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
 	"github.com/hashicorp/go-hclog"
 	baoraft "github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 

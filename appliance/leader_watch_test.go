@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 

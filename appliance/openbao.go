@@ -7,14 +7,13 @@ import (
 	"strconv"
 	"sync"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-secure-stdlib/parseutil"
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/openbao/openbao/command/server"
 	"github.com/openbao/openbao/helper/metricsutil"
 	"github.com/openbao/openbao/internalshared/configutil"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"google.golang.org/grpc/grpclog"
 )
 

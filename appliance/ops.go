@@ -10,10 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )

@@ -8,9 +8,8 @@ import (
 	"slices"
 	"strings"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/hashicorp/go-hclog"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 )
 
 // Reload applies what can change while running, as OpenBao does on

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openbao/openbao/api/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
-
-	"github.com/openbao/openbao/api/v2"
 )
 
 // servedSerial is the serial number of the certificate the listener shows.

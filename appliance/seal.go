@@ -10,14 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )

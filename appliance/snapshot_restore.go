@@ -6,16 +6,14 @@ import (
 	"os"
 	"path/filepath"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
 	hclog "github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	rsnap "github.com/hashicorp/raft-snapshot"
 	baoraft "github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // RestoreNewCluster builds a new cluster's first node from a snapshot,

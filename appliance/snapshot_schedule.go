@@ -11,13 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	metrics "github.com/armon/go-metrics"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
-	metrics "github.com/armon/go-metrics"
 )
 
 const (

@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
+	hclog "github.com/hashicorp/go-hclog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
-	hclog "github.com/hashicorp/go-hclog"
 )
 
 // Retention before a new snapshot is named: the newest retain_count in

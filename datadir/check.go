@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
 	hraft "github.com/hashicorp/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // The data dir's files, as a node starts on them and as `check` sees

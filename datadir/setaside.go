@@ -8,7 +8,6 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 )
 

@@ -21,13 +21,11 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // Mechanisms the drill unseals with.

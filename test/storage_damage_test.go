@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )

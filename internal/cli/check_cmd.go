@@ -9,11 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 )
 
 func checkCommand() *cli.Command {

@@ -7,10 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
 )

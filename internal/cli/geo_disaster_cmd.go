@@ -7,12 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
-
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 )
 
 // geoForceAction is `geo promote --site B --force`: offline, on one node

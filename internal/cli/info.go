@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"runtime"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
 

@@ -12,12 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/urfave/cli/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
-
-	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"golang.org/x/term"
 )
 
