@@ -23,12 +23,10 @@ import (
 // Such a node comes back by `geo rejoin` (its Raft data set aside, a join
 // as a non-voter of the new cluster).
 //
-// The epoch lives in two places: in the data dir (geoEpochFile, written by
+// The epoch lives in two places: in the data dir (datadir.GeoEpochFile, written by
 // the offline commands, read before Raft starts) and in Raft
-// (geoEpochKey, outside the barrier: no secret), from which every node of
+// (geo.EpochKey, outside the barrier: no secret), from which every node of
 // the new cluster learns it, nodes that join later included.
-
-const geoEpochKey = geo.EpochKey
 
 // epochGetter reads a raw Raft key (the FSM of a running node, or one
 // opened offline).
@@ -39,12 +37,12 @@ type epochGetter interface {
 // readEpochKey is the epoch replicated in Raft; none is epoch 0.
 func readEpochKey(ctx context.Context, g epochGetter) (geo.Epoch, error) {
 	var e geo.Epoch
-	ent, err := g.Get(ctx, geoEpochKey)
+	ent, err := g.Get(ctx, geo.EpochKey)
 	if err != nil || ent == nil {
 		return e, err
 	}
 	if err := json.Unmarshal(ent.Value, &e); err != nil {
-		return e, fmt.Errorf("%s holds no epoch: %w", geoEpochKey, err)
+		return e, fmt.Errorf("%s holds no epoch: %w", geo.EpochKey, err)
 	}
 	return e, nil
 }
@@ -107,7 +105,7 @@ func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]Pe
 	if err != nil {
 		return
 	}
-	if err := g.a.raft.Put(ctx, &physical.Entry{Key: geoEpochKey, Value: b}); err != nil {
+	if err := g.a.raft.Put(ctx, &physical.Entry{Key: geo.EpochKey, Value: b}); err != nil {
 		g.a.logger.Error("geo: cannot record the epoch in Raft", "epoch", merged.Number, "error", err)
 		return
 	}
