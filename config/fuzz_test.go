@@ -32,13 +32,9 @@ func fuzzDecode(t *testing.T, src []byte, filename string) {
 	if c == nil && len(problems) == 0 {
 		t.Fatal("no config and no problem")
 	}
-	shown := capProblems(problems)
-	ce := &ConfigError{Source: filename, Problems: shown}
-	if len(problems) > maxReportedProblems {
-		ce.Total = len(problems)
-	}
+	ce := newConfigError(filename, problems)
 	_ = ce.Error()
-	for _, p := range shown {
+	for _, p := range ce.Problems {
 		if strings.TrimSpace(p.Message) == "" {
 			t.Fatalf("a problem without a message: %+v", p)
 		}

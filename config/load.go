@@ -84,13 +84,20 @@ func Parse(src []byte, filename string) (*Config, error) {
 		}
 	}
 	if len(problems) > 0 {
-		ce := &ConfigError{Source: filename, Problems: capProblems(problems)}
-		if len(problems) > maxReportedProblems {
-			ce.Total = len(problems)
-		}
-		return nil, ce
+		return nil, newConfigError(filename, problems)
 	}
 	return c, nil
+}
+
+// newConfigError is what an operator is shown of problems: the first
+// maxReportedProblems, and how many there were in all when there were
+// more (those past the cap are counted, not named).
+func newConfigError(source string, problems []Problem) *ConfigError {
+	ce := &ConfigError{Source: source, Problems: capProblems(problems)}
+	if len(problems) > maxReportedProblems {
+		ce.Total = len(problems)
+	}
+	return ce
 }
 
 // decode checks the limits, parses src and decodes it into a Config, with
