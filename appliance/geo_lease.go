@@ -94,7 +94,7 @@ func (g *geoRun) checkEpoch(ctx context.Context) {
 	g.mu.Lock()
 	topo, mine := g.topo, g.localEpoch.Number
 	g.mu.Unlock()
-	peers := g.pollPeers(ctx, topo)
+	peers := g.pollPeers(ctx, topo, geoPeerWait)
 	for _, p := range peers {
 		if p.Epoch.Number > mine {
 			g.checkFence(ctx, peers)
@@ -120,7 +120,7 @@ func (a *Appliance) geoLease() string {
 	return a.geo.lease.lapsed()
 }
 
-// geoGuard holds back every 2xx answer written through w that the node
+// geoGuard holds back every answer below 500 written through w that the node
 // cannot vouch for when it is ready (see geoLease): the client gets 503
 // instead. Without Geo it is w.
 func (a *Appliance) geoGuard(w http.ResponseWriter) http.ResponseWriter {
@@ -144,7 +144,7 @@ func (w *leaseWriter) WriteHeader(code int) {
 		return
 	}
 	w.decided = true
-	if code >= 200 && code < 300 {
+	if code >= 200 && code < 500 { // a 404 or a check-and-set's 400 tells of the state too
 		if reason := w.a.geoLease(); reason != "" {
 			w.refused = true
 			h := w.ResponseWriter.Header()
@@ -152,7 +152,7 @@ func (w *leaseWriter) WriteHeader(code int) {
 				delete(h, k)
 			}
 			w.a.logger.Warn("geo: an answer held back: the node cannot vouch for it", "reason", reason)
-			// A 2xx answer ready when the node can no longer vouch for it
+			// An answer ready when the node can no longer vouch for it
 			// (fenced, or its lease lapsed while the request ran).
 			writeError(w.ResponseWriter, http.StatusServiceUnavailable, fmt.Errorf("%w: %s; if it was a write it may or may not have been applied on a site that is being replaced: check the promoted site", ErrOutcomeUnknown, reason))
 			return

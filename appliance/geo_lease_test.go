@@ -41,8 +41,9 @@ func TestEpochLease(t *testing.T) {
 	}
 }
 
-// geoGuard lets a 2xx out only while the lease holds and the node is not
-// fenced; other answers always go through.
+// geoGuard lets an answer below 500 out only while the lease holds and the
+// node is not fenced (a 404 or a check-and-set's 400 tells of the state as
+// a 200 does); server errors always go through.
 func TestGeoGuard(t *testing.T) {
 	a := leaseAppliance()
 	serve := func(code int) *httptest.ResponseRecorder {
@@ -67,8 +68,14 @@ func TestGeoGuard(t *testing.T) {
 	if rec := serve(http.StatusNoContent); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "fenced: node b2") {
 		t.Fatalf("fenced: %d %q", rec.Code, rec.Body.String())
 	}
-	if rec := serve(http.StatusBadRequest); rec.Code != http.StatusBadRequest {
-		t.Fatalf("a 400 when fenced: %d", rec.Code)
+	if rec := serve(http.StatusBadRequest); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "fenced: node b2") {
+		t.Fatalf("a 400 (a check-and-set mismatch?) when fenced: %d %q", rec.Code, rec.Body.String())
+	}
+	if rec := serve(http.StatusNotFound); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("a 404 when fenced: %d", rec.Code)
+	}
+	if rec := serve(http.StatusServiceUnavailable); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"data":1`) {
+		t.Fatalf("a 503 when fenced is not passed through: %d %q", rec.Code, rec.Body.String())
 	}
 	// Without Geo, nothing is held back.
 	plain := &Appliance{}

@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -196,16 +197,22 @@ func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cu
 	return r.WithContext(ctx), cancel, byChange.Load
 }
 
-// confirmWriter lets a read's 2xx answer out of the active node only while
-// its leadership is confirmed: a leader that was stalled (SIGSTOP, a
-// starved process) after the gate let the read in may have been replaced
-// meanwhile and have read a stale FSM. A lapsed confirmation waits (up to
-// readyHold) for a round that started after the answer was ready; failing
-// that, the read gets 503 (it changed nothing: the client reads again).
+// confirmWriter lets an answer out of the active node only while its
+// leadership is confirmed: a leader that was stalled (SIGSTOP, a starved
+// process) after the gate let the request in may have been replaced
+// meanwhile and have read a stale FSM. Every answer of a read below 500
+// tells of the state (its 200 and its 404), and so does a write's refusal
+// (a check-and-set's 400 mismatch); a write's 2xx does not need it: Raft
+// committed the write in this leader's term, so no newer leader's entry
+// precedes it. A lapsed confirmation waits (up to readyHold) for a round
+// that started after the answer was ready; failing that, a read gets 503
+// (it changed nothing: the client reads again) and a write 503 outcome
+// unknown (a handler that refused may have written before it did).
 type confirmWriter struct {
 	http.ResponseWriter
 	a       *Appliance
 	ctx     context.Context
+	write   bool
 	decided bool
 	refused bool
 }
@@ -216,13 +223,18 @@ func (w *confirmWriter) WriteHeader(code int) {
 		return
 	}
 	w.decided = true
-	if code >= 200 && code < 300 && !w.a.leaders.soleVoter.Load() && !w.a.leaders.confirmedAfterLapse(w.ctx, w.a.leaseDuration()) {
+	tells := code >= 200 && code < 500 && (!w.write || code >= 300)
+	if tells && !w.a.leaders.soleVoter.Load() && !w.a.leaders.confirmedAfterLapse(w.ctx, w.a.leaseDuration()) {
 		w.refused = true
 		h := w.ResponseWriter.Header()
 		for k := range h {
 			delete(h, k)
 		}
-		writeError(w.ResponseWriter, http.StatusServiceUnavailable, errors.New("this node is not ready: it could not confirm its leadership after reading; read again in a moment or use another node"))
+		err := errors.New("this node is not ready: it could not confirm its leadership after reading; read again in a moment or use another node")
+		if w.write {
+			err = fmt.Errorf("%w: this node could not confirm its leadership after handling the request; it may or may not have been applied (it was not sent again); check before retrying it", ErrOutcomeUnknown)
+		}
+		writeError(w.ResponseWriter, http.StatusServiceUnavailable, err)
 		return
 	}
 	w.ResponseWriter.WriteHeader(code)

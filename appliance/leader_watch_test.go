@@ -59,13 +59,15 @@ func TestSoleVoterIsAlwaysReady(t *testing.T) {
 // started after the answer was ready, and without one the read gets 503.
 func TestConfirmWriter(t *testing.T) {
 	a := &Appliance{leaders: newLeaderWatch(), cfg: &config.Config{Raft: &config.Raft{PerformanceMultiplier: 1}}}
-	serve := func() *httptest.ResponseRecorder {
+	answer := func(code int, write bool) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
-		w := &confirmWriter{ResponseWriter: rec, a: a, ctx: context.Background()}
+		w := &confirmWriter{ResponseWriter: rec, a: a, ctx: context.Background(), write: write}
 		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
 		w.Write([]byte(`{"data":{"v":"stale?"}}`))
 		return rec
 	}
+	serve := func() *httptest.ResponseRecorder { return answer(http.StatusOK, false) }
 	a.leaders.confirmed.Store(time.Now().UnixNano())
 	if rec := serve(); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "stale?") {
 		t.Fatalf("a confirmed leader's read: %d %s", rec.Code, rec.Body.String())
@@ -73,6 +75,21 @@ func TestConfirmWriter(t *testing.T) {
 	a.leaders.confirmed.Store(time.Now().Add(-time.Minute).UnixNano()) // stalled for a minute
 	if rec := serve(); rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "stale?") || !strings.Contains(rec.Body.String(), "not ready") {
 		t.Fatalf("an unconfirmed leader's read got out: %d %s", rec.Code, rec.Body.String())
+	}
+	// A 404 and a check-and-set's 400 tell of the state as a 200 does; a
+	// write's refusal becomes "outcome unknown"; a committed write's 200
+	// and a server error go out as they are.
+	if rec := answer(http.StatusNotFound, false); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "not ready") {
+		t.Fatalf("an unconfirmed leader's 404: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := answer(http.StatusBadRequest, true); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "outcome unknown") || strings.Contains(rec.Body.String(), "stale?") {
+		t.Fatalf("an unconfirmed leader's check-and-set mismatch: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := answer(http.StatusOK, true); rec.Code != http.StatusOK {
+		t.Fatalf("a committed write's answer held back: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := answer(http.StatusInternalServerError, true); rec.Code != http.StatusInternalServerError {
+		t.Fatalf("a server error held back: %d %s", rec.Code, rec.Body.String())
 	}
 	// A round that starts after the answer was ready confirms it.
 	a.leaders.confirmed.Store(time.Now().Add(-time.Minute).UnixNano())

@@ -186,8 +186,8 @@ func (a *Appliance) readyGate(next http.Handler) http.Handler {
 		orig := r
 		for attempt := 0; ; attempt++ {
 			out := w
-			if active && read {
-				out = &confirmWriter{ResponseWriter: w, a: a, ctx: orig.Context()}
+			if active {
+				out = &confirmWriter{ResponseWriter: w, a: a, ctx: orig.Context(), write: !read}
 			}
 			h := &heldAnswer{w: out, header: http.Header{}}
 			req, done, cut := orig, func() {}, func() bool { return false }

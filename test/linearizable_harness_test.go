@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +59,7 @@ type regInput struct {
 	kind int
 	val  string // written
 	exp  int    // the version a check-and-set expects
+	node string // the node it was sent to (for the report only)
 }
 
 type regOutput struct {
@@ -166,7 +169,7 @@ func (g *registers) client(ctx context.Context, id int, m *member) {
 	seen := map[string]int{} // the last version this client saw of each key
 	rnd := rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
 	for seq := 0; ctx.Err() == nil; seq++ {
-		in := regInput{key: g.keys[rnd.IntN(len(g.keys))]}
+		in := regInput{key: g.keys[rnd.IntN(len(g.keys))], node: m.id}
 		switch p := rnd.IntN(10); {
 		case p < 4:
 			in.kind = regRead
@@ -348,14 +351,67 @@ func (g *registers) check(t *testing.T, reader *member) regResult {
 	switch r := porcupine.CheckOperationsTimeout(regModel, history, time.Minute); r {
 	case porcupine.Illegal:
 		res.problems = append(res.problems, fmt.Sprintf("the history of %d operations is not linearizable", len(history)))
-		_, info := porcupine.CheckOperationsVerbose(regModel, history, time.Minute)
-		for _, part := range info.PartialLinearizations() {
-			if len(part) > 0 {
-				res.problems = append(res.problems, fmt.Sprintf("a key's longest linearizable prefix: %d operations", len(part[0])))
+		for _, part := range regModel.Partition(history) {
+			if why := explainIllegal(part); why != "" {
+				res.problems = append(res.problems, why)
 			}
 		}
 	case porcupine.Unknown:
 		res.problems = append(res.problems, fmt.Sprintf("the linearizability check of %d operations did not finish within a minute", len(history)))
 	}
 	return res
+}
+
+// explainIllegal shows where one key's history stops being linearizable
+// ("" if it is): the end of its longest linearizable prefix and the
+// operations sent from there on, with their nodes and times (ms since
+// the workload started).
+func explainIllegal(part []porcupine.Operation) string {
+	r, info := porcupine.CheckOperationsVerbose(regModel, part, time.Minute)
+	if r != porcupine.Illegal {
+		return ""
+	}
+	var longest []int
+	for _, l := range info.PartialLinearizations()[0] {
+		if len(l) > len(longest) {
+			longest = l
+		}
+	}
+	in := map[int]bool{}
+	for _, i := range longest {
+		in[i] = true
+	}
+	order := make([]int, len(part))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(part[a].Call, part[b].Call) })
+	first := len(order)
+	for n, i := range order {
+		if !in[i] {
+			first = n
+			break
+		}
+	}
+	show := func(op porcupine.Operation) string {
+		ret := "never"
+		if op.Return < math.MaxInt64/4 {
+			ret = fmt.Sprintf("%.1f", float64(op.Return)/1e6)
+		}
+		return fmt.Sprintf("  [%9.1f, %9s ms] client %d at %s: %s", float64(op.Call)/1e6, ret, op.ClientId, op.Input.(regInput).node,
+			regModel.DescribeOperation(op.Input, op.Output))
+	}
+	var b strings.Builder
+	k := part[0].Input.(regInput).key
+	fmt.Fprintf(&b, "%s: %d of %d operations linearize; the last of them:", k, len(longest), len(part))
+	for _, i := range longest[max(0, len(longest)-6):] {
+		b.WriteString("\n" + show(part[i]))
+	}
+	b.WriteString("\nthen, in the order they were sent, none of which can come next:")
+	for _, i := range order[first:min(len(order), first+12)] {
+		if !in[i] {
+			b.WriteString("\n" + show(part[i]))
+		}
+	}
+	return b.String()
 }
