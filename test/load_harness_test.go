@@ -251,20 +251,41 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 	kv := l.c.client(reader).KVv2("kv")
 	// A node that is not ready answers 503: that is no answer about the
 	// key, so the read is asked again (the reader may have just become
-	// active after a fault); only an answer counts.
-	deadline := time.Now().Add(2 * time.Minute)
+	// active after a fault); only an answer counts. The reader may stay
+	// unavailable for up to two minutes without a break (a starved cluster
+	// churns): every answer starts the wait again, so a long outage early
+	// does not eat the time of the keys read after it. A reader unavailable
+	// for longer fails the test as unavailable, not as a loss.
+	const patience = 2 * time.Minute
+	deadline := time.Now().Add(patience)
+	unavailable := false
 	get := func(k string) (*api.KVSecret, error) {
 		for {
 			got, err := kv.Get(context.Background(), k)
 			var re *api.ResponseError
-			if err == nil || !errors.As(err, &re) || re.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			if err == nil || !errors.As(err, &re) || re.StatusCode != http.StatusServiceUnavailable {
+				deadline = time.Now().Add(patience)
+				return got, err
+			}
+			if time.Now().After(deadline) {
+				unavailable = true
 				return got, err
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	unread := 0
 	for k, v := range want {
+		if unavailable {
+			unread++
+			continue
+		}
 		got, err := get(k)
+		if unavailable {
+			t.Errorf("%s answered 503 for %s without a break while the acknowledged writes were read back (%v): the cluster is unavailable; the keys left are not read (not counted as lost)", reader.id, patience, err)
+			unread++
+			continue
+		}
 		if err != nil || got == nil {
 			t.Errorf("acknowledged write %s=%d: %v", k, v, err)
 			lost++
@@ -278,6 +299,9 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 			t.Errorf("acknowledged write %s=%d reads back %d (version %d, through %s); the key's last writes:\n%s", k, v, n, got.VersionMetadata.Version, reader.id, strings.Join(h, "\n"))
 			lost++
 		}
+	}
+	if unread > 0 {
+		t.Errorf("%d of %d acknowledged writes were not read back (the reader was unavailable)", unread, len(want))
 	}
 	return len(want), lost
 }
