@@ -21,12 +21,18 @@ import (
 
 // Geo reconciler timing: how often a node looks at its files and, when
 // active, at the cluster; how soon it looks again after taking a step;
-// how long a peer has to answer.
+// how long a peer has to answer the epoch checks (short: they keep the
+// lease, see geo_lease.go) and the reconciler (longer: a starved peer
+// that answers in 1.5 s is slow, not gone, and the reconciler's view of
+// it must say so); how long a node must have been ready, at every poll,
+// before leadership is handed to it.
 const (
-	geoTick      = time.Second
-	geoAfterStep = 200 * time.Millisecond
-	geoPeerWait  = 800 * time.Millisecond
-	geoStepWait  = 15 * time.Second
+	geoTick       = time.Second
+	geoAfterStep  = 200 * time.Millisecond
+	geoPeerWait   = 800 * time.Millisecond
+	geoPollWait   = 2 * time.Second
+	geoStepWait   = 15 * time.Second
+	geoSettleTime = 5 * time.Second
 )
 
 // geoOverrideKey holds the geo.Override in Raft (outside the barrier: it
@@ -126,6 +132,9 @@ type geoRun struct {
 	lastStep    *GeoStepEntry
 	nodes       []GeoNodeView
 	peerContact map[string]time.Time
+	// readySince is, per node, when the active node's polls began to find
+	// it ready without a break (see settled).
+	readySince map[string]time.Time
 
 	// The epoch (see geo_epoch.go): this node's (its file's), why it is
 	// fenced ("" if not), and whether it has looked at its peers' epochs
@@ -184,6 +193,7 @@ func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, erro
 		cfg:         cfg,
 		topo:        topo,
 		peerContact: map[string]time.Time{},
+		readySince:  map[string]time.Time{},
 		localEpoch:  epoch,
 	}
 	if cfg.TopologyFile != "" {
@@ -300,7 +310,7 @@ func (g *geoRun) run(ctx context.Context) {
 		g.readClusterFile()
 		topo := g.topo
 		g.mu.Unlock()
-		peers := g.pollPeers(ctx, topo)
+		peers := g.pollPeers(ctx, topo, geoPollWait)
 		g.checkFence(ctx, peers)
 		g.fenceRunning()
 		active := g.active()
@@ -389,9 +399,16 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]Pe
 		return false
 	}
 	d := geo.Next(plan, live)
+	now := time.Now()
 	g.mu.Lock()
 	g.primary, g.plan = res, plan
 	g.nodes = g.view(plan, live, peers)
+	trackReady(g.readySince, live, now)
+	if d.Step != nil && d.Step.Action == geo.Transfer {
+		if ok, why := settled(g.readySince, d.Step.ID, now); !ok {
+			d = geo.Decision{Waiting: []string{fmt.Sprintf("%s (%s)", why, d.Step.Why)}}
+		}
+	}
 	prev := g.decision
 	g.decision = d.Describe()
 	g.mu.Unlock()
@@ -436,9 +453,46 @@ func (g *geoRun) setDecision(s string) {
 	g.mu.Unlock()
 }
 
+// trackReady records, from a round's view of the Raft configuration, since
+// when each node has been ready (healthy and caught up) without a break.
+func trackReady(since map[string]time.Time, live []geo.Server, now time.Time) {
+	seen := map[string]bool{}
+	for _, s := range live {
+		seen[s.ID] = true
+		if !s.Healthy || !s.CaughtUp {
+			delete(since, s.ID)
+		} else if _, ok := since[s.ID]; !ok {
+			since[s.ID] = now
+		}
+	}
+	for id := range since {
+		if !seen[id] {
+			delete(since, id)
+		}
+	}
+}
+
+// settled: id has been ready at every poll for geoSettleTime, so
+// leadership may be handed to it. A node that comes back (a restart, a
+// pause, a starved process) is ready at one poll and gone at the next;
+// handing it leadership at once makes the cluster churn: it leads, stalls,
+// loses it, and is handed it again.
+func settled(since map[string]time.Time, id string, now time.Time) (bool, string) {
+	from, ok := since[id]
+	if !ok {
+		return false, fmt.Sprintf("leadership moves to %s once it is ready", id)
+	}
+	if age := now.Sub(from); age < geoSettleTime {
+		return false, fmt.Sprintf("leadership moves to %s once it has been ready for %s (for %s now)", id, geoSettleTime, age.Round(100*time.Millisecond))
+	}
+	return true, ""
+}
+
 // pollPeers asks every other node of the topology for its PeerStatus, at
-// once; a node that does not answer in time is absent from the result.
-func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology) map[string]PeerStatus {
+// once; a node that does not answer within wait is absent from the result.
+func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Duration) map[string]PeerStatus {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	var mu sync.Mutex
 	out := map[string]PeerStatus{}
 	var wg sync.WaitGroup

@@ -207,7 +207,9 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 			if n.ID == cfg.NodeID {
 				continue
 			}
-			ps, err := askPeer(ctx, client, n.APIAddr)
+			actx, cancel := context.WithTimeout(ctx, geoPollWait)
+			ps, err := askPeer(actx, client, n.APIAddr)
+			cancel()
 			if err != nil || ps.NodeID != n.ID {
 				continue
 			}
@@ -385,6 +387,7 @@ func geoClient(cfg *config.Geo) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	// No idle connections: every ask dials afresh (see geo_lease.go).
-	return &http.Client{Timeout: geoPeerWait, Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DisableKeepAlives: true}}, nil
+	// No idle connections: every ask dials afresh (see geo_lease.go). Each
+	// round of asks has its own deadline (pollPeers).
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DisableKeepAlives: true}}, nil
 }

@@ -195,7 +195,7 @@ func (g *geoRun) fence(ctx context.Context) string {
 		g.mu.Lock()
 		topo := g.topo
 		g.mu.Unlock()
-		g.checkFence(ctx, g.pollPeers(ctx, topo))
+		g.checkFence(ctx, g.pollPeers(ctx, topo, geoPeerWait))
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

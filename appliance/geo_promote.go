@@ -99,7 +99,7 @@ func (g *geoRun) preflight(ctx context.Context, site string) (PromoteResult, err
 	check := func(name string, ok bool, format string, args ...any) {
 		res.Checks = append(res.Checks, GeoCheck{Check: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
 	}
-	peers := g.pollPeers(ctx, topo)
+	peers := g.pollPeers(ctx, topo, geoPollWait)
 	live, err := (&raftMembership{a: g.a, peers: peers}).Servers(ctx)
 	if err != nil {
 		return res, err
