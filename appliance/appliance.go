@@ -109,9 +109,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	}
 	var topo *geo.Topology
 	if cfg.Geo != nil {
-		if topo, err = cfg.Geo.Topology(); err != nil {
-			return nil, fmt.Errorf("geo: %w", err) // changed since Validate read it
-		}
+		topo = cfg.Geo.Validated() // read once, by Validate
 		cfg = cfg.WithGeo(topo)
 	}
 	a = &Appliance{

@@ -258,9 +258,12 @@ func offlineTopology(cfg *config.Config) (*geo.Topology, error) {
 	if cfg.Geo == nil {
 		return nil, errors.New("the config has no geo block: Geo commands need the topology")
 	}
-	t, err := cfg.Geo.Topology()
-	if err != nil {
-		return nil, err
+	t := cfg.Geo.Validated()
+	if t == nil {
+		var err error
+		if t, err = cfg.Geo.Topology(); err != nil {
+			return nil, err
+		}
 	}
 	if _, _, ok := t.SiteOf(cfg.NodeID); !ok {
 		return nil, fmt.Errorf("node_id %s is not a node of the topology", cfg.NodeID)

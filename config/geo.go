@@ -31,6 +31,9 @@ type Geo struct {
 	// CACertFile verifies the other nodes' API certificates (joining,
 	// and the active node's health polls). Default: the system's roots.
 	CACertFile string `hcl:"ca_cert_file,optional"`
+
+	// validated is the topology the last Validate read and checked.
+	validated *geo.Topology
 }
 
 // GeoSite is a site block: site "london" { primary = true ... }.
@@ -78,7 +81,16 @@ func (g *Geo) Topology() (*geo.Topology, error) {
 	return t, nil
 }
 
+// Validated is the topology Config.Validate read and checked, this node
+// in it (nil before Validate, or when it found problems): what Start, the
+// offline commands and a reload run on, so that they do not read the file
+// again and meet a different topology than the one validated.
+func (g *Geo) Validated() *geo.Topology {
+	return g.validated
+}
+
 func (g *Geo) validate(v *validator, c *Config) {
+	g.validated = nil
 	switch {
 	case g.TopologyFile != "" && (len(g.Sites) > 0 || g.MinVoters != 0):
 		v.add("geo", "both topology_file and site blocks (or min_voters): give the topology one way")
@@ -120,6 +132,7 @@ func (g *Geo) validate(v *validator, c *Config) {
 			v.add(a.key, "%s differs from the topology's %s for node %s (%s); leave it unset to take the topology's", a.mine, a.key, c.NodeID, a.theirs)
 		}
 	}
+	g.validated = t
 }
 
 // WithGeo is a copy of c with what the topology gives: this node's API
@@ -145,19 +158,12 @@ func (c *Config) WithGeo(t *geo.Topology) *Config {
 }
 
 // GeoDerived is c as Start runs it: WithGeo applied when c has a geo
-// block whose topology reads.
+// block that validated.
 func (c *Config) GeoDerived() *Config {
-	if c.Geo == nil {
+	if c.Geo == nil || c.Geo.validated == nil {
 		return c
 	}
-	t, err := c.Geo.Topology()
-	if err != nil {
-		return c
-	}
-	if _, _, ok := t.SiteOf(c.NodeID); !ok {
-		return c
-	}
-	return c.WithGeo(t)
+	return c.WithGeo(c.Geo.validated)
 }
 
 // geoRetryJoin is the retry_join list a geo node uses when its config
@@ -174,10 +180,14 @@ func (c *Config) geoRetryJoin(t *geo.Topology) []RetryJoin {
 	return out
 }
 
-// GeoTopology is the topology the geo block names (its file read now).
+// GeoTopology is the topology the geo block names: the one Validate
+// checked, else its file read now.
 func (c *Config) GeoTopology() (*geo.Topology, error) {
 	if c.Geo == nil {
 		return nil, errors.New("the config has no geo block")
+	}
+	if t := c.Geo.validated; t != nil {
+		return t, nil
 	}
 	return c.Geo.Topology()
 }

@@ -78,6 +78,25 @@ func TestGeoBlock(t *testing.T) {
 	if run := c.WithGeo(top); run.Raft.NonVoter || len(run.Raft.RetryJoin) != 0 {
 		t.Fatalf("a one-node topology: non_voter %v, retry_join %v", run.Raft.NonVoter, run.Raft.RetryJoin)
 	}
+
+	// What Start and the offline commands run on is the topology Validate
+	// read: the file changed since (here: to one without this node) is
+	// not read again behind the validation's back.
+	os.WriteFile(file, []byte(`{"sites": [{"name": "paris", "primary": true, "nodes": [
+	  {"id": "gitlab-9", "api_addr": "https://10.9.0.1:8200", "cluster_addr": "https://10.9.0.1:8201"}]}]}`), 0o644)
+	if v := c.Geo.Validated(); v == nil || v.Primary().Name != "london" {
+		t.Fatalf("the validated topology: %+v", v)
+	}
+	if gt, err := c.GeoTopology(); err != nil || gt.Primary().Name != "london" {
+		t.Fatalf("GeoTopology after the file changed: %+v %v", gt, err)
+	}
+	if d := c.GeoDerived(); d.APIAddr != "https://10.0.0.1:8200" {
+		t.Fatalf("GeoDerived after the file changed: api_addr %q", d.APIAddr)
+	}
+	// Validating again reads the file again, and finds the node gone.
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "not a node of the topology") || c.Geo.Validated() != nil {
+		t.Fatalf("Validate after the change: %v, validated %+v", err, c.Geo.Validated())
+	}
 }
 
 func TestBadGeoBlocks(t *testing.T) {
