@@ -153,7 +153,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	quietGRPC()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, datadir.PathCause(err))
+		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, config.PathCause(err))
 	}
 	// One owner per data directory, before anything opens what is in it: a
 	// second node on it is refused now, not after bbolt's lock timeout.

@@ -13,7 +13,6 @@ import (
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
@@ -89,7 +88,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 			return nil, fmt.Errorf("%s holds a cluster not made by dev mode (no %s): start it with `server` and unseal it with `unseal`, or choose another --data-dir", a.cfg.DataDir, DevUnsealKeyFile)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("cannot read the dev unseal key: %w", datadir.PathCause(err))
+			return nil, fmt.Errorf("cannot read the dev unseal key: %w", config.PathCause(err))
 		}
 		if _, err := a.Unseal(ctx, string(key)); err != nil {
 			return nil, fmt.Errorf("cannot unseal the dev cluster in %s: %w", a.cfg.DataDir, err)
@@ -146,7 +145,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 // writeSecretFile writes a token or key with mode 0600, atomically.
 func writeSecretFile(path, value string) error {
 	if err := atomicfile.WriteFile(path, []byte(strings.TrimSpace(value)+"\n"), 0o600, -1, -1); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, datadir.PathCause(err))
+		return fmt.Errorf("cannot write %s: %w", path, config.PathCause(err))
 	}
 	return nil
 }

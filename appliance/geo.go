@@ -167,7 +167,7 @@ func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 	if cfg.CACertFile != "" {
 		pem, err := os.ReadFile(cfg.CACertFile)
 		if err != nil {
-			return nil, fmt.Errorf("geo.ca_cert_file: %w", datadir.PathCause(err))
+			return nil, fmt.Errorf("geo.ca_cert_file: %w", config.PathCause(err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {

@@ -58,7 +58,7 @@ func readPIN(p *config.PKCS11Seal) (string, error) {
 	}
 	b, err := os.ReadFile(p.PINFile)
 	if err != nil {
-		return "", fmt.Errorf("seal.pkcs11.pin_file: cannot read %s: %w", p.PINFile, datadir.PathCause(err))
+		return "", fmt.Errorf("seal.pkcs11.pin_file: cannot read %s: %w", p.PINFile, config.PathCause(err))
 	}
 	pin := strings.TrimRight(string(b), "\r\n")
 	if pin == "" {

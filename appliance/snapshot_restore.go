@@ -31,7 +31,7 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", datadir.PathCause(err))
+		return nil, fmt.Errorf("data_dir: %w", config.PathCause(err))
 	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {

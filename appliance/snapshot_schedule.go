@@ -13,7 +13,6 @@ import (
 
 	metrics "github.com/armon/go-metrics"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
@@ -171,7 +170,7 @@ func (s *snapshotter) take(ctx context.Context) {
 func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	dir := s.cfg.Directory
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("cannot create %s: %w", dir, datadir.PathCause(err))
+		return "", nil, fmt.Errorf("cannot create %s: %w", dir, config.PathCause(err))
 	}
 	if err := s.roomFor(dir); err != nil {
 		return "", nil, err
@@ -179,7 +178,7 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	name := snapshot.Name(at)
 	tmp, err := atomicfile.Create(dir, name)
 	if err != nil {
-		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, datadir.PathCause(err))
+		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, config.PathCause(err))
 	}
 	defer tmp.Discard()
 	err = s.a.raft.Snapshot(tmp, s.a.barrier.GetAccess())

@@ -82,7 +82,7 @@ func verb(mode string) string {
 // the way that cannot be entered, with its owner and mode, or err.
 func denied(path string, err error) error {
 	if !errors.Is(err, fs.ErrPermission) {
-		return unwrapPathError(err)
+		return PathCause(err)
 	}
 	path = filepath.Clean(path)
 	prefix := string(filepath.Separator)
@@ -99,7 +99,7 @@ func denied(path string, err error) error {
 	if st, serr := os.Stat(path); serr == nil && st.IsDir() {
 		return fmt.Errorf("permission denied (%s is %s)", path, owner(path))
 	}
-	return unwrapPathError(err)
+	return PathCause(err)
 }
 
 func cutSep(s string) (before, after string, found bool) {
@@ -116,7 +116,7 @@ func cutSep(s string) (before, after string, found bool) {
 func owner(path string) string {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "not readable: " + unwrapPathError(err).Error()
+		return "not readable: " + PathCause(err).Error()
 	}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		return fmt.Sprintf("owner uid %d gid %d, mode %04o", sys.Uid, sys.Gid, st.Mode().Perm())
@@ -162,7 +162,7 @@ func checkDirWritable(dir string) error {
 	case errors.Is(err, fs.ErrNotExist):
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return unwrapPathError(err)
+			return PathCause(err)
 		}
 		for {
 			st, err := os.Stat(parent)

@@ -63,7 +63,7 @@ func (g *Geo) Topology() (*geo.Topology, error) {
 	if g.TopologyFile != "" {
 		src, err := os.ReadFile(g.TopologyFile)
 		if err != nil {
-			return nil, fmt.Errorf("cannot read %s: %w", g.TopologyFile, unwrapPathError(err))
+			return nil, fmt.Errorf("cannot read %s: %w", g.TopologyFile, PathCause(err))
 		}
 		return geo.ParseTopology(src)
 	}

@@ -144,7 +144,7 @@ func (g *GitLab) BootstrapConfig() (gitlab.Config, error) {
 	if g.JWKSCAFile != "" {
 		b, err := os.ReadFile(g.JWKSCAFile)
 		if err != nil {
-			return c, fmt.Errorf("gitlab.jwks_ca_file: %w", unwrapPathError(err))
+			return c, fmt.Errorf("gitlab.jwks_ca_file: %w", PathCause(err))
 		}
 		c.JWKSCAPEM = string(b)
 	}

@@ -39,12 +39,12 @@ const (
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the config file: %v", unwrapPathError(err))
+		return nil, fmt.Errorf("cannot read the config file: %v", PathCause(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the config file: %v", unwrapPathError(err))
+		return nil, fmt.Errorf("cannot read the config file: %v", PathCause(err))
 	}
 	if st.IsDir() {
 		return nil, errors.New("cannot read the config file: it is a directory; give the path of the file in it")
@@ -54,7 +54,7 @@ func readConfigFile(path string) ([]byte, error) {
 	}
 	src, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the config file: %v", unwrapPathError(err))
+		return nil, fmt.Errorf("cannot read the config file: %v", PathCause(err))
 	}
 	if len(src) > MaxConfigSize {
 		return nil, errTooLarge

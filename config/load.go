@@ -124,9 +124,10 @@ func decode(src []byte, filename string) (*Config, []Problem) {
 	return c, diagProblems(gohcl.DecodeBody(file.Body, nil, c), file.Body)
 }
 
-// unwrapPathError drops the path from an *os.PathError, which the message
-// around it already names.
-func unwrapPathError(err error) error {
+// PathCause drops the path from an *os.PathError, which the message around
+// it already names ("data_dir: cannot create /x: permission denied", not
+// "... mkdir /x: permission denied").
+func PathCause(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
 		return pe.Err

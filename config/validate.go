@@ -291,7 +291,7 @@ func (v *validator) dataDir(key, dir string) {
 			v.add(key, "%s does not exist and neither does its parent %s; create the parent directory", dir, parent)
 		}
 	default:
-		v.add(key, "cannot inspect %s: %v", dir, unwrapPathError(err))
+		v.add(key, "cannot inspect %s: %v", dir, PathCause(err))
 	}
 }
 
@@ -308,7 +308,7 @@ func (v *validator) readable(key, path string) bool {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		v.add(key, "cannot read %s: %v", path, unwrapPathError(err))
+		v.add(key, "cannot read %s: %v", path, PathCause(err))
 		return false
 	}
 	defer f.Close()
@@ -324,7 +324,7 @@ func (v *validator) readable(key, path string) bool {
 func (v *validator) privateKey(key, path string) bool {
 	st, err := os.Stat(path)
 	if err != nil {
-		v.add(key, "cannot inspect %s: %v", path, unwrapPathError(err))
+		v.add(key, "cannot inspect %s: %v", path, PathCause(err))
 		return false
 	}
 	if perm := st.Mode().Perm(); perm&0o037 != 0 {

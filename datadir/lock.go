@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 )
 
 // LockFile is the file in data_dir that a running node holds an
@@ -47,7 +49,7 @@ func Acquire(dir string) (*Lock, error) {
 	path := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("data_dir: cannot open the lock file %s: %w; check the directory's owner and permissions", path, PathCause(err))
+		return nil, fmt.Errorf("data_dir: cannot open the lock file %s: %w; check the directory's owner and permissions", path, config.PathCause(err))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		pid := lockHolder(f)
@@ -63,7 +65,7 @@ func Acquire(dir string) (*Lock, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("data_dir: cannot write the lock file %s: %w", path, PathCause(err))
+		return nil, fmt.Errorf("data_dir: cannot write the lock file %s: %w", path, config.PathCause(err))
 	}
 	return &Lock{f: f}, nil
 }
@@ -88,14 +90,4 @@ func (l *Lock) Release() error {
 	}
 	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
 	return l.f.Close()
-}
-
-// PathCause drops the *os.PathError around err: the messages name
-// the path themselves.
-func PathCause(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
