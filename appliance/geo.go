@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -165,13 +164,9 @@ func stampOf(path string) fileStamp {
 func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CACertFile != "" {
-		pem, err := os.ReadFile(cfg.CACertFile)
+		pool, err := config.ReadCAPool(cfg.CACertFile)
 		if err != nil {
-			return nil, fmt.Errorf("geo.ca_cert_file: %w", config.PathCause(err))
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("geo.ca_cert_file: %s holds no PEM certificate", cfg.CACertFile)
+			return nil, fmt.Errorf("geo.ca_cert_file: %w", err)
 		}
 		tc.RootCAs = pool
 	}

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -92,9 +91,8 @@ func (g *GitLab) validate(v *validator) {
 		}
 	}
 	if g.JWKSCAFile != "" && v.readable("gitlab.jwks_ca_file", g.JWKSCAFile) {
-		b, _ := os.ReadFile(g.JWKSCAFile)
-		if !x509.NewCertPool().AppendCertsFromPEM(b) {
-			v.add("gitlab.jwks_ca_file", "%s holds no PEM certificate", g.JWKSCAFile)
+		if _, err := ReadCAPool(g.JWKSCAFile); err != nil {
+			v.add("gitlab.jwks_ca_file", "%v", err)
 		}
 	}
 	if g.Audience == "" {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -122,6 +123,21 @@ func decode(src []byte, filename string) (*Config, []Problem) {
 	}
 	c := &Config{}
 	return c, diagProblems(gohcl.DecodeBody(file.Body, nil, c), file.Body)
+}
+
+// ReadCAPool reads a PEM file of CA certificates into a pool: the one
+// loader of every *_ca_file key (geo.ca_cert_file, a listener's
+// tls_client_ca_file, gitlab.jwks_ca_file, the CLI's --ca-cert).
+func ReadCAPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, PathCause(err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // PathCause drops the path from an *os.PathError, which the message around

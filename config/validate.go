@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -197,9 +196,8 @@ func (l Listener) validate(v *validator, key string) {
 		}
 	}
 	if l.TLSClientCAFile != "" && v.readable(key+".tls_client_ca_file", l.TLSClientCAFile) {
-		pem, _ := os.ReadFile(l.TLSClientCAFile)
-		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			v.add(key+".tls_client_ca_file", "%s holds no PEM certificate", l.TLSClientCAFile)
+		if _, err := ReadCAPool(l.TLSClientCAFile); err != nil {
+			v.add(key+".tls_client_ca_file", "%v", err)
 		}
 	}
 	if l.TLSRequireClientCert && l.TLSClientCAFile == "" {
