@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -239,7 +240,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		return
 	}
 	primary, secondary := d.siteNodes(d.sites[0]), d.siteNodes(d.sites[1])
-	active, ok := d.waitActive(ctx, primary, func(st appliance.Status) bool {
+	active, ok := d.waitActive(ctx, primary, func(st client.Status) bool {
 		return st.Geo != nil && st.Geo.Reconciler == "converged"
 	})
 	if !d.check("cluster formed", ok, fmt.Sprintf("%d nodes in %d sites, the primary site's nodes vote, %s leads", len(d.nodes), len(d.sites), nodeID(active))) {
@@ -298,7 +299,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 	}
 	d.check("read after the promotion", firstWrite.read(ctx, d.o.Token, canary, "after"), "the canary reads back through "+firstWrite.id)
 	var rpo *geo.RPO
-	if _, ok := d.waitActive(ctx, secondary, func(st appliance.Status) bool {
+	if _, ok := d.waitActive(ctx, secondary, func(st client.Status) bool {
 		if st.Geo != nil && st.Geo.RPO != nil && len(st.Geo.Epoch.Survivors) == len(secondary) {
 			rpo = st.Geo.RPO
 		}
@@ -419,12 +420,12 @@ func (d *run) giveShares(ctx context.Context, n *node) bool {
 
 // waitActive waits for a ready active node among nodes whose status
 // satisfies cond.
-func (d *run) waitActive(ctx context.Context, nodes []*node, cond func(appliance.Status) bool) (*node, bool) {
+func (d *run) waitActive(ctx context.Context, nodes []*node, cond func(client.Status) bool) (*node, bool) {
 	var found *node
 	ok := poll(ctx, d.timeout, func() bool {
 		for _, n := range nodes {
 			st, err := n.status(ctx)
-			if err == nil && st.State == appliance.StateActive && st.Ready && cond(st) {
+			if err == nil && st.State == client.StateActive && st.Ready && cond(st) {
 				found = n
 				return true
 			}

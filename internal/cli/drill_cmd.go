@@ -99,7 +99,7 @@ func liveDrillAction(c *cli.Context, asJSON bool) error {
 		return err
 	}
 	rep, err := drill.RunLive(c.Context, drill.LiveOptions{
-		Address: cl.addr, Client: cl.http, Token: token, Site: c.String("site"),
+		Address: cl.Addr(), Client: cl.HTTPClient(), Token: token, Site: c.String("site"),
 		MaxSnapshotAge: c.Duration("max-snapshot-age"), DryRun: c.Bool("dry-run"),
 		Progress: c.App.ErrWriter,
 	})
