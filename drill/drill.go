@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
@@ -60,6 +59,14 @@ type Options struct {
 	Progress io.Writer
 	// Timeout bounds each wait (default 3 minutes).
 	Timeout time.Duration
+	// RestoreNewCluster makes the node of cfg the first node of a new
+	// cluster holding the snapshot at path (snapshot restore
+	// --new-cluster); PromoteDisaster promotes the stopped node of cfg
+	// with its site (geo promote --force), the fenced sites' nodes gone.
+	// They are the server's offline operations, run in this process: the
+	// caller passes them so that the drill does not link the server.
+	RestoreNewCluster func(cfg *config.Config, path string) error
+	PromoteDisaster   func(cfg *config.Config, site string, fenced []string) error
 }
 
 // Report is what the drill did and found. No value, share, PIN or token
@@ -144,6 +151,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Token == "" {
 		return nil, errors.New("the drill needs a token of the cluster, valid at the snapshot's time, for its canary writes")
+	}
+	if o.RestoreNewCluster == nil || o.PromoteDisaster == nil {
+		return nil, errors.New("the drill needs the server's offline operations (Options.RestoreNewCluster, Options.PromoteDisaster)")
 	}
 	path := o.Snapshot
 	if path == "" {
@@ -230,8 +240,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		if err != nil {
 			return err
 		}
-		_, err = appliance.RestoreNewCluster(cfg, path)
-		return err
+		return d.o.RestoreNewCluster(cfg, path)
 	}); err != nil {
 		d.check("cluster built", false, err.Error())
 		return
@@ -267,7 +276,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		for _, n := range secondary {
 			cfg, err := config.Load(n.cfgPath)
 			if err == nil {
-				_, err = appliance.PromoteDisaster(cfg, d.sites[1].Name, []string{d.sites[0].Name})
+				err = d.o.PromoteDisaster(cfg, d.sites[1].Name, []string{d.sites[0].Name})
 			}
 			if err != nil {
 				promoteErr = fmt.Errorf("%s: %w", n.id, err)

@@ -83,6 +83,14 @@ func drillAction(c *cli.Context) error {
 		Env:      nodeEnv(),
 		Progress: c.App.ErrWriter,
 		Timeout:  3 * time.Minute,
+		RestoreNewCluster: func(cfg *config.Config, path string) error {
+			_, err := appliance.RestoreNewCluster(cfg, path)
+			return err
+		},
+		PromoteDisaster: func(cfg *config.Config, site string, fenced []string) error {
+			_, err := appliance.PromoteDisaster(cfg, site, fenced)
+			return err
+		},
 	})
 	if err != nil {
 		return exit(exitFailed, err)
