@@ -99,7 +99,7 @@ func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 }
 
 func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, error) {
-	client, err := geoClient(cfg)
+	hc, err := geoClient(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, erro
 	}
 	g := &geoRun{
 		a:           a,
-		client:      client,
+		client:      hc,
 		cfg:         cfg,
 		topo:        topo,
 		peerContact: map[string]time.Time{},

@@ -187,7 +187,7 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 	if err != nil {
 		return nil, err
 	}
-	client, err := geoClient(cfg.Geo)
+	hc, err := geoClient(cfg.Geo)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 			if n.ID == cfg.NodeID {
 				continue
 			}
-			ps, err := askPeer(ctx, client, n.APIAddr)
+			ps, err := askPeer(ctx, hc, n.APIAddr)
 			if err != nil || ps.NodeID != n.ID {
 				continue
 			}
