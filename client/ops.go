@@ -59,9 +59,10 @@ type RestartResponse struct {
 }
 
 // SealChange asks for a change of the seal mechanisms. A token with sudo
-// on SealPolicyPath starts it; a quorum of the current Shamir shares (or of
-// OpenBao's recovery keys) authorizes it; a quorum of the new shares, given
-// back, commits it (see package seal).
+// on sys/appliance/seal (appliance.SealPolicyPath) starts it; a quorum of
+// the current Shamir shares (or of OpenBao's recovery keys) authorizes
+// it; a quorum of the new shares, given back, commits it (see package
+// seal).
 type SealChange struct {
 	Mechanism string   `json:"mechanism,omitempty"` // pkcs11 or shamir (add, remove)
 	Shares    int      `json:"shares,omitempty"`    // new shares (rotate-shares, add shamir, remove pkcs11); 0: the config's

@@ -22,8 +22,8 @@ type Status struct {
 	Version        string `json:"version"`
 	OpenBaoVersion string `json:"openbao_version"`
 	State          string `json:"state"`
-	// Ready: the node answers API requests now (see Readiness); NotReady
-	// says what it waits for.
+	// Ready: the node answers API requests now (see appliance.Readiness);
+	// NotReady says what it waits for.
 	Ready         bool        `json:"ready"`
 	NotReady      string      `json:"not_ready,omitempty"`
 	Initialized   bool        `json:"initialized"`

@@ -107,9 +107,9 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var st client.Status
-	if err := cl.call("GET", "status", nil, &st, ""); err != nil {
-		return err
+	st, err := cl.Status(context.Background())
+	if err != nil {
+		return exitFor(err)
 	}
 	if asJSON {
 		printJSON(c.App.Writer, st)
@@ -174,9 +174,9 @@ func initAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var res client.InitResult
-	if err := cl.call("POST", "init", req, &res, ""); err != nil {
-		return err
+	res, err := cl.Init(context.Background(), req)
+	if err != nil {
+		return exitFor(err)
 	}
 	w := c.App.Writer
 	out := initOutput{InitResult: res}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -205,8 +206,8 @@ func geoPromoteAction(c *cli.Context) error {
 		if _, active, err = activeStatus(cl); err != nil {
 			return err
 		}
-		res = client.PromoteResult{}
-		callErr = active.call("POST", "geo/promote", client.PromoteRequest{Site: site, DryRun: c.Bool("dry-run")}, &res, token)
+		res, callErr = active.Promote(context.Background(), client.PromoteRequest{Site: site, DryRun: c.Bool("dry-run")}, token)
+		callErr = exitFor(callErr)
 		if callErr == nil || attempt == 20 || !strings.Contains(callErr.Error(), appliance.ErrGeoNotActive.Error()) {
 			break
 		}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -202,7 +203,8 @@ func askRestart(node *apiClient, token string, handOver bool, wait time.Duration
 		asker = node.with(node.Addr(), handOverAskTimeout)
 	}
 	err := until(wait, func() (bool, error) {
-		err := asker.call("POST", "restart", client.RestartRequest{HandOver: handOver}, &res, token)
+		r, err := asker.Restart(context.Background(), client.RestartRequest{HandOver: handOver}, token)
+		res, err = r, exitFor(err)
 		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
 			return false, nil
 		}
