@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -18,6 +19,8 @@ const adminPrefix = "/appliance/v1/"
 
 // The appliance API. Responses are JSON; errors are {"errors": ["..."]}
 // like OpenBao's, with 400 for a refused request, 409 for a wrong state.
+// The types named are package client's (the wire types, and the one
+// client of this API).
 //
 //	GET  /appliance/v1/status  -> Status (no token needed, no secret in it)
 //	GET  /appliance/v1/geo/peer -> PeerStatus, what the active node's Geo reconciler polls
@@ -59,7 +62,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.Status(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPrefix+"geo/promote", func(w http.ResponseWriter, r *http.Request) {
-		var req PromoteRequest
+		var req client.PromoteRequest
 		if !readJSON(w, r, &req) {
 			return
 		}
@@ -70,7 +73,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		}
 		writeJSON(w, statusOf(err), struct {
 			Errors []string `json:"errors"`
-			PromoteResult
+			client.PromoteResult
 		}{[]string{err.Error()}, res})
 	})
 	mux.HandleFunc("GET "+adminPrefix+"geo/peer", func(w http.ResponseWriter, r *http.Request) {
@@ -81,7 +84,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.geo.peer(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPrefix+"init", func(w http.ResponseWriter, r *http.Request) {
-		var req InitRequest
+		var req client.InitRequest
 		if !readJSON(w, r, &req) {
 			return
 		}
@@ -118,7 +121,7 @@ func (a *Appliance) adminHandler() http.Handler {
 		if err != nil {
 			writeJSON(w, statusOf(err), struct {
 				Errors []string `json:"errors"`
-				UnsealProgress
+				client.UnsealProgress
 			}{[]string{err.Error()}, p})
 			return
 		}
@@ -126,7 +129,7 @@ func (a *Appliance) adminHandler() http.Handler {
 	})
 	for _, op := range []string{"rotate-shares", "add", "remove", "rewrap-hsm"} {
 		mux.HandleFunc("POST "+adminPrefix+"seal/"+op, func(w http.ResponseWriter, r *http.Request) {
-			var req SealChange
+			var req client.SealChange
 			if !readJSON(w, r, &req) {
 				return
 			}

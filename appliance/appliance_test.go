@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/freeport"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
@@ -75,7 +76,7 @@ func startNode(t *testing.T, cfg *config.Config) *Appliance {
 	return a
 }
 
-func client(t *testing.T, a *Appliance, token string) *api.Client {
+func baoClient(t *testing.T, a *Appliance, token string) *api.Client {
 	t.Helper()
 	conf := api.DefaultConfig()
 	conf.Address = a.APIAddr()
@@ -89,11 +90,11 @@ func client(t *testing.T, a *Appliance, token string) *api.Client {
 
 // initAndUnseal initializes a cluster (3 shares, threshold 2); the node
 // unseals itself with the new seal key.
-func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
+func initAndUnseal(t *testing.T, a *Appliance) *client.InitResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := a.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	res, err := a.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2})
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
@@ -108,11 +109,11 @@ func initAndUnseal(t *testing.T, a *Appliance) *InitResult {
 
 // startWithSecret starts an initialized node with KV v2 at kv/ holding
 // kv/k = {"v": value}, and returns it with its init result and a root client.
-func startWithSecret(t *testing.T, cfg *config.Config, value string) (*Appliance, *InitResult, *api.Client) {
+func startWithSecret(t *testing.T, cfg *config.Config, value string) (*Appliance, *client.InitResult, *api.Client) {
 	t.Helper()
 	a := startNode(t, cfg)
 	res := initAndUnseal(t, a)
-	c := client(t, a, res.RootToken)
+	c := baoClient(t, a, res.RootToken)
 	harness.MountKVv2(t, c, "kv")
 	if _, err := c.KVv2("kv").Put(context.Background(), "k", map[string]interface{}{"v": value}); err != nil {
 		t.Fatal(err)
@@ -142,14 +143,14 @@ func unsealWithShares(t *testing.T, a *Appliance, shares ...string) {
 func TestKVv2Lifecycle(t *testing.T) {
 	log := &syncBuffer{}
 	a := startNode(t, testConfig(t, log))
-	if st := a.Status(context.Background()); st.State != StateUninitialized || !st.Sealed {
+	if st := a.Status(context.Background()); st.State != client.StateUninitialized || !st.Sealed {
 		t.Fatalf("fresh node: state %q sealed %v", st.State, st.Sealed)
 	}
 	res := initAndUnseal(t, a)
-	if st := a.Status(context.Background()); st.State != StateActive || st.Sealed || !st.Raft.Voter {
+	if st := a.Status(context.Background()); st.State != client.StateActive || st.Sealed || !st.Raft.Voter {
 		t.Fatalf("after unseal: %+v", st)
 	}
-	c := client(t, a, res.RootToken)
+	c := baoClient(t, a, res.RootToken)
 	ctx := context.Background()
 	harness.MountKVv2(t, c, "secret")
 	kv := c.KVv2("secret")
@@ -209,14 +210,14 @@ func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 	cfg := testConfig(t, log)
 	a, res, _ := startWithSecret(t, cfg, "kept")
 	ctx := context.Background()
-	if _, err := a.Init(ctx, InitRequest{}); !errors.Is(err, ErrAlreadyInitialized) {
+	if _, err := a.Init(ctx, client.InitRequest{}); !errors.Is(err, ErrAlreadyInitialized) {
 		t.Fatalf("second init: want ErrAlreadyInitialized, got %v", err)
 	}
 	a.Close()
 
 	b := startNode(t, cfg)
 	st := b.Status(ctx)
-	if st.State != StateSealed || len(st.Seal.Mechanisms) != 1 || st.Seal.Mechanisms[0].Threshold != 2 || !st.Seal.Mechanisms[0].Enrolled {
+	if st.State != client.StateSealed || len(st.Seal.Mechanisms) != 1 || st.Seal.Mechanisms[0].Threshold != 2 || !st.Seal.Mechanisms[0].Enrolled {
 		t.Fatalf("restarted node: %+v", st)
 	}
 	if _, err := b.Unseal(ctx, "not a share!"); !errors.Is(err, ErrMalformedShare) {
@@ -235,7 +236,7 @@ func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 		t.Fatalf("duplicate share: %v %+v", err, p)
 	}
 	other := startNode(t, testConfig(t, log))
-	otherRes, err := other.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	otherRes, err := other.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +245,7 @@ func TestRestartKeepsDataAndRefusesBadShares(t *testing.T) {
 		t.Fatalf("share from another cluster: %v %+v", err, p)
 	}
 	unsealWithShares(t, b, res.UnsealShares[2])
-	got, err := client(t, b, res.RootToken).KVv2("kv").Get(ctx, "k")
+	got, err := baoClient(t, b, res.RootToken).KVv2("kv").Get(ctx, "k")
 	if err != nil || got.Data["v"] != "kept" {
 		t.Fatalf("after restart: %v %+v", err, got)
 	}
@@ -317,7 +318,7 @@ func TestDevReusesDataDir(t *testing.T) {
 		t.Fatalf("root token file mode %04o", st.Mode().Perm())
 	}
 	token := strings.TrimSpace(string(tok))
-	if _, err := client(t, a, token).KVv2("secret").Put(ctx, "hello", map[string]interface{}{"v": "world"}); err != nil {
+	if _, err := baoClient(t, a, token).KVv2("secret").Put(ctx, "hello", map[string]interface{}{"v": "world"}); err != nil {
 		t.Fatalf("write to secret/: %v", err)
 	}
 	a.Close()
@@ -330,7 +331,7 @@ func TestDevReusesDataDir(t *testing.T) {
 	if !info.Reused {
 		t.Fatal("second dev start did not reuse the data dir")
 	}
-	got, err := client(t, b, token).KVv2("secret").Get(ctx, "hello")
+	got, err := baoClient(t, b, token).KVv2("secret").Get(ctx, "hello")
 	if err != nil || got.Data["v"] != "world" {
 		t.Fatalf("read after dev restart: %v %+v", err, got)
 	}
@@ -426,14 +427,14 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 	cfg := testConfig(t, log)
 	a, res, c := startWithSecret(t, cfg, "kept")
 	ctx := context.Background()
-	rot, newShares := changeSeal(t, a, res.RootToken, "rotate-shares", SealChange{Shares: 4, Threshold: 3}, res.UnsealShares)
+	rot, newShares := changeSeal(t, a, res.RootToken, "rotate-shares", client.SealChange{Shares: 4, Threshold: 3}, res.UnsealShares)
 	if len(newShares) != 4 || rot.Generation != 2 {
 		t.Fatalf("rotation result: %d shares, generation %d", len(newShares), rot.Generation)
 	}
-	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", SealChange{Mechanism: "shamir"}); err == nil || !strings.Contains(err.Error(), "only seal mechanism") {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", client.SealChange{Mechanism: "shamir"}); err == nil || !strings.Contains(err.Error(), "only seal mechanism") {
 		t.Fatalf("removing the only mechanism: %v", err)
 	}
-	if _, err := a.StartSealChange(ctx, res.RootToken, "add", SealChange{Mechanism: "pkcs11"}); err == nil || !strings.Contains(err.Error(), "no seal \"pkcs11\" block") {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "add", client.SealChange{Mechanism: "pkcs11"}); err == nil || !strings.Contains(err.Error(), "no seal \"pkcs11\" block") {
 		t.Fatalf("adding an unconfigured HSM: %v", err)
 	}
 	a.Close()
@@ -446,7 +447,7 @@ func TestRotateSharesVoidsOldShares(t *testing.T) {
 		t.Fatalf("old share after rotation: %v", err)
 	}
 	unsealWithShares(t, b, newShares[3], newShares[0], newShares[2])
-	c = client(t, b, res.RootToken)
+	c = baoClient(t, b, res.RootToken)
 	if got, err := c.KVv2("kv").Get(ctx, "k"); err != nil || got.Data["v"] != "kept" {
 		t.Fatalf("data after rotation: %v", err)
 	}
@@ -473,7 +474,7 @@ func TestBaoCompatInitAndUnseal(t *testing.T) {
 	log := &syncBuffer{}
 	cfg := testConfig(t, log)
 	a := startNode(t, cfg)
-	c := client(t, a, "")
+	c := baoClient(t, a, "")
 	init, err := c.Sys().Init(&api.InitRequest{SecretShares: 3, SecretThreshold: 2, RecoveryShares: 1, RecoveryThreshold: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -490,7 +491,7 @@ func TestBaoCompatInitAndUnseal(t *testing.T) {
 	a.Close()
 
 	b := startNode(t, cfg)
-	c = client(t, b, "")
+	c = baoClient(t, b, "")
 	st, err := c.Sys().Unseal(init.Keys[2])
 	if err != nil || !st.Sealed || st.Progress != 1 || st.T != 2 || st.N != 3 {
 		t.Fatalf("sys/unseal hex share: %v %+v", err, st)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -98,7 +99,7 @@ func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("root_token_pgp_key is not supported by the appliance"))
 		return
 	}
-	res, err := a.Init(r.Context(), InitRequest{
+	res, err := a.Init(r.Context(), client.InitRequest{
 		Shares: req.SecretShares, Threshold: req.SecretThreshold, PGPKeys: req.PGPKeys,
 		RecoveryShares: req.RecoveryShares, RecoveryThreshold: req.RecoveryThreshold, RecoveryPGPKeys: req.RecoveryPGPKeys,
 	})

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // OpenBao 2.4 serves its key ceremonies to anyone who can reach the API:
@@ -71,7 +72,7 @@ func (a *Appliance) ceremonyGate(next http.Handler) http.Handler {
 		case a.core.Sealed():
 			writeError(w, http.StatusServiceUnavailable, errors.New("the node is sealed: key ceremonies need an unsealed active node"))
 			return
-		case a.state() != StateActive:
+		case a.state() != client.StateActive:
 			writeError(w, http.StatusConflict, errCeremonyNotActive)
 			return
 		}

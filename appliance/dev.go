@@ -12,6 +12,7 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
@@ -96,7 +97,7 @@ func (a *Appliance) devSetUp(ctx context.Context) (*DevInfo, error) {
 		return info, a.WaitUnsealed(ctx)
 	}
 
-	res, err := a.Init(ctx, InitRequest{Shares: 1, Threshold: 1, RecoveryShares: 1, RecoveryThreshold: 1})
+	res, err := a.Init(ctx, client.InitRequest{Shares: 1, Threshold: 1, RecoveryShares: 1, RecoveryThreshold: 1})
 	if err != nil {
 		return nil, err
 	}

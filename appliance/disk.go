@@ -16,6 +16,8 @@ import (
 
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"golang.org/x/sys/unix"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // A full disk must not take the node down. When Raft cannot append to its
@@ -60,14 +62,6 @@ const (
 // the data dir.
 var reservedFiles = []string{"vault.db", filepath.Join("raft", "raft.db")}
 
-// DiskStatus is the data dir's free space as the guard sees it.
-type DiskStatus struct {
-	FreeBytes    uint64 `json:"free_bytes"`
-	MinFreeBytes uint64 `json:"min_free_bytes"`
-	// Low: writes are refused until free_bytes is above min_free_bytes.
-	Low bool `json:"low"`
-}
-
 // diskGuard watches the data dir's filesystem.
 type diskGuard struct {
 	dir     string
@@ -77,8 +71,8 @@ type diskGuard struct {
 	low     atomic.Bool
 }
 
-func (g *diskGuard) status() DiskStatus {
-	return DiskStatus{FreeBytes: g.free.Load(), MinFreeBytes: g.minFree.Load(), Low: g.low.Load()}
+func (g *diskGuard) status() client.DiskStatus {
+	return client.DiskStatus{FreeBytes: g.free.Load(), MinFreeBytes: g.minFree.Load(), Low: g.low.Load()}
 }
 
 // look reads the free space; it reports whether low changed.

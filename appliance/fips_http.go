@@ -7,11 +7,12 @@ import (
 	"io"
 	"net/http"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
 
-// checkFIPS refuses PGP keys in an init request in FIPS mode.
-func (r InitRequest) checkFIPS() error {
+// checkInitFIPS refuses PGP keys in an init request in FIPS mode.
+func checkInitFIPS(r client.InitRequest) error {
 	if err := fips.CheckPGP("pgp_keys", r.PGPKeys); err != nil {
 		return err
 	}

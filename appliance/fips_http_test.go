@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
@@ -31,20 +32,20 @@ func TestFIPSModeRefusesPGP(t *testing.T) {
 		t.Fatal("GODEBUG=fips140=on did not enable FIPS 140-3 mode")
 	}
 	for _, tc := range []struct {
-		req  InitRequest
+		req  client.InitRequest
 		want string
 	}{
-		{InitRequest{PGPKeys: []string{"key"}}, "pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
-		{InitRequest{RecoveryPGPKeys: []string{"key"}}, "recovery_pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
-		{InitRequest{Shares: 5}, ""},
+		{client.InitRequest{PGPKeys: []string{"key"}}, "pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
+		{client.InitRequest{RecoveryPGPKeys: []string{"key"}}, "recovery_pgp_keys: PGP encryption is not available in FIPS 140-3 mode"},
+		{client.InitRequest{Shares: 5}, ""},
 	} {
-		err := tc.req.checkFIPS()
+		err := checkInitFIPS(tc.req)
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) || (err != nil && !errors.Is(err, fips.ErrPGP)) {
 			t.Errorf("%+v: %v, want %q", tc.req, err, tc.want)
 		}
 	}
 	a := &Appliance{cfg: config.NewConfig()}
-	if _, err := a.changeRequest(t.Context(), "rotate-shares", SealChange{PGPKeys: []string{"key"}}); !errors.Is(err, fips.ErrPGP) {
+	if _, err := a.changeRequest(t.Context(), "rotate-shares", client.SealChange{PGPKeys: []string{"key"}}); !errors.Is(err, fips.ErrPGP) {
 		t.Errorf("rotate-shares with pgp_keys: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -38,77 +38,6 @@ const (
 // is no secret, and every node reads it from its own FSM).
 const geoOverrideKey = "appliance/geo/primary"
 
-// PeerStatus is what a node tells the active node's reconciler about
-// itself (GET /appliance/v1/geo/peer): cheap, no secret, no HSM probe.
-type PeerStatus struct {
-	NodeID       string    `json:"node_id"`
-	Initialized  bool      `json:"initialized"`
-	Sealed       bool      `json:"sealed"`
-	Ready        bool      `json:"ready"`
-	NotReady     string    `json:"not_ready,omitempty"`
-	AppliedIndex uint64    `json:"applied_index"`
-	ClusterRole  geo.Role  `json:"cluster_file_role"`
-	ClusterAt    time.Time `json:"cluster_file_time,omitzero"`
-	Epoch        geo.Epoch `json:"epoch"`
-}
-
-// GeoStatus is the Geo part of Status.
-type GeoStatus struct {
-	Site        string `json:"site"`
-	PrimarySite string `json:"primary_site"`
-	// PrimarySource says where the primary comes from (topology, geo
-	// promote, a node's gitlab-cluster.json).
-	PrimarySource string `json:"primary_source"`
-	// TopologyError is why the topology last read was refused (the node
-	// runs on the one before).
-	TopologyError string `json:"topology_error,omitempty"`
-	// ClusterFileRole is what this node's gitlab-cluster.json says.
-	ClusterFileRole  string   `json:"cluster_file_role"`
-	ClusterFileError string   `json:"cluster_file_error,omitempty"`
-	Notes            []string `json:"notes,omitempty"`
-	// Epoch is this node's Geo epoch (0 until a disaster promotion), RPO
-	// what that promotion may have lost; Fenced says why this node must
-	// not unseal: its Raft data belongs to a replaced cluster.
-	Epoch  geo.Epoch `json:"epoch"`
-	RPO    *geo.RPO  `json:"rpo,omitempty"`
-	Fenced string    `json:"fenced,omitempty"`
-	// Reconciler: what the active node decided last ("converged", the
-	// step it took, or what it waits for); on a standby, "standby: the
-	// active node reconciles".
-	Reconciler string        `json:"reconciler"`
-	LastStep   *GeoStepEntry `json:"last_step,omitempty"`
-	Nodes      []GeoNodeView `json:"nodes"`
-}
-
-// GeoStepEntry is a step the reconciler took.
-type GeoStepEntry struct {
-	Step  geo.Step  `json:"step"`
-	At    time.Time `json:"at"`
-	Error string    `json:"error,omitempty"`
-}
-
-// GeoNodeView is one node of the topology as the active node sees it.
-type GeoNodeView struct {
-	ID           string `json:"id"`
-	Site         string `json:"site"`
-	APIAddr      string `json:"api_addr"`
-	DesiredVoter bool   `json:"desired_voter"`
-	Why          string `json:"why"`
-	// InRaft: the node is in the Raft configuration; Voter its suffrage.
-	InRaft       bool   `json:"in_raft"`
-	Voter        bool   `json:"voter"`
-	Leader       bool   `json:"leader"`
-	Reachable    bool   `json:"reachable"`
-	Sealed       bool   `json:"sealed"`
-	Ready        bool   `json:"ready"`
-	NotReady     string `json:"not_ready,omitempty"`
-	AppliedIndex uint64 `json:"applied_index"`
-	Lag          uint64 `json:"lag"`
-	Epoch        uint64 `json:"epoch"`
-	// LastContact is how long ago the active node last heard from it.
-	LastContact string `json:"last_contact,omitempty"`
-}
-
 // geoRun is a node's Geo state: the topology it follows (the last one
 // that validated), its gitlab-cluster.json, and on the active node the
 // reconciler's view.
@@ -128,8 +57,8 @@ type geoRun struct {
 	primary     geo.Resolution
 	plan        geo.Plan
 	decision    string
-	lastStep    *GeoStepEntry
-	nodes       []GeoNodeView
+	lastStep    *client.GeoStepEntry
+	nodes       []client.GeoNodeView
 	peerContact map[string]time.Time
 	// readySince is, per node, when the active node's polls began to find
 	// it ready without a break (see settled).
@@ -174,7 +103,7 @@ func geoTLS(cfg *config.Geo) (*tls.Config, error) {
 }
 
 func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, error) {
-	client, err := geoClient(cfg)
+	hc, err := geoClient(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +113,7 @@ func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, erro
 	}
 	g := &geoRun{
 		a:           a,
-		client:      client,
+		client:      hc,
 		cfg:         cfg,
 		topo:        topo,
 		peerContact: map[string]time.Time{},
@@ -273,9 +202,9 @@ func (g *geoRun) readClusterFile() {
 }
 
 // peer is this node's PeerStatus.
-func (g *geoRun) peer(ctx context.Context) PeerStatus {
+func (g *geoRun) peer(ctx context.Context) client.PeerStatus {
 	a := g.a
-	ps := PeerStatus{NodeID: a.cfg.NodeID, Sealed: a.core.Sealed(), AppliedIndex: a.raft.AppliedIndex()}
+	ps := client.PeerStatus{NodeID: a.cfg.NodeID, Sealed: a.core.Sealed(), AppliedIndex: a.raft.AppliedIndex()}
 	ps.Initialized, _ = a.core.Initialized(ctx)
 	rd := a.readiness()
 	ps.Ready, ps.NotReady = rd.Ready, rd.Reason
@@ -332,7 +261,7 @@ func (g *geoRun) active() bool {
 // reconcile runs one round on the active node: poll the topology's nodes,
 // settle the primary, plan, take the next step. It reports whether it took
 // one.
-func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]PeerStatus) bool {
+func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]client.PeerStatus) bool {
 	if !active {
 		// The primary as the replicated override and this node's
 		// topology say (the active node also weighs the claims).
@@ -423,7 +352,7 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]Pe
 	sctx, cancel := context.WithTimeout(ctx, geoStepWait)
 	err = geo.Apply(sctx, m, *d.Step)
 	cancel()
-	entry := &GeoStepEntry{Step: *d.Step, At: time.Now().UTC()}
+	entry := &client.GeoStepEntry{Step: *d.Step, At: time.Now().UTC()}
 	if err != nil {
 		entry.Error = err.Error()
 		g.a.logger.Error("geo: step failed; the next round decides again", "step", d.Step.String(), "error", err)
@@ -485,11 +414,11 @@ func settled(since map[string]time.Time, id string, now time.Time) (bool, string
 
 // pollPeers asks every other node of the topology for its PeerStatus, at
 // once; a node that does not answer within wait is absent from the result.
-func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Duration) map[string]PeerStatus {
+func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Duration) map[string]client.PeerStatus {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var mu sync.Mutex
-	out := map[string]PeerStatus{}
+	out := map[string]client.PeerStatus{}
 	var wg sync.WaitGroup
 	for _, s := range t.Sites {
 		for _, n := range s.Nodes {
@@ -519,22 +448,11 @@ func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Durat
 	return out
 }
 
-func askPeer(ctx context.Context, client *http.Client, apiAddr string) (PeerStatus, error) {
-	var ps PeerStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiAddr+adminPrefix+"geo/peer", nil)
-	if err != nil {
-		return ps, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return ps, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ps, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ps)
-	return ps, err
+// askPeer asks the node at apiAddr for its PeerStatus with the Geo HTTP
+// client (no idle connections: see geoClient) within ctx's deadline (the
+// caller's round, see pollPeers); an answer over 64 KiB is refused.
+func askPeer(ctx context.Context, h *http.Client, apiAddr string) (client.PeerStatus, error) {
+	return client.New(apiAddr, client.Options{HTTPClient: h, MaxAnswer: 64 << 10}).GeoPeer(ctx)
 }
 
 func (g *geoRun) readOverride(ctx context.Context) (*geo.Override, error) {
@@ -558,16 +476,16 @@ func (g *geoRun) writeOverride(ctx context.Context, o *geo.Override) error {
 }
 
 // view joins the plan, the Raft configuration and the peers' answers.
-func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus) []GeoNodeView {
+func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]client.PeerStatus) []client.GeoNodeView {
 	byID := map[string]geo.Server{}
 	for _, s := range live {
 		byID[s.ID] = s
 	}
 	commit := uint64(0)
 	g.a.raftH.With(func(r *hraft.Raft) { commit = r.CommitIndex() })
-	var out []GeoNodeView
+	var out []client.GeoNodeView
 	for _, m := range p.Members {
-		v := GeoNodeView{ID: m.ID, Site: m.Site, APIAddr: m.APIAddr, DesiredVoter: m.Voter, Why: m.Why}
+		v := client.GeoNodeView{ID: m.ID, Site: m.Site, APIAddr: m.APIAddr, DesiredVoter: m.Voter, Why: m.Why}
 		if s, ok := byID[m.ID]; ok {
 			v.InRaft, v.Voter, v.Leader = true, s.Voter, s.Leader
 		}
@@ -588,11 +506,11 @@ func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]PeerStatus
 }
 
 // status is the node's GeoStatus.
-func (g *geoRun) status() *GeoStatus {
+func (g *geoRun) status() *client.GeoStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	site, _, _ := g.topo.SiteOf(g.a.cfg.NodeID)
-	st := &GeoStatus{
+	st := &client.GeoStatus{
 		Site:             site.Name,
 		PrimarySite:      g.primary.Topology.Primary().Name,
 		PrimarySource:    g.primary.Source,

@@ -187,7 +187,7 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 	if err != nil {
 		return nil, err
 	}
-	client, err := geoClient(cfg.Geo)
+	hc, err := geoClient(cfg.Geo)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 				continue
 			}
 			actx, cancel := context.WithTimeout(ctx, geoPollWait)
-			ps, err := askPeer(actx, client, n.APIAddr)
+			ps, err := askPeer(actx, hc, n.APIAddr)
 			cancel()
 			if err != nil || ps.NodeID != n.ID {
 				continue

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/sdk/v2/physical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
@@ -63,7 +64,7 @@ func (g *geoRun) epoch(ctx context.Context) geo.Epoch {
 // epoch), and the first active node of an epoch records it in Raft with
 // the index it kept (its own log at the promotion: the leader's log is
 // never cut) and every member's survivor it heard of (the RPO).
-func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]PeerStatus) {
+func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]client.PeerStatus) {
 	g.mu.Lock()
 	local := g.localEpoch
 	g.mu.Unlock()
@@ -160,7 +161,7 @@ var ErrFenced = errors.New("this node's Raft data belongs to a replaced cluster"
 // does not unseal, and if it was unsealed it stops. A node without Raft
 // data is about to join whatever cluster answers: the snapshot it gets
 // carries that cluster's epoch.
-func (g *geoRun) checkFence(ctx context.Context, peers map[string]PeerStatus) {
+func (g *geoRun) checkFence(ctx context.Context, peers map[string]client.PeerStatus) {
 	g.mu.Lock()
 	done := g.fenced != ""
 	g.fenceChecked = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	hraft "github.com/hashicorp/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 
@@ -14,7 +15,7 @@ import (
 // the raw Raft changes.
 type raftMembership struct {
 	a     *Appliance
-	peers map[string]PeerStatus
+	peers map[string]client.PeerStatus
 }
 
 func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 
@@ -24,31 +25,6 @@ var (
 	ErrGeoPreflight    = errors.New("pre-flight checks failed: nothing changed")
 )
 
-// PromoteRequest asks for a planned switchover of the primary site.
-type PromoteRequest struct {
-	Site string `json:"site"`
-	// DryRun runs the pre-flight checks and returns the plan only.
-	DryRun bool `json:"dry_run,omitempty"`
-}
-
-// PromoteResult is a switchover's plan and pre-flight checks.
-type PromoteResult struct {
-	Site    string     `json:"site"`
-	From    string     `json:"from"`
-	Voters  []string   `json:"voters"`
-	Leader  string     `json:"preferred_leader,omitempty"`
-	Checks  []GeoCheck `json:"checks"`
-	Notes   []string   `json:"notes,omitempty"`
-	Started bool       `json:"started"`
-}
-
-// GeoCheck is one pre-flight check.
-type GeoCheck struct {
-	Check  string `json:"check"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
-}
-
 // GeoPromote starts a planned switchover to req.Site (every node up):
 // pre-flight checks first (the site's nodes reachable, unsealed and
 // caught up; its planned voters enough for a quorum), then it records
@@ -58,12 +34,12 @@ type GeoCheck struct {
 // switchover interrupted half-way is finished by any active node, and
 // running the command again is harmless. A topology file that names
 // another primary later wins (Geo stays the source of truth).
-func (a *Appliance) GeoPromote(ctx context.Context, token string, req PromoteRequest) (PromoteResult, error) {
+func (a *Appliance) GeoPromote(ctx context.Context, token string, req client.PromoteRequest) (client.PromoteResult, error) {
 	if a.geo == nil {
-		return PromoteResult{}, ErrNoGeo
+		return client.PromoteResult{}, ErrNoGeo
 	}
 	if !a.geo.active() {
-		return PromoteResult{}, ErrGeoNotActive
+		return client.PromoteResult{}, ErrGeoNotActive
 	}
 	auth, err := a.authorizeSudo(ctx, token, GeoPolicyPath, ErrGeoUnauthorized)
 	if err != nil && !a.geo.active() {
@@ -71,7 +47,7 @@ func (a *Appliance) GeoPromote(ctx context.Context, token string, req PromoteReq
 	}
 	a.auditOp(ctx, "sys/appliance/geo/promote", auth, map[string]any{"site": req.Site, "dry_run": req.DryRun}, nil, err)
 	if err != nil {
-		return PromoteResult{}, err
+		return client.PromoteResult{}, err
 	}
 	res, err := a.geo.preflight(ctx, req.Site)
 	if err == nil && !req.DryRun {
@@ -83,21 +59,21 @@ func (a *Appliance) GeoPromote(ctx context.Context, token string, req PromoteReq
 }
 
 // preflight checks that site can take over now and returns the plan.
-func (g *geoRun) preflight(ctx context.Context, site string) (PromoteResult, error) {
+func (g *geoRun) preflight(ctx context.Context, site string) (client.PromoteResult, error) {
 	g.mu.Lock()
 	topo, current := g.topo, g.primary.Topology.Primary().Name
 	g.mu.Unlock()
 	target, err := topo.WithPrimary(site)
 	if err != nil {
-		return PromoteResult{}, err
+		return client.PromoteResult{}, err
 	}
 	plan, err := geo.PlanFor(target)
 	if err != nil {
-		return PromoteResult{}, err
+		return client.PromoteResult{}, err
 	}
-	res := PromoteResult{Site: site, From: current, Voters: plan.Voters(), Leader: plan.Leader, Notes: plan.Notes}
+	res := client.PromoteResult{Site: site, From: current, Voters: plan.Voters(), Leader: plan.Leader, Notes: plan.Notes}
 	check := func(name string, ok bool, format string, args ...any) {
-		res.Checks = append(res.Checks, GeoCheck{Check: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
+		res.Checks = append(res.Checks, client.GeoCheck{Check: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
 	}
 	peers := g.pollPeers(ctx, topo, geoPollWait)
 	live, err := (&raftMembership{a: g.a, peers: peers}).Servers(ctx)

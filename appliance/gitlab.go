@@ -8,6 +8,7 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/gitlab"
 )
 
@@ -23,7 +24,7 @@ func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab
 	if g == nil {
 		return nil, ErrNoGitLab
 	}
-	if st := a.state(); st != StateActive {
+	if st := a.state(); st != client.StateActive {
 		return nil, fmt.Errorf("the bootstrap runs on the active node; this node is %s", st)
 	}
 	cfg, err := g.BootstrapConfig()
@@ -38,18 +39,12 @@ func (a *Appliance) BootstrapGitLab(ctx context.Context, token string) ([]gitlab
 	return steps, nil
 }
 
-// Outcomes of the GitLab bootstrap after init, as Status reports them.
-const (
-	BootstrapRunning = "running"
-	BootstrapApplied = "applied"
-)
-
 // startBootstrapAfterInit runs the GitLab bootstrap in the background with
 // the root token init just made, once the node is active, so that init's
 // one-time secrets are answered first. The outcome goes into Status: a
 // failure leaves a working cluster and says how to retry.
 func (a *Appliance) startBootstrapAfterInit(rootToken string) {
-	a.gitlabBootstrap.Store(BootstrapRunning)
+	a.gitlabBootstrap.Store(client.BootstrapRunning)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	a.bg.Add(1)
 	go func() {
@@ -62,7 +57,7 @@ func (a *Appliance) startBootstrapAfterInit(rootToken string) {
 }
 
 func (a *Appliance) bootstrapAfterInit(ctx context.Context, rootToken string) string {
-	for a.state() != StateActive {
+	for a.state() != client.StateActive {
 		select {
 		case <-ctx.Done():
 			return "not applied: the node did not become active in time; run `gitlab-secrets-appliance gitlab bootstrap`"
@@ -73,7 +68,7 @@ func (a *Appliance) bootstrapAfterInit(ctx context.Context, rootToken string) st
 		a.logger.Error("GitLab bootstrap after init failed", "error", err)
 		return "failed: " + err.Error() + "; fix it and run `gitlab-secrets-appliance gitlab bootstrap`"
 	}
-	return BootstrapApplied
+	return client.BootstrapApplied
 }
 
 // coreClient sends requests to the in-process core with a token's rights.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
@@ -24,7 +25,7 @@ import (
 // hang. It is not a timing assertion.
 const hangDetector = 2 * time.Minute
 
-func pkcs11Mechanism(st Status) (seal.MechanismStatus, bool) {
+func pkcs11Mechanism(st client.Status) (seal.MechanismStatus, bool) {
 	for _, m := range st.Seal.Mechanisms {
 		if m.Type == seal.MechanismPKCS11 {
 			return m, true
@@ -71,7 +72,7 @@ func testHungHSMAtUnseal(t *testing.T, hang []string) {
 	a = startNode(t, cfg)
 	harness.Eventually(t, hangDetector, "the unseal to block in the token", func() bool { return shim.Blocked() == 1 })
 	st := a.Status(ctx)
-	if m, _ := pkcs11Mechanism(st); st.State != StateSealed || m.Healthy == nil || *m.Healthy || !strings.Contains(m.Error, "did not answer within") {
+	if m, _ := pkcs11Mechanism(st); st.State != client.StateSealed || m.Healthy == nil || *m.Healthy || !strings.Contains(m.Error, "did not answer within") {
 		t.Fatalf("status with the token hung: %s %+v", st.State, m)
 	}
 	m, _ := pkcs11Mechanism(st)
@@ -91,12 +92,12 @@ func testHungHSMAtUnseal(t *testing.T, hang []string) {
 				return
 			}
 			defer resp.Body.Close()
-			var st Status
+			var st client.Status
 			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 				errs <- err
 				return
 			}
-			if m, _ := pkcs11Mechanism(st); resp.StatusCode != http.StatusOK || st.State != StateSealed || m.Healthy == nil || *m.Healthy || m.Error == "" {
+			if m, _ := pkcs11Mechanism(st); resp.StatusCode != http.StatusOK || st.State != client.StateSealed || m.Healthy == nil || *m.Healthy || m.Error == "" {
 				errs <- fmt.Errorf("status %d: %s %+v", resp.StatusCode, st.State, m)
 			}
 		})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	baoraft "github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
@@ -44,13 +45,13 @@ func TestInitKilledBetweenBarrierAndSealConfig(t *testing.T) {
 	b := startNode(t, cfg)
 	ctx := context.Background()
 	st := b.Status(ctx)
-	if st.State != StateUninitialized || !strings.Contains(st.InitInterrupted, "stopped before it finished") {
+	if st.State != client.StateUninitialized || !strings.Contains(st.InitInterrupted, "stopped before it finished") {
 		t.Fatalf("status: state %s, init_interrupted %q", st.State, st.InitInterrupted)
 	}
 	if sum := st.Summary(); !strings.Contains(sum, "delete") {
 		t.Fatalf("summary does not say what to do: %s", sum)
 	}
-	if _, err := b.Init(ctx, InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) || !strings.Contains(err.Error(), "vault.db") {
+	if _, err := b.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) || !strings.Contains(err.Error(), "vault.db") {
 		t.Fatalf("init: want the interrupted init explained, got %v", err)
 	}
 }
@@ -79,7 +80,7 @@ func TestInitMarker(t *testing.T) {
 	if st := b.Status(ctx); !st.Initialized || !strings.Contains(st.InitInterrupted, "never left this node") {
 		t.Fatalf("status: initialized %v, init_interrupted %q", st.Initialized, st.InitInterrupted)
 	}
-	if _, err := b.Init(ctx, InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) {
+	if _, err := b.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2}); !errors.Is(err, ErrInterruptedInit) {
 		t.Fatalf("init: want the interrupted init explained, got %v", err)
 	}
 	b.Close()
@@ -108,7 +109,7 @@ func TestInitWithholdsAnswerWhenMarkerStays(t *testing.T) {
 	removeInitMarker = func(string) error { return errors.New("read-only file system") }
 	defer func() { removeInitMarker = atomicfile.Remove }()
 	ctx := context.Background()
-	res, err := a.Init(ctx, InitRequest{Shares: 3, Threshold: 2})
+	res, err := a.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2})
 	if err == nil || res != nil || !strings.Contains(err.Error(), "withheld") {
 		t.Fatalf("init: %v %v", res, err)
 	}

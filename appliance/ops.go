@@ -12,46 +12,17 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
-
-// InitRequest says how to initialize a cluster. Zero values take the
-// config's seal.shamir defaults; recovery keys default to 5 of 3.
-type InitRequest struct {
-	Shares            int      `json:"shares"`
-	Threshold         int      `json:"threshold"`
-	PGPKeys           []string `json:"pgp_keys,omitempty"`
-	RecoveryShares    int      `json:"recovery_shares"`
-	RecoveryThreshold int      `json:"recovery_threshold"`
-	RecoveryPGPKeys   []string `json:"recovery_pgp_keys,omitempty"`
-}
 
 // Defaults for OpenBao's recovery keys (needed for generate-root).
 const (
 	DefaultRecoveryShares    = 5
 	DefaultRecoveryThreshold = 3
 )
-
-// InitResult is handed out exactly once, at init.
-type InitResult struct {
-	// Mechanisms enrolled: "pkcs11", "shamir".
-	Mechanisms []string `json:"mechanisms"`
-	// UnsealShares are the operators' Shamir shares of the seal key
-	// (base64; PGP-encrypted if keys were given). Any UnsealThreshold of
-	// them unseal every node when the HSM cannot.
-	UnsealShares    []string `json:"unseal_shares,omitempty"`
-	UnsealThreshold int      `json:"unseal_threshold,omitempty"`
-	// RecoveryKeys are OpenBao's recovery keys: they never unseal; they
-	// authorize generate-root and rekey.
-	RecoveryKeys      []string `json:"recovery_keys"`
-	RecoveryThreshold int      `json:"recovery_threshold"`
-	RootToken         string   `json:"root_token"`
-	// GitLabBootstrap is "applied", or why not, when the config has a
-	// gitlab block.
-	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
-}
 
 // ErrInitRunning refuses an init while another runs on this node.
 var ErrInitRunning = errors.New("an init is already running on this node: wait for its answer (the shares and root token are printed once, to whoever started it)")
@@ -62,7 +33,7 @@ var ErrInitRunning = errors.New("an init is already running on this node: wait f
 // new key. One init at a time; the answer (the one-time secrets) comes
 // back as soon as they exist: the GitLab bootstrap runs afterwards, in the
 // background (Status says how it went).
-func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, error) {
+func (a *Appliance) Init(ctx context.Context, req client.InitRequest) (*client.InitResult, error) {
 	if !a.initMu.TryLock() {
 		return nil, ErrInitRunning
 	}
@@ -131,7 +102,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 		}
 		return nil, fmt.Errorf("init failed: %w", err)
 	}
-	out := &InitResult{
+	out := &client.InitResult{
 		UnsealShares: shares, RecoveryThreshold: rt, RootToken: res.RootToken,
 	}
 	if spec.Shamir {
@@ -149,7 +120,7 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 	a.logger.Info("cluster initialized", "mechanisms", out.Mechanisms, "recovery_keys", rs)
 	a.kickUnseal()
 	if a.config().GitLab != nil {
-		out.GitLabBootstrap = BootstrapRunning
+		out.GitLabBootstrap = client.BootstrapRunning
 		a.startBootstrapAfterInit(res.RootToken)
 	}
 	return out, nil
@@ -157,9 +128,9 @@ func (a *Appliance) Init(ctx context.Context, req InitRequest) (*InitResult, err
 
 // initSpec checks an init request's numbers, each by its name, and fills
 // in the defaults.
-func (a *Appliance) initSpec(req InitRequest) (spec seal.InitSpec, rs, rt int, err error) {
+func (a *Appliance) initSpec(req client.InitRequest) (spec seal.InitSpec, rs, rt int, err error) {
 	spec = seal.InitSpec{HSM: a.cfg.Seal.PKCS11 != nil, Shamir: a.cfg.Seal.Shamir != nil, PGPKeys: req.PGPKeys}
-	if err := req.checkFIPS(); err != nil {
+	if err := checkInitFIPS(req); err != nil {
 		return spec, 0, 0, err
 	}
 	for _, f := range []struct {
@@ -309,16 +280,6 @@ var (
 	ErrWrongShares    = seal.ErrWrongShares
 )
 
-// UnsealProgress is where an unseal attempt stands after a share.
-type UnsealProgress struct {
-	Sealed    bool `json:"sealed"`
-	Progress  int  `json:"progress"`
-	Threshold int  `json:"threshold"`
-	// Recovered: the shares recovered the seal key; a node still joining
-	// its cluster unseals as soon as it has joined.
-	Recovered bool `json:"recovered"`
-}
-
 // unsealWait bounds how long Unseal waits for the core after the last
 // share.
 const unsealWait = 30 * time.Second
@@ -330,22 +291,22 @@ const unsealWait = 30 * time.Second
 //
 // An unsealed node whose seal key is missing (see seal.HasCurrentKey)
 // takes shares too: they give it the key back.
-func (a *Appliance) Unseal(ctx context.Context, share string) (UnsealProgress, error) {
+func (a *Appliance) Unseal(ctx context.Context, share string) (client.UnsealProgress, error) {
 	if !a.core.Sealed() {
 		if a.seal.HasCurrentKey(ctx) {
-			return UnsealProgress{}, nil
+			return client.UnsealProgress{}, nil
 		}
 		p, err := a.seal.SubmitShare(ctx, share)
-		return UnsealProgress{Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}, err
+		return client.UnsealProgress{Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}, err
 	}
 	// A fenced node refuses the first share already, with the reason.
 	if a.geo != nil {
 		if reason := a.geo.fence(ctx); reason != "" {
-			return UnsealProgress{Sealed: true}, fmt.Errorf("%w: %s", ErrFenced, reason)
+			return client.UnsealProgress{Sealed: true}, fmt.Errorf("%w: %s", ErrFenced, reason)
 		}
 	}
 	p, err := a.seal.SubmitShare(ctx, share)
-	out := UnsealProgress{Sealed: true, Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}
+	out := client.UnsealProgress{Sealed: true, Progress: p.Submitted, Threshold: p.Threshold, Recovered: p.Recovered}
 	if err != nil || !p.Recovered {
 		return out, err
 	}
@@ -392,9 +353,9 @@ func (a *Appliance) ResetUnseal(ctx context.Context, share string) error {
 	return nil
 }
 
-func (a *Appliance) unsealProgress(ctx context.Context) UnsealProgress {
+func (a *Appliance) unsealProgress(ctx context.Context) client.UnsealProgress {
 	st := a.seal.Status(ctx, a.cfg.Seal.Shamir != nil)
-	p := UnsealProgress{Sealed: a.core.Sealed()}
+	p := client.UnsealProgress{Sealed: a.core.Sealed()}
 	for _, m := range st.Mechanisms {
 		if m.Type == seal.MechanismShamir {
 			p.Progress, p.Threshold = m.Progress, m.Threshold
@@ -410,7 +371,7 @@ func (a *Appliance) WaitUnsealed(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if !a.core.Sealed() {
-			if st := a.state(); st == StateActive || st == StateStandby {
+			if st := a.state(); st == client.StateActive || st == client.StateStandby {
 				return nil
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/testpki"
 )
@@ -97,11 +98,11 @@ func TestReloadKeepsGitLabBlock(t *testing.T) {
 	cfg.GitLab.TokenTTL, cfg.GitLab.TokenMaxTTL = config.DefaultGitLabTokenTTL, config.DefaultGitLabTokenMaxTTL
 	a := startNode(t, cfg)
 	res := initAndUnseal(t, a)
-	if res.GitLabBootstrap != BootstrapRunning {
+	if res.GitLabBootstrap != client.BootstrapRunning {
 		t.Fatalf("bootstrap after init: %q", res.GitLabBootstrap)
 	}
-	waitFor(t, "the bootstrap after init", func() bool { return a.Status(context.Background()).GitLabBootstrap == BootstrapApplied })
-	c := client(t, a, res.RootToken)
+	waitFor(t, "the bootstrap after init", func() bool { return a.Status(context.Background()).GitLabBootstrap == client.BootstrapApplied })
+	c := baoClient(t, a, res.RootToken)
 	audiences := func() []any {
 		t.Helper()
 		s, err := c.Logical().Read("auth/gitlab_rails_jwt/role/app")

@@ -13,6 +13,8 @@ import (
 
 	vaulthttp "github.com/openbao/openbao/http"
 	"github.com/openbao/openbao/vault"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // A restart is asked of one node over its API (a rolling restart or
@@ -43,24 +45,6 @@ var (
 	ErrRestartSealed = errors.New("this node is sealed and cannot check a token: restart it with its supervisor (systemctl restart gitlab-secrets-appliance, gitlab-ctl restart gitlab-secrets-appliance)")
 )
 
-// RestartRequest is the body of POST /appliance/v1/restart (it may be
-// empty).
-type RestartRequest struct {
-	// HandOver lets the active node of a cluster with other voters
-	// restart: it first hands its leadership to a caught-up voter and
-	// waits until that voter is the active node.
-	HandOver bool `json:"hand_over"`
-}
-
-// RestartResponse is the answer to an accepted restart.
-type RestartResponse struct {
-	NodeID     string `json:"node_id"`
-	Restarting bool   `json:"restarting"`
-	// HandedOver: this node was the active node and handed its
-	// leadership over before it stopped.
-	HandedOver bool `json:"handed_over,omitempty"`
-}
-
 // handOverTimeout bounds a hand-over: hashicorp/raft gives the transfer
 // one election timeout, then the new leader's core takes the HA lock.
 const handOverTimeout = 30 * time.Second
@@ -84,7 +68,7 @@ func (a *Appliance) requestRestart(ctx context.Context, token string, handOver b
 	if !slices.Contains(caps, "root") && !slices.Contains(caps, "sudo") {
 		return false, ErrRestartUnauthorized
 	}
-	if a.state() == StateActive && !a.leaders.soleVoter.Load() {
+	if a.state() == client.StateActive && !a.leaders.soleVoter.Load() {
 		if !handOver {
 			return false, ErrRestartActive
 		}
@@ -124,7 +108,7 @@ func (a *Appliance) handOver(ctx context.Context) error {
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for a.state() != StateStandby {
+	for a.state() != client.StateStandby {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -168,7 +152,7 @@ func (a *Appliance) capabilitiesSelf(ctx context.Context, token, path string) ([
 }
 
 func (a *Appliance) handleRestart(w http.ResponseWriter, r *http.Request) {
-	var req RestartRequest
+	var req client.RestartRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("the request body is not a restart request (%v): send {} or {\"hand_over\": true}", err))
 		return
@@ -176,7 +160,7 @@ func (a *Appliance) handleRestart(w http.ResponseWriter, r *http.Request) {
 	handed, err := a.requestRestart(r.Context(), r.Header.Get("X-Vault-Token"), req.HandOver)
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, RestartResponse{NodeID: a.cfg.NodeID, Restarting: true, HandedOver: handed})
+		writeJSON(w, http.StatusOK, client.RestartResponse{NodeID: a.cfg.NodeID, Restarting: true, HandedOver: handed})
 	case errors.Is(err, ErrRestartUnauthorized):
 		writeError(w, http.StatusForbidden, err)
 	case errors.Is(err, ErrRestartActive), errors.Is(err, ErrRestartSealed):

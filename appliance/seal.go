@@ -12,6 +12,7 @@ import (
 
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"github.com/openbao/openbao/vault"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
@@ -172,7 +173,7 @@ func (a *Appliance) kickUnseal() {
 // mechanisms of their own time.
 func (a *Appliance) upgradeStoredKeys(ctx context.Context) {
 	stored, cur, older := a.seal.StoredOlder(ctx)
-	if !older || a.state() != StateActive {
+	if !older || a.state() != client.StateActive {
 		return
 	}
 	up, ok := a.barrier.(interface{ UpgradeKeys(context.Context) error })

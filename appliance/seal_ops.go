@@ -7,24 +7,11 @@ import (
 
 	"github.com/openbao/openbao/helper/namespace"
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
-
-// SealChange asks for a change of the seal mechanisms. A token with sudo
-// on SealPolicyPath starts it; a quorum of the current Shamir shares (or of
-// OpenBao's recovery keys) authorizes it; a quorum of the new shares, given
-// back, commits it (see package seal).
-type SealChange struct {
-	Mechanism string   `json:"mechanism,omitempty"` // pkcs11 or shamir (add, remove)
-	Shares    int      `json:"shares,omitempty"`    // new shares (rotate-shares, add shamir, remove pkcs11); 0: the config's
-	Threshold int      `json:"threshold,omitempty"` // 0: the config's
-	PGPKeys   []string `json:"pgp_keys,omitempty"`
-	// AuthorizeWith is "shares" or "recovery_keys"; empty: shares when
-	// Shamir is enrolled, else recovery keys.
-	AuthorizeWith string `json:"authorize_with,omitempty"`
-}
 
 // SealPolicyPath is the ACL path that guards starting and cancelling seal
 // changes: a token needs the sudo capability on it (root tokens have it).
@@ -40,13 +27,13 @@ var (
 // StartSealChange checks token and begins the change named by op
 // (rotate-shares, add, remove, rewrap-hsm). Nothing changes until a quorum
 // authorizes it.
-func (a *Appliance) StartSealChange(ctx context.Context, token, op string, c SealChange) (seal.ChangeStatus, error) {
+func (a *Appliance) StartSealChange(ctx context.Context, token, op string, c client.SealChange) (seal.ChangeStatus, error) {
 	auth, err := a.authorizeSealChange(ctx, token)
 	a.audit(ctx, "sys/appliance/seal/"+op, auth, map[string]any{"mechanism": c.Mechanism, "shares": c.Shares, "threshold": c.Threshold, "authorize_with": c.AuthorizeWith}, nil, err)
 	if err != nil {
 		return seal.ChangeStatus{}, err
 	}
-	if a.state() != StateActive {
+	if a.state() != client.StateActive {
 		return seal.ChangeStatus{}, ErrNotActive
 	}
 	req, err := a.changeRequest(ctx, op, c)
@@ -73,7 +60,7 @@ var ErrRecoveryKeyNeedsToken = fmt.Errorf("%w: recovery keys cannot be checked o
 // change authorized by recovery keys also takes token (see
 // ErrRecoveryKeyNeedsToken); one authorized by shares ignores it.
 func (a *Appliance) AuthorizeSealChange(ctx context.Context, token, nonce, key string) (seal.ChangeStatus, error) {
-	if a.state() != StateActive {
+	if a.state() != client.StateActive {
 		return seal.ChangeStatus{}, ErrNotActive
 	}
 	var auth *logical.Auth
@@ -92,7 +79,7 @@ func (a *Appliance) AuthorizeSealChange(ctx context.Context, token, nonce, key s
 // VerifySealChange gives one of the new shares back. Once a quorum of
 // them is in, the change is committed.
 func (a *Appliance) VerifySealChange(ctx context.Context, nonce, share string) (seal.ChangeStatus, error) {
-	if a.state() != StateActive {
+	if a.state() != client.StateActive {
 		return seal.ChangeStatus{}, ErrNotActive
 	}
 	st, err := a.seal.VerifyChange(ctx, nonce, share)
@@ -115,7 +102,7 @@ func (a *Appliance) PendingSealChange() *seal.ChangeStatus { return a.seal.Pendi
 
 // changeRequest turns an API request into the seal's, with the config's
 // split where none is given. Out-of-range numbers are refused by name.
-func (a *Appliance) changeRequest(ctx context.Context, op string, c SealChange) (seal.ChangeRequest, error) {
+func (a *Appliance) changeRequest(ctx context.Context, op string, c client.SealChange) (seal.ChangeRequest, error) {
 	req := seal.ChangeRequest{PGPKeys: c.PGPKeys, AuthorizeWith: c.AuthorizeWith}
 	if err := fips.CheckPGP("pgp_keys", c.PGPKeys); err != nil {
 		return req, err

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
@@ -18,7 +19,7 @@ func hsmConfig(t *testing.T, s *harness.SoftHSM, keyLabel string) *config.PKCS11
 	return &config.PKCS11Seal{Library: s.Library, TokenLabel: s.TokenLabel, PINFile: s.WritePINFile(t, t.TempDir()), KeyLabel: keyLabel}
 }
 
-func enrolled(st Status) []string {
+func enrolled(st client.Status) []string {
 	var out []string
 	for _, m := range st.Seal.Mechanisms {
 		if m.Enrolled {
@@ -28,7 +29,7 @@ func enrolled(st Status) []string {
 	return out
 }
 
-func lastUsed(st Status) string {
+func lastUsed(st client.Status) string {
 	for _, m := range st.Seal.Mechanisms {
 		if m.LastUsed {
 			return m.Type
@@ -60,7 +61,7 @@ func TestSealMechanismChanges(t *testing.T) {
 		t.Fatalf("after init: %v", got)
 	}
 
-	changeSeal(t, a, res.RootToken, "remove", SealChange{Mechanism: "shamir"}, res.UnsealShares)
+	changeSeal(t, a, res.RootToken, "remove", client.SealChange{Mechanism: "shamir"}, res.UnsealShares)
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
@@ -68,23 +69,23 @@ func TestSealMechanismChanges(t *testing.T) {
 	if st := a.Status(ctx); !slices.Equal(enrolled(st), []string{"pkcs11"}) || lastUsed(st) != "pkcs11" {
 		t.Fatalf("HSM only: %+v", st.Seal)
 	}
-	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", SealChange{Mechanism: "pkcs11"}); err == nil {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "remove", client.SealChange{Mechanism: "pkcs11"}); err == nil {
 		t.Fatal("removed the last mechanism")
 	}
 	// HSM only: the recovery keys authorize.
-	if _, err := a.StartSealChange(ctx, res.RootToken, "add", SealChange{Mechanism: "shamir", AuthorizeWith: "shares"}); err == nil {
+	if _, err := a.StartSealChange(ctx, res.RootToken, "add", client.SealChange{Mechanism: "shamir", AuthorizeWith: "shares"}); err == nil {
 		t.Fatal("a change authorized by shares the cluster does not have")
 	}
-	_, added := changeSeal(t, a, res.RootToken, "add", SealChange{Mechanism: "shamir", Shares: 2, Threshold: 2}, res.RecoveryKeys)
+	_, added := changeSeal(t, a, res.RootToken, "add", client.SealChange{Mechanism: "shamir", Shares: 2, Threshold: 2}, res.RecoveryKeys)
 	if len(added) != 2 {
 		t.Fatalf("add shamir: %d shares", len(added))
 	}
-	removed, removedShares := changeSeal(t, a, res.RootToken, "remove", SealChange{Mechanism: "pkcs11"}, added)
+	removed, removedShares := changeSeal(t, a, res.RootToken, "remove", client.SealChange{Mechanism: "pkcs11"}, added)
 	if len(removedShares) != 2 || !slices.Equal(removed.Mechanisms, []string{"shamir"}) {
 		t.Fatalf("remove pkcs11: %+v", removed)
 	}
 	a = restart(a)
-	if st := a.Status(ctx); st.State != StateSealed {
+	if st := a.Status(ctx); st.State != client.StateSealed {
 		t.Fatalf("with the HSM removed the node unsealed by itself: %+v", st.Seal)
 	}
 	if _, err := a.Unseal(ctx, added[0]); !errors.Is(err, seal.ErrVoidShare) {
@@ -95,7 +96,7 @@ func TestSealMechanismChanges(t *testing.T) {
 	}
 	unsealWithShares(t, a, removedShares...)
 
-	changeSeal(t, a, res.RootToken, "add", SealChange{Mechanism: "pkcs11"}, removedShares)
+	changeSeal(t, a, res.RootToken, "add", client.SealChange{Mechanism: "pkcs11"}, removedShares)
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
@@ -108,7 +109,7 @@ func TestSealMechanismChanges(t *testing.T) {
 	if err := a.WaitUnsealed(ctx); err != nil {
 		t.Fatal(err)
 	}
-	changeSeal(t, a, res.RootToken, "rewrap-hsm", SealChange{}, removedShares)
+	changeSeal(t, a, res.RootToken, "rewrap-hsm", client.SealChange{}, removedShares)
 	hsm.DeleteKey(t, "kek-1")
 	a = restart(a)
 	if err := a.WaitUnsealed(ctx); err != nil {
@@ -135,13 +136,13 @@ func TestSnapshotFromBeforeRotationRestores(t *testing.T) {
 	}
 	shares := res.UnsealShares
 	for range 2 { // two rotations: the history carries over
-		_, shares = changeSeal(t, a, res.RootToken, "rotate-shares", SealChange{Shares: 3, Threshold: 2}, shares)
+		_, shares = changeSeal(t, a, res.RootToken, "rotate-shares", client.SealChange{Shares: 3, Threshold: 2}, shares)
 	}
 	// A restart forgets every KEK but the one the new shares give.
 	a.Close()
 	a = startNode(t, cfg)
 	unsealWithShares(t, a, shares[:2]...)
-	c = client(t, a, res.RootToken)
+	c = baoClient(t, a, res.RootToken)
 	if _, err := c.KVv2("kv").Put(ctx, "k", map[string]interface{}{"v": "after"}); err != nil {
 		t.Fatal(err)
 	}

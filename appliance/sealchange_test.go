@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/openbao/openbao/api/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -20,7 +21,7 @@ import (
 // token, authorize it with keys (current shares, or recovery keys when the
 // change asks for them), give back the new shares it issues. It returns
 // the final status and the new shares.
-func changeSeal(t *testing.T, a *Appliance, token, op string, c SealChange, keys []string) (seal.ChangeStatus, []string) {
+func changeSeal(t *testing.T, a *Appliance, token, op string, c client.SealChange, keys []string) (seal.ChangeStatus, []string) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := a.StartSealChange(ctx, token, op, c)
@@ -69,7 +70,7 @@ func TestRecoveryKeysForASealChangeNeedTheToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	noSudo := sec.Auth.ClientToken
-	st, err := a.StartSealChange(ctx, res.RootToken, "rotate-shares", SealChange{AuthorizeWith: seal.AuthorizeRecoveryKeys})
+	st, err := a.StartSealChange(ctx, res.RootToken, "rotate-shares", client.SealChange{AuthorizeWith: seal.AuthorizeRecoveryKeys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	metrics "github.com/armon/go-metrics"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
@@ -24,27 +25,6 @@ const (
 	snapshotPoll  = time.Second
 )
 
-// SnapshotResult is one scheduled snapshot, taken or failed.
-type SnapshotResult struct {
-	At    time.Time `json:"at"`
-	File  string    `json:"file,omitempty"`
-	Size  int64     `json:"size,omitempty"`
-	Index uint64    `json:"index,omitempty"`
-	Took  string    `json:"took,omitempty"`
-	Error string    `json:"error,omitempty"`
-}
-
-// SnapshotStatus is the schedule as this node sees it (in Status).
-type SnapshotStatus struct {
-	Directory   string          `json:"directory"`
-	Interval    string          `json:"interval"`
-	Kept        int             `json:"kept"`
-	Last        *SnapshotResult `json:"last,omitempty"`
-	LastSuccess *SnapshotResult `json:"last_success,omitempty"`
-	// Next is when this node takes the next one if it is still active.
-	Next time.Time `json:"next,omitzero"`
-}
-
 // snapshotter runs the schedule.
 type snapshotter struct {
 	a        *Appliance
@@ -54,8 +34,8 @@ type snapshotter struct {
 
 	mu          sync.Mutex
 	taking      bool
-	last        *SnapshotResult
-	lastSuccess *SnapshotResult
+	last        *client.SnapshotResult
+	lastSuccess *client.SnapshotResult
 	next        time.Time
 	kept        int
 }
@@ -142,7 +122,7 @@ func (s *snapshotter) take(ctx context.Context) {
 		s.mu.Unlock()
 	}()
 	start := time.Now().UTC()
-	res := &SnapshotResult{At: start}
+	res := &client.SnapshotResult{At: start}
 	path, info, err := s.write(start)
 	if err == nil {
 		res.File, res.Size, res.Index = path, info.FileSize, info.Index
@@ -267,8 +247,8 @@ func (s *snapshotter) prune(incoming bool) {
 	s.mu.Unlock()
 }
 
-func (s *snapshotter) status() *SnapshotStatus {
+func (s *snapshotter) status() *client.SnapshotStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}
+	return &client.SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}
 }

@@ -8,79 +8,14 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	"github.com/openbao/openbao/physical/raft"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
-
-// States a node is in, as Status reports them.
-const (
-	StateUninitialized = "uninitialized" // no cluster yet: run init (or join)
-	StateSealed        = "sealed"        // waiting for the HSM or unseal shares
-	StateStandby       = "standby"       // unsealed, following the active node
-	StateActive        = "active"        // unsealed, serving as the active node
-	StateUnsealing     = "unsealing"     // unsealed, HA role not settled yet
-)
-
-// Status is a node's state as `status --format json` prints it. It holds
-// no secret and is served without authentication, like sys/seal-status.
-type Status struct {
-	NodeID         string `json:"node_id"`
-	Version        string `json:"version"`
-	OpenBaoVersion string `json:"openbao_version"`
-	State          string `json:"state"`
-	// Ready: the node answers API requests now (see Readiness); NotReady
-	// says what it waits for.
-	Ready         bool        `json:"ready"`
-	NotReady      string      `json:"not_ready,omitempty"`
-	Initialized   bool        `json:"initialized"`
-	Sealed        bool        `json:"sealed"`
-	APIAddr       string      `json:"api_addr"`
-	ClusterAddr   string      `json:"cluster_addr"`
-	LeaderAPIAddr string      `json:"leader_api_addr,omitempty"`
-	Raft          RaftStatus  `json:"raft"`
-	Seal          seal.Status `json:"seal"`
-	// SealChange is the seal change in progress on this node, if any (no
-	// shares in it).
-	SealChange *seal.ChangeStatus `json:"seal_change,omitempty"`
-	// GitLabBootstrap is how the GitLab bootstrap after init went on this
-	// node: running, applied, or why not.
-	GitLabBootstrap string `json:"gitlab_bootstrap,omitempty"`
-	// InitInterrupted says what to do on a node whose first init stopped
-	// before it answered (the node may read initialized or not).
-	InitInterrupted string `json:"init_interrupted,omitempty"`
-	// Disk is the data dir's free space; writes are refused while it is low.
-	Disk          DiskStatus `json:"disk"`
-	UptimeSeconds int64      `json:"uptime_seconds"`
-	// StartedAt is when this process started: a restart changes it.
-	StartedAt time.Time `json:"started_at"`
-	// FIPS is whether the node's cryptography runs in FIPS 140-3 mode.
-	FIPS bool `json:"fips"`
-	// Geo is the topology this node follows and, on the active node, the
-	// reconciler's view of every node (with a geo block only).
-	Geo *GeoStatus `json:"geo,omitempty"`
-	// Snapshots is the snapshot schedule's last results (with a snapshot
-	// block only).
-	Snapshots *SnapshotStatus `json:"snapshots,omitempty"`
-}
-
-// RaftStatus is this node's view of integrated storage.
-type RaftStatus struct {
-	AppliedIndex uint64 `json:"applied_index"`
-	// CommitIndex is the last entry this node knows committed (on a
-	// follower: what its leader told it); Leader is Raft's leader.
-	CommitIndex uint64 `json:"commit_index"`
-	Leader      string `json:"leader,omitempty"`
-	// HeartbeatTimeout is the one Raft runs with now (see
-	// raft.heartbeat_timeout).
-	HeartbeatTimeout string `json:"heartbeat_timeout,omitempty"`
-	Voter            bool   `json:"voter"`
-	Peers            int    `json:"peers"` // members in this node's Raft configuration
-}
 
 // Status reports the node's state, probing the HSM (briefly) if this node
 // has one. It never blocks on the active node.
-func (a *Appliance) Status(ctx context.Context) Status {
-	st := Status{
+func (a *Appliance) Status(ctx context.Context) client.Status {
+	st := client.Status{
 		NodeID:         a.cfg.NodeID,
 		Version:        Version,
 		OpenBaoVersion: OpenBaoVersion,
@@ -139,18 +74,18 @@ func (a *Appliance) state() string {
 func (a *Appliance) stateAndLeader(ctx context.Context, initialized bool) (string, string) {
 	switch {
 	case !initialized:
-		return StateUninitialized, ""
+		return client.StateUninitialized, ""
 	case a.core.Sealed():
-		return StateSealed, ""
+		return client.StateSealed, ""
 	}
 	isLeader, leader, _, err := a.core.Leader()
 	switch {
 	case err == nil && isLeader:
-		return StateActive, leader
+		return client.StateActive, leader
 	case err == nil && leader != "":
-		return StateStandby, leader
+		return client.StateStandby, leader
 	default:
-		return StateUnsealing, leader
+		return client.StateUnsealing, leader
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 )
 
@@ -113,7 +114,7 @@ func TestStartRefusesDamagedStorage(t *testing.T) {
 	}
 	b := startNode(t, cfg)
 	unsealWithShares(t, b, res.UnsealShares[:2]...)
-	got, err := client(t, b, res.RootToken).KVv2("kv").Get(context.Background(), "k")
+	got, err := baoClient(t, b, res.RootToken).KVv2("kv").Get(context.Background(), "k")
 	if err != nil || got.Data["v"] != "kept" {
 		t.Fatalf("after the rebuild: %v %v", got, err)
 	}
@@ -157,7 +158,7 @@ func TestInitAdviceOnlyWhenProvable(t *testing.T) {
 	if !strings.Contains(st.InitInterrupted, "cannot be shown to come from that init alone") || !strings.Contains(st.InitInterrupted, "do not delete it") || strings.Contains(st.InitInterrupted, advice) {
 		t.Fatalf("status: %q", st.InitInterrupted)
 	}
-	if _, err := b.Init(ctx, InitRequest{Shares: 3, Threshold: 2}); err == nil || strings.Contains(err.Error(), advice) {
+	if _, err := b.Init(ctx, client.InitRequest{Shares: 3, Threshold: 2}); err == nil || strings.Contains(err.Error(), advice) {
 		t.Fatalf("init: %v", err)
 	}
 	b.Close()

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -59,6 +59,14 @@ type Options struct {
 	Progress io.Writer
 	// Timeout bounds each wait (default 3 minutes).
 	Timeout time.Duration
+	// RestoreNewCluster makes the node of cfg the first node of a new
+	// cluster holding the snapshot at path (snapshot restore
+	// --new-cluster); PromoteDisaster promotes the stopped node of cfg
+	// with its site (geo promote --force), the fenced sites' nodes gone.
+	// They are the server's offline operations, run in this process: the
+	// caller passes them so that the drill does not link the server.
+	RestoreNewCluster func(cfg *config.Config, path string) error
+	PromoteDisaster   func(cfg *config.Config, site string, fenced []string) error
 }
 
 // Report is what the drill did and found. No value, share, PIN or token
@@ -143,6 +151,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Token == "" {
 		return nil, errors.New("the drill needs a token of the cluster, valid at the snapshot's time, for its canary writes")
+	}
+	if o.RestoreNewCluster == nil || o.PromoteDisaster == nil {
+		return nil, errors.New("the drill needs the server's offline operations (Options.RestoreNewCluster, Options.PromoteDisaster)")
 	}
 	path := o.Snapshot
 	if path == "" {
@@ -229,8 +240,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		if err != nil {
 			return err
 		}
-		_, err = appliance.RestoreNewCluster(cfg, path)
-		return err
+		return d.o.RestoreNewCluster(cfg, path)
 	}); err != nil {
 		d.check("cluster built", false, err.Error())
 		return
@@ -239,7 +249,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		return
 	}
 	primary, secondary := d.siteNodes(d.sites[0]), d.siteNodes(d.sites[1])
-	active, ok := d.waitActive(ctx, primary, func(st appliance.Status) bool {
+	active, ok := d.waitActive(ctx, primary, func(st client.Status) bool {
 		return st.Geo != nil && st.Geo.Reconciler == "converged"
 	})
 	if !d.check("cluster formed", ok, fmt.Sprintf("%d nodes in %d sites, the primary site's nodes vote, %s leads", len(d.nodes), len(d.sites), nodeID(active))) {
@@ -266,7 +276,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 		for _, n := range secondary {
 			cfg, err := config.Load(n.cfgPath)
 			if err == nil {
-				_, err = appliance.PromoteDisaster(cfg, d.sites[1].Name, []string{d.sites[0].Name})
+				err = d.o.PromoteDisaster(cfg, d.sites[1].Name, []string{d.sites[0].Name})
 			}
 			if err != nil {
 				promoteErr = fmt.Errorf("%s: %w", n.id, err)
@@ -298,7 +308,7 @@ func (d *run) rehearse(ctx context.Context, path string) {
 	}
 	d.check("read after the promotion", firstWrite.read(ctx, d.o.Token, canary, "after"), "the canary reads back through "+firstWrite.id)
 	var rpo *geo.RPO
-	if _, ok := d.waitActive(ctx, secondary, func(st appliance.Status) bool {
+	if _, ok := d.waitActive(ctx, secondary, func(st client.Status) bool {
 		if st.Geo != nil && st.Geo.RPO != nil && len(st.Geo.Epoch.Survivors) == len(secondary) {
 			rpo = st.Geo.RPO
 		}
@@ -419,12 +429,12 @@ func (d *run) giveShares(ctx context.Context, n *node) bool {
 
 // waitActive waits for a ready active node among nodes whose status
 // satisfies cond.
-func (d *run) waitActive(ctx context.Context, nodes []*node, cond func(appliance.Status) bool) (*node, bool) {
+func (d *run) waitActive(ctx context.Context, nodes []*node, cond func(client.Status) bool) (*node, bool) {
 	var found *node
 	ok := poll(ctx, d.timeout, func() bool {
 		for _, n := range nodes {
 			st, err := n.status(ctx)
-			if err == nil && st.State == appliance.StateActive && st.Ready && cond(st) {
+			if err == nil && st.State == client.StateActive && st.Ready && cond(st) {
 				found = n
 				return true
 			}

@@ -1,9 +1,7 @@
 package drill
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // LiveOptions say how to rehearse on the real cluster: a planned
@@ -89,13 +87,13 @@ func (l *liveRun) at(addr string) *node {
 
 // activeStatus is the active node's status (asked of any node, then of
 // the leader it names).
-func (l *liveRun) activeStatus(ctx context.Context) (appliance.Status, *node, error) {
+func (l *liveRun) activeStatus(ctx context.Context) (client.Status, *node, error) {
 	n := l.at(l.o.Address)
 	st, err := n.statusWith(ctx, l.o.Client)
 	if err != nil {
-		return st, nil, fmt.Errorf("no appliance answered at %s: %w", l.o.Address, err)
+		return st, nil, err
 	}
-	if st.State != appliance.StateActive && st.LeaderAPIAddr != "" {
+	if st.State != client.StateActive && st.LeaderAPIAddr != "" {
 		n = l.at(st.LeaderAPIAddr)
 		if st, err = n.statusWith(ctx, l.o.Client); err != nil {
 			return st, nil, err
@@ -143,7 +141,7 @@ func (l *liveRun) preflight(ctx context.Context) error {
 		age := time.Since(st.Snapshots.LastSuccess.At)
 		d.check("recent snapshot", age <= l.o.MaxSnapshotAge, fmt.Sprintf("%s, %s old (at most %s)", st.Snapshots.LastSuccess.File, age.Round(time.Second), l.o.MaxSnapshotAge))
 	}
-	var res appliance.PromoteResult
+	var res client.PromoteResult
 	err = l.promote(ctx, active, l.o.Site, true, &res)
 	for _, c := range res.Checks {
 		d.check("promote "+c.Check, c.OK, c.Detail)
@@ -162,27 +160,16 @@ func boolPtr(b *bool) string {
 	return fmt.Sprint(*b)
 }
 
-// promote calls geo promote on the active node.
-func (l *liveRun) promote(ctx context.Context, active *node, site string, dry bool, out *appliance.PromoteResult) error {
-	body, _ := json.Marshal(appliance.PromoteRequest{Site: site, DryRun: dry})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, active.api+"/appliance/v1/geo/promote", bytes.NewReader(body))
-	req.Header.Set("X-Vault-Token", l.o.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.o.Client.Do(req)
-	if err != nil {
-		return err
+// promote calls geo promote on the active node; out gets its answer,
+// a refusal's pre-flight checks too.
+func (l *liveRun) promote(ctx context.Context, active *node, site string, dry bool, out *client.PromoteResult) error {
+	res, err := active.apiClient(l.o.Client).Promote(ctx, client.PromoteRequest{Site: site, DryRun: dry}, l.o.Token)
+	*out = res
+	var e *client.Error
+	if errors.As(err, &e) {
+		return fmt.Errorf("HTTP %d: %s", e.StatusCode, e)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	json.Unmarshal(raw, out)
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Errors []string `json:"errors"`
-		}
-		json.Unmarshal(raw, &e)
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.Join(e.Errors, "; "))
-	}
-	return nil
+	return err
 }
 
 // canary writes and reads through every node.
@@ -210,7 +197,7 @@ func (l *liveRun) switchTo(ctx context.Context, site string) bool {
 	l.step("geo promote --site "+site, func() error {
 		_, active, err := l.activeStatus(ctx)
 		if err == nil {
-			var res appliance.PromoteResult
+			var res client.PromoteResult
 			err = l.promote(ctx, active, site, false, &res)
 		}
 		if err != nil {

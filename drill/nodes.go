@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // node is one appliance process of the throwaway cluster.
@@ -33,7 +32,9 @@ type node struct {
 	log  *os.File
 }
 
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+// nodeClient talks to the throwaway cluster's nodes (plain HTTP on
+// loopback).
+var nodeClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
 func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
 
@@ -107,52 +108,30 @@ func (n *node) logTail(lines int) string {
 	return strings.Join(all[max(0, len(all)-lines):], "\n")
 }
 
-// status is the node's /appliance/v1/status, or an error if it does not
-// answer.
-func (n *node) status(ctx context.Context) (appliance.Status, error) {
-	return n.statusWith(ctx, client)
+// apiClient is a client of the node's /appliance/v1 through h.
+func (n *node) apiClient(h *http.Client) *client.Client {
+	return client.New(n.api, client.Options{HTTPClient: h})
 }
 
-func (n *node) statusWith(ctx context.Context, client *http.Client) (appliance.Status, error) {
-	var st appliance.Status
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.api+"/appliance/v1/status", nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	return st, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+// status is the node's /appliance/v1/status, or an error if it does not
+// answer.
+func (n *node) status(ctx context.Context) (client.Status, error) {
+	return n.statusWith(ctx, nodeClient)
+}
+
+func (n *node) statusWith(ctx context.Context, h *http.Client) (client.Status, error) {
+	return n.apiClient(h).Status(ctx)
 }
 
 // unseal submits one share; the error is the node's refusal.
-func (n *node) unseal(ctx context.Context, share string) (appliance.UnsealProgress, error) {
-	var p appliance.UnsealProgress
-	body, _ := json.Marshal(map[string]string{"share": share})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.api+"/appliance/v1/unseal", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return p, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Errors []string `json:"errors"`
-		}
-		json.Unmarshal(raw, &e)
-		return p, errors.New(strings.Join(e.Errors, "; "))
-	}
-	return p, json.Unmarshal(raw, &p)
+func (n *node) unseal(ctx context.Context, share string) (client.UnsealProgress, error) {
+	return n.apiClient(nodeClient).Unseal(ctx, share)
 }
 
 // write puts a canary value at path through the node with token; it
 // reports whether the write was acknowledged, and the answer if not.
 func (n *node) write(ctx context.Context, token, path, value string) (bool, string) {
-	return n.writeWith(ctx, client, token, path, value)
+	return n.writeWith(ctx, nodeClient, token, path, value)
 }
 
 func (n *node) writeWith(ctx context.Context, client *http.Client, token, path, value string) (bool, string) {
@@ -170,7 +149,7 @@ func (n *node) writeWith(ctx context.Context, client *http.Client, token, path, 
 
 // read gets the canary back; it reports whether it holds value.
 func (n *node) read(ctx context.Context, token, path, value string) bool {
-	return n.readWith(ctx, client, token, path, value)
+	return n.readWith(ctx, nodeClient, token, path, value)
 }
 
 func (n *node) readWith(ctx context.Context, client *http.Client, token, path, value string) bool {

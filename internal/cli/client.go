@@ -1,131 +1,79 @@
 package cli
 
 import (
-	"bytes"
+	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
-// apiClient talks to the /appliance/v1/ endpoints of one node.
+// apiClient is the client of one node as the commands use it: its
+// errors carry the exit code they map to.
 type apiClient struct {
-	addr string
-	http *http.Client
+	*client.Client
 }
 
 func newClient(c *cli.Context) (*apiClient, error) {
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if f := c.String("ca-cert"); f != "" {
-		pem, err := os.ReadFile(f)
+		pool, err := config.ReadCAPool(f)
 		if err != nil {
 			return nil, exit(exitUsage, fmt.Errorf("--ca-cert: %w", err))
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, exit(exitUsage, fmt.Errorf("--ca-cert: %s holds no PEM certificate", f))
-		}
 		tlsConf.RootCAs = pool
 	}
-	timeout := defaultCallTimeout
+	timeout := client.DefaultTimeout
 	if c.IsSet("timeout") {
 		if timeout = c.Duration("timeout"); timeout <= 0 {
 			return nil, exit(exitUsage, fmt.Errorf("--timeout %s: give a positive duration, e.g. 30s", timeout))
 		}
 	}
-	return &apiClient{
-		addr: strings.TrimRight(c.String("address"), "/"),
-		http: &http.Client{
-			Timeout:   timeout,
-			Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: nil},
-		},
-	}, nil
+	return &apiClient{client.New(c.String("address"), client.Options{TLS: tlsConf, Timeout: timeout})}, nil
 }
-
-// defaultCallTimeout is how long a node has to answer one call (--timeout).
-const defaultCallTimeout = time.Minute
 
 // with is a client of the node at addr that waits at most d (or the
 // client's own deadline, if shorter) for each answer.
 func (a *apiClient) with(addr string, d time.Duration) *apiClient {
-	h := *a.http
-	if h.Timeout == 0 || d < h.Timeout {
-		h.Timeout = d
-	}
-	return &apiClient{addr: addr, http: &h}
+	return &apiClient{a.With(addr, d)}
 }
 
-// call sends a request and decodes a JSON answer into out. An error answer
-// becomes an error with the appliance's message; no answer at all becomes
-// an exitUnreachable error.
+// call sends a request to /appliance/v1/path (or to path, for any path
+// of the node's API: OpenBao's /v1/ too, whose errors read the same) and
+// decodes a JSON answer into out. An error answer becomes an error with
+// the appliance's message; no answer at all becomes an exitUnreachable
+// error.
 func (a *apiClient) call(method, path string, in, out any, token string) error {
-	return a.do(method, "/appliance/v1/"+path, in, out, token)
+	return exitFor(a.Call(context.Background(), method, path, in, out, token))
 }
 
-// do is call for any path of the node's API (OpenBao's /v1/ too, whose
-// errors read the same).
-func (a *apiClient) do(method, path string, in, out any, token string) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return exit(exitFailed, err)
-		}
-		body = bytes.NewReader(b)
+// exitFor gives a client error its exit code: an address no request can
+// be made for is a usage error, no answer from an appliance
+// exitUnreachable, anything else (the node's refusal, an answer that does
+// not decode) exitFailed.
+func exitFor(err error) error {
+	var ae *client.AddressError
+	var ue *client.UnreachableError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ae):
+		return exit(exitUsage, err)
+	case errors.As(err, &ue):
+		return exit(exitUnreachable, err)
+	default:
+		return exit(exitFailed, err)
 	}
-	req, err := http.NewRequest(method, a.addr+path, body)
-	if err != nil {
-		return exit(exitUsage, fmt.Errorf("--address %q: %w", a.addr, err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("X-Vault-Token", token)
-	}
-	resp, err := a.http.Do(req)
-	var ue *url.Error
-	if err != nil && errors.As(err, &ue) && ue.Timeout() {
-		return exit(exitUnreachable, fmt.Errorf("the node at %s did not answer within %s: it may be paused, overloaded or cut off; ask another node, or give it longer with --timeout", a.addr, a.http.Timeout))
-	}
-	if err != nil {
-		return exit(exitUnreachable, fmt.Errorf("no appliance answered at %s: %w; check --address (or %s) and that the node runs", a.addr, err, envAddr))
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return exit(exitUnreachable, fmt.Errorf("reading the answer from %s: %w", a.addr, err))
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		var e struct {
-			Errors []string `json:"errors"`
-		}
-		if json.Unmarshal(raw, &e) == nil && len(e.Errors) > 0 {
-			// The answer may still carry progress (unseal): decode it too.
-			if out != nil {
-				json.Unmarshal(raw, out)
-			}
-			return exit(exitFailed, errors.New(strings.Join(e.Errors, "; ")))
-		}
-		return exit(exitUnreachable, fmt.Errorf("%s answered %s, not as an appliance would: check --address", a.addr, resp.Status))
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return exit(exitFailed, fmt.Errorf("unexpected answer from %s: %w", a.addr, err))
-		}
-	}
-	return nil
 }
 
 func jsonOut(c *cli.Context) (bool, error) {
@@ -154,9 +102,9 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var st appliance.Status
-	if err := cl.call("GET", "status", nil, &st, ""); err != nil {
-		return err
+	st, err := cl.Status(context.Background())
+	if err != nil {
+		return exitFor(err)
 	}
 	if asJSON {
 		printJSON(c.App.Writer, st)
@@ -169,7 +117,7 @@ func statusAction(c *cli.Context) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st appliance.Status) {
+func printStatus(w io.Writer, st client.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
 	row("Node", st.NodeID)
@@ -203,7 +151,7 @@ func initAction(c *cli.Context) error {
 	if err := checkCounts(c, "shares", "threshold", "recovery-shares", "recovery-threshold"); err != nil {
 		return err
 	}
-	req := appliance.InitRequest{
+	req := client.InitRequest{
 		Shares: c.Int("shares"), Threshold: c.Int("threshold"),
 		RecoveryShares: c.Int("recovery-shares"), RecoveryThreshold: c.Int("recovery-threshold"),
 	}
@@ -221,9 +169,9 @@ func initAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var res appliance.InitResult
-	if err := cl.call("POST", "init", req, &res, ""); err != nil {
-		return err
+	res, err := cl.Init(context.Background(), req)
+	if err != nil {
+		return exitFor(err)
 	}
 	w := c.App.Writer
 	out := initOutput{InitResult: res}
@@ -255,7 +203,7 @@ func initAction(c *cli.Context) error {
 // initOutput is what init prints: OpenBao's answer, or, with --share-dir,
 // the files that hold its shares and recovery keys instead of them.
 type initOutput struct {
-	appliance.InitResult
+	client.InitResult
 	UnsealShareFiles []string `json:"unseal_share_files,omitempty"`
 	RecoveryKeyFiles []string `json:"recovery_key_files,omitempty"`
 }
@@ -345,7 +293,7 @@ func unsealAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var p appliance.UnsealProgress
+	var p client.UnsealProgress
 	// A reset carries one of the attempt's shares too: the node discards
 	// the attempt only for someone who holds one.
 	share, err := readShare(c)

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 // Environment variables the client commands read. The appliance's own
@@ -24,7 +26,7 @@ func clientFlags() []cli.Flag {
 			Usage: "URL of the appliance's API"},
 		&cli.StringFlag{Name: "ca-cert", EnvVars: []string{envCACert},
 			Usage: "PEM file of the CA that signed the appliance's TLS certificate (default: the system's)"},
-		&cli.DurationFlag{Name: "timeout", Value: defaultCallTimeout,
+		&cli.DurationFlag{Name: "timeout", Value: client.DefaultTimeout,
 			Usage: "how long the node has to answer each call; past it the command fails with exit 4"},
 	}
 }

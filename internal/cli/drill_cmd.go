@@ -83,6 +83,14 @@ func drillAction(c *cli.Context) error {
 		Env:      nodeEnv(),
 		Progress: c.App.ErrWriter,
 		Timeout:  3 * time.Minute,
+		RestoreNewCluster: func(cfg *config.Config, path string) error {
+			_, err := appliance.RestoreNewCluster(cfg, path)
+			return err
+		},
+		PromoteDisaster: func(cfg *config.Config, site string, fenced []string) error {
+			_, err := appliance.PromoteDisaster(cfg, site, fenced)
+			return err
+		},
 	})
 	if err != nil {
 		return exit(exitFailed, err)
@@ -99,7 +107,7 @@ func liveDrillAction(c *cli.Context, asJSON bool) error {
 		return err
 	}
 	rep, err := drill.RunLive(c.Context, drill.LiveOptions{
-		Address: cl.addr, Client: cl.http, Token: token, Site: c.String("site"),
+		Address: cl.Addr(), Client: cl.HTTPClient(), Token: token, Site: c.String("site"),
 		MaxSnapshotAge: c.Duration("max-snapshot-age"), DryRun: c.Bool("dry-run"),
 		Progress: c.App.ErrWriter,
 	})

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
 
 func geoCommand() *cli.Command {
@@ -54,7 +56,7 @@ func geoCommand() *cli.Command {
 
 // activeStatus reads the status of the active node: the one at --address,
 // or the leader it names.
-func activeStatus(cl *apiClient) (appliance.Status, *apiClient, error) {
+func activeStatus(cl *apiClient) (client.Status, *apiClient, error) {
 	st, active, _, err := activeStatusNote(cl)
 	return st, active, err
 }
@@ -66,16 +68,16 @@ const leaderAskTimeout = 5 * time.Second
 
 // activeStatusNote is activeStatus; when the leader the node at --address
 // names does not answer, it is that node's own view, and note says so.
-func activeStatusNote(cl *apiClient) (appliance.Status, *apiClient, string, error) {
-	var st appliance.Status
+func activeStatusNote(cl *apiClient) (client.Status, *apiClient, string, error) {
+	var st client.Status
 	if err := cl.call("GET", "status", nil, &st, ""); err != nil {
 		return st, cl, "", err
 	}
-	if st.State == appliance.StateActive || st.LeaderAPIAddr == "" {
+	if st.State == client.StateActive || st.LeaderAPIAddr == "" {
 		return st, cl, "", nil
 	}
 	leader := cl.with(strings.TrimRight(st.LeaderAPIAddr, "/"), leaderAskTimeout)
-	var lst appliance.Status
+	var lst client.Status
 	if err := leader.call("GET", "status", nil, &lst, ""); err != nil {
 		// The node's own view, then.
 		return st, cl, fmt.Sprintf("the active node %s knows of (%s) did not answer: %v; this is %s's own view", st.NodeID, st.LeaderAPIAddr, err, st.NodeID), nil
@@ -110,7 +112,7 @@ func geoStatusAction(c *cli.Context) error {
 	return nil
 }
 
-func printGeo(w io.Writer, node string, g *appliance.GeoStatus) {
+func printGeo(w io.Writer, node string, g *client.GeoStatus) {
 	fmt.Fprintf(w, "Primary site %s (from %s), seen by %s\n", g.PrimarySite, g.PrimarySource, node)
 	if g.TopologyError != "" {
 		fmt.Fprintf(w, "Topology refused (running on the previous one): %s\n", g.TopologyError)
@@ -195,7 +197,7 @@ func geoPromoteAction(c *cli.Context) error {
 		return err
 	}
 	site := c.String("site")
-	var res appliance.PromoteResult
+	var res client.PromoteResult
 	var active *apiClient
 	var callErr error
 	// Leadership may move while a switchover runs: find the active node
@@ -204,8 +206,8 @@ func geoPromoteAction(c *cli.Context) error {
 		if _, active, err = activeStatus(cl); err != nil {
 			return err
 		}
-		res = appliance.PromoteResult{}
-		callErr = active.call("POST", "geo/promote", appliance.PromoteRequest{Site: site, DryRun: c.Bool("dry-run")}, &res, token)
+		res, callErr = active.Promote(context.Background(), client.PromoteRequest{Site: site, DryRun: c.Bool("dry-run")}, token)
+		callErr = exitFor(callErr)
 		if callErr == nil || attempt == 20 || !strings.Contains(callErr.Error(), appliance.ErrGeoNotActive.Error()) {
 			break
 		}
@@ -230,7 +232,7 @@ func geoPromoteAction(c *cli.Context) error {
 				fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", st.NodeID, st.Geo.Reconciler)
 				last = st.Geo.Reconciler
 			}
-			if st.State == appliance.StateActive && st.Geo.PrimarySite == site && st.Geo.Reconciler == "converged" {
+			if st.State == client.StateActive && st.Geo.PrimarySite == site && st.Geo.Reconciler == "converged" {
 				if !asJSON {
 					fmt.Fprintf(c.App.Writer, "Site %s is primary: %s leads.\n", site, st.NodeID)
 				}
@@ -242,7 +244,7 @@ func geoPromoteAction(c *cli.Context) error {
 	return exit(exitFailed, errors.New("the switchover is recorded but has not converged yet: the cluster keeps working; see `geo status`, and run the command again to wait for it"))
 }
 
-func printPromote(w io.Writer, res appliance.PromoteResult) {
+func printPromote(w io.Writer, res client.PromoteResult) {
 	fmt.Fprintf(w, "Switchover %s -> %s: voters %v, preferred leader %q\n", res.From, res.Site, res.Voters, res.Leader)
 	for _, ch := range res.Checks {
 		mark := "ok  "

@@ -2,34 +2,15 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 )
-
-// A node that does not answer: the client gives up at its deadline and
-// says which node did not answer within how long.
-func TestCallDeadline(t *testing.T) {
-	release := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer hung.Close()
-	defer close(release)
-	cl := (&apiClient{http: &http.Client{Timeout: time.Hour}}).with(hung.URL, 200*time.Millisecond)
-	var st appliance.Status
-	err := cl.call("GET", "status", nil, &st, "")
-	if err == nil || !strings.Contains(err.Error(), "the node at "+hung.URL+" did not answer within 200ms") {
-		t.Fatalf("a node that does not answer: %v", err)
-	}
-}
 
 // geo status asks the node at --address and follows it to the leader it
 // knows of; when that leader does not answer (paused, or gone in a
@@ -45,12 +26,41 @@ func TestGeoStatusLeaderSilent(t *testing.T) {
 	defer hung.Close()
 	defer close(release)
 	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(appliance.Status{NodeID: "b1", State: appliance.StateStandby, LeaderAPIAddr: hung.URL, Geo: &appliance.GeoStatus{Site: "site-b"}})
+		json.NewEncoder(w).Encode(client.Status{NodeID: "b1", State: client.StateStandby, LeaderAPIAddr: hung.URL, Geo: &client.GeoStatus{Site: "site-b"}})
 	}))
 	defer node.Close()
-	cl := &apiClient{addr: node.URL, http: &http.Client{Timeout: time.Hour}}
+	cl := &apiClient{client.New(node.URL, client.Options{HTTPClient: &http.Client{Timeout: time.Hour}})}
 	st, from, note, err := activeStatusNote(cl)
 	if err != nil || st.NodeID != "b1" || from != cl || !strings.Contains(note, "did not answer within "+leaderAskTimeout.String()) || !strings.Contains(note, "this is b1's own view") {
-		t.Fatalf("the leader silent: %+v from %s, note %q, error %v", st, from.addr, note, err)
+		t.Fatalf("the leader silent: %+v from %s, note %q, error %v", st, from.Addr(), note, err)
+	}
+}
+
+// The client's errors keep the CLI's exit codes: a node's refusal is 1,
+// no appliance answering is 4 (and names the variable --address reads),
+// an address no request can be made for is 64.
+func TestClientErrorExitCodes(t *testing.T) {
+	refuses := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(map[string][]string{"errors": {"permission denied"}})
+	}))
+	defer refuses.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tc := range []struct {
+		addr string
+		code int
+		text string
+	}{
+		{refuses.URL, exitFailed, "permission denied"},
+		{closed.URL, exitUnreachable, "check --address (or " + envAddr + ")"},
+		{"http://[::1", exitUsage, `--address "http://[::1"`},
+	} {
+		cl := &apiClient{client.New(tc.addr, client.Options{})}
+		err := cl.call("GET", "status", nil, nil, "")
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != tc.code || !strings.Contains(err.Error(), tc.text) {
+			t.Errorf("%s: %v, want exit %d with %q", tc.addr, err, tc.code, tc.text)
+		}
 	}
 }

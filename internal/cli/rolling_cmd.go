@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -100,8 +102,8 @@ func clusterMembers(cl *apiClient, token string) ([]member, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.State != appliance.StateActive {
-		return nil, exit(exitFailed, fmt.Errorf("no active node found from %s (it is %s): a rolling restart needs a healthy cluster", cl.addr, st.State))
+	if st.State != client.StateActive {
+		return nil, exit(exitFailed, fmt.Errorf("no active node found from %s (it is %s): a rolling restart needs a healthy cluster", cl.Addr(), st.State))
 	}
 	var ha struct {
 		Data struct {
@@ -110,20 +112,20 @@ func clusterMembers(cl *apiClient, token string) ([]member, error) {
 			} `json:"nodes"`
 		} `json:"data"`
 	}
-	if err := active.do("GET", "/v1/sys/ha-status", nil, &ha, token); err != nil {
+	if err := active.call("GET", "/v1/sys/ha-status", nil, &ha, token); err != nil {
 		return nil, err
 	}
 	var members []member
 	for _, n := range ha.Data.Nodes {
 		addr := strings.TrimRight(n.APIAddress, "/")
-		var ns appliance.Status
+		var ns client.Status
 		if err := cl.with(addr, leaderAskTimeout).call("GET", "status", nil, &ns, ""); err != nil {
 			return nil, exit(exitFailed, fmt.Errorf("node at %s did not answer (%v): bring it back before a rolling restart", addr, err))
 		}
 		if !ns.Ready || ns.Sealed {
 			return nil, exit(exitFailed, fmt.Errorf("%s (%s) is %s and not ready (%s): bring it back before a rolling restart", ns.NodeID, addr, ns.State, ns.NotReady))
 		}
-		members = append(members, member{id: ns.NodeID, addr: addr, voter: ns.Raft.Voter, active: ns.State == appliance.StateActive})
+		members = append(members, member{id: ns.NodeID, addr: addr, voter: ns.Raft.Voter, active: ns.State == client.StateActive})
 	}
 	if len(members) != st.Raft.Peers {
 		return nil, exit(exitFailed, fmt.Errorf("the Raft configuration has %d member(s) but %d are connected to the active node %s: bring every node back before a rolling restart", st.Raft.Peers, len(members), st.NodeID))
@@ -138,7 +140,7 @@ const pollEvery = 500 * time.Millisecond
 // over first) and waits until it is back, unsealed and caught up.
 func restartMember(cl *apiClient, token string, m member, size int, wait time.Duration, omnibus bool, out io.Writer) error {
 	node := cl.with(m.addr, leaderAskTimeout)
-	var st appliance.Status
+	var st client.Status
 	if err := node.call("GET", "status", nil, &st, ""); err != nil {
 		return err
 	}
@@ -146,8 +148,8 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 	if lst, _, err := activeStatus(cl); err == nil {
 		target = lst.Raft.CommitIndex
 	}
-	handOver := st.State == appliance.StateActive && size > 1
-	if m.active && st.State != appliance.StateActive {
+	handOver := st.State == client.StateActive && size > 1
+	if m.active && st.State != client.StateActive {
 		// An election since the command listed the nodes: the node is a
 		// follower now, restarted as one.
 		fmt.Fprintf(out, "  %s is no longer the active node (%s now)\n", m.id, st.State)
@@ -172,7 +174,7 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 	fmt.Fprintf(out, "  %s is restarting\n", m.id)
 	told := ""
 	return until(wait, func() (bool, error) {
-		var now appliance.Status
+		var now client.Status
 		if node.call("GET", "status", nil, &now, "") != nil || now.StartedAt.Equal(st.StartedAt) {
 			return false, nil // not back yet
 		}
@@ -183,7 +185,7 @@ func restartMember(cl *apiClient, token string, m member, size int, wait time.Du
 			}
 			return false, nil
 		}
-		return now.Ready && now.Raft.AppliedIndex >= target && now.State != appliance.StateUnsealing, nil
+		return now.Ready && now.Raft.AppliedIndex >= target && now.State != client.StateUnsealing, nil
 	})
 }
 
@@ -194,14 +196,15 @@ const handOverAskTimeout = time.Minute
 // askRestart asks node to restart, again while it says to try again in a
 // moment (a node that just lost its leadership may not reach the new
 // active node yet to check the token).
-func askRestart(node *apiClient, token string, handOver bool, wait time.Duration) (appliance.RestartResponse, error) {
-	var res appliance.RestartResponse
+func askRestart(node *apiClient, token string, handOver bool, wait time.Duration) (client.RestartResponse, error) {
+	var res client.RestartResponse
 	asker := node
 	if handOver {
-		asker = node.with(node.addr, handOverAskTimeout)
+		asker = node.with(node.Addr(), handOverAskTimeout)
 	}
 	err := until(wait, func() (bool, error) {
-		err := asker.call("POST", "restart", appliance.RestartRequest{HandOver: handOver}, &res, token)
+		r, err := asker.Restart(context.Background(), client.RestartRequest{HandOver: handOver}, token)
+		res, err = r, exitFor(err)
 		if err != nil && strings.Contains(err.Error(), "try again in a moment") {
 			return false, nil
 		}
@@ -213,16 +216,16 @@ func askRestart(node *apiClient, token string, handOver bool, wait time.Duration
 // stepDown moves the leadership off a node with sys/step-down and waits
 // until it stands by and another node is the active node.
 func stepDown(node *apiClient, token string, m member, wait time.Duration, out io.Writer) error {
-	if err := node.do("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
+	if err := node.call("PUT", "/v1/sys/step-down", nil, nil, token); err != nil {
 		return fmt.Errorf("moving its leadership away: %w", err)
 	}
 	err := until(wait, func() (bool, error) {
-		var now appliance.Status
-		if node.call("GET", "status", nil, &now, "") != nil || now.State == appliance.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
+		var now client.Status
+		if node.call("GET", "status", nil, &now, "") != nil || now.State == client.StateActive || now.LeaderAPIAddr == "" || !now.Ready {
 			return false, nil
 		}
 		lst, _, err := activeStatus(node)
-		return err == nil && lst.State == appliance.StateActive && lst.Ready, nil
+		return err == nil && lst.State == client.StateActive && lst.Ready, nil
 	})
 	if err != nil {
 		return fmt.Errorf("its leadership did not move to another node: %w", err)
@@ -234,7 +237,7 @@ func stepDown(node *apiClient, token string, m member, wait time.Duration, out i
 // sealedNote tells the operators what a restarted node waits for, with
 // the command its share holders run: gitlab-ctl's on the node's own host
 // under Omnibus (omnibus), the binary's with the node's address otherwise.
-func sealedNote(m member, st appliance.Status, omnibus bool) string {
+func sealedNote(m member, st client.Status, omnibus bool) string {
 	for _, mech := range st.Seal.Mechanisms {
 		if mech.Type == seal.MechanismPKCS11 && mech.Configured && (mech.Healthy == nil || *mech.Healthy) {
 			return fmt.Sprintf("  %s is back, sealed: its HSM unseals it", m.id)

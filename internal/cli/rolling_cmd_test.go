@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -38,7 +38,7 @@ func TestSealedNote(t *testing.T) {
 			"  node-3 is back, sealed: its HSM unseals it", []string{"unseal`"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := sealedNote(m, appliance.Status{Seal: seal.Status{Mechanisms: tc.mechs}}, tc.omnibus)
+			got := sealedNote(m, client.Status{Seal: seal.Status{Mechanisms: tc.mechs}}, tc.omnibus)
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
 			}

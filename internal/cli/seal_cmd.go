@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -23,7 +23,7 @@ func sealAction(op string) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		req := appliance.SealChange{Shares: c.Int("shares"), Threshold: c.Int("threshold"), AuthorizeWith: c.String("authorize-with")}
+		req := client.SealChange{Shares: c.Int("shares"), Threshold: c.Int("threshold"), AuthorizeWith: c.String("authorize-with")}
 		switch op {
 		case "add", "remove":
 			if c.NArg() != 1 {

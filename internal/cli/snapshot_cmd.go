@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
@@ -102,7 +103,7 @@ func printSnapshot(w io.Writer, path string, i *snapshot.Info) {
 // rawClient is an HTTP client without a deadline for the whole answer:
 // a snapshot streams for as long as it is big.
 func rawClient(cl *apiClient) *http.Client {
-	h := *cl.http
+	h := *cl.HTTPClient()
 	h.Timeout = 0
 	return &h
 }
@@ -137,11 +138,11 @@ func snapshotSaveAction(c *cli.Context) error {
 	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, active.addr+"/v1/"+snapshotPath, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, active.Addr()+"/v1/"+snapshotPath, nil)
 	req.Header.Set("X-Vault-Token", token)
 	resp, err := rawClient(active).Do(req)
 	if err != nil {
-		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w", active.addr, err))
+		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w", active.Addr(), err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -179,16 +180,16 @@ func snapshotSaveAction(c *cli.Context) error {
 
 // activeWithToken is the caller's token and the active node (status and
 // client); what says what the node is needed for.
-func activeWithToken(c *cli.Context, in *secretInput, what string) (appliance.Status, *apiClient, string, error) {
+func activeWithToken(c *cli.Context, in *secretInput, what string) (client.Status, *apiClient, string, error) {
 	cl, token, err := tokenClient(c, in)
 	if err != nil {
-		return appliance.Status{}, nil, "", err
+		return client.Status{}, nil, "", err
 	}
 	st, active, err := activeStatus(cl)
 	if err != nil {
 		return st, nil, "", err
 	}
-	if st.State != appliance.StateActive {
+	if st.State != client.StateActive {
 		return st, nil, "", exit(exitFailed, fmt.Errorf("no active node to %s (%s is %s)", what, st.NodeID, st.State))
 	}
 	return st, active, token, nil
@@ -230,12 +231,12 @@ func snapshotRestoreAction(c *cli.Context) error {
 		return exit(exitFailed, err)
 	}
 	defer f.Close()
-	req, _ := http.NewRequestWithContext(c.Context, http.MethodPost, active.addr+"/v1/"+snapshotPath, f)
+	req, _ := http.NewRequestWithContext(c.Context, http.MethodPost, active.Addr()+"/v1/"+snapshotPath, f)
 	req.Header.Set("X-Vault-Token", token)
 	req.ContentLength = info.FileSize
 	resp, err := rawClient(active).Do(req)
 	if err != nil {
-		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w; see `status` to know whether the restore happened", active.addr, err))
+		return exit(exitUnreachable, fmt.Errorf("the active node %s did not answer: %w; see `status` to know whether the restore happened", active.Addr(), err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
