@@ -74,6 +74,9 @@ func TestChaos(t *testing.T) {
 		for _, p := range res.lin.problems {
 			t.Errorf("round %d (%s): %s", r+1, f.name, p)
 		}
+		if !res.lin.from.IsZero() {
+			c.logsBetween(res.lin.from.Add(-2*time.Second), res.lin.to.Add(2*time.Second))
+		}
 		r++
 	}
 	l.stop()

@@ -206,6 +206,28 @@ func (c *cluster) logTails() {
 	}
 }
 
+// logsBetween logs every node's log lines stamped between from and to (at
+// most 150 a node): what the nodes did while a history broke.
+func (c *cluster) logsBetween(from, to time.Time) {
+	for _, m := range c.nodes {
+		if m.n == nil {
+			continue
+		}
+		var out []string
+		for _, line := range strings.Split(m.n.Output.String(), "\n") {
+			stamp, _, _ := strings.Cut(line, " ")
+			at, err := time.Parse(time.RFC3339Nano, stamp)
+			if err == nil && !at.Before(from) && !at.After(to) {
+				out = append(out, line)
+			}
+		}
+		if len(out) > 150 {
+			out = append(out[:150], fmt.Sprintf("... %d lines more", len(out)-150))
+		}
+		c.t.Logf("%s's log from %s to %s:\n%s", m.id, from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano), strings.Join(out, "\n"))
+	}
+}
+
 // tail is the last n lines of a log.
 func tail(log string, n int) string {
 	lines := strings.Split(log, "\n")

@@ -270,6 +270,9 @@ type regResult struct {
 	ops, unknown, versions int
 	why                    map[string]int // indeterminate operations by cause
 	problems               []string
+	// from, to span the operations a broken history was shown with (zero
+	// if none broke): the nodes' logs of that time tell what happened.
+	from, to time.Time
 }
 
 // check stops the clients, audits the stored versions through reader and
@@ -352,8 +355,16 @@ func (g *registers) check(t *testing.T, reader *member) regResult {
 	case porcupine.Illegal:
 		res.problems = append(res.problems, fmt.Sprintf("the history of %d operations is not linearizable", len(history)))
 		for _, part := range regModel.Partition(history) {
-			if why := explainIllegal(part); why != "" {
-				res.problems = append(res.problems, why)
+			why, from, to := explainIllegal(part)
+			if why == "" {
+				continue
+			}
+			res.problems = append(res.problems, why)
+			if f := g.start.Add(time.Duration(from)); res.from.IsZero() || f.Before(res.from) {
+				res.from = f
+			}
+			if t := g.start.Add(time.Duration(to)); t.After(res.to) {
+				res.to = t
 			}
 		}
 	case porcupine.Unknown:
@@ -365,11 +376,11 @@ func (g *registers) check(t *testing.T, reader *member) regResult {
 // explainIllegal shows where one key's history stops being linearizable
 // ("" if it is): the end of its longest linearizable prefix and the
 // operations sent from there on, with their nodes and times (ms since
-// the workload started).
-func explainIllegal(part []porcupine.Operation) string {
+// the workload started); from and to span them (ns since then).
+func explainIllegal(part []porcupine.Operation) (why string, from, to int64) {
 	r, info := porcupine.CheckOperationsVerbose(regModel, part, time.Minute)
 	if r != porcupine.Illegal {
-		return ""
+		return "", 0, 0
 	}
 	var longest []int
 	for _, l := range info.PartialLinearizations()[0] {
@@ -393,7 +404,13 @@ func explainIllegal(part []porcupine.Operation) string {
 			break
 		}
 	}
+	from = math.MaxInt64
 	show := func(op porcupine.Operation) string {
+		from = min(from, op.Call)
+		to = max(to, op.Call)
+		if op.Return < math.MaxInt64/4 {
+			to = max(to, op.Return)
+		}
 		ret := "never"
 		if op.Return < math.MaxInt64/4 {
 			ret = fmt.Sprintf("%.1f", float64(op.Return)/1e6)
@@ -413,5 +430,26 @@ func explainIllegal(part []porcupine.Operation) string {
 			b.WriteString("\n" + show(part[i]))
 		}
 	}
-	return b.String()
+	return b.String(), from, to
+}
+
+// The checker's report of a broken history names the operation that
+// cannot come next: here a read, sent after a write was acknowledged as
+// version 1, that still finds no version (a stale read).
+func TestExplainIllegal(t *testing.T) {
+	ms := int64(time.Millisecond)
+	h := []porcupine.Operation{
+		{ClientId: 0, Input: regInput{key: "k", kind: regWrite, val: "a", node: "node-1"}, Output: regOutput{ver: 1}, Call: 0, Return: 10 * ms},
+		{ClientId: 1, Input: regInput{key: "k", kind: regRead, node: "node-2"}, Output: regOutput{}, Call: 20 * ms, Return: 30 * ms},
+	}
+	if r := porcupine.CheckOperations(regModel, h[:1]); !r {
+		t.Fatal("a lone acknowledged write is not linearizable")
+	}
+	why, from, to := explainIllegal(h)
+	if !strings.Contains(why, `k: 1 of 2 operations linearize`) || !strings.Contains(why, `client 1 at node-2: read k -> v0 ""`) || from != 0 || to != 30*ms {
+		t.Fatalf("the report: %q, from %d to %d", why, from, to)
+	}
+	if why, _, _ := explainIllegal(h[:1]); why != "" {
+		t.Fatalf("a linearizable history reported: %q", why)
+	}
 }
