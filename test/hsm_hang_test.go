@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -44,7 +45,12 @@ func TestHungHSMAtBoot(t *testing.T) {
 	}
 
 	shim.Hang(t, "C_Decrypt")
-	n = start()
+	// Not start(): WaitServing asks the appliance's status, which probes
+	// the HSM; the call that hangs must be the unseal's at boot, which
+	// waits for the token for 30 s before the node gives up on it. (When
+	// the probe came first, the unseal gave up with it after 3 s, and a
+	// busy machine's GETs below came after that.)
+	n = harness.StartNode(t, tr, bin, cfg, addr, shim.Env()...)
 	harness.Eventually(t, hangDetector, "the unseal to block in C_Decrypt", func() bool { return shim.Blocked() == 1 })
 	// A load balancer's check and `bao status` answer while the token
 	// hangs, asked before anything probed the HSM (the appliance's status
@@ -52,10 +58,15 @@ func TestHungHSMAtBoot(t *testing.T) {
 	// after the node gave up on the token ("sealed: ..." in its log).
 	hc := &http.Client{Timeout: hangDetector}
 	for _, p := range []string{"/v1/sys/seal-status", "/v1/sys/health"} {
-		resp, err := hc.Get(addr + p)
-		if err != nil {
-			t.Fatalf("GET %s with the token hung: %v", p, err)
-		}
+		var resp *http.Response
+		harness.Eventually(t, hangDetector, "the API to listen", func() bool {
+			var err error
+			resp, err = hc.Get(addr + p)
+			if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("GET %s with the token hung: %v", p, err)
+			}
+			return err == nil
+		})
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if out := n.Output.String(); strings.Contains(out, "sealed: ") {
