@@ -506,7 +506,10 @@ func (a *Appliance) Close() error {
 // scrubEnvironment removes BAO_* and VAULT_* variables from this process's
 // environment and returns their names. OpenBao's core reads many of them
 // (raft path, node id, seal type, ...) and must not be reconfigured behind
-// the config file's back.
+// the config file's back. It runs in Start, not in the server command:
+// Start is where OpenBao's Raft backend and core are built (the offline
+// commands read the data dir's files themselves), so whoever calls it is
+// covered, and the warning goes to the node's log in its format.
 func scrubEnvironment() []string {
 	var names []string
 	for _, kv := range os.Environ() {
