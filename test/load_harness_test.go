@@ -256,8 +256,10 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 	// churns): every answer starts the wait again, so a long outage early
 	// does not eat the time of the keys read after it. A reader unavailable
 	// for longer fails the test as unavailable, not as a loss.
-	const patience = 2 * time.Minute
-	deadline := time.Now().Add(patience)
+	// The whole read-back gives up on a reader that keeps coming and going
+	// after 10 minutes of it.
+	const patience, overall = 2 * time.Minute, 10 * time.Minute
+	deadline, end := time.Now().Add(patience), time.Now().Add(overall)
 	unavailable := false
 	get := func(k string) (*api.KVSecret, error) {
 		for {
@@ -267,7 +269,7 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 				deadline = time.Now().Add(patience)
 				return got, err
 			}
-			if time.Now().After(deadline) {
+			if now := time.Now(); now.After(deadline) || now.After(end) {
 				unavailable = true
 				return got, err
 			}
@@ -282,7 +284,7 @@ func (l *load) verifyAcked(t *testing.T, reader *member, want map[string]int) (a
 		}
 		got, err := get(k)
 		if unavailable {
-			t.Errorf("%s answered 503 for %s without a break while the acknowledged writes were read back (%v): the cluster is unavailable; the keys left are not read (not counted as lost)", reader.id, patience, err)
+			t.Errorf("%s answered 503 for %s without a break (or on and off for %s) while the acknowledged writes were read back (%v): the cluster is unavailable; the keys left are not read (not counted as lost)", reader.id, patience, overall, err)
 			unread++
 			continue
 		}
