@@ -145,10 +145,16 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any, tok
 	if token != "" {
 		req.Header.Set("X-Vault-Token", token)
 	}
+	wait := c.http.Timeout // the call's deadline: the client's or the context's, the sooner
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl).Round(time.Millisecond); wait == 0 || left < wait {
+			wait = left
+		}
+	}
 	resp, err := c.http.Do(req)
 	var ue *url.Error
 	if err != nil && errors.As(err, &ue) && ue.Timeout() {
-		return &UnreachableError{Addr: c.addr, err: err, msg: fmt.Sprintf("the node at %s did not answer within %s: it may be paused, overloaded or cut off; ask another node, or give it longer with --timeout", c.addr, c.http.Timeout)}
+		return &UnreachableError{Addr: c.addr, err: err, msg: fmt.Sprintf("the node at %s did not answer within %s: it may be paused, overloaded or cut off; ask another node, or give it longer with --timeout", c.addr, wait)}
 	}
 	if err != nil {
 		return &UnreachableError{Addr: c.addr, err: err, msg: fmt.Sprintf("no appliance answered at %s: %v; check --address (or GITLAB_SECRETS_APPLIANCE_ADDR) and that the node runs", c.addr, err)}

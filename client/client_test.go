@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -27,6 +28,27 @@ func TestCallDeadline(t *testing.T) {
 	var ue *UnreachableError
 	if !errors.As(err, &ue) || ue.Addr != hung.URL || !strings.Contains(err.Error(), "the node at "+hung.URL+" did not answer within 200ms") {
 		t.Fatalf("a node that does not answer: %v", err)
+	}
+}
+
+// A caller's context deadline bounds the call as the client's own does,
+// and the error names it (a Geo poll's client has no timeout of its own).
+func TestContextDeadline(t *testing.T) {
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hung.Close()
+	defer close(release)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := New(hung.URL, Options{HTTPClient: &http.Client{}}).GeoPeer(ctx)
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), " did not answer within ") || strings.Contains(err.Error(), "within 0s") {
+		t.Fatalf("a context deadline: %v", err)
 	}
 }
 
