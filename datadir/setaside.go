@@ -9,6 +9,7 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 )
 
 // SetAsideReport is what `check --set-aside` did.
@@ -85,8 +86,10 @@ func SetAside(cfg *config.Config, empty, confirmed bool) (*SetAsideReport, *Repo
 		}
 		rep.Moved = append(rep.Moved, n)
 	}
-	if err := syncDirs(cfg.DataDir, dir); err != nil {
-		return rep, r, err
+	for _, d := range []string{cfg.DataDir, dir} {
+		if err := atomicfile.SyncDir(d); err != nil {
+			return rep, r, err
+		}
 	}
 	if plan == planRebuildRaft {
 		raftDir := filepath.Join(cfg.DataDir, raftDirName)
@@ -116,20 +119,4 @@ func SetAside(cfg *config.Config, empty, confirmed bool) (*SetAsideReport, *Repo
 	}
 	rep.Next += " Delete " + dir + " once the node works and you no longer need it."
 	return rep, r, nil
-}
-
-// syncDirs makes renames in the directories durable.
-func syncDirs(dirs ...string) error {
-	for _, d := range dirs {
-		f, err := os.Open(d)
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
