@@ -17,10 +17,6 @@ import (
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-secure-stdlib/reloadutil"
-	"github.com/openbao/openbao/audit"
-	auditFile "github.com/openbao/openbao/builtin/audit/file"
-	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
-	auditSyslog "github.com/openbao/openbao/builtin/audit/syslog"
 	"github.com/openbao/openbao/command/server"
 	vaulthttp "github.com/openbao/openbao/http"
 	"github.com/openbao/openbao/internalshared/configutil"
@@ -33,6 +29,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/bao"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
@@ -150,7 +147,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		a.logger.Warn("ignoring OpenBao/Vault environment variables: the appliance takes its settings from its config file only",
 			"variables", strings.Join(ignored, ","))
 	}
-	quietGRPC()
+	bao.QuietGRPC()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: cannot create %s: %w", cfg.DataDir, config.PathCause(err))
@@ -178,7 +175,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 
 	// API listeners first: a port in use is the commonest failure and the
 	// cheapest to find.
-	raw := a.openBaoConfig(cfg)
+	raw := bao.ServerConfig(cfg, "", "")
 	ui := &cli.BasicUi{Reader: strings.NewReader(""), Writer: io.Discard, ErrorWriter: io.Discard}
 	for i, lc := range raw.Listeners {
 		ln, _, certs, err := server.NewListener(lc, a.logger, io.Discard, ui)
@@ -216,9 +213,9 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	if err != nil {
 		return nil, err
 	}
-	raw = a.coreConfig(cfg) // now with the addresses and the bound listeners
+	raw = bao.CoreConfig(cfg, a.apiAddr, a.clusterAddr, a.listeners) // now with the addresses and the bound listeners
 
-	metrics, err := setupTelemetry(cfg.Telemetry)
+	metrics, err := bao.SetupTelemetry(cfg.Telemetry, Version)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -260,15 +257,15 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		RedirectAddr:       a.apiAddr,
 		ClusterAddr:        a.clusterAddr,
 		Seal:               barrierSeal,
-		AuditBackends:      auditBackends,
-		LogicalBackends:    map[string]logical.Factory{"kv": builtinSecrets["kv"], "database": builtinSecrets["database"]},
+		AuditBackends:      bao.AuditBackends,
+		LogicalBackends:    bao.LogicalBackends(),
 		CredentialBackends: map[string]logical.Factory{},
-		BuiltinRegistry:    registry{},
+		BuiltinRegistry:    bao.Registry{},
 		Logger:             a.logger,
 		LogLevel:           cfg.LogLevel,
 		AllLoggers:         []hclog.Logger{a.logger},
-		MetricsHelper:      metrics.helper,
-		MetricSink:         metrics.sink,
+		MetricsHelper:      metrics.Helper,
+		MetricSink:         metrics.Sink,
 		DisableSSCTokens:   true,
 		// The Geo reconciler decides who votes; autopilot would promote
 		// every healthy non-voter.
@@ -387,13 +384,6 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		"cluster_addr", a.clusterAddr, "data_dir", cfg.DataDir, "version", Version)
 	close(a.ready)
 	return a, nil
-}
-
-// auditBackends are the audit device types the config may declare.
-var auditBackends = map[string]audit.Factory{
-	"file":   auditFile.Factory,
-	"socket": auditSocket.Factory,
-	"syslog": auditSyslog.Factory,
 }
 
 // resolveClusterAddr picks the cluster listen address (a free port if the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/bao"
 )
 
 // Reload applies what can change while running, as OpenBao does on
@@ -59,7 +60,7 @@ func (a *Appliance) Reload(cfg *config.Config) error {
 		next.Geo = &g
 		a.geo.reload(&g)
 	}
-	a.core.SetConfig(a.coreConfig(&next))
+	a.core.SetConfig(bao.CoreConfig(&next, a.apiAddr, a.clusterAddr, a.listeners))
 	a.core.ReloadAuditLogs()
 	a.live.Store(&next)
 	if err := a.ReopenAuditFiles(); err != nil {

@@ -1,8 +1,12 @@
-package appliance
+package bao
 
 import (
 	"slices"
 
+	"github.com/openbao/openbao/audit"
+	auditFile "github.com/openbao/openbao/builtin/audit/file"
+	auditSocket "github.com/openbao/openbao/builtin/audit/socket"
+	auditSyslog "github.com/openbao/openbao/builtin/audit/syslog"
 	credAppRole "github.com/openbao/openbao/builtin/credential/approle"
 	credCert "github.com/openbao/openbao/builtin/credential/cert"
 	credJWT "github.com/openbao/openbao/builtin/credential/jwt"
@@ -43,16 +47,29 @@ var (
 	}
 )
 
-// registry is the curated vault.BuiltinRegistry; immutable, so one value
-// serves every core.
-type registry struct{}
+// AuditBackends are the audit device types the config may declare.
+var AuditBackends = map[string]audit.Factory{
+	"file":   auditFile.Factory,
+	"socket": auditSocket.Factory,
+	"syslog": auditSyslog.Factory,
+}
 
-func (registry) Contains(name string, t consts.PluginType) bool {
-	_, ok := registry{}.Get(name, t)
+// LogicalBackends are the secrets engines the core is built with besides
+// the registry's: KV (the core mounts it itself) and database.
+func LogicalBackends() map[string]logical.Factory {
+	return map[string]logical.Factory{"kv": builtinSecrets["kv"], "database": builtinSecrets["database"]}
+}
+
+// Registry is the curated vault.BuiltinRegistry; immutable, so one value
+// serves every core.
+type Registry struct{}
+
+func (Registry) Contains(name string, t consts.PluginType) bool {
+	_, ok := Registry{}.Get(name, t)
 	return ok
 }
 
-func (registry) Get(name string, t consts.PluginType) (func() (interface{}, error), bool) {
+func (Registry) Get(name string, t consts.PluginType) (func() (interface{}, error), bool) {
 	switch t {
 	case consts.PluginTypeCredential:
 		if f, ok := builtinCredential[name]; ok {
@@ -70,7 +87,7 @@ func (registry) Get(name string, t consts.PluginType) (func() (interface{}, erro
 	return nil, false
 }
 
-func (registry) Keys(t consts.PluginType) []string {
+func (Registry) Keys(t consts.PluginType) []string {
 	var keys []string
 	switch t {
 	case consts.PluginTypeCredential:
@@ -84,8 +101,8 @@ func (registry) Keys(t consts.PluginType) []string {
 	return keys
 }
 
-func (registry) DeprecationStatus(name string, t consts.PluginType) (consts.DeprecationStatus, bool) {
-	if (registry{}).Contains(name, t) {
+func (Registry) DeprecationStatus(name string, t consts.PluginType) (consts.DeprecationStatus, bool) {
+	if (Registry{}).Contains(name, t) {
 		return consts.Supported, true
 	}
 	return consts.Unknown, false

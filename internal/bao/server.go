@@ -1,4 +1,9 @@
-package appliance
+// Package bao is the OpenBao server the appliance embeds, as built from the
+// appliance's config: the server config the core reads (listeners, audit
+// devices, the Raft stanza, addresses), the curated builtin plugins and
+// audit devices, telemetry, and gRPC's own logging silenced. It holds no
+// state of a running node.
+package bao
 
 import (
 	"encoding/json"
@@ -13,31 +18,24 @@ import (
 	"github.com/openbao/openbao/command/server"
 	"github.com/openbao/openbao/helper/metricsutil"
 	"github.com/openbao/openbao/internalshared/configutil"
+	"github.com/openbao/openbao/internalshared/listenerutil"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"google.golang.org/grpc/grpclog"
 )
 
-// Version is the appliance's version, set at build time with
-// -ldflags "-X gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance.Version=...".
-var Version = "0.1.0-dev"
-
-// OpenBaoVersion is the release of the embedded OpenBao server. go.mod pins
-// the root module at v0.0.0-20250828202315-f9407a27fbee, which is v2.4.0;
-// the Makefile also stamps it into OpenBao's own version package (what
-// sys/seal-status reports).
-const OpenBaoVersion = "2.4.0"
-
-// openBaoConfig translates an appliance config into the OpenBao server
+// ServerConfig translates an appliance config into the OpenBao server
 // config the core reads (listeners, audit devices, storage, addresses).
-func (a *Appliance) openBaoConfig(c *config.Config) *server.Config {
+// apiAddr and clusterAddr are the node's advertised addresses ("" before
+// they are known).
+func ServerConfig(c *config.Config, apiAddr, clusterAddr string) *server.Config {
 	raw := &server.Config{
 		SharedConfig: &configutil.SharedConfig{
 			LogLevel:  c.LogLevel,
 			LogFormat: c.LogFormat,
 		},
-		Storage:     &server.Storage{Type: "raft", Config: raftConfig(c), RedirectAddr: a.apiAddr, ClusterAddr: a.clusterAddr},
-		APIAddr:     a.apiAddr,
-		ClusterAddr: a.clusterAddr,
+		Storage:     &server.Storage{Type: "raft", Config: raftConfig(c), RedirectAddr: apiAddr, ClusterAddr: clusterAddr},
+		APIAddr:     apiAddr,
+		ClusterAddr: clusterAddr,
 	}
 	for _, l := range c.Listeners {
 		lc := &configutil.Listener{
@@ -70,12 +68,12 @@ func (a *Appliance) openBaoConfig(c *config.Config) *server.Config {
 	return raw
 }
 
-// coreConfig is openBaoConfig with the listeners as they were bound (with
+// CoreConfig is ServerConfig with the listeners as they were bound (with
 // their request limits), for the core once the node runs.
-func (a *Appliance) coreConfig(c *config.Config) *server.Config {
-	raw := a.openBaoConfig(c)
+func CoreConfig(c *config.Config, apiAddr, clusterAddr string, listeners []listenerutil.Listener) *server.Config {
+	raw := ServerConfig(c, apiAddr, clusterAddr)
 	raw.Listeners = nil
-	for _, ln := range a.listeners {
+	for _, ln := range listeners {
 		raw.Listeners = append(raw.Listeners, ln.Config)
 	}
 	return raw
@@ -109,20 +107,21 @@ func raftConfig(c *config.Config) map[string]string {
 	return m
 }
 
-type telemetry struct {
-	helper *metricsutil.MetricsHelper
-	sink   *metricsutil.ClusterMetricSink
+// Telemetry is what the core reports metrics through.
+type Telemetry struct {
+	Helper *metricsutil.MetricsHelper
+	Sink   *metricsutil.ClusterMetricSink
 }
 
-// setupTelemetry starts the in-memory and (if configured) Prometheus
+// SetupTelemetry starts the in-memory and (if configured) Prometheus
 // sinks. go-metrics keeps one global sink per process; the last node
 // started in a process owns it.
-func setupTelemetry(t *config.Telemetry) (telemetry, error) {
+func SetupTelemetry(t *config.Telemetry, version string) (Telemetry, error) {
 	tc := &configutil.Telemetry{DisableHostname: t.DisableHostname}
 	if t.PrometheusRetentionTime != "" {
 		d, err := parseutil.ParseDurationSecond(t.PrometheusRetentionTime)
 		if err != nil {
-			return telemetry{}, fmt.Errorf("prometheus_retention_time: %w", err)
+			return Telemetry{}, fmt.Errorf("prometheus_retention_time: %w", err)
 		}
 		tc.PrometheusRetentionTime = d
 	}
@@ -131,18 +130,18 @@ func setupTelemetry(t *config.Telemetry) (telemetry, error) {
 		Ui:          &cli.BasicUi{Writer: io.Discard, ErrorWriter: io.Discard},
 		ServiceName: "vault",
 		DisplayName: "OpenBao",
-		UserAgent:   "gitlab-secrets-appliance/" + Version,
+		UserAgent:   "gitlab-secrets-appliance/" + version,
 	})
 	if err != nil {
-		return telemetry{}, err
+		return Telemetry{}, err
 	}
-	return telemetry{helper: metricsutil.NewMetricsHelper(inm, prom), sink: sink}, nil
+	return Telemetry{Helper: metricsutil.NewMetricsHelper(inm, prom), Sink: sink}, nil
 }
 
 var grpcOnce sync.Once
 
-// quietGRPC stops the gRPC library (request forwarding between nodes) from
+// QuietGRPC stops the gRPC library (request forwarding between nodes) from
 // writing its own log lines to stderr.
-func quietGRPC() {
+func QuietGRPC() {
 	grpcOnce.Do(func() { grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard)) })
 }
