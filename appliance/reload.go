@@ -148,56 +148,13 @@ func sameGitLabKeysServer(started, now *config.GitLab) bool {
 // them: seal.shamir.shares, listener[0].address.
 func restartOnly(started, now *config.Config, gitlabLive bool) []string {
 	var out []string
-	for _, k := range configDiff(reflect.ValueOf(*started), reflect.ValueOf(*now), "") {
+	for _, k := range config.Diff(started, now) {
 		switch {
 		case k == "log_level", k == "audit" || strings.HasPrefix(k, "audit["):
 		case gitlabLive && (k == "gitlab" || strings.HasPrefix(k, "gitlab.")):
 		case strings.HasPrefix(k, "geo.") && k != "geo.ca_cert_file":
 		default:
 			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// configDiff lists the keys (hcl tags, with list indexes) whose values
-// differ between two values of the same config struct type.
-func configDiff(a, b reflect.Value, prefix string) []string {
-	var out []string
-	t := a.Type()
-	for i := range t.NumField() {
-		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
-		if name == "" {
-			continue // not a file key (LogOutput)
-		}
-		key := config.JoinKey(prefix, name)
-		fa, fb := a.Field(i), b.Field(i)
-		if kind != "block" {
-			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
-				out = append(out, key)
-			}
-			continue
-		}
-		switch fa.Kind() {
-		case reflect.Pointer:
-			switch {
-			case fa.IsNil() && fb.IsNil():
-			case fa.IsNil() || fb.IsNil():
-				out = append(out, key)
-			default:
-				out = append(out, configDiff(fa.Elem(), fb.Elem(), key)...)
-			}
-		case reflect.Slice:
-			for j := range max(fa.Len(), fb.Len()) {
-				ik := fmt.Sprintf("%s[%d]", key, j)
-				if j >= fa.Len() || j >= fb.Len() {
-					out = append(out, ik)
-				} else {
-					out = append(out, configDiff(fa.Index(j), fb.Index(j), ik)...)
-				}
-			}
-		case reflect.Struct:
-			out = append(out, configDiff(fa, fb, key)...)
 		}
 	}
 	return out

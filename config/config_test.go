@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -284,5 +285,28 @@ func TestNamedFilesMustBeRegular(t *testing.T) {
 				t.Fatalf("got %v", problems)
 			}
 		})
+	}
+}
+
+// Diff names what changed as the file names it: nested blocks by their
+// path, repeated blocks by their index, a block added or removed whole.
+func TestDiff(t *testing.T) {
+	a := NewConfig()
+	a.NodeID, a.DataDir = "n1", "/d"
+	a.LogOutput = os.Stderr // not a file key
+	b := NewConfig()
+	b.NodeID, b.DataDir = "n1", "/d"
+	if d := Diff(a, b); len(d) != 0 {
+		t.Fatalf("equal configs differ in %v", d)
+	}
+	b.Seal = &Seal{Shamir: &ShamirSeal{Shares: 7, Threshold: a.Seal.Shamir.Threshold}}
+	b.Listeners = append(slices.Clone(a.Listeners), Listener{Address: "127.0.0.1:9"})
+	b.Listeners[0].Address = "127.0.0.2:8200"
+	b.Raft = nil
+	got := Diff(a, b)
+	want := []string{"listener[0].address", "listener[1]", "raft", "seal.shamir.shares"}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Diff = %v, want %v", got, want)
 	}
 }

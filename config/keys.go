@@ -164,3 +164,53 @@ func blockFields(t reflect.Type) map[string]blockField {
 	}
 	return m
 }
+
+// Diff lists the keys whose values differ between two configs, as the
+// config file names them (seal.shamir.shares, listener[0].address; a
+// block present in one only is named itself).
+func Diff(a, b *Config) []string {
+	return diff(reflect.ValueOf(*a), reflect.ValueOf(*b), "")
+}
+
+// diff lists the keys (hcl tags, with list indexes) whose values differ
+// between two values of the same config struct type.
+func diff(a, b reflect.Value, prefix string) []string {
+	var out []string
+	t := a.Type()
+	for i := range t.NumField() {
+		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
+		if name == "" {
+			continue // not a file key (LogOutput)
+		}
+		key := JoinKey(prefix, name)
+		fa, fb := a.Field(i), b.Field(i)
+		if kind != "block" {
+			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+				out = append(out, key)
+			}
+			continue
+		}
+		switch fa.Kind() {
+		case reflect.Pointer:
+			switch {
+			case fa.IsNil() && fb.IsNil():
+			case fa.IsNil() || fb.IsNil():
+				out = append(out, key)
+			default:
+				out = append(out, diff(fa.Elem(), fb.Elem(), key)...)
+			}
+		case reflect.Slice:
+			for j := range max(fa.Len(), fb.Len()) {
+				ik := fmt.Sprintf("%s[%d]", key, j)
+				if j >= fa.Len() || j >= fb.Len() {
+					out = append(out, ik)
+				} else {
+					out = append(out, diff(fa.Index(j), fb.Index(j), ik)...)
+				}
+			}
+		case reflect.Struct:
+			out = append(out, diff(fa, fb, key)...)
+		}
+	}
+	return out
+}
