@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -187,7 +187,7 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 	if err != nil {
 		return nil, err
 	}
-	hc, err := geoClient(cfg.Geo)
+	hc, err := reconciler.PeerClient(cfg.Geo)
 	if err != nil {
 		return nil, err
 	}
@@ -207,8 +207,8 @@ func Rejoin(ctx context.Context, cfg *config.Config, confirmed bool) (*RejoinRep
 			if n.ID == cfg.NodeID {
 				continue
 			}
-			actx, cancel := context.WithTimeout(ctx, geoPollWait)
-			ps, err := askPeer(actx, hc, n.APIAddr)
+			actx, cancel := context.WithTimeout(ctx, reconciler.PollWait)
+			ps, err := reconciler.AskPeer(actx, hc, n.APIAddr)
 			cancel()
 			if err != nil || ps.NodeID != n.ID {
 				continue
@@ -305,7 +305,7 @@ func readOfflineState(cfg *config.Config) (offlineState, error) {
 		return st, fmt.Errorf("cannot open %s: %w", filepath.Join(cfg.DataDir, "vault.db"), err)
 	}
 	idx, conf := fsm.LatestState()
-	inRaft, kerr := readEpochKey(context.Background(), fsm)
+	inRaft, kerr := reconciler.ReadEpochKey(context.Background(), fsm)
 	fsm.Close()
 	if kerr != nil {
 		return st, kerr
@@ -382,15 +382,4 @@ func raftAddr(clusterAddr string) (string, error) {
 		return "", fmt.Errorf("cluster address %q is not a URL", clusterAddr)
 	}
 	return u.Host, nil
-}
-
-// geoClient is the HTTP client nodes ask each other with.
-func geoClient(cfg *config.Geo) (*http.Client, error) {
-	tc, err := geoTLS(cfg)
-	if err != nil {
-		return nil, err
-	}
-	// No idle connections: every ask dials afresh (see geo_lease.go). Each
-	// round of asks has its own deadline (pollPeers).
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DisableKeepAlives: true}}, nil
 }
