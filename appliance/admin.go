@@ -81,7 +81,7 @@ func (a *Appliance) adminHandler() http.Handler {
 			writeError(w, http.StatusNotFound, ErrNoGeo)
 			return
 		}
-		writeJSON(w, http.StatusOK, a.geo.peer(r.Context()))
+		writeJSON(w, http.StatusOK, a.geo.Peer(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPrefix+"init", func(w http.ResponseWriter, r *http.Request) {
 		var req client.InitRequest

@@ -29,6 +29,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/bao"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
@@ -51,13 +52,13 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftx.Handle   // the hashicorp/raft instance inside raft
-	geo         *geoRun         // the Geo topology and reconciler; nil without a geo block
-	leaders     *leaderWatch    // cancels forwards to a leader that is no longer it
-	keySlots    chan struct{}   // unseal, authorize and verify attempts running (keySlot)
-	disk        *diskGuard      // refuses writes before the data dir is full
-	storage     *datadir.Report // the data dir as the start found it (startCheck)
-	snaps       *snapshotter    // the snapshot schedule, nil without a snapshot block
+	raftH       *raftx.Handle          // the hashicorp/raft instance inside raft
+	geo         *reconciler.Reconciler // the Geo topology and reconciler; nil without a geo block
+	leaders     *leaderWatch           // cancels forwards to a leader that is no longer it
+	keySlots    chan struct{}          // unseal, authorize and verify attempts running (keySlot)
+	disk        *diskGuard             // refuses writes before the data dir is full
+	storage     *datadir.Report        // the data dir as the start found it (startCheck)
+	snaps       *snapshotter           // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -302,7 +303,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		a.snaps = newSnapshotter(a, *cfg.Snapshot)
 	}
 	if topo != nil {
-		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
+		if a.geo, err = newReconciler(a, cfg.Geo, topo); err != nil {
 			return nil, err
 		}
 	}
@@ -356,12 +357,12 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			a.geo.run(bgCtx)
+			a.geo.Run(bgCtx)
 		}()
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			a.geo.leaseLoop(bgCtx)
+			a.geo.LeaseLoop(bgCtx)
 		}()
 	}
 	a.leaders.tune = a.tuneRaft
@@ -451,7 +452,7 @@ func (a *Appliance) APIAddr() string { return a.apiAddr }
 func (a *Appliance) Close() error {
 	a.closeOnce.Do(func() {
 		var errs []error
-		if a.geo != nil && a.geo.fencedReason() != "" {
+		if a.geo != nil && a.geo.FencedReason() != "" {
 			// A fenced node's answers are not to be trusted: no drain.
 			// The gate refuses everything already; what is in flight
 			// loses its connection.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -21,8 +22,8 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrUnauthorized), errors.Is(err, ErrGeoUnauthorized), errors.Is(err, ErrResetRefused),
 		errors.Is(err, logical.ErrPermissionDenied):
 		return http.StatusForbidden
-	case errors.Is(err, ErrAlreadyInitialized), errors.Is(err, ErrInitRunning), errors.Is(err, ErrFenced),
-		errors.Is(err, ErrNotActive), errors.Is(err, ErrGeoNotActive), errors.Is(err, ErrGeoPreflight),
+	case errors.Is(err, ErrAlreadyInitialized), errors.Is(err, ErrInitRunning), errors.Is(err, reconciler.ErrFenced),
+		errors.Is(err, ErrNotActive), errors.Is(err, ErrGeoNotActive), errors.Is(err, reconciler.ErrPreflight),
 		errors.Is(err, seal.ErrChangePending), errors.Is(err, seal.ErrNoChange):
 		return http.StatusConflict
 	}

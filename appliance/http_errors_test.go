@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/openbao/openbao/sdk/v2/logical"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
@@ -24,10 +25,10 @@ func TestStatusOf(t *testing.T) {
 		{logical.ErrPermissionDenied, http.StatusForbidden},
 		{ErrAlreadyInitialized, http.StatusConflict},
 		{ErrInitRunning, http.StatusConflict},
-		{ErrFenced, http.StatusConflict},
+		{reconciler.ErrFenced, http.StatusConflict},
 		{ErrNotActive, http.StatusConflict},
 		{ErrGeoNotActive, http.StatusConflict},
-		{ErrGeoPreflight, http.StatusConflict},
+		{reconciler.ErrPreflight, http.StatusConflict},
 		{seal.ErrChangePending, http.StatusConflict},
 		{seal.ErrNoChange, http.StatusConflict},
 		{errors.New("share 2 was already submitted"), http.StatusBadRequest},

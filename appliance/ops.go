@@ -14,6 +14,7 @@ import (
 	"github.com/openbao/openbao/vault"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
@@ -301,8 +302,8 @@ func (a *Appliance) Unseal(ctx context.Context, share string) (client.UnsealProg
 	}
 	// A fenced node refuses the first share already, with the reason.
 	if a.geo != nil {
-		if reason := a.geo.fence(ctx); reason != "" {
-			return client.UnsealProgress{Sealed: true}, fmt.Errorf("%w: %s", ErrFenced, reason)
+		if reason := a.geo.Fence(ctx); reason != "" {
+			return client.UnsealProgress{Sealed: true}, fmt.Errorf("%w: %s", reconciler.ErrFenced, reason)
 		}
 	}
 	p, err := a.seal.SubmitShare(ctx, share)
@@ -319,8 +320,8 @@ func (a *Appliance) Unseal(ctx context.Context, share string) (client.UnsealProg
 	defer cancel()
 	for a.core.Sealed() {
 		if a.geo != nil {
-			if reason := a.geo.fencedReason(); reason != "" {
-				return out, fmt.Errorf("%w: %s", ErrFenced, reason)
+			if reason := a.geo.FencedReason(); reason != "" {
+				return out, fmt.Errorf("%w: %s", reconciler.ErrFenced, reason)
 			}
 		}
 		select {

@@ -48,7 +48,7 @@ func notReady(format string, args ...any) Readiness {
 // readiness looks at the core and at Raft; it never blocks on another node.
 func (a *Appliance) readiness() Readiness {
 	if a.geo != nil {
-		if reason := a.geo.fencedReason(); reason != "" {
+		if reason := a.geo.FencedReason(); reason != "" {
 			return notReady("%s", reason)
 		}
 	}

@@ -58,7 +58,7 @@ func (a *Appliance) Reload(cfg *config.Config) error {
 	if a.geo != nil && cfg.Geo != nil {
 		g := *cfg.Geo
 		next.Geo = &g
-		a.geo.reload(&g)
+		a.geo.Reload(&g)
 	}
 	a.core.SetConfig(bao.CoreConfig(&next, a.apiAddr, a.clusterAddr, a.listeners))
 	a.core.ReloadAuditLogs()

@@ -122,7 +122,7 @@ func (a *Appliance) sealKeeper(ctx context.Context) {
 		// A node whose Raft data a disaster promotion replaced must not
 		// unseal: it would lead or vote with its old configuration.
 		if a.geo != nil {
-			if reason := a.geo.fence(ctx); reason != "" {
+			if reason := a.geo.Fence(ctx); reason != "" {
 				lastErr = reason
 				continue
 			}

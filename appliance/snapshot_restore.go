@@ -73,7 +73,7 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 	}
 	// The address the node will advertise when it starts (see
 	// resolveClusterAddr): the one other nodes dial.
-	addr, err := raftAddr(cfg.GeoDerived().ClusterAddr)
+	addr, err := config.RaftAddr(cfg.GeoDerived().ClusterAddr)
 	if err != nil {
 		addr = config.Advertisable(cfg.Cluster.Address)
 	}

@@ -59,7 +59,7 @@ func (a *Appliance) Status(ctx context.Context) client.Status {
 		st.Snapshots = a.snaps.status()
 	}
 	if a.geo != nil {
-		st.Geo = a.geo.status()
+		st.Geo = a.geo.Status()
 	}
 	return st
 }

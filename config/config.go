@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 )
 
@@ -248,6 +250,15 @@ func Advertisable(hostport string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// RaftAddr is the host:port Raft knows a node by, from its cluster URL.
+func RaftAddr(clusterAddr string) (string, error) {
+	u, err := url.Parse(clusterAddr)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("cluster address %q is not a URL", clusterAddr)
+	}
+	return u.Host, nil
 }
 
 // NextPort is host:port+1, the conventional cluster port beside an API port.

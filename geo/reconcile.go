@@ -20,8 +20,8 @@ type Server struct {
 	CaughtUp bool `json:"caught_up"`
 }
 
-// Membership is what the reconciler needs from Raft; the appliance
-// implements it with its Raft handle on the active node. Each change is
+// Membership is what the reconciler needs from Raft; geo/reconciler
+// implements it with the node's Raft handle on the active node. Each change is
 // one Raft configuration change, committed before it returns.
 type Membership interface {
 	Servers(ctx context.Context) ([]Server, error)

@@ -11,6 +11,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/disaster"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
 )
 
@@ -88,7 +89,7 @@ func drillAction(c *cli.Context) error {
 			return err
 		},
 		PromoteDisaster: func(cfg *config.Config, site string, fenced []string) error {
-			_, err := appliance.PromoteDisaster(cfg, site, fenced)
+			_, err := disaster.Promote(cfg, site, fenced)
 			return err
 		},
 	})

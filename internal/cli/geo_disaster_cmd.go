@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/disaster"
 )
 
 // geoForceAction is `geo promote --site B --force`: offline, on one node
@@ -26,7 +26,7 @@ func geoForceAction(c *cli.Context, asJSON bool) error {
 	if err != nil {
 		return exit(exitConfig, err)
 	}
-	rep, err := appliance.PromoteDisaster(cfg, c.String("site"), c.StringSlice("fenced-site"))
+	rep, err := disaster.Promote(cfg, c.String("site"), c.StringSlice("fenced-site"))
 	if err != nil {
 		return offlineError(err)
 	}
@@ -38,7 +38,7 @@ func geoForceAction(c *cli.Context, asJSON bool) error {
 	return nil
 }
 
-func printDisaster(w io.Writer, r *appliance.DisasterReport) {
+func printDisaster(w io.Writer, r *disaster.PromoteReport) {
 	s := r.Epoch.Survivors[0]
 	fmt.Fprintf(w, "Node %s promoted for site %s: epoch %d.\n", r.Node, r.Site, r.Epoch.Number)
 	fmt.Fprintf(w, "  its log: last index %d (term %d), appended at %s; applied index %d\n", s.LastIndex, s.LastTerm, stamp(s.LastAt), s.AppliedIndex)
@@ -72,7 +72,7 @@ func geoRejoinAction(c *cli.Context) error {
 	if err != nil {
 		return exit(exitConfig, err)
 	}
-	rep, err := appliance.Rejoin(c.Context, cfg, c.Bool("yes"))
+	rep, err := disaster.Rejoin(c.Context, cfg, c.Bool("yes"))
 	if err != nil {
 		return offlineError(err)
 	}

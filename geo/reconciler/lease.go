@@ -1,9 +1,8 @@
-package appliance
+package reconciler
 
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +21,7 @@ import (
 //
 // The check is its own loop, not the reconciler's: a reconciler step may
 // take seconds (a leadership transfer) and must not starve the lease.
-// Every check dials afresh (geoClient keeps no idle connections): a
+// Every check dials afresh (PeerClient keeps no idle connections): a
 // connection pooled before a stall may lead nowhere after it (the peer
 // restarted behind a firewall that drops the old flow), and a poll that
 // times out on it would count a reachable peer of a newer epoch as gone.
@@ -72,8 +71,8 @@ func (l *epochLease) lapsed() string {
 	return ""
 }
 
-// leaseLoop checks the peers' epochs every geoLeaseEvery until ctx ends.
-func (g *geoRun) leaseLoop(ctx context.Context) {
+// LeaseLoop checks the peers' epochs every geoLeaseEvery until ctx ends.
+func (g *Reconciler) LeaseLoop(ctx context.Context) {
 	for {
 		g.checkEpoch(ctx)
 		select {
@@ -89,7 +88,7 @@ func (g *geoRun) leaseLoop(ctx context.Context) {
 // Only a peer numbering its epoch above this node's own file makes it read
 // Raft (checkFence): Raft's storage lock may be held for seconds while
 // the node unseals or restores, and that must not lapse the lease.
-func (g *geoRun) checkEpoch(ctx context.Context) {
+func (g *Reconciler) checkEpoch(ctx context.Context) {
 	start := bootClock()
 	g.mu.Lock()
 	topo, mine := g.topo, g.localEpoch.Number
@@ -101,81 +100,18 @@ func (g *geoRun) checkEpoch(ctx context.Context) {
 			break
 		}
 	}
-	if g.fencedReason() != "" {
+	if g.FencedReason() != "" {
 		g.fenceRunning()
 		return
 	}
 	g.lease.renew(start)
 }
 
-// geoLease is why this node must not answer API requests now because of
-// its Geo epoch ("" if it may; always "" without Geo).
-func (a *Appliance) geoLease() string {
-	if a.geo == nil {
-		return ""
-	}
-	if reason := a.geo.fencedReason(); reason != "" {
+// Lease is why this node must not answer API requests now because of its
+// Geo epoch ("" if it may): it is fenced, or its epoch lease does not hold.
+func (g *Reconciler) Lease() string {
+	if reason := g.FencedReason(); reason != "" {
 		return reason
 	}
-	return a.geo.lease.lapsed()
+	return g.lease.lapsed()
 }
-
-// geoGuard holds back every answer below 500 written through w that the node
-// cannot vouch for when it is ready (see geoLease): the client gets 503
-// instead. Without Geo it is w.
-func (a *Appliance) geoGuard(w http.ResponseWriter) http.ResponseWriter {
-	if a.geo == nil {
-		return w
-	}
-	return &leaseWriter{ResponseWriter: w, a: a}
-}
-
-// leaseWriter is geoGuard's writer.
-type leaseWriter struct {
-	http.ResponseWriter
-	a       *Appliance
-	decided bool
-	refused bool
-}
-
-func (w *leaseWriter) WriteHeader(code int) {
-	if w.decided {
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.decided = true
-	if code >= 200 && code < 500 { // a 404 or a check-and-set's 400 tells of the state too
-		if reason := w.a.geoLease(); reason != "" {
-			w.refused = true
-			h := w.ResponseWriter.Header()
-			for k := range h {
-				delete(h, k)
-			}
-			w.a.logger.Warn("geo: an answer held back: the node cannot vouch for it", "reason", reason)
-			// An answer ready when the node can no longer vouch for it
-			// (fenced, or its lease lapsed while the request ran).
-			writeError(w.ResponseWriter, http.StatusServiceUnavailable, fmt.Errorf("%w: %s; if it was a write it may or may not have been applied on a site that is being replaced: check the promoted site", ErrOutcomeUnknown, reason))
-			return
-		}
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *leaseWriter) Write(b []byte) (int, error) {
-	if !w.decided {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.refused {
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Flush lets streamed answers through (once they were let out).
-func (w *leaseWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && w.decided && !w.refused {
-		f.Flush()
-	}
-}
-
-func (w *leaseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

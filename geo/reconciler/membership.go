@@ -1,4 +1,4 @@
-package appliance
+package reconciler
 
 import (
 	"context"
@@ -14,14 +14,14 @@ import (
 // OpenBao's autopilot is off on geo nodes, so the RaftBackend methods make
 // the raw Raft changes.
 type raftMembership struct {
-	a     *Appliance
+	g     *Reconciler
 	peers map[string]client.PeerStatus
 }
 
 func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
 	// The future is waited for outside the backend's lock: a leader
 	// that was paused answers late, and nothing else may queue behind it.
-	r := m.a.raftH.Current()
+	r := m.g.raftH.Current()
 	if r == nil {
 		return nil, errors.New("Raft is not running")
 	}
@@ -33,7 +33,7 @@ func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
 	var out []geo.Server
 	for _, s := range conf.Servers {
 		gs := geo.Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == hraft.Voter}
-		if gs.ID == m.a.cfg.NodeID {
+		if gs.ID == m.g.nodeID {
 			gs.Leader, gs.Healthy, gs.CaughtUp = true, true, true
 		} else if ps, ok := m.peers[gs.ID]; ok {
 			gs.Healthy = ps.Initialized && !ps.Sealed
@@ -45,15 +45,15 @@ func (m *raftMembership) Servers(ctx context.Context) ([]geo.Server, error) {
 }
 
 func (m *raftMembership) Promote(ctx context.Context, id string) error {
-	return m.a.raft.PromotePeer(ctx, id)
+	return m.g.raft.PromotePeer(ctx, id)
 }
 
 func (m *raftMembership) Demote(ctx context.Context, id string) error {
-	return m.a.raft.DemotePeer(ctx, id)
+	return m.g.raft.DemotePeer(ctx, id)
 }
 
 func (m *raftMembership) Remove(ctx context.Context, id string) error {
-	return m.a.raft.RemovePeer(ctx, id)
+	return m.g.raft.RemovePeer(ctx, id)
 }
 
 // TransferLeadership uses hashicorp/raft's targeted transfer: the leader
@@ -61,7 +61,7 @@ func (m *raftMembership) Remove(ctx context.Context, id string) error {
 // (TimeoutNow) and steps down; OpenBao's core on the old leader then
 // stands by and the new leader's core takes the HA lock.
 func (m *raftMembership) TransferLeadership(ctx context.Context, id string) error {
-	r := m.a.raftH.Current()
+	r := m.g.raftH.Current()
 	if r == nil {
 		return errors.New("Raft is not running")
 	}

@@ -1,4 +1,4 @@
-package appliance
+package reconciler
 
 // The Geo nodes' view of each other: what a node answers about itself
 // (GET /appliance/v1/geo/peer), how the active node and the epoch checks
@@ -6,22 +6,22 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 )
 
-// peer is this node's PeerStatus.
-func (g *geoRun) peer(ctx context.Context) client.PeerStatus {
-	a := g.a
-	ps := client.PeerStatus{NodeID: a.cfg.NodeID, Sealed: a.core.Sealed(), AppliedIndex: a.raft.AppliedIndex()}
-	ps.Initialized, _ = a.core.Initialized(ctx)
-	rd := a.readiness()
-	ps.Ready, ps.NotReady = rd.Ready, rd.Reason
+// Peer is this node's PeerStatus.
+func (g *Reconciler) Peer(ctx context.Context) client.PeerStatus {
+	ps := client.PeerStatus{NodeID: g.nodeID, Sealed: g.node.Sealed(), AppliedIndex: g.raft.AppliedIndex()}
+	ps.Initialized, _ = g.node.Initialized(ctx)
+	ps.Ready, ps.NotReady = g.node.Readiness()
 	g.mu.Lock()
 	ps.ClusterRole, ps.ClusterAt = g.role, g.roleAt
 	g.mu.Unlock()
@@ -66,7 +66,7 @@ func settled(since map[string]time.Time, id string, now time.Time) (bool, string
 
 // pollPeers asks every other node of the topology for its PeerStatus, at
 // once; a node that does not answer within wait is absent from the result.
-func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Duration) map[string]client.PeerStatus {
+func (g *Reconciler) pollPeers(ctx context.Context, t *geo.Topology, wait time.Duration) map[string]client.PeerStatus {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var mu sync.Mutex
@@ -74,13 +74,13 @@ func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Durat
 	var wg sync.WaitGroup
 	for _, s := range t.Sites {
 		for _, n := range s.Nodes {
-			if n.ID == g.a.cfg.NodeID {
+			if n.ID == g.nodeID {
 				continue
 			}
 			wg.Add(1)
 			go func(n geo.Node) {
 				defer wg.Done()
-				ps, err := askPeer(ctx, g.client, n.APIAddr)
+				ps, err := AskPeer(ctx, g.client, n.APIAddr)
 				if err != nil || ps.NodeID != n.ID {
 					return
 				}
@@ -100,9 +100,33 @@ func (g *geoRun) pollPeers(ctx context.Context, t *geo.Topology, wait time.Durat
 	return out
 }
 
-// askPeer asks the node at apiAddr for its PeerStatus with the Geo HTTP
-// client (no idle connections: see geoClient) within ctx's deadline (the
+// AskPeer asks the node at apiAddr for its PeerStatus with the Geo HTTP
+// client (no idle connections: see PeerClient) within ctx's deadline (the
 // caller's round, see pollPeers); an answer over 64 KiB is refused.
-func askPeer(ctx context.Context, h *http.Client, apiAddr string) (client.PeerStatus, error) {
+func AskPeer(ctx context.Context, h *http.Client, apiAddr string) (client.PeerStatus, error) {
 	return client.New(apiAddr, client.Options{HTTPClient: h, MaxAnswer: 64 << 10}).GeoPeer(ctx)
+}
+
+// PeerClient is the HTTP client nodes ask each other with.
+func PeerClient(cfg *config.Geo) (*http.Client, error) {
+	tc, err := geoTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// No idle connections: every ask dials afresh (see lease.go). Each
+	// round of asks has its own deadline (pollPeers).
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: nil, DisableKeepAlives: true}}, nil
+}
+
+// geoTLS is the TLS config nodes verify each other's APIs with.
+func geoTLS(cfg *config.Geo) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CACertFile != "" {
+		pool, err := config.ReadCAPool(cfg.CACertFile)
+		if err != nil {
+			return nil, fmt.Errorf("geo.ca_cert_file: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }

@@ -1,8 +1,15 @@
-package appliance
+// Package reconciler is a Geo node's runtime: the loop that follows the
+// topology and gitlab-cluster.json and, on the active node, moves Raft
+// membership and leadership one safe step at a time; the peers' polls;
+// the Geo epochs, the fencing of a node a disaster promotion left behind
+// and the epoch lease that keeps such a node from answering; the planned
+// switchover's pre-flight and record. It reaches the node it runs in
+// through Node and the node's Raft (Config); it never imports the
+// appliance.
+package reconciler
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,18 +17,21 @@ import (
 	"sync"
 	"time"
 
+	hclog "github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
+	baoraft "github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/physical"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 )
 
 // Geo reconciler timing: how often a node looks at its files and, when
 // active, at the cluster; how soon it looks again after taking a step;
 // how long a peer has to answer the epoch checks (short: they keep the
-// lease, see geo_lease.go) and the reconciler (longer: a starved peer
+// lease, see lease.go) and the reconciler (longer: a starved peer
 // that answers in 1.5 s is slow, not gone, and the reconciler's view of
 // it must say so); how long a node must have been ready, at every poll,
 // before leadership is handed to it.
@@ -29,7 +39,7 @@ const (
 	geoTick       = time.Second
 	geoAfterStep  = 200 * time.Millisecond
 	geoPeerWait   = 800 * time.Millisecond
-	geoPollWait   = 2 * time.Second
+	PollWait      = 2 * time.Second
 	geoStepWait   = 15 * time.Second
 	geoSettleTime = 5 * time.Second
 )
@@ -38,12 +48,55 @@ const (
 // is no secret, and every node reads it from its own FSM).
 const geoOverrideKey = "appliance/geo/primary"
 
-// geoRun is a node's Geo state: the topology it follows (the last one
+// Node is what the reconciler needs of the node it runs in, besides its
+// Raft (Config): its core, its readiness, its leader watch, and a way to
+// stop it.
+type Node interface {
+	// Sealed: the node's core is sealed.
+	Sealed() bool
+	// Initialized: the node's core is initialized.
+	Initialized(ctx context.Context) (bool, error)
+	// CoreActive: the node's core is the active one (OpenBao's HA lock).
+	CoreActive() bool
+	// Readiness is whether the node is ready and, if not, why.
+	Readiness() (ready bool, reason string)
+	// LeaderChanged is closed at the next change of Raft's state or
+	// leader.
+	LeaderChanged() <-chan struct{}
+	// LeaderConfirmed: a quorum confirmed this node's leadership within
+	// its lease (the leader watch asks Raft's VerifyLeader, as readiness
+	// does).
+	LeaderConfirmed() bool
+	// Fail stops the node with err.
+	Fail(err error)
+}
+
+// Config is what a Reconciler is built from: the node's identity, its
+// geo block and the topology it validated, its logger and its Raft.
+type Config struct {
+	NodeID   string
+	DataDir  string
+	Geo      *config.Geo
+	Topology *geo.Topology
+	Logger   hclog.Logger
+	// Raft is the node's Raft backend (the override and the epoch are
+	// raw keys in it, outside the barrier; membership changes go through
+	// it) and RaftH the hashicorp/raft instance inside it.
+	Raft  *baoraft.RaftBackend
+	RaftH *raftx.Handle
+}
+
+// Reconciler is a node's Geo state: the topology it follows (the last one
 // that validated), its gitlab-cluster.json, and on the active node the
 // reconciler's view.
-type geoRun struct {
-	a      *Appliance
-	client *http.Client
+type Reconciler struct {
+	node    Node
+	nodeID  string
+	dataDir string
+	logger  hclog.Logger
+	raft    *baoraft.RaftBackend
+	raftH   *raftx.Handle
+	client  *http.Client
 
 	mu          sync.Mutex
 	cfg         *config.Geo
@@ -64,13 +117,13 @@ type geoRun struct {
 	// it ready without a break (see settled).
 	readySince map[string]time.Time
 
-	// The epoch (see geo_epoch.go): this node's (its file's), why it is
+	// The epoch (see epoch.go): this node's (its file's), why it is
 	// fenced ("" if not), and whether it has looked at its peers' epochs
 	// yet.
 	localEpoch   geo.Epoch
 	fenced       string
 	fenceChecked bool
-	// lease is the epoch lease (geo_lease.go).
+	// lease is the epoch lease (lease.go).
 	lease epochLease
 }
 
@@ -89,30 +142,24 @@ func stampOf(path string) fileStamp {
 	return fileStamp{mod: st.ModTime(), size: st.Size(), ok: true}
 }
 
-// geoTLS is the TLS config nodes verify each other's APIs with.
-func geoTLS(cfg *config.Geo) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CACertFile != "" {
-		pool, err := config.ReadCAPool(cfg.CACertFile)
-		if err != nil {
-			return nil, fmt.Errorf("geo.ca_cert_file: %w", err)
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
-}
-
-func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, error) {
-	hc, err := geoClient(cfg)
+// New builds the reconciler of node from c; Run and LeaseLoop start it.
+func New(c Config, node Node) (*Reconciler, error) {
+	cfg, topo := c.Geo, c.Topology
+	hc, err := PeerClient(cfg)
 	if err != nil {
 		return nil, err
 	}
-	epoch, err := datadir.ReadEpochFile(a.cfg.DataDir)
+	epoch, err := datadir.ReadEpochFile(c.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	g := &geoRun{
-		a:           a,
+	g := &Reconciler{
+		node:        node,
+		nodeID:      c.NodeID,
+		dataDir:     c.DataDir,
+		logger:      c.Logger,
+		raft:        c.Raft,
+		raftH:       c.RaftH,
 		client:      hc,
 		cfg:         cfg,
 		topo:        topo,
@@ -130,8 +177,8 @@ func newGeoRun(a *Appliance, cfg *config.Geo, topo *geo.Topology) (*geoRun, erro
 	return g, nil
 }
 
-// reload takes a geo block from a reloaded config (SIGHUP).
-func (g *geoRun) reload(cfg *config.Geo) {
+// Reload takes a geo block from a reloaded config (SIGHUP).
+func (g *Reconciler) Reload(cfg *config.Geo) {
 	g.mu.Lock()
 	g.cfg = cfg
 	g.topoStamp = fileStamp{} // read it again
@@ -142,7 +189,7 @@ func (g *geoRun) reload(cfg *config.Geo) {
 // refreshTopology re-reads the topology when its file changed (or when
 // forced). One that does not validate is refused with its problems, and
 // the node runs on the one it had.
-func (g *geoRun) refreshTopology(force bool) {
+func (g *Reconciler) refreshTopology(force bool) {
 	g.mu.Lock()
 	cfg := g.cfg
 	stamp := fileStamp{}
@@ -161,23 +208,23 @@ func (g *geoRun) refreshTopology(force bool) {
 
 	t, err := cfg.Topology()
 	if err == nil {
-		if _, _, ok := t.SiteOf(g.a.cfg.NodeID); !ok {
-			err = fmt.Errorf("node_id %s is not a node of it", g.a.cfg.NodeID)
+		if _, _, ok := t.SiteOf(g.nodeID); !ok {
+			err = fmt.Errorf("node_id %s is not a node of it", g.nodeID)
 		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
 		g.topoErr = err.Error()
-		g.a.logger.Error("geo: the new topology is refused; running on the previous one", "error", err)
+		g.logger.Error("geo: the new topology is refused; running on the previous one", "error", err)
 		return
 	}
 	g.topoErr = ""
 	g.topo = t
-	g.a.logger.Info("geo: topology loaded", "primary_site", t.Primary().Name, "sites", len(t.Sites))
+	g.logger.Info("geo: topology loaded", "primary_site", t.Primary().Name, "sites", len(t.Sites))
 }
 
-func (g *geoRun) readClusterFile() {
+func (g *Reconciler) readClusterFile() {
 	path := g.cfg.ClusterFile
 	stamp := stampOf(path)
 	if stamp == g.roleStamp {
@@ -194,22 +241,22 @@ func (g *geoRun) readClusterFile() {
 	}
 	if err != nil {
 		g.role, g.roleErr = geo.RoleUnknown, fmt.Sprintf("%s: %v", path, err)
-		g.a.logger.Error("geo: cannot read gitlab-cluster.json; it says nothing until fixed", "file", path, "error", err)
+		g.logger.Error("geo: cannot read gitlab-cluster.json; it says nothing until fixed", "file", path, "error", err)
 		return
 	}
 	g.roleAt, g.roleErr = stamp.mod, ""
-	g.a.logger.Info("geo: gitlab-cluster.json read", "file", path, "role", g.role)
+	g.logger.Info("geo: gitlab-cluster.json read", "file", path, "role", g.role)
 }
 
-// run is the reconciler's loop; it acts only while this node is active.
-func (g *geoRun) run(ctx context.Context) {
+// Run is the reconciler's loop; it acts only while this node is active.
+func (g *Reconciler) Run(ctx context.Context) {
 	wait := geoTick
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
-		case <-g.a.leaders.changed():
+		case <-g.node.LeaderChanged():
 			// At once: a leader that stepped down because a node answered
 			// with a far higher term (a promoted site's, see termJump)
 			// learns of the newer epoch before it can be elected again.
@@ -220,11 +267,11 @@ func (g *geoRun) run(ctx context.Context) {
 		g.readClusterFile()
 		topo := g.topo
 		g.mu.Unlock()
-		peers := g.pollPeers(ctx, topo, geoPollWait)
+		peers := g.pollPeers(ctx, topo, PollWait)
 		g.checkFence(ctx, peers)
 		g.fenceRunning()
-		active := g.active()
-		if !g.a.core.Sealed() {
+		active := g.Active()
+		if !g.node.Sealed() {
 			g.syncEpoch(ctx, active, peers)
 		}
 		if took := g.reconcile(ctx, active, peers); took {
@@ -233,21 +280,20 @@ func (g *geoRun) run(ctx context.Context) {
 	}
 }
 
-// active: this node's core is active and its Raft leads.
-func (g *geoRun) active() bool {
-	isLeader, _, _, err := g.a.core.Leader()
-	if err != nil || !isLeader {
+// Active: this node's core is active and its Raft leads.
+func (g *Reconciler) Active() bool {
+	if !g.node.CoreActive() {
 		return false
 	}
 	leads := false
-	g.a.raftH.With(func(r *hraft.Raft) { leads = r.State() == hraft.Leader })
+	g.raftH.With(func(r *hraft.Raft) { leads = r.State() == hraft.Leader })
 	return leads
 }
 
 // reconcile runs one round on the active node: poll the topology's nodes,
 // settle the primary, plan, take the next step. It reports whether it took
 // one.
-func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]client.PeerStatus) bool {
+func (g *Reconciler) reconcile(ctx context.Context, active bool, peers map[string]client.PeerStatus) bool {
 	if !active {
 		// The primary as the replicated override and this node's
 		// topology say (the active node also weighs the claims).
@@ -263,7 +309,7 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 	}
 	g.mu.Lock()
 	topo := g.topo
-	claims := []geo.Claim{{Node: g.a.cfg.NodeID, Role: g.role, At: g.roleAt}}
+	claims := []geo.Claim{{Node: g.nodeID, Role: g.role, At: g.roleAt}}
 	g.mu.Unlock()
 
 	for id, p := range peers {
@@ -282,7 +328,7 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 			g.setDecision("cannot record the promoted primary: " + err.Error())
 			return false
 		}
-		g.a.logger.Info("geo: the primary site is the promoted one", "site", ep.Site, "epoch", ep.Number)
+		g.logger.Info("geo: the primary site is the promoted one", "site", ep.Site, "epoch", ep.Number)
 		last = o
 	}
 	res := geo.Resolve(topo, last, claims)
@@ -292,9 +338,9 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 			return false
 		}
 		if res.Persist.Lapsed {
-			g.a.logger.Info("geo: the primary override lapsed: the topology names another primary", "override", res.Persist.Site, "topology_primary", topo.Primary().Name)
+			g.logger.Info("geo: the primary override lapsed: the topology names another primary", "override", res.Persist.Site, "topology_primary", topo.Primary().Name)
 		} else {
-			g.a.logger.Info("geo: the primary site moves", "site", res.Persist.Site, "source", res.Persist.Source)
+			g.logger.Info("geo: the primary site moves", "site", res.Persist.Site, "source", res.Persist.Source)
 		}
 	}
 	plan, err := geo.PlanFor(res.Topology)
@@ -302,7 +348,7 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 		g.setDecision("cannot plan: " + err.Error())
 		return false
 	}
-	m := &raftMembership{a: g.a, peers: peers}
+	m := &raftMembership{g: g, peers: peers}
 	live, err := m.Servers(ctx)
 	if err != nil {
 		g.setDecision("cannot read the Raft configuration: " + err.Error())
@@ -324,24 +370,24 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 	g.mu.Unlock()
 	if d.Step == nil {
 		if g.decision != prev && d.Converged {
-			g.a.logger.Info("geo: converged", "primary_site", plan.Primary, "voters", fmt.Sprint(plan.Voters()))
+			g.logger.Info("geo: converged", "primary_site", plan.Primary, "voters", fmt.Sprint(plan.Voters()))
 		}
 		return false
 	}
 	// A leader that was paused or cut off may not know yet that it was
 	// replaced: a quorum confirms its leadership before it changes anything.
-	if !g.confirmedLeader() {
+	if !g.node.LeaderConfirmed() {
 		g.setDecision("waiting: a quorum has not confirmed this node's leadership")
 		return false
 	}
-	g.a.logger.Info("geo: "+string(d.Step.Action), "node", d.Step.ID, "why", d.Step.Why)
+	g.logger.Info("geo: "+string(d.Step.Action), "node", d.Step.ID, "why", d.Step.Why)
 	sctx, cancel := context.WithTimeout(ctx, geoStepWait)
 	err = geo.Apply(sctx, m, *d.Step)
 	cancel()
 	entry := &client.GeoStepEntry{Step: *d.Step, At: time.Now().UTC()}
 	if err != nil {
 		entry.Error = err.Error()
-		g.a.logger.Error("geo: step failed; the next round decides again", "step", d.Step.String(), "error", err)
+		g.logger.Error("geo: step failed; the next round decides again", "step", d.Step.String(), "error", err)
 	}
 	g.mu.Lock()
 	g.lastStep = entry
@@ -349,22 +395,14 @@ func (g *geoRun) reconcile(ctx context.Context, active bool, peers map[string]cl
 	return err == nil
 }
 
-// confirmedLeader: a quorum confirmed this node's leadership within its
-// lease (the leader watch asks Raft's VerifyLeader, as readiness does).
-func (g *geoRun) confirmedLeader() bool {
-	lease := time.Duration(g.a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
-	ok, _ := g.a.leaders.confirmedWithin(lease)
-	return ok
-}
-
-func (g *geoRun) setDecision(s string) {
+func (g *Reconciler) setDecision(s string) {
 	g.mu.Lock()
 	g.decision = s
 	g.mu.Unlock()
 }
 
-func (g *geoRun) readOverride(ctx context.Context) (*geo.Override, error) {
-	e, err := g.a.raft.Get(ctx, geoOverrideKey)
+func (g *Reconciler) readOverride(ctx context.Context) (*geo.Override, error) {
+	e, err := g.raft.Get(ctx, geoOverrideKey)
 	if err != nil || e == nil {
 		return nil, err
 	}
@@ -375,63 +413,10 @@ func (g *geoRun) readOverride(ctx context.Context) (*geo.Override, error) {
 	return &o, nil
 }
 
-func (g *geoRun) writeOverride(ctx context.Context, o *geo.Override) error {
+func (g *Reconciler) writeOverride(ctx context.Context, o *geo.Override) error {
 	b, err := json.Marshal(o)
 	if err != nil {
 		return err
 	}
-	return g.a.raft.Put(ctx, &physical.Entry{Key: geoOverrideKey, Value: b})
-}
-
-// view joins the plan, the Raft configuration and the peers' answers.
-func (g *geoRun) view(p geo.Plan, live []geo.Server, peers map[string]client.PeerStatus) []client.GeoNodeView {
-	byID := map[string]geo.Server{}
-	for _, s := range live {
-		byID[s.ID] = s
-	}
-	commit := uint64(0)
-	g.a.raftH.With(func(r *hraft.Raft) { commit = r.CommitIndex() })
-	var out []client.GeoNodeView
-	for _, m := range p.Members {
-		v := client.GeoNodeView{ID: m.ID, Site: m.Site, APIAddr: m.APIAddr, DesiredVoter: m.Voter, Why: m.Why}
-		if s, ok := byID[m.ID]; ok {
-			v.InRaft, v.Voter, v.Leader = true, s.Voter, s.Leader
-		}
-		if m.ID == g.a.cfg.NodeID {
-			v.Reachable, v.Ready, v.AppliedIndex, v.Epoch = true, true, g.a.raft.AppliedIndex(), g.localEpoch.Number
-		} else if ps, ok := peers[m.ID]; ok {
-			v.Reachable, v.Sealed, v.Ready, v.NotReady, v.AppliedIndex, v.Epoch = true, ps.Sealed, ps.Ready, ps.NotReady, ps.AppliedIndex, ps.Epoch.Number
-		}
-		if v.Reachable && commit > v.AppliedIndex {
-			v.Lag = commit - v.AppliedIndex
-		}
-		if at, ok := g.peerContact[m.ID]; ok && m.ID != g.a.cfg.NodeID {
-			v.LastContact = time.Since(at).Round(time.Millisecond).String()
-		}
-		out = append(out, v)
-	}
-	return out
-}
-
-// status is the node's GeoStatus.
-func (g *geoRun) status() *client.GeoStatus {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	site, _, _ := g.topo.SiteOf(g.a.cfg.NodeID)
-	st := &client.GeoStatus{
-		Site:             site.Name,
-		PrimarySite:      g.primary.Topology.Primary().Name,
-		PrimarySource:    g.primary.Source,
-		TopologyError:    g.topoErr,
-		ClusterFileRole:  g.role.String(),
-		ClusterFileError: g.roleErr,
-		Epoch:            g.localEpoch,
-		RPO:              g.localEpoch.RPO(),
-		Fenced:           g.fenced,
-		Reconciler:       g.decision,
-		LastStep:         g.lastStep,
-		Nodes:            g.nodes,
-	}
-	st.Notes = append(append(st.Notes, g.plan.Notes...), g.primary.Notes...)
-	return st
+	return g.raft.Put(ctx, &physical.Entry{Key: geoOverrideKey, Value: b})
 }

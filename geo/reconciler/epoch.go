@@ -1,4 +1,4 @@
-package appliance
+package reconciler
 
 import (
 	"context"
@@ -29,14 +29,14 @@ import (
 // (geo.EpochKey, outside the barrier: no secret), from which every node of
 // the new cluster learns it, nodes that join later included.
 
-// epochGetter reads a raw Raft key (the FSM of a running node, or one
+// EpochGetter reads a raw Raft key (the FSM of a running node, or one
 // opened offline).
-type epochGetter interface {
+type EpochGetter interface {
 	Get(ctx context.Context, key string) (*physical.Entry, error)
 }
 
-// readEpochKey is the epoch replicated in Raft; none is epoch 0.
-func readEpochKey(ctx context.Context, g epochGetter) (geo.Epoch, error) {
+// ReadEpochKey is the epoch replicated in Raft; none is epoch 0.
+func ReadEpochKey(ctx context.Context, g EpochGetter) (geo.Epoch, error) {
 	var e geo.Epoch
 	ent, err := g.Get(ctx, geo.EpochKey)
 	if err != nil || ent == nil {
@@ -49,11 +49,11 @@ func readEpochKey(ctx context.Context, g epochGetter) (geo.Epoch, error) {
 }
 
 // epoch is this node's epoch: the newer of its file and Raft's.
-func (g *geoRun) epoch(ctx context.Context) geo.Epoch {
+func (g *Reconciler) epoch(ctx context.Context) geo.Epoch {
 	g.mu.Lock()
 	e := g.localEpoch
 	g.mu.Unlock()
-	if r, err := readEpochKey(ctx, g.a.raft); err == nil && r.Number > e.Number {
+	if r, err := ReadEpochKey(ctx, g.raft); err == nil && r.Number > e.Number {
 		e = r
 	}
 	return e
@@ -64,11 +64,11 @@ func (g *geoRun) epoch(ctx context.Context) geo.Epoch {
 // epoch), and the first active node of an epoch records it in Raft with
 // the index it kept (its own log at the promotion: the leader's log is
 // never cut) and every member's survivor it heard of (the RPO).
-func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]client.PeerStatus) {
+func (g *Reconciler) syncEpoch(ctx context.Context, active bool, peers map[string]client.PeerStatus) {
 	g.mu.Lock()
 	local := g.localEpoch
 	g.mu.Unlock()
-	inRaft, err := readEpochKey(ctx, g.a.raft)
+	inRaft, err := ReadEpochKey(ctx, g.raft)
 	if err != nil {
 		return
 	}
@@ -94,7 +94,7 @@ func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]cl
 	}
 	if merged.KeptBy == "" {
 		for _, s := range merged.Survivors {
-			if s.Node == g.a.cfg.NodeID {
+			if s.Node == g.nodeID {
 				merged.KeptBy, merged.KeptIndex, merged.KeptAt = s.Node, s.LastIndex, s.LastAt
 			}
 		}
@@ -106,13 +106,13 @@ func (g *geoRun) syncEpoch(ctx context.Context, active bool, peers map[string]cl
 	if err != nil {
 		return
 	}
-	if err := g.a.raft.Put(ctx, &physical.Entry{Key: geo.EpochKey, Value: b}); err != nil {
-		g.a.logger.Error("geo: cannot record the epoch in Raft", "epoch", merged.Number, "error", err)
+	if err := g.raft.Put(ctx, &physical.Entry{Key: geo.EpochKey, Value: b}); err != nil {
+		g.logger.Error("geo: cannot record the epoch in Raft", "epoch", merged.Number, "error", err)
 		return
 	}
 	g.adoptEpoch(merged)
 	if inRaft.Number < merged.Number {
-		g.a.logger.Info("geo: epoch recorded in Raft", "epoch", merged.Number, "site", merged.Site, "kept_index", merged.KeptIndex)
+		g.logger.Info("geo: epoch recorded in Raft", "epoch", merged.Number, "site", merged.Site, "kept_index", merged.KeptIndex)
 	}
 }
 
@@ -138,9 +138,9 @@ func sameRecord(a, b geo.Epoch) bool {
 }
 
 // adoptEpoch makes e this node's epoch, in its data dir too.
-func (g *geoRun) adoptEpoch(e geo.Epoch) {
-	if err := datadir.WriteEpochFile(g.a.cfg.DataDir, e); err != nil {
-		g.a.logger.Error("geo: cannot record the cluster's epoch in the data dir", "epoch", e.Number, "error", err)
+func (g *Reconciler) adoptEpoch(e geo.Epoch) {
+	if err := datadir.WriteEpochFile(g.dataDir, e); err != nil {
+		g.logger.Error("geo: cannot record the cluster's epoch in the data dir", "epoch", e.Number, "error", err)
 		return
 	}
 	g.mu.Lock()
@@ -148,7 +148,7 @@ func (g *geoRun) adoptEpoch(e geo.Epoch) {
 	g.localEpoch = e
 	g.mu.Unlock()
 	if prev != e.Number {
-		g.a.logger.Info("geo: this node is in epoch "+fmt.Sprint(e.Number), "site", e.Site)
+		g.logger.Info("geo: this node is in epoch "+fmt.Sprint(e.Number), "site", e.Site)
 	}
 }
 
@@ -161,17 +161,17 @@ var ErrFenced = errors.New("this node's Raft data belongs to a replaced cluster"
 // does not unseal, and if it was unsealed it stops. A node without Raft
 // data is about to join whatever cluster answers: the snapshot it gets
 // carries that cluster's epoch.
-func (g *geoRun) checkFence(ctx context.Context, peers map[string]client.PeerStatus) {
+func (g *Reconciler) checkFence(ctx context.Context, peers map[string]client.PeerStatus) {
 	g.mu.Lock()
 	done := g.fenced != ""
 	g.fenceChecked = true
 	g.mu.Unlock()
-	if done || g.a.raft.AppliedIndex() == 0 {
+	if done || g.raft.AppliedIndex() == 0 {
 		return
 	}
 	mine := g.epoch(ctx)
 	for id, p := range peers {
-		if !p.Epoch.Supersedes(mine, g.a.cfg.NodeID) {
+		if !p.Epoch.Supersedes(mine, g.nodeID) {
 			continue
 		}
 		reason := fmt.Sprintf("fenced: node %s is in Geo epoch %d (site %s promoted at %s by geo promote --force) and this node's Raft data is from epoch %d: "+
@@ -181,14 +181,14 @@ func (g *geoRun) checkFence(ctx context.Context, peers map[string]client.PeerSta
 		g.mu.Lock()
 		g.fenced = reason
 		g.mu.Unlock()
-		g.a.logger.Error("geo: "+reason, "node", g.a.cfg.NodeID)
+		g.logger.Error("geo: "+reason, "node", g.nodeID)
 		return
 	}
 }
 
-// fence is why this node must not unseal ("" if it may). Before the first
+// Fence is why this node must not unseal ("" if it may). Before the first
 // look at the peers it looks once (the HSM unseals a node at start).
-func (g *geoRun) fence(ctx context.Context) string {
+func (g *Reconciler) Fence(ctx context.Context) string {
 	g.mu.Lock()
 	checked := g.fenceChecked
 	g.mu.Unlock()
@@ -203,19 +203,19 @@ func (g *geoRun) fence(ctx context.Context) string {
 	return g.fenced
 }
 
-// fencedReason is why this node is fenced, "" if it is not.
-func (g *geoRun) fencedReason() string {
+// FencedReason is why this node is fenced, "" if it is not.
+func (g *Reconciler) FencedReason() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.fenced
 }
 
 // fenceRunning stops a node that is unsealed in a superseded epoch.
-func (g *geoRun) fenceRunning() {
+func (g *Reconciler) fenceRunning() {
 	g.mu.Lock()
 	reason := g.fenced
 	g.mu.Unlock()
-	if reason != "" && !g.a.core.Sealed() {
-		g.a.fail(fmt.Errorf("%w: %s", ErrFenced, reason))
+	if reason != "" && !g.node.Sealed() {
+		g.node.Fail(fmt.Errorf("%w: %s", ErrFenced, reason))
 	}
 }
