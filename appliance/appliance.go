@@ -188,7 +188,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
 		// As newer OpenBao releases by default: sys/rekey/* is served by
 		// the system backend only (and sys/rekey-recovery-key/* not at
-		// all); ceremonyGate wants a sudo token for what is left.
+		// all); httpapi's ceremonyGate wants a sudo token for what is left.
 		lc.DisableUnauthedRekeyEndpoints = true
 		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
 		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
