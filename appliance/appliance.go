@@ -19,13 +19,11 @@ import (
 	"github.com/hashicorp/go-secure-stdlib/reloadutil"
 	"github.com/openbao/openbao/command/server"
 	vaulthttp "github.com/openbao/openbao/http"
-	"github.com/openbao/openbao/internalshared/configutil"
 	"github.com/openbao/openbao/internalshared/listenerutil"
 	"github.com/openbao/openbao/physical/raft"
 	"github.com/openbao/openbao/sdk/v2/logical"
 	"github.com/openbao/openbao/vault"
 	vaultseal "github.com/openbao/openbao/vault/seal"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance/filter"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
@@ -55,7 +53,6 @@ type Appliance struct {
 	raftH       *raftx.Handle          // the hashicorp/raft instance inside raft
 	geo         *reconciler.Reconciler // the Geo topology and reconciler; nil without a geo block
 	leaders     *leaderWatch           // cancels forwards to a leader that is no longer it
-	keySlots    chan struct{}          // unseal, authorize and verify attempts running (keySlot)
 	disk        *diskGuard             // refuses writes before the data dir is full
 	storage     *datadir.Report        // the data dir as the start found it (startCheck)
 	snaps       *snapshotter           // the snapshot schedule, nil without a snapshot block
@@ -111,16 +108,15 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		cfg = cfg.WithGeo(topo)
 	}
 	a = &Appliance{
-		leaders:  newLeaderWatch(),
-		keySlots: make(chan struct{}, maxKeyAttempts),
-		disk:     &diskGuard{dir: cfg.DataDir},
-		cfg:      cfg,
-		started:  time.Now(),
-		ready:    make(chan struct{}),
-		restart:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-		errc:     make(chan error, 1),
-		kick:     make(chan struct{}, 1),
+		leaders: newLeaderWatch(),
+		disk:    &diskGuard{dir: cfg.DataDir},
+		cfg:     cfg,
+		started: time.Now(),
+		ready:   make(chan struct{}),
+		restart: make(chan struct{}),
+		stopped: make(chan struct{}),
+		errc:    make(chan error, 1),
+		kick:    make(chan struct{}, 1),
 	}
 	// undo holds what to close if a later step fails. Its funcs must not
 	// read a: the deferred func runs after `return nil, err` set it to nil.
@@ -190,7 +186,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		lc.MaxRequestSize = vaulthttp.DefaultMaxRequestSize
 		// As newer OpenBao releases by default: sys/rekey/* is served by
 		// the system backend only (and sys/rekey-recovery-key/* not at
-		// all); ceremonyGate wants a sudo token for what is left.
+		// all); httpapi's ceremonyGate wants a sudo token for what is left.
 		lc.DisableUnauthedRekeyEndpoints = true
 		lc.MaxRequestDuration = vault.DefaultMaxRequestDuration
 		a.listeners = append(a.listeners, listenerutil.Listener{Listener: ln, Config: lc})
@@ -281,12 +277,8 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	undo = append(undo, func() { core.Shutdown() })
 
 	core.SetClusterListenerAddrs([]*net.TCPAddr{clusterTCP})
-	// Requests a standby forwards pass the same filter and ceremony gate
-	// here, on the active node, and find the same endpoints (the legacy
-	// rekey ones off), as on the listener that took them.
-	core.SetClusterHandler(filter.Wrap(a.core, a.diskGate(a.ceremonyGate(a.detailedPolicies(vaulthttp.Handler.Handler(&vault.HandlerProperties{
-		Core: core, ListenerConfig: &configutil.Listener{DisableUnauthedRekeyEndpoints: true},
-	}))))))
+	api := a.httpAPI()
+	core.SetClusterHandler(api.Cluster()) // requests a standby forwards
 
 	bgCtx, cancel := context.WithCancel(context.Background())
 	a.bgCtx, a.bgCancel = bgCtx, cancel
@@ -307,26 +299,8 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 			return nil, err
 		}
 	}
-	admin := a.adminHandler()
 	for _, ln := range a.listeners {
-		h := vaulthttp.Handler.Handler(&vault.HandlerProperties{
-			Core:           core,
-			ListenerConfig: ln.Config,
-			AllListeners:   a.listeners,
-		})
-		if len(ln.Config.XForwardedForAuthorizedAddrs) > 0 {
-			h = vaulthttp.WrapForwardedForHandler(h, ln.Config)
-		}
-		mux := http.NewServeMux()
-		mux.Handle(adminPrefix, admin)
-		mux.Handle("/", a.readyGate(a.diskGate(a.baoCompat(a.ceremonyGate(a.detailedPolicies(h))))))
-		srv := &http.Server{
-			Handler:           filter.Wrap(a.core, mux), // the filter runs before anything reads the request
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			IdleTimeout:       5 * time.Minute,
-			ErrorLog:          a.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-		}
+		srv := api.Server(ln, a.listeners)
 		a.servers = append(a.servers, srv)
 		a.bg.Add(1)
 		go func(l net.Listener) {

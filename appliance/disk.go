@@ -2,19 +2,13 @@ package appliance
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/openbao/openbao/sdk/v2/physical"
 	"golang.org/x/sys/unix"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
@@ -27,8 +21,8 @@ import (
 // the disk is full: when the data dir's filesystem has less than minFree
 // left, API writes (on this node, and forwarded to it as the active node)
 // answer 507 with what to do, reads go on, and writes come back by
-// themselves once space returns. The free space is read every diskPoll and
-// again before every API write.
+// themselves once space returns (httpapi's diskGate). The free space is
+// read every diskPoll and again before every API write.
 //
 // Raft's own bookkeeping and the writes already in its log still need
 // room after that. A file of spare space would not keep it: when it is
@@ -154,59 +148,4 @@ func keepRoom(path string) {
 	}
 	defer f.Close()
 	syscall.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, want)
-}
-
-// raftMaxEntrySize is the most one Raft log entry, and so one stored
-// value, may hold: OpenBao's default max_entry_size (2 x go-raftchunking's
-// ChunkSize), which the appliance does not change.
-const raftMaxEntrySize = 1 << 20
-
-// countingBody counts the bytes read from a request body.
-type countingBody struct {
-	io.ReadCloser
-	n int64
-}
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.ReadCloser.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// ErrDiskFull refuses a write while the data dir is nearly full.
-var ErrDiskFull = errors.New("the data directory is nearly full: writes are refused until space is freed on it; reads still work")
-
-// diskGate answers API writes with 507 while the disk is low, and turns
-// OpenBao's own ENOSPC answers (a write that raced the guard) into the
-// same 507, and its 500 for a value over Raft's entry limit into 413.
-func (a *Appliance) diskGate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path, isAPI := strings.CutPrefix(r.URL.Path, "/v1/")
-		write := r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions && r.Method != "LIST"
-		if !isAPI || !write || gateExempt[strings.TrimSuffix(path, "/")] {
-			next.ServeHTTP(w, r)
-			return
-		}
-		a.checkDisk()
-		if a.disk.low.Load() {
-			writeError(w, http.StatusInsufficientStorage, fmt.Errorf("%w (%s: %d bytes free, %d needed)", ErrDiskFull, a.cfg.DataDir, a.disk.free.Load(), a.disk.minFree.Load()))
-			return
-		}
-		h := &heldAnswer{w: w, header: http.Header{}}
-		body := &countingBody{ReadCloser: r.Body}
-		r.Body = body
-		next.ServeHTTP(h, r)
-		switch {
-		case h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), "no space left on device"):
-			// Faster than the guard.
-			a.disk.low.Store(true)
-			writeError(w, http.StatusInsufficientStorage, fmt.Errorf("%w (%s: no space left on device)", ErrDiskFull, a.cfg.DataDir))
-		case h.code == http.StatusInternalServerError && strings.Contains(h.body.String(), physical.ErrValueTooLarge):
-			// OpenBao answers 500 and names the key's size as the
-			// value's ("got 156 bytes").
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("the value is too large to store: one stored entry is at most %d bytes (Raft's max_entry_size), and this request's body was %d bytes; store less under one key (split it over several)", raftMaxEntrySize, body.n))
-		default:
-			h.release()
-		}
-	})
 }

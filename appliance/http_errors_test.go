@@ -12,7 +12,8 @@ import (
 )
 
 // Every error the handlers meet has one status, wrapped or not; what is
-// not the appliance's own is the request's mistake.
+// not the appliance's own is the request's mistake (see httpapi.Errors;
+// GitLab's bootstrap: httpapi's TestErrorsStatusOf).
 func TestStatusOf(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
@@ -33,14 +34,11 @@ func TestStatusOf(t *testing.T) {
 		{seal.ErrNoChange, http.StatusConflict},
 		{errors.New("share 2 was already submitted"), http.StatusBadRequest},
 	} {
-		if got := statusOf(tc.err); got != tc.want {
+		if got := httpErrors.StatusOf(tc.err); got != tc.want {
 			t.Errorf("%v: %d, want %d", tc.err, got, tc.want)
 		}
-		if got := statusOf(fmt.Errorf("node-3: %w", tc.err)); got != tc.want {
+		if got := httpErrors.StatusOf(fmt.Errorf("node-3: %w", tc.err)); got != tc.want {
 			t.Errorf("wrapped %v: %d, want %d", tc.err, got, tc.want)
 		}
-	}
-	if got := bootstrapStatusOf(errors.New("mounting pipeline_jwt: Code: 403. Errors: * permission denied")); got != http.StatusForbidden {
-		t.Errorf("bootstrap's permission denied: %d", got)
 	}
 }

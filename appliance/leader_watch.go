@@ -2,9 +2,6 @@ package appliance
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +16,8 @@ import (
 // this, a forward to a leader that stopped answering (paused, cut off)
 // hangs until the client gives up, and holds OpenBao's forwarding lock,
 // which the node needs to become active if it is the new leader: the whole
-// cluster then waits for the slowest client's timeout.
+// cluster then waits for the slowest client's timeout. (httpapi binds the
+// requests to changed and asks it for the leadership's confirmation.)
 type leaderWatch struct {
 	mu     sync.Mutex
 	ch     chan struct{} // closed at the next change
@@ -37,50 +35,7 @@ type leaderWatch struct {
 	confirmed atomic.Int64 // unix nanoseconds
 	// soleVoter: this node is the only voter of the Raft configuration.
 	soleVoter atomic.Bool
-
-	// lastForwardFail is when a forward from this node last failed (unix
-	// nanoseconds; 0: never).
-	lastForwardFail atomic.Int64
-	// lastForwardOK is when a forward that came back was sent (unix
-	// nanoseconds); probing: the probe runs (see forward_health.go).
-	lastForwardOK atomic.Int64
-	probing       atomic.Bool
-	// notReadyFrom is when the episode of not being ready that requests
-	// find the node in began (0: ready), notReadySeen when a request last
-	// found it not ready (unix nanoseconds); see saw.
-	notReadyFrom, notReadySeen atomic.Int64
 }
-
-// saw records what a request found: ready or not, at now. An episode of
-// not being ready lasts while requests keep finding the node not ready
-// (at most episodeGap apart).
-func (w *leaderWatch) saw(ready bool, now time.Time) {
-	if ready {
-		w.notReadyFrom.Store(0)
-		return
-	}
-	n := now.UnixNano()
-	if last := w.notReadySeen.Swap(n); w.notReadyFrom.Load() == 0 || n-last > int64(episodeGap) {
-		w.notReadyFrom.Store(n)
-	}
-}
-
-// notReadyFor is how long the node has been found not ready, without a
-// break, up to now (0: it was ready, or nobody looked lately).
-func (w *leaderWatch) notReadyFor(now time.Time) time.Duration {
-	from, seen := w.notReadyFrom.Load(), w.notReadySeen.Load()
-	if from == 0 || now.UnixNano()-seen > int64(episodeGap) {
-		return 0
-	}
-	return time.Duration(now.UnixNano() - from)
-}
-
-// episodeGap is the longest time between two looks that found the node
-// not ready for them to count as one episode.
-const episodeGap = 250 * time.Millisecond
-
-// forwardFailed records that a forward failed at t.
-func (w *leaderWatch) forwardFailed(t time.Time) { w.lastForwardFail.Store(t.UnixNano()) }
 
 // verifyEvery is how often a leader has a quorum confirm its leadership.
 const verifyEvery = 100 * time.Millisecond
@@ -178,98 +133,4 @@ func (w *leaderWatch) changed() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ch
-}
-
-// bound is r with a context cancelled at the next change; call done when
-// the request is over. cut reports whether the change cancelled it.
-func (w *leaderWatch) bound(r *http.Request) (req *http.Request, done func(), cut func() bool) {
-	ch := w.changed()
-	ctx, cancel := context.WithCancel(r.Context())
-	var byChange atomic.Bool
-	go func() {
-		select {
-		case <-ch:
-			byChange.Store(true)
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return r.WithContext(ctx), cancel, byChange.Load
-}
-
-// confirmWriter lets an answer out of the active node only while its
-// leadership is confirmed: a leader that was stalled (SIGSTOP, a starved
-// process) after the gate let the request in may have been replaced
-// meanwhile and have read a stale FSM. Every answer of a read below 500
-// tells of the state (its 200 and its 404), and so does a write's refusal
-// (a check-and-set's 400 mismatch); a write's 2xx does not need it: Raft
-// committed the write in this leader's term, so no newer leader's entry
-// precedes it. A lapsed confirmation waits (up to readyHold) for a round
-// that started after the answer was ready; failing that, a read gets 503
-// (it changed nothing: the client reads again) and a write 503 outcome
-// unknown (a handler that refused may have written before it did).
-type confirmWriter struct {
-	http.ResponseWriter
-	a       *Appliance
-	ctx     context.Context
-	write   bool
-	decided bool
-	refused bool
-}
-
-func (w *confirmWriter) WriteHeader(code int) {
-	if w.decided {
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.decided = true
-	tells := code >= 200 && code < 500 && (!w.write || code >= 300)
-	if tells && !w.a.leaders.soleVoter.Load() && !w.a.leaders.confirmedAfterLapse(w.ctx, w.a.leaseDuration()) {
-		w.refused = true
-		h := w.ResponseWriter.Header()
-		for k := range h {
-			delete(h, k)
-		}
-		err := errors.New("this node is not ready: it could not confirm its leadership after reading; read again in a moment or use another node")
-		if w.write {
-			err = fmt.Errorf("%w: this node could not confirm its leadership after handling the request; it may or may not have been applied (it was not sent again); check before retrying it", ErrOutcomeUnknown)
-		}
-		writeError(w.ResponseWriter, http.StatusServiceUnavailable, err)
-		return
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *confirmWriter) Write(b []byte) (int, error) {
-	if !w.decided {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.refused {
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Flush lets streamed answers through once they were let out.
-func (w *confirmWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && w.decided && !w.refused {
-		f.Flush()
-	}
-}
-
-// confirmedAfterLapse: the leadership is confirmed within lease, or a
-// confirmation round that starts from now succeeds before readyHold.
-func (w *leaderWatch) confirmedAfterLapse(ctx context.Context, lease time.Duration) bool {
-	if ok, _ := w.confirmedWithin(lease); ok {
-		return true
-	}
-	from := time.Now().UnixNano()
-	deadline := time.Now().Add(readyHold)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if w.confirmed.Load() >= from {
-			return true
-		}
-		time.Sleep(readyPoll)
-	}
-	return w.confirmed.Load() >= from
 }

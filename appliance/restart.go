@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"time"
@@ -134,39 +134,19 @@ func (a *Appliance) capabilitiesSelf(ctx context.Context, token, path string) ([
 	req.RemoteAddr, req.RequestURI = "127.0.0.1:0", "/v1/sys/capabilities-self"
 	req.Header.Set("X-Vault-Token", token)
 	req.Header.Set("Content-Type", "application/json")
-	rec := &recorder{header: http.Header{}, code: http.StatusOK}
+	rec := httptest.NewRecorder()
 	vaulthttp.Handler.Handler(&vault.HandlerProperties{Core: a.core}).ServeHTTP(rec, req)
-	if rec.code == http.StatusForbidden || rec.code == http.StatusBadRequest {
+	if rec.Code == http.StatusForbidden || rec.Code == http.StatusBadRequest {
 		return nil, ErrRestartUnauthorized
 	}
-	if rec.code != http.StatusOK {
-		return nil, errors.New("the token could not be checked now (" + http.StatusText(rec.code) + "): try again in a moment")
+	if rec.Code != http.StatusOK {
+		return nil, errors.New("the token could not be checked now (" + http.StatusText(rec.Code) + "): try again in a moment")
 	}
 	var out struct {
 		Data map[string][]string `json:"data"`
 	}
-	if err := json.Unmarshal(rec.body.Bytes(), &out); err != nil {
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 		return nil, err
 	}
 	return out.Data[path], nil
-}
-
-func (a *Appliance) handleRestart(w http.ResponseWriter, r *http.Request) {
-	var req client.RestartRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("the request body is not a restart request (%v): send {} or {\"hand_over\": true}", err))
-		return
-	}
-	handed, err := a.requestRestart(r.Context(), r.Header.Get("X-Vault-Token"), req.HandOver)
-	switch {
-	case err == nil:
-		writeJSON(w, http.StatusOK, client.RestartResponse{NodeID: a.cfg.NodeID, Restarting: true, HandedOver: handed})
-	case errors.Is(err, ErrRestartUnauthorized):
-		writeError(w, http.StatusForbidden, err)
-	case errors.Is(err, ErrRestartActive), errors.Is(err, ErrRestartSealed):
-		writeError(w, http.StatusConflict, err)
-	default:
-		w.Header().Set("Retry-After", "2")
-		writeError(w, http.StatusServiceUnavailable, err)
-	}
 }

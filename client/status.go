@@ -22,7 +22,7 @@ type Status struct {
 	Version        string `json:"version"`
 	OpenBaoVersion string `json:"openbao_version"`
 	State          string `json:"state"`
-	// Ready: the node answers API requests now (see appliance.Readiness);
+	// Ready: the node answers API requests now (see httpapi.Readiness);
 	// NotReady says what it waits for.
 	Ready         bool        `json:"ready"`
 	NotReady      string      `json:"not_ready,omitempty"`

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"context"
@@ -21,13 +21,13 @@ import (
 const probePath = "/v1/sys/internal/ui/mounts"
 
 // forwardHealthy: no forward failed since one last worked.
-func (w *leaderWatch) forwardHealthy() bool {
+func (w *gateState) forwardHealthy() bool {
 	failed := w.lastForwardFail.Load()
 	return failed == 0 || w.lastForwardOK.Load() > failed
 }
 
 // forwardWorked records that a forward sent at t came back.
-func (w *leaderWatch) forwardWorked(t time.Time) {
+func (w *gateState) forwardWorked(t time.Time) {
 	n := t.UnixNano()
 	for {
 		old := w.lastForwardOK.Load()
@@ -39,9 +39,9 @@ func (w *leaderWatch) forwardWorked(t time.Time) {
 
 // forwardWorks waits until forwarding works (see above), at most until
 // deadline; next is the handler the gate forwards through.
-func (a *Appliance) forwardWorks(r *http.Request, next http.Handler, deadline time.Time) bool {
-	for !a.leaders.forwardHealthy() {
-		a.probeForwarding(next)
+func (h *API) forwardWorks(r *http.Request, next http.Handler, deadline time.Time) bool {
+	for !h.gate.forwardHealthy() {
+		h.probeForwarding(next)
 		if !time.Now().Before(deadline) || r.Context().Err() != nil {
 			return false
 		}
@@ -53,15 +53,15 @@ func (a *Appliance) forwardWorks(r *http.Request, next http.Handler, deadline ti
 // probeForwarding starts the probe unless it runs: every probeEvery
 // until a forward works, for probeFor at most (the next write that waits
 // starts it again).
-func (a *Appliance) probeForwarding(next http.Handler) {
-	if !a.leaders.probing.CompareAndSwap(false, true) {
+func (h *API) probeForwarding(next http.Handler) {
+	if !h.gate.probing.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
-		defer a.leaders.probing.Store(false)
+		defer h.gate.probing.Store(false)
 		until := time.Now().Add(probeFor)
-		for time.Now().Before(until) && a.bgCtx.Err() == nil && !a.leaders.forwardHealthy() && !a.core.Sealed() {
-			if !a.probeOnce(next) {
+		for time.Now().Before(until) && h.n.Context().Err() == nil && !h.gate.forwardHealthy() && !h.core.Sealed() {
+			if !h.probeOnce(next) {
 				time.Sleep(probeEvery)
 			}
 		}
@@ -77,24 +77,24 @@ const (
 
 // probeOnce sends the probe through next; true if it came back from the
 // active node.
-func (a *Appliance) probeOnce(next http.Handler) bool {
-	ctx, cancel := context.WithTimeout(a.bgCtx, probeTimeout)
+func (h *API) probeOnce(next http.Handler) bool {
+	ctx, cancel := context.WithTimeout(h.n.Context(), probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://appliance.internal"+probePath, nil)
 	if err != nil {
 		return false
 	}
 	req.RemoteAddr, req.RequestURI = "127.0.0.1:0", probePath
-	req, done, _ := a.leaders.bound(req)
+	req, done, _ := h.bound(req)
 	defer done()
 	mark := &readMark{ReadCloser: http.NoBody}
 	req.Body = mark
 	sent := time.Now()
-	h := &heldAnswer{w: &recorder{header: http.Header{}, code: http.StatusOK}, header: http.Header{}}
-	next.ServeHTTP(h, req)
-	if h.kind(false) != answerAsIs || !mark.read.Load() {
+	held := &heldAnswer{w: &recorder{header: http.Header{}, code: http.StatusOK}, header: http.Header{}}
+	next.ServeHTTP(held, req)
+	if held.kind(false) != answerAsIs || !mark.read.Load() {
 		return false
 	}
-	a.leaders.forwardWorked(sent)
+	h.gate.forwardWorked(sent)
 	return true
 }

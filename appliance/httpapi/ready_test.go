@@ -1,14 +1,11 @@
-package appliance
+package httpapi
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	hraft "github.com/hashicorp/raft"
 )
 
 // OpenBao's answers while the leader changes are held and told apart;
@@ -67,25 +64,6 @@ func TestRetryAfterOn503(t *testing.T) {
 			t.Errorf("%d: Retry-After %q", code, got)
 		}
 	}
-}
-
-// TestReplicationIsNotPipelined: once Raft runs, its transport refuses to
-// open an AppendEntries pipeline (hashicorp/raft v1.7.3's pipeline can
-// deadlock a leader's replication and its shutdown; see raftx.Handle.Unpipe).
-func TestReplicationIsNotPipelined(t *testing.T) {
-	a := startNode(t, testConfig(t, &syncBuffer{}))
-	initAndUnseal(t, a)
-	waitFor(t, "the leader watch to turn pipelining off", func() bool {
-		piped := true
-		a.raftH.With(func(*hraft.Raft) {
-			p, err := a.raftH.Transport().AppendEntriesPipeline("other", "127.0.0.1:1")
-			if p != nil {
-				p.Close()
-			}
-			piped = !errors.Is(err, hraft.ErrPipelineReplicationNotSupported)
-		})
-		return !piped
-	})
 }
 
 // Only requests that cannot apply anything are sent again whatever

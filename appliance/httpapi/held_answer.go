@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 // What the readiness gate makes of OpenBao's answers while the leader
 // changes under a request (see readyGate): held until it knows whether

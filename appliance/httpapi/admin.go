@@ -1,9 +1,10 @@
-package appliance
+package httpapi
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -55,42 +56,43 @@ const adminPrefix = "/appliance/v1/"
 // other voters, or a sealed node):
 //
 //	POST /appliance/v1/restart -> {"node_id":"...","restarting":true}
-func (a *Appliance) adminHandler() http.Handler {
+func (h *API) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+adminPrefix+"restart", a.handleRestart)
+	mux.HandleFunc("POST "+adminPrefix+"restart", h.handleRestart)
 	mux.HandleFunc("GET "+adminPrefix+"status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.Status(r.Context()))
+		writeJSON(w, http.StatusOK, h.n.Status(r.Context()))
 	})
 	mux.HandleFunc("POST "+adminPrefix+"geo/promote", func(w http.ResponseWriter, r *http.Request) {
 		var req client.PromoteRequest
 		if !readJSON(w, r, &req) {
 			return
 		}
-		res, err := a.GeoPromote(r.Context(), r.Header.Get("X-Vault-Token"), req)
+		res, err := h.n.GeoPromote(r.Context(), r.Header.Get("X-Vault-Token"), req)
 		if err == nil {
 			writeJSON(w, http.StatusOK, res)
 			return
 		}
-		writeJSON(w, statusOf(err), struct {
+		writeJSON(w, h.statusOf(err), struct {
 			Errors []string `json:"errors"`
 			client.PromoteResult
 		}{[]string{err.Error()}, res})
 	})
 	mux.HandleFunc("GET "+adminPrefix+"geo/peer", func(w http.ResponseWriter, r *http.Request) {
-		if a.geo == nil {
-			writeError(w, http.StatusNotFound, ErrNoGeo)
+		ps, err := h.n.GeoPeer(r.Context())
+		if err != nil {
+			writeError(w, http.StatusNotFound, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, a.geo.Peer(r.Context()))
+		writeJSON(w, http.StatusOK, ps)
 	})
 	mux.HandleFunc("POST "+adminPrefix+"init", func(w http.ResponseWriter, r *http.Request) {
 		var req client.InitRequest
 		if !readJSON(w, r, &req) {
 			return
 		}
-		res, err := a.Init(r.Context(), req)
+		res, err := h.n.Init(r.Context(), req)
 		if err != nil {
-			writeError(w, statusOf(err), err)
+			writeError(w, h.statusOf(err), err)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
@@ -105,21 +107,21 @@ func (a *Appliance) adminHandler() http.Handler {
 			return
 		}
 		if req.Reset {
-			if err := a.ResetUnseal(r.Context(), req.Share); err != nil {
-				writeError(w, statusOf(err), err)
+			if err := h.n.ResetUnseal(r.Context(), req.Share); err != nil {
+				writeError(w, h.statusOf(err), err)
 				return
 			}
-			writeJSON(w, http.StatusOK, a.unsealProgress(r.Context()))
+			writeJSON(w, http.StatusOK, h.n.UnsealProgress(r.Context()))
 			return
 		}
-		release, ok := a.keySlot(w, r)
+		release, ok := h.keySlot(w, r)
 		if !ok {
 			return
 		}
 		defer release()
-		p, err := a.Unseal(r.Context(), req.Share)
+		p, err := h.n.Unseal(r.Context(), req.Share)
 		if err != nil {
-			writeJSON(w, statusOf(err), struct {
+			writeJSON(w, h.statusOf(err), struct {
 				Errors []string `json:"errors"`
 				client.UnsealProgress
 			}{[]string{err.Error()}, p})
@@ -133,16 +135,16 @@ func (a *Appliance) adminHandler() http.Handler {
 			if !readJSON(w, r, &req) {
 				return
 			}
-			st, err := a.StartSealChange(r.Context(), r.Header.Get("X-Vault-Token"), op, req)
-			writeChange(w, st, err)
+			st, err := h.n.StartSealChange(r.Context(), r.Header.Get("X-Vault-Token"), op, req)
+			h.writeChange(w, st, err)
 		})
 	}
 	// authorize takes a current key ("key"), verify a new share ("share");
-	// a recovery key comes with a token (see ErrRecoveryKeyNeedsToken).
+	// a recovery key comes with a token (see appliance.ErrRecoveryKeyNeedsToken).
 	for step, do := range map[string]func(ctx context.Context, token, nonce, key string) (seal.ChangeStatus, error){
-		"authorize": a.AuthorizeSealChange,
+		"authorize": h.n.AuthorizeSealChange,
 		"verify": func(ctx context.Context, _, nonce, share string) (seal.ChangeStatus, error) {
-			return a.VerifySealChange(ctx, nonce, share)
+			return h.n.VerifySealChange(ctx, nonce, share)
 		},
 	} {
 		mux.HandleFunc("POST "+adminPrefix+"seal/"+step, func(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +156,7 @@ func (a *Appliance) adminHandler() http.Handler {
 			if !readJSON(w, r, &req) {
 				return
 			}
-			release, ok := a.keySlot(w, r)
+			release, ok := h.keySlot(w, r)
 			if !ok {
 				return
 			}
@@ -164,7 +166,7 @@ func (a *Appliance) adminHandler() http.Handler {
 				key = req.Share
 			}
 			st, err := do(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce, key)
-			writeChange(w, st, err)
+			h.writeChange(w, st, err)
 		})
 	}
 	mux.HandleFunc("POST "+adminPrefix+"seal/cancel", func(w http.ResponseWriter, r *http.Request) {
@@ -174,23 +176,23 @@ func (a *Appliance) adminHandler() http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		if err := a.CancelSealChange(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce); err != nil {
-			writeChange(w, seal.ChangeStatus{}, err)
+		if err := h.n.CancelSealChange(r.Context(), r.Header.Get("X-Vault-Token"), req.Nonce); err != nil {
+			h.writeChange(w, seal.ChangeStatus{}, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"state": "cancelled"})
 	})
 	mux.HandleFunc("GET "+adminPrefix+"seal/change", func(w http.ResponseWriter, r *http.Request) {
-		if st := a.PendingSealChange(); st != nil {
+		if st := h.n.PendingSealChange(); st != nil {
 			writeJSON(w, http.StatusOK, st)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"state": "none"})
 	})
 	mux.HandleFunc("POST "+adminPrefix+"gitlab/bootstrap", func(w http.ResponseWriter, r *http.Request) {
-		steps, err := a.BootstrapGitLab(r.Context(), r.Header.Get("X-Vault-Token"))
+		steps, err := h.n.BootstrapGitLab(r.Context(), r.Header.Get("X-Vault-Token"))
 		if err != nil {
-			writeError(w, bootstrapStatusOf(err), err)
+			writeError(w, h.bootstrapStatusOf(err), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"steps": steps})
@@ -200,13 +202,13 @@ func (a *Appliance) adminHandler() http.Handler {
 
 // writeChange answers a seal change step: the status (with the new shares,
 // in the one answer that has them), or the error with the progress so far.
-func writeChange(w http.ResponseWriter, st seal.ChangeStatus, err error) {
+func (h *API) writeChange(w http.ResponseWriter, st seal.ChangeStatus, err error) {
 	w.Header().Set("Cache-Control", "no-store")
 	if err == nil {
 		writeJSON(w, http.StatusOK, st)
 		return
 	}
-	writeJSON(w, statusOf(err), struct {
+	writeJSON(w, h.statusOf(err), struct {
 		Errors []string `json:"errors"`
 		seal.ChangeStatus
 	}{[]string{err.Error()}, st})
@@ -222,18 +224,40 @@ const (
 )
 
 // keySlot takes a key attempt slot, or answers 503 with Retry-After.
-func (a *Appliance) keySlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+func (h *API) keySlot(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
 	t := time.NewTimer(keyWait)
 	defer t.Stop()
 	select {
-	case a.keySlots <- struct{}{}:
-		return func() { <-a.keySlots }, true
+	case h.keySlots <- struct{}{}:
+		return func() { <-h.keySlots }, true
 	case <-t.C:
 	case <-r.Context().Done():
 	}
 	w.Header().Set("Retry-After", "1")
 	writeError(w, http.StatusServiceUnavailable, errors.New("too many unseal or seal change attempts at once: retry in a moment"))
 	return nil, false
+}
+
+// WriteError answers err with code as the appliance's endpoints do:
+// {"errors": ["..."]}, OpenBao's form.
+func WriteError(w http.ResponseWriter, code int, err error) { writeError(w, code, err) }
+
+func (h *API) handleRestart(w http.ResponseWriter, r *http.Request) {
+	var req client.RestartRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("the request body is not a restart request (%v): send {} or {\"hand_over\": true}", err))
+		return
+	}
+	handed, err := h.n.RequestRestart(r.Context(), r.Header.Get("X-Vault-Token"), req.HandOver)
+	switch code := h.errs.restartStatusOf(err); {
+	case err == nil:
+		writeJSON(w, http.StatusOK, client.RestartResponse{NodeID: h.nodeID, Restarting: true, HandedOver: handed})
+	case code != 0:
+		writeError(w, code, err)
+	default:
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, err)
+	}
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

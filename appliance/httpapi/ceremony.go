@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"errors"
@@ -61,7 +61,7 @@ var errCeremonyNotActive = errors.New("key ceremonies run on the active node: se
 // ceremonyGate refuses every key ceremony request whose token lacks sudo
 // on the ceremony's path (403), and every one that reaches a node that is
 // not active (409; a standby cannot check tokens). Everything else passes.
-func (a *Appliance) ceremonyGate(next http.Handler) http.Handler {
+func (h *API) ceremonyGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path, ok := ceremonyPath(r)
 		if !ok {
@@ -69,14 +69,14 @@ func (a *Appliance) ceremonyGate(next http.Handler) http.Handler {
 			return
 		}
 		switch {
-		case a.core.Sealed():
+		case h.core.Sealed():
 			writeError(w, http.StatusServiceUnavailable, errors.New("the node is sealed: key ceremonies need an unsealed active node"))
 			return
-		case a.state() != client.StateActive:
+		case h.n.State() != client.StateActive:
 			writeError(w, http.StatusConflict, errCeremonyNotActive)
 			return
 		}
-		if _, err := a.authorizeSudo(r.Context(), filter.RequestToken(r), path, errCeremonyDenied); err != nil {
+		if err := h.n.AuthorizeSudo(r.Context(), filter.RequestToken(r), path, errCeremonyDenied); err != nil {
 			writeError(w, http.StatusForbidden, err)
 			return
 		}

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"encoding/base64"
@@ -14,16 +14,16 @@ import (
 // baoCompat answers the two bao API writes whose meaning multi-unseal
 // changes, so `bao operator init` and `bao operator unseal` work against
 // the appliance: sys/init enrolls every configured seal mechanism (as
-// Init), sys/unseal takes a Shamir share of the seal key (as Unseal).
-// sys/seal-status is OpenBao's answer with the appliance's Shamir progress
-// in it. Everything else goes to OpenBao.
-func (a *Appliance) baoCompat(next http.Handler) http.Handler {
+// Node.Init), sys/unseal takes a Shamir share of the seal key (as
+// Node.Unseal). sys/seal-status is OpenBao's answer with the appliance's
+// Shamir progress in it. Everything else goes to OpenBao.
+func (h *API) baoCompat(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/sys/seal-status", a.sealStatusProgress(next))
+	mux.Handle("GET /v1/sys/seal-status", h.sealStatusProgress(next))
 	for _, m := range []string{"PUT", "POST"} {
-		mux.HandleFunc(m+" /v1/sys/init", a.handleBaoInit)
-		mux.HandleFunc(m+" /v1/sys/unseal", a.handleBaoUnseal)
-		mux.Handle(m+" /v1/sys/seal", a.operatorSeal(next))
+		mux.HandleFunc(m+" /v1/sys/init", h.handleBaoInit)
+		mux.HandleFunc(m+" /v1/sys/unseal", h.handleBaoUnseal)
+		mux.Handle(m+" /v1/sys/seal", h.operatorSeal(next))
 		for _, p := range fipsPGPPaths {
 			mux.Handle(m+" "+p, fipsNoPGP(next))
 		}
@@ -35,18 +35,10 @@ func (a *Appliance) baoCompat(next http.Handler) http.Handler {
 // operatorSeal passes sys/seal to OpenBao and, if the node is sealed
 // afterwards, makes the seal forget its keys and leave the HSM alone until
 // a restart: an operator who seals a node means it, and it unseals again
-// by Shamir shares only. The seal keeper cannot unseal in between: both
-// hold unsealMu.
-func (a *Appliance) operatorSeal(next http.Handler) http.Handler {
+// by Shamir shares only (see Node.OperatorSeal).
+func (h *API) operatorSeal(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.unsealMu.Lock()
-		defer a.unsealMu.Unlock()
-		wasSealed := a.core.Sealed()
-		next.ServeHTTP(w, r)
-		if !wasSealed && a.core.Sealed() {
-			a.seal.Forget(true)
-			a.logger.Info("sealed by an operator (sys/seal): the node forgot its seal key; it unseals with Shamir shares, or with the HSM after a restart")
-		}
+		h.n.OperatorSeal(func() { next.ServeHTTP(w, r) })
 	})
 }
 
@@ -55,12 +47,12 @@ func (a *Appliance) operatorSeal(next http.Handler) http.Handler {
 // core, whose own progress stays 0 (`bao status` showed operators none of
 // their shares). t and n are the Shamir enrollment's, as sys/unseal
 // answers them; nothing here asks the HSM.
-func (a *Appliance) sealStatusProgress(next http.Handler) http.Handler {
+func (h *API) sealStatusProgress(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &recorder{header: http.Header{}, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		var out map[string]any
-		if submitted, threshold, shares := a.seal.ShamirProgress(); rec.code == http.StatusOK && threshold > 0 && json.Unmarshal(rec.body.Bytes(), &out) == nil {
+		if submitted, threshold, shares := h.n.ShamirProgress(); rec.code == http.StatusOK && threshold > 0 && json.Unmarshal(rec.body.Bytes(), &out) == nil {
 			if out["sealed"] != true {
 				submitted = 0 // as OpenBao: no attempt on an unsealed node
 			}
@@ -82,7 +74,7 @@ func (a *Appliance) sealStatusProgress(next http.Handler) http.Handler {
 	})
 }
 
-func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
+func (h *API) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		SecretShares      int      `json:"secret_shares"`
 		SecretThreshold   int      `json:"secret_threshold"`
@@ -99,12 +91,12 @@ func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("root_token_pgp_key is not supported by the appliance"))
 		return
 	}
-	res, err := a.Init(r.Context(), client.InitRequest{
+	res, err := h.n.Init(r.Context(), client.InitRequest{
 		Shares: req.SecretShares, Threshold: req.SecretThreshold, PGPKeys: req.PGPKeys,
 		RecoveryShares: req.RecoveryShares, RecoveryThreshold: req.RecoveryThreshold, RecoveryPGPKeys: req.RecoveryPGPKeys,
 	})
 	if err != nil {
-		writeError(w, statusOf(err), err)
+		writeError(w, h.statusOf(err), err)
 		return
 	}
 	out := map[string]any{
@@ -116,7 +108,7 @@ func (a *Appliance) handleBaoInit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
+func (h *API) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Key     string `json:"key"`
 		Reset   bool   `json:"reset"`
@@ -132,34 +124,34 @@ func (a *Appliance) handleBaoUnseal(w http.ResponseWriter, r *http.Request) {
 	case req.Reset:
 		// bao's `operator unseal -reset` sends no key: refused, as is
 		// every reset that does not carry one of the attempt's shares.
-		if err := a.ResetUnseal(r.Context(), req.Key); err != nil {
-			writeError(w, statusOf(err), err)
+		if err := h.n.ResetUnseal(r.Context(), req.Key); err != nil {
+			writeError(w, h.statusOf(err), err)
 			return
 		}
 	case req.Key == "":
 		writeError(w, http.StatusBadRequest, errors.New("'key' must be specified in request body as JSON, or 'reset' set to true"))
 		return
 	default:
-		release, ok := a.keySlot(w, r)
+		release, ok := h.keySlot(w, r)
 		if !ok {
 			return
 		}
 		defer release()
-		if _, err := a.Unseal(r.Context(), req.Key); err != nil {
-			writeError(w, statusOf(err), err)
+		if _, err := h.n.Unseal(r.Context(), req.Key); err != nil {
+			writeError(w, h.statusOf(err), err)
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, a.baoSealStatus(r))
+	writeJSON(w, http.StatusOK, h.baoSealStatus(r))
 }
 
 // baoSealStatus is sys/seal-status's answer, with t, n and progress of
 // the Shamir shares of the seal key.
-func (a *Appliance) baoSealStatus(r *http.Request) map[string]any {
-	st := a.Status(r.Context())
+func (h *API) baoSealStatus(r *http.Request) map[string]any {
+	st := h.n.Status(r.Context())
 	out := map[string]any{
 		"type": seal.Type.String(), "initialized": st.Initialized, "sealed": st.Sealed,
-		"t": 0, "n": 0, "progress": 0, "nonce": "", "version": OpenBaoVersion,
+		"t": 0, "n": 0, "progress": 0, "nonce": "", "version": st.OpenBaoVersion,
 		"migration": false, "recovery_seal": true, "storage_type": "raft",
 	}
 	for _, m := range st.Seal.Mechanisms {

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"io"
@@ -49,11 +49,27 @@ func TestGeoGuard(t *testing.T) {
 	if rec := serve(http.StatusServiceUnavailable); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"data":1`) {
 		t.Fatalf("a 503 when fenced is not passed through: %d %q", rec.Code, rec.Body.String())
 	}
-	// Without Geo, nothing is held back.
-	plain := &Appliance{}
+	// The gate's guard follows the node's lease; without Geo, nothing is
+	// held back and w is not wrapped.
+	node := &leaseNode{reason: "fenced: node b2 is in Geo epoch 2", geo: true}
+	api := &API{n: node, logger: logger}
 	rec := httptest.NewRecorder()
-	plain.geoGuard(rec).WriteHeader(http.StatusOK)
-	if rec.Code != http.StatusOK {
-		t.Fatalf("without geo: %d", rec.Code)
+	api.geoGuard(rec).WriteHeader(http.StatusOK)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("fenced, through the gate's guard: %d", rec.Code)
+	}
+	node.reason, node.geo = "", false
+	rec = httptest.NewRecorder()
+	if w := api.geoGuard(rec); w != http.ResponseWriter(rec) {
+		t.Fatalf("without geo the writer is wrapped: %T", w)
 	}
 }
+
+// leaseNode is a node whose Geo lease says reason (geo: it has Geo).
+type leaseNode struct {
+	Node
+	reason string
+	geo    bool
+}
+
+func (n *leaseNode) GeoLease() (string, bool) { return n.reason, n.geo }

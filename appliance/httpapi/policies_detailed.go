@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"bytes"
@@ -30,9 +30,9 @@ import (
 //
 // key_info holds what 2.4 gives per policy, name and policy (2.5 adds
 // version, cas_required, modified; GitLab reads policy only).
-func (a *Appliance) detailedPolicies(next http.Handler) http.Handler {
+func (h *API) detailedPolicies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		full, prefix, ok := a.detailedPolicyList(r)
+		full, prefix, ok := h.detailedPolicyList(r)
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
@@ -82,14 +82,14 @@ func (a *Appliance) detailedPolicies(next http.Handler) http.Handler {
 // resolves, and returns the same request for the whole list (no body, the
 // same credentials) and the prefix as OpenBao reads it (with the trailing
 // slash a list adds).
-func (a *Appliance) detailedPolicyList(r *http.Request) (*http.Request, string, bool) {
+func (h *API) detailedPolicyList(r *http.Request) (*http.Request, string, bool) {
 	list := r.Method == "LIST" || r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "list") && r.URL.Query().Get("list") == "true"
 	p, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	const base = "sys/policies/detailed/acl/"
-	if !list || !ok || !strings.Contains(p, base) || a.core == nil || a.core.Sealed() {
+	if !list || !ok || !strings.Contains(p, base) || h.core == nil || h.core.Sealed() {
 		return nil, "", false
 	}
-	ns, rel := a.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), p)
+	ns, rel := h.core.ResolveNamespaceFromRequest(r.Header.Get("X-Vault-Namespace"), p)
 	prefix, ok := strings.CutPrefix(rel, base)
 	if ns == nil || !ok || prefix == "" || !strings.HasSuffix(p, rel) {
 		return nil, "", false

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"fmt"
@@ -7,26 +7,19 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// geoLease is why this node must not answer API requests now because of
-// its Geo epoch ("" if it may; always "" without Geo).
-func (a *Appliance) geoLease() string {
-	if a.geo == nil {
-		return ""
-	}
-	return a.geo.Lease()
-}
-
-// geoGuard holds back every answer below 500 written through w that the node
-// cannot vouch for when it is ready (see geoLease): the client gets 503
-// instead. Without Geo it is w.
-func (a *Appliance) geoGuard(w http.ResponseWriter) http.ResponseWriter {
-	if a.geo == nil {
+// geoGuard holds back every answer below 500 written through w that the
+// node cannot vouch for when it is ready (see Node.GeoLease): the client
+// gets 503 instead. Without Geo it is w.
+func (h *API) geoGuard(w http.ResponseWriter) http.ResponseWriter {
+	if _, geo := h.n.GeoLease(); !geo {
 		return w
 	}
-	return &leaseWriter{ResponseWriter: w, lease: a.geoLease, logger: a.logger}
+	return &leaseWriter{ResponseWriter: w, lease: func() string { r, _ := h.n.GeoLease(); return r }, logger: h.logger}
 }
 
-// leaseWriter is geoGuard's writer; lease is a.geoLease.
+// leaseWriter holds back every answer below 500 that the node cannot
+// vouch for (lease says why, "" when it can): the client gets 503
+// instead, outcome unknown.
 type leaseWriter struct {
 	http.ResponseWriter
 	lease   func() string
@@ -51,7 +44,7 @@ func (w *leaseWriter) WriteHeader(code int) {
 			w.logger.Warn("geo: an answer held back: the node cannot vouch for it", "reason", reason)
 			// An answer ready when the node can no longer vouch for it
 			// (fenced, or its lease lapsed while the request ran).
-			writeError(w.ResponseWriter, http.StatusServiceUnavailable, fmt.Errorf("%w: %s; if it was a write it may or may not have been applied on a site that is being replaced: check the promoted site", ErrOutcomeUnknown, reason))
+			WriteError(w.ResponseWriter, http.StatusServiceUnavailable, fmt.Errorf("%w: %s; if it was a write it may or may not have been applied on a site that is being replaced: check the promoted site", ErrOutcomeUnknown, reason))
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package appliance
+package httpapi
 
 import (
 	"bytes"
@@ -7,17 +7,8 @@ import (
 	"io"
 	"net/http"
 
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/fips"
 )
-
-// checkInitFIPS refuses PGP keys in an init request in FIPS mode.
-func checkInitFIPS(r client.InitRequest) error {
-	if err := fips.CheckPGP("pgp_keys", r.PGPKeys); err != nil {
-		return err
-	}
-	return fips.CheckPGP("recovery_pgp_keys", r.RecoveryPGPKeys)
-}
 
 // fipsNoPGP guards OpenBao's own endpoints that encrypt to PGP keys
 // (generate-root's pgp_key, rekey's pgp_keys) in FIPS mode: a request that
