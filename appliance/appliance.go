@@ -53,7 +53,7 @@ type Appliance struct {
 	raftH       *raftx.Handle          // the hashicorp/raft instance inside raft
 	geo         *reconciler.Reconciler // the Geo topology and reconciler; nil without a geo block
 	leaders     *leaderWatch           // cancels forwards to a leader that is no longer it
-	disk        *diskGuard             // refuses writes before the data dir is full
+	disk        *datadir.DiskGuard     // refuses writes before the data dir is full
 	storage     *datadir.Report        // the data dir as the start found it (startCheck)
 	snaps       *snapshotter           // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
@@ -109,7 +109,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	}
 	a = &Appliance{
 		leaders: newLeaderWatch(),
-		disk:    &diskGuard{dir: cfg.DataDir},
+		disk:    datadir.NewDiskGuard(cfg.DataDir),
 		cfg:     cfg,
 		started: time.Now(),
 		ready:   make(chan struct{}),

@@ -64,10 +64,10 @@ func (n httpNode) AuthorizeSudo(ctx context.Context, token, path string, denied 
 
 func (n httpNode) CheckDisk() client.DiskStatus {
 	n.checkDisk()
-	return n.disk.status()
+	return n.disk.Status()
 }
 
-func (n httpNode) DiskFull() { n.disk.low.Store(true) }
+func (n httpNode) DiskFull() { n.disk.MarkLow() }
 
 // OperatorSeal: the seal keeper cannot unseal in between, both hold
 // unsealMu.

@@ -201,7 +201,7 @@ func (s *snapshotter) roomFor(dir string) error {
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	if syscall.Statfs(s.a.cfg.DataDir, &data) == nil && data.Fsid == st.Fsid {
-		need += int64(s.a.disk.minFree.Load())
+		need += int64(s.a.disk.MinFree())
 	}
 	if free < need {
 		return fmt.Errorf("not enough space in %s for a snapshot: %d bytes free, about %d needed; free some space or point snapshot.directory elsewhere", dir, free, need)

@@ -29,7 +29,7 @@ func (a *Appliance) Status(ctx context.Context) client.Status {
 		FIPS:           fips.Enabled(),
 	}
 	st.GitLabBootstrap, _ = a.gitlabBootstrap.Load().(string)
-	st.Disk = a.disk.status()
+	st.Disk = a.disk.Status()
 	st.Seal.KeyMissing = !st.Sealed && st.Seal.Generation != 0 && !a.seal.HasCurrentKey(ctx)
 	st.Initialized, _ = a.core.Initialized(ctx)
 	if err := a.interruptedInit(); err != nil {
