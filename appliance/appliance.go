@@ -35,6 +35,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // Appliance is one running node: the embedded OpenBao core on Raft storage,
@@ -54,13 +55,13 @@ type Appliance struct {
 	logger      hclog.InterceptLogger
 	core        *vault.Core
 	raft        *raft.RaftBackend
-	raftH       *raftx.Handle   // the hashicorp/raft instance inside raft
-	geo         *geoRun         // the Geo topology and reconciler; nil without a geo block
-	leaders     *leaderWatch    // cancels forwards to a leader that is no longer it
-	keySlots    chan struct{}   // unseal, authorize and verify attempts running (keySlot)
-	disk        *diskGuard      // refuses writes before the data dir is full
-	storage     *datadir.Report // the data dir as the start found it (startCheck)
-	snaps       *snapshotter    // the snapshot schedule, nil without a snapshot block
+	raftH       *raftx.Handle      // the hashicorp/raft instance inside raft
+	geo         *geoRun            // the Geo topology and reconciler; nil without a geo block
+	leaders     *leaderWatch       // cancels forwards to a leader that is no longer it
+	keySlots    chan struct{}      // unseal, authorize and verify attempts running (keySlot)
+	disk        *diskGuard         // refuses writes before the data dir is full
+	storage     *datadir.Report    // the data dir as the start found it (startCheck)
+	snaps       *snapshot.Schedule // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -302,7 +303,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	// Geo and the snapshot schedule before the API serves and the seal
 	// keeper runs: both ask them.
 	if cfg.Snapshot != nil {
-		a.snaps = newSnapshotter(a, *cfg.Snapshot)
+		a.snaps = snapshot.NewSchedule(a.snapshotNode(), *cfg.Snapshot)
 	}
 	if topo != nil {
 		if a.geo, err = newGeoRun(a, cfg.Geo, topo); err != nil {
@@ -352,7 +353,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			a.snaps.run(bgCtx)
+			a.snaps.Run(bgCtx)
 		}()
 	}
 	if a.geo != nil {
