@@ -33,6 +33,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/quietlog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
@@ -141,7 +142,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	if out == nil {
 		out = os.Stderr
 	}
-	a.logger = newQuietLogger(hclog.NewInterceptLogger(&hclog.LoggerOptions{
+	a.logger = quietlog.New(hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:       "appliance",
 		Level:      hclog.LevelFromString(cfg.LogLevel),
 		Output:     out,
