@@ -29,8 +29,10 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/reconciler"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/bao"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/quietlog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // Appliance is one running node: the embedded OpenBao core on Raft storage,
@@ -55,7 +57,7 @@ type Appliance struct {
 	leaders     *leaderWatch           // cancels forwards to a leader that is no longer it
 	disk        *datadir.DiskGuard     // refuses writes before the data dir is full
 	storage     *datadir.Report        // the data dir as the start found it (startCheck)
-	snaps       *snapshotter           // the snapshot schedule, nil without a snapshot block
+	snaps       *snapshot.Schedule     // the snapshot schedule, nil without a snapshot block
 	seal        *seal.Seal
 	barrier     vault.Seal
 	kick        chan struct{} // wakes the unseal loop
@@ -134,7 +136,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	if out == nil {
 		out = os.Stderr
 	}
-	a.logger = newQuietLogger(hclog.NewInterceptLogger(&hclog.LoggerOptions{
+	a.logger = quietlog.New(hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:       "appliance",
 		Level:      hclog.LevelFromString(cfg.LogLevel),
 		Output:     out,
@@ -292,7 +294,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 	// Geo and the snapshot schedule before the API serves and the seal
 	// keeper runs: both ask them.
 	if cfg.Snapshot != nil {
-		a.snaps = newSnapshotter(a, *cfg.Snapshot)
+		a.snaps = snapshot.NewSchedule(a.snapshotNode(), *cfg.Snapshot)
 	}
 	if topo != nil {
 		if a.geo, err = newReconciler(a, cfg.Geo, topo); err != nil {
@@ -324,7 +326,7 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
-			a.snaps.run(bgCtx)
+			a.snaps.Run(bgCtx)
 		}()
 	}
 	if a.geo != nil {

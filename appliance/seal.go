@@ -16,6 +16,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/datadir"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal/pkcs11"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 	"google.golang.org/protobuf/proto"
 )
@@ -35,7 +36,7 @@ func (a *Appliance) newSeal() error {
 		if err != nil {
 			return err
 		}
-		opts.HSM = &seal.PKCS11Config{Library: p.Library, TokenLabel: p.TokenLabel, PIN: pin, KeyLabel: p.KeyLabel}
+		opts.HSM = &pkcs11.Config{Library: p.Library, TokenLabel: p.TokenLabel, PIN: pin, KeyLabel: p.KeyLabel}
 		if p.Slot != nil {
 			slot := uint(*p.Slot)
 			opts.HSM.Slot = &slot

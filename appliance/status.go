@@ -56,7 +56,7 @@ func (a *Appliance) Status(ctx context.Context) client.Status {
 	}
 	st.State, st.LeaderAPIAddr = a.stateAndLeader(ctx, st.Initialized)
 	if a.snaps != nil {
-		st.Snapshots = a.snaps.status()
+		st.Snapshots = a.snaps.Status()
 	}
 	if a.geo != nil {
 		st.Geo = a.geo.Status()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal/pkcs11"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
@@ -24,9 +25,20 @@ import (
 // bounds of a few seconds; reaching this means it hung.
 const hangDetector = 2 * time.Minute
 
+// softHSM makes a SoftHSM2 token with one AES-256 key, "kek", made the way
+// an operator would, and points this process at it (SOFTHSM2_CONF is
+// process-wide: these tests do not run in parallel).
+func softHSM(t *testing.T) (*harness.SoftHSM, pkcs11.Config) {
+	t.Helper()
+	s := harness.NewSoftHSM(t, "appliance")
+	s.GenerateAESKey(t, "kek")
+	t.Setenv("SOFTHSM2_CONF", s.Conf)
+	return s, pkcs11.Config{Library: s.Library, TokenLabel: s.TokenLabel, PIN: s.PIN, KeyLabel: "kek"}
+}
+
 // hungHSM is a token with key "kek" behind the shim, and the config to
 // reach it through the shim.
-func hungHSM(t *testing.T) (*harness.HangingHSM, PKCS11Config) {
+func hungHSM(t *testing.T) (*harness.HangingHSM, pkcs11.Config) {
 	t.Helper()
 	s, cfg := softHSM(t)
 	hh := harness.NewHangingHSM(t, s)
@@ -56,71 +68,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	harness.Eventually(t, hangDetector, what, cond)
 }
 
-// A call the token does not answer returns when its context ends; the
-// next calls are refused at once as busy, without reaching the token;
-// Close gives up at once and the session is closed when the call returns
-// at last, after which the token works again.
-func TestHSMHungCall(t *testing.T) {
-	shim, cfg := hungHSM(t)
-	h, err := OpenHSM(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := h.Wrap(context.Background(), kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	shim.Hang(t, "C_Encrypt", "C_Decrypt")
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	err = within(t, "Unwrap with a deadline", func() error { _, err := h.Unwrap(ctx, w); return err })
-	var hung *HungError
-	if !errors.As(err, &hung) || hung.Busy || !errors.Is(err, ErrHSMUnavailable) || !errors.Is(err, context.DeadlineExceeded) ||
-		!strings.Contains(err.Error(), "did not answer within") || !strings.Contains(err.Error(), "an unwrap has been waiting since") {
-		t.Fatalf("Unwrap on a hung token: %v", err)
-	}
-	eventually(t, "the call to block in the token", func() bool { return shim.Blocked() == 1 })
-
-	// No context deadline at all: still refused at once.
-	for name, f := range map[string]func() error{
-		"Wrap":   func() error { _, err := h.Wrap(context.Background(), kek); return err },
-		"Unwrap": func() error { _, err := h.Unwrap(context.Background(), w); return err },
-		"Check":  func() error { return h.Check(context.Background()) },
-		"OpenHSM": func() error {
-			h2, err := OpenHSM(context.Background(), cfg)
-			if err == nil {
-				h2.Close()
-			}
-			return err
-		},
-	} {
-		err := within(t, name, f)
-		if !errors.Is(err, ErrHSMBusy) || !strings.Contains(err.Error(), "busy: a call to the token (an unwrap) has not returned since") {
-			t.Errorf("%s behind the hung call: %v", name, err)
-		}
-	}
-	if err := within(t, "Close", h.Close); err == nil || !strings.Contains(err.Error(), "the token did not answer") {
-		t.Fatalf("Close with a call hung: %v", err)
-	}
-	if n := shim.Count("block"); n != 1 {
-		t.Fatalf("%d calls reached the hung token; want the first only", n)
-	}
-
-	closed := shim.Count("leave", "C_CloseSession")
-	shim.Release(t)
-	eventually(t, "the session to be closed once the hung call returned", func() bool {
-		return shim.Count("leave", "C_CloseSession") > closed
-	})
-	h = openHSM(t, cfg)
-	if err := h.Check(context.Background()); err != nil {
-		t.Fatalf("after the token answered again: %v", err)
-	}
-}
-
 // newHungSeal makes a seal on the shimmed token with the HSM and Shamir
 // shares enrolled; it returns the seal and its shares.
-func newHungSeal(t *testing.T, cfg PKCS11Config) (*Seal, []string) {
+func newHungSeal(t *testing.T, cfg pkcs11.Config) (*Seal, []string) {
 	t.Helper()
 	s := New(Options{HSM: &cfg})
 	shares, err := s.Initialize(context.Background(), InitSpec{HSM: true, Shamir: true, Shares: 3, Threshold: 2})
@@ -233,11 +183,11 @@ func TestUnsealWithHungHSM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err = within(t, "Decrypt", func() error { _, err := s.Decrypt(ctx, blob); return err })
-	if !errors.Is(err, ErrLocked) || !errors.Is(err, ErrHSMUnavailable) || !strings.Contains(err.Error(), "did not answer within") {
+	if !errors.Is(err, ErrLocked) || !errors.Is(err, pkcs11.ErrUnavailable) || !strings.Contains(err.Error(), "did not answer within") {
 		t.Fatalf("Decrypt with the token hung: %v", err)
 	}
 	err = within(t, "Decrypt again", func() error { _, err := s.Decrypt(context.Background(), blob); return err })
-	if !errors.Is(err, ErrLocked) || !errors.Is(err, ErrHSMBusy) {
+	if !errors.Is(err, ErrLocked) || !errors.Is(err, pkcs11.ErrBusy) {
 		t.Fatalf("Decrypt again: %v", err)
 	}
 	if n := shim.Count("block"); n != 1 {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal/pkcs11"
 )
 
 // Bounds on waiting for the HSM. A call into a token that does not answer
 // cannot be interrupted; these bound how long the seal's callers wait for
-// one (see hsm_hang.go for what is left behind).
+// one (see seal/pkcs11's hang.go for what is left behind).
 const (
 	// hsmCallTimeout bounds one use of the HSM by the seal: unwrapping
 	// the seal key (at unseal, or when a blob's key is not in memory) and
@@ -36,19 +38,19 @@ const (
 // into the token.
 type hsmHealth struct {
 	mu      sync.Mutex
-	handles map[string]*HSM         // open sessions by key label
+	handles map[string]*pkcs11.HSM  // open sessions by key label
 	opening map[string]*hsmOpening  // opens in progress by key label
 	probes  map[string]*probeStatus // status probes by key label
 	err     error                   // last failure, nil after a success
 	tried   time.Time
 }
 
-// hsmOpening is one OpenHSM in progress; callers wanting the same session
+// hsmOpening is one pkcs11.Open in progress; callers wanting the same session
 // wait for it rather than open another.
 type hsmOpening struct {
 	started time.Time
 	done    chan struct{} // closed when h and err are set
-	h       *HSM
+	h       *pkcs11.HSM
 	err     error
 }
 
@@ -70,7 +72,7 @@ type hsmProbe struct {
 // opening one if needed (one open at a time per key: others wait for it,
 // until their ctx ends). A failed open is not retried for
 // hsmRetryInterval, so a missing HSM costs little while sealed.
-func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*HSM, error) {
+func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*pkcs11.HSM, error) {
 	if s.opts.HSM == nil {
 		return nil, errors.New("this node has no seal \"pkcs11\" block configured")
 	}
@@ -87,7 +89,7 @@ func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*HSM, error) {
 		case <-op.done:
 			return op.h, op.err
 		case <-ctx.Done():
-			return nil, &HungError{Token: describe(s.cfgFor(keyLabel)), What: "opening a session", Since: op.started, Waited: time.Since(start), Err: ctx.Err()}
+			return nil, &pkcs11.HungError{Token: s.cfgFor(keyLabel).Describe(), What: "opening a session", Since: op.started, Waited: time.Since(start), Err: ctx.Err()}
 		}
 	}
 	if hh.err != nil && time.Since(hh.tried) < hsmRetryInterval {
@@ -103,7 +105,7 @@ func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*HSM, error) {
 	hh.tried = op.started
 	hh.mu.Unlock()
 
-	h, err := OpenHSM(ctx, s.cfgFor(keyLabel))
+	h, err := pkcs11.Open(ctx, s.cfgFor(keyLabel))
 
 	hh.mu.Lock()
 	defer hh.mu.Unlock()
@@ -112,7 +114,7 @@ func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*HSM, error) {
 		hh.err, hh.tried = err, time.Now()
 	} else {
 		if hh.handles == nil {
-			hh.handles = map[string]*HSM{}
+			hh.handles = map[string]*pkcs11.HSM{}
 		}
 		hh.handles[keyLabel] = h
 		hh.err = nil
@@ -123,7 +125,7 @@ func (s *Seal) hsmFor(ctx context.Context, keyLabel string) (*HSM, error) {
 }
 
 // cfgFor is this node's HSM config with keyLabel as the key.
-func (s *Seal) cfgFor(keyLabel string) PKCS11Config {
+func (s *Seal) cfgFor(keyLabel string) pkcs11.Config {
 	cfg := *s.opts.HSM
 	cfg.KeyLabel = keyLabel
 	return cfg
@@ -133,11 +135,11 @@ func (s *Seal) cfgFor(keyLabel string) PKCS11Config {
 // the token dropped is closed so that the next use reopens it; one with a
 // call that has not returned is kept (its calls are refused as busy until
 // the call returns, and a new session would only send the token more).
-func (s *Seal) hsmFailed(keyLabel string, h *HSM, err error) {
+func (s *Seal) hsmFailed(keyLabel string, h *pkcs11.HSM, err error) {
 	hh := &s.hsmHealth
 	hh.mu.Lock()
 	hh.err, hh.tried = err, time.Now()
-	drop := errors.Is(err, ErrHSMUnavailable) && !isHung(err) && hh.handles[keyLabel] == h
+	drop := errors.Is(err, pkcs11.ErrUnavailable) && !isHung(err) && hh.handles[keyLabel] == h
 	if drop {
 		delete(hh.handles, keyLabel)
 	}
@@ -147,6 +149,11 @@ func (s *Seal) hsmFailed(keyLabel string, h *HSM, err error) {
 			s.logger.Warn("closing the HSM session after a failure", "error", cerr)
 		}
 	}
+}
+
+func isHung(err error) bool {
+	var h *pkcs11.HungError
+	return errors.As(err, &h)
 }
 
 // errKEKRecovered ends an unwrap that was still waiting for the token when
@@ -267,7 +274,7 @@ func (s *Seal) checkHSM(ctx context.Context, keyLabel string) error {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
-	return &HungError{Token: describe(s.cfgFor(keyLabel)), What: "a probe", Since: p.started, Waited: time.Since(p.started), Err: ctx.Err()}
+	return &pkcs11.HungError{Token: s.cfgFor(keyLabel).Describe(), What: "a probe", Since: p.started, Waited: time.Since(p.started), Err: ctx.Err()}
 }
 
 // probe wraps and unwraps a probe with keyLabel and records the outcome.

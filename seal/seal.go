@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	wrapping "github.com/openbao/go-kms-wrapping/v2"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal/pkcs11"
 )
 
 // Type is the seal type OpenBao records in the cluster's seal config.
@@ -42,7 +43,7 @@ var ErrLocked = errors.New("the seal's key is not available: the HSM could not p
 // Options configure a Seal.
 type Options struct {
 	// HSM is how this node reaches the PKCS#11 token; nil if it has none.
-	HSM *PKCS11Config
+	HSM *pkcs11.Config
 	// StoredHeader returns the seal header of the cluster's stored keys in
 	// local storage, or nil if this node has no storage yet.
 	StoredHeader func(ctx context.Context) ([]byte, error)

@@ -1,6 +1,9 @@
 // Package snapshot reads the appliance's Raft snapshots offline (what one
-// holds, whether it is whole, keyed digests of its entries) and names the
-// scheduled ones in a directory. Nothing here needs a running node or a key.
+// holds, whether it is whole, keyed digests of its entries), names the
+// scheduled ones in a directory, and runs the schedule that takes them
+// (Schedule, on a running node through Node). Nothing but the schedule
+// needs a running node, and nothing here needs a key. Building a new
+// cluster from a snapshot is snapshot/restore's.
 package snapshot
 
 import (

@@ -12,6 +12,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/drill"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/geo/disaster"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot/restore"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/systemd"
 )
 
@@ -85,7 +86,7 @@ func drillAction(c *cli.Context) error {
 		Progress: c.App.ErrWriter,
 		Timeout:  3 * time.Minute,
 		RestoreNewCluster: func(cfg *config.Config, path string) error {
-			_, err := appliance.RestoreNewCluster(cfg, path)
+			_, err := restore.NewCluster(cfg, path)
 			return err
 		},
 		PromoteDisaster: func(cfg *config.Config, site string, fenced []string) error {

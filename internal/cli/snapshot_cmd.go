@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/appliance"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot/restore"
 	"golang.org/x/term"
 )
 
@@ -254,7 +254,7 @@ func restoreNewCluster(c *cli.Context, path string) error {
 	if err != nil {
 		return exit(exitConfig, err)
 	}
-	info, err := appliance.RestoreNewCluster(cfg, path)
+	info, err := restore.NewCluster(cfg, path)
 	if err != nil {
 		return offlineError(err)
 	}

@@ -1,4 +1,4 @@
-package seal
+package pkcs11
 
 import (
 	"errors"
@@ -15,12 +15,12 @@ import (
 // rather than queued behind it or sent to the token as another call that
 // would not return either.
 
-// ErrHSMBusy means a call to the token has not returned and was given up
-// on; no new call is made until it returns. It is also ErrHSMUnavailable.
-var ErrHSMBusy = errors.New("busy")
+// ErrBusy means a call to the token has not returned and was given up
+// on; no new call is made until it returns. It is also ErrUnavailable.
+var ErrBusy = errors.New("busy")
 
 // HungError says that the token did not answer in time. errors.Is finds
-// ErrHSMUnavailable in it, ErrHSMBusy when the call was refused at once,
+// ErrUnavailable in it, ErrBusy when the call was refused at once,
 // and the context's error when the caller's context ended.
 type HungError struct {
 	Token string    // which token and key (Describe), never the PIN
@@ -36,35 +36,21 @@ type HungError struct {
 func (e *HungError) Error() string {
 	since := e.Since.UTC().Format(time.RFC3339)
 	if e.Busy {
-		return fmt.Sprintf("%v: %s: busy: a call to the token (%s) has not returned since %s", ErrHSMUnavailable, e.Token, e.What, since)
+		return fmt.Sprintf("%v: %s: busy: a call to the token (%s) has not returned since %s", ErrUnavailable, e.Token, e.What, since)
 	}
-	return fmt.Sprintf("%v: %s did not answer within %s (%s has been waiting since %s)", ErrHSMUnavailable, e.Token, roundWait(e.Waited), e.What, since)
+	return fmt.Sprintf("%v: %s did not answer within %s (%s has been waiting since %s)", ErrUnavailable, e.Token, roundWait(e.Waited), e.What, since)
 }
 
-// Is matches ErrHSMUnavailable always and ErrHSMBusy for a refused use.
+// Is matches ErrUnavailable always and ErrBusy for a refused use.
 func (e *HungError) Is(target error) bool {
-	return target == ErrHSMUnavailable || e.Busy && target == ErrHSMBusy
+	return target == ErrUnavailable || e.Busy && target == ErrBusy
 }
 
 func (e *HungError) Unwrap() error { return e.Err }
-
-func isHung(err error) bool {
-	var h *HungError
-	return errors.As(err, &h)
-}
 
 func roundWait(d time.Duration) time.Duration {
 	if d >= time.Second {
 		return d.Round(time.Second)
 	}
 	return d.Round(time.Millisecond)
-}
-
-// describe names the token and key of cfg for messages; never the PIN.
-func describe(cfg PKCS11Config) string {
-	tok := fmt.Sprintf("token %q", cfg.TokenLabel)
-	if cfg.Slot != nil {
-		tok = fmt.Sprintf("slot %d", *cfg.Slot)
-	}
-	return fmt.Sprintf("%s key %q", tok, cfg.KeyLabel)
 }

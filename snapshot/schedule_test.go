@@ -1,4 +1,4 @@
-package appliance
+package snapshot
 
 import (
 	"io"
@@ -10,7 +10,6 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 // Retention before a new snapshot is named: the newest retain_count in
@@ -20,14 +19,14 @@ func TestSnapshotRetention(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now().UTC()
 	name := func(age time.Duration) string {
-		return snapshot.Name(now.Add(-age))
+		return Name(now.Add(-age))
 	}
 	ages := []time.Duration{240 * time.Hour, 72 * time.Hour, 3 * time.Hour, 2 * time.Hour, time.Hour}
 	for _, a := range ages {
 		os.WriteFile(filepath.Join(dir, name(a)), []byte("x"), 0o600)
 	}
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o600)
-	s := newSnapshotter(&Appliance{logger: hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard})}, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainCount: 3, RetainAge: "48h"})
+	s := NewSchedule(Node{Logger: hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard})}, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainCount: 3, RetainAge: "48h"})
 	left := func() []string {
 		var out []string
 		entries, _ := os.ReadDir(dir)
@@ -42,7 +41,7 @@ func TestSnapshotRetention(t *testing.T) {
 		t.Fatalf("after prune(incoming): %v, want %v", got, want)
 	}
 	// All too old: the newest stays.
-	s = newSnapshotter(s.a, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainAge: "1m"})
+	s = NewSchedule(s.node, config.SnapshotSchedule{Interval: "1h", Directory: dir, RetainAge: "1m"})
 	s.prune(false)
 	if got := left(); !slices.Equal(got, []string{name(time.Hour), "notes.txt"}) {
 		t.Fatalf("after prune with every snapshot too old: %v", got)

@@ -1,9 +1,10 @@
-package appliance
+package snapshot
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,10 @@ import (
 	"time"
 
 	metrics "github.com/armon/go-metrics"
+	hclog "github.com/hashicorp/go-hclog"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/config"
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/atomicfile"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
 const (
@@ -25,9 +26,22 @@ const (
 	snapshotPoll  = time.Second
 )
 
-// snapshotter runs the schedule.
-type snapshotter struct {
-	a        *Appliance
+// Node is what the schedule needs of the running node.
+type Node struct {
+	// Active: the active node, with its leadership confirmed by a quorum.
+	Active func() bool
+	// Save writes a snapshot of the node's storage to w.
+	Save func(w io.Writer) error
+	// DataDir is the node's data dir; MinFree the free space (bytes) the
+	// disk guard keeps on its filesystem.
+	DataDir string
+	MinFree func() uint64
+	Logger  hclog.Logger
+}
+
+// Schedule runs the snapshot schedule.
+type Schedule struct {
+	node     Node
 	cfg      config.SnapshotSchedule
 	interval time.Duration
 	maxAge   time.Duration
@@ -40,8 +54,9 @@ type snapshotter struct {
 	kept        int
 }
 
-func newSnapshotter(a *Appliance, cfg config.SnapshotSchedule) *snapshotter {
-	s := &snapshotter{a: a, cfg: cfg}
+// NewSchedule is the schedule of cfg (validated) on node; Run runs it.
+func NewSchedule(node Node, cfg config.SnapshotSchedule) *Schedule {
+	s := &Schedule{node: node, cfg: cfg}
 	s.interval, _ = time.ParseDuration(cfg.Interval)
 	if cfg.RetainAge != "" {
 		s.maxAge, _ = time.ParseDuration(cfg.RetainAge)
@@ -49,10 +64,10 @@ func newSnapshotter(a *Appliance, cfg config.SnapshotSchedule) *snapshotter {
 	return s
 }
 
-// run takes a snapshot whenever this node is the active node and the
+// Run takes a snapshot whenever this node is the active node and the
 // newest one in the directory is an interval old (whoever took it: the
 // schedule goes on across a leader change).
-func (s *snapshotter) run(ctx context.Context) {
+func (s *Schedule) Run(ctx context.Context) {
 	t := time.NewTicker(min(snapshotPoll, s.interval))
 	defer t.Stop()
 	for {
@@ -61,13 +76,13 @@ func (s *snapshotter) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !s.active() {
+		if !s.node.Active() {
 			s.mu.Lock()
 			s.next = time.Time{}
 			s.mu.Unlock()
 			continue
 		}
-		files, _ := snapshot.List(s.cfg.Directory)
+		files, _ := List(s.cfg.Directory)
 		due := time.Now()
 		if len(files) > 0 {
 			due = files[len(files)-1].At.Add(s.interval)
@@ -93,22 +108,8 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// active: the active node, with its leadership confirmed by a quorum.
-func (s *snapshotter) active() bool {
-	if s.a.core.Sealed() {
-		return false
-	}
-	isLeader, _, _, err := s.a.core.Leader()
-	if err != nil || !isLeader {
-		return false
-	}
-	lease := time.Duration(s.a.cfg.Raft.PerformanceMultiplier) * 500 * time.Millisecond
-	ok, _ := s.a.leaders.confirmedWithin(lease)
-	return ok
-}
-
 // take writes one snapshot (never two at once) and applies retention.
-func (s *snapshotter) take(ctx context.Context) {
+func (s *Schedule) take(ctx context.Context) {
 	s.mu.Lock()
 	if s.taking {
 		s.mu.Unlock()
@@ -127,12 +128,12 @@ func (s *snapshotter) take(ctx context.Context) {
 	if err == nil {
 		res.File, res.Size, res.Index = path, info.FileSize, info.Index
 		res.Took = time.Since(start).Round(time.Millisecond).String()
-		s.a.logger.Info("snapshot taken", "file", path, "size", info.FileSize, "index", info.Index, "took", res.Took)
+		s.node.Logger.Info("snapshot taken", "file", path, "size", info.FileSize, "index", info.Index, "took", res.Took)
 		metrics.SetGauge([]string{"appliance", "snapshot", "last_success_timestamp"}, float32(start.Unix()))
 		metrics.SetGauge([]string{"appliance", "snapshot", "last_size_bytes"}, float32(info.FileSize))
 	} else {
 		res.Error = err.Error()
-		s.a.logger.Error("snapshot failed; the node serves on and tries again", "directory", s.cfg.Directory, "error", err,
+		s.node.Logger.Error("snapshot failed; the node serves on and tries again", "directory", s.cfg.Directory, "error", err,
 			"retry_in", min(snapshotRetry, s.interval).String())
 		metrics.IncrCounter([]string{"appliance", "snapshot", "failures"}, 1)
 	}
@@ -147,7 +148,7 @@ func (s *snapshotter) take(ctx context.Context) {
 // write takes the snapshot into a hidden temp file beside its final name,
 // checks it, and only then gives it its name: a file with the snapshot
 // name is always whole.
-func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
+func (s *Schedule) write(at time.Time) (string, *Info, error) {
 	dir := s.cfg.Directory
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("cannot create %s: %w", dir, config.PathCause(err))
@@ -155,13 +156,13 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	if err := s.roomFor(dir); err != nil {
 		return "", nil, err
 	}
-	name := snapshot.Name(at)
+	name := Name(at)
 	tmp, err := atomicfile.Create(dir, name)
 	if err != nil {
 		return "", nil, fmt.Errorf("cannot write in %s: %w", dir, config.PathCause(err))
 	}
 	defer tmp.Discard()
-	err = s.a.raft.Snapshot(tmp, s.a.barrier.GetAccess())
+	err = s.node.Save(tmp)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -172,7 +173,7 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("writing %s: %w", tmp.Name(), err)
 	}
-	info, err := snapshot.InspectFile(tmp.Name())
+	info, err := InspectFile(tmp.Name())
 	if err != nil {
 		return "", nil, fmt.Errorf("the snapshot just written does not check out: %w", err)
 	}
@@ -188,7 +189,7 @@ func (s *snapshotter) write(at time.Time) (string, *snapshot.Info, error) {
 // last one (the first one is tried), and, on the data dir's filesystem,
 // without going below the disk guard's line (that would refuse API
 // writes).
-func (s *snapshotter) roomFor(dir string) error {
+func (s *Schedule) roomFor(dir string) error {
 	need := int64(0)
 	s.mu.Lock()
 	if s.lastSuccess != nil {
@@ -200,8 +201,8 @@ func (s *snapshotter) roomFor(dir string) error {
 		return err
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
-	if syscall.Statfs(s.a.cfg.DataDir, &data) == nil && data.Fsid == st.Fsid {
-		need += int64(s.a.disk.MinFree())
+	if syscall.Statfs(s.node.DataDir, &data) == nil && data.Fsid == st.Fsid {
+		need += int64(s.node.MinFree())
 	}
 	if free < need {
 		return fmt.Errorf("not enough space in %s for a snapshot: %d bytes free, about %d needed; free some space or point snapshot.directory elsewhere", dir, free, need)
@@ -213,8 +214,8 @@ func (s *snapshotter) roomFor(dir string) error {
 // retain_age; the newest one always stays. It runs just before a new
 // snapshot is named (incoming: it counts as the newest), so that the
 // directory never holds more than retain_count.
-func (s *snapshotter) prune(incoming bool) {
-	files, err := snapshot.List(s.cfg.Directory)
+func (s *Schedule) prune(incoming bool) {
+	files, err := List(s.cfg.Directory)
 	if err != nil {
 		return
 	}
@@ -233,21 +234,22 @@ func (s *snapshotter) prune(incoming bool) {
 		old := s.maxAge > 0 && time.Since(f.At) > s.maxAge
 		if i < total-keep || old {
 			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				s.a.logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.Path, "error", err)
+				s.node.Logger.Error("snapshot retention: cannot remove an old snapshot", "file", f.Path, "error", err)
 				continue
 			}
 			removed = append(removed, filepath.Base(f.Path))
 		}
 	}
 	if len(removed) > 0 {
-		s.a.logger.Info("snapshot retention: removed old snapshots", "files", strings.Join(removed, ","))
+		s.node.Logger.Info("snapshot retention: removed old snapshots", "files", strings.Join(removed, ","))
 	}
 	s.mu.Lock()
 	s.kept = total - len(removed)
 	s.mu.Unlock()
 }
 
-func (s *snapshotter) status() *client.SnapshotStatus {
+// Status is what the node's status says of the schedule.
+func (s *Schedule) Status() *client.SnapshotStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &client.SnapshotStatus{Directory: s.cfg.Directory, Interval: s.cfg.Interval, Kept: s.kept, Last: s.last, LastSuccess: s.lastSuccess, Next: s.next}

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package seal
+package pkcs11
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 // safe for concurrent use: calls on the one session are serialized.
 //
 // Every use honours its context even while the token does not answer: the
-// calls into the library run on a goroutine of their own (see hsm_hang.go).
+// calls into the library run on a goroutine of their own (see hang.go).
 type HSM struct {
-	cfg PKCS11Config
+	cfg Config
 	mod *module
 
 	// sem serializes use of the session: a one-slot semaphore, taken by the
@@ -40,23 +40,23 @@ type HSM struct {
 	closeLater bool
 }
 
-// OpenHSM loads the library, finds the token, logs in and finds the key.
+// Open loads the library, finds the token, logs in and finds the key.
 // It returns when ctx ends even if the token does not answer.
 //
 // PKCS#11 keeps one login state per token for the whole process: while
 // another handle on the same token is open, the token accepts the login
 // without checking the PIN again.
-func OpenHSM(ctx context.Context, cfg PKCS11Config) (*HSM, error) {
+func Open(ctx context.Context, cfg Config) (*HSM, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening the HSM: %w", err)
 	}
 	switch {
 	case cfg.TokenLabel == "" && cfg.Slot == nil:
-		return nil, fmt.Errorf("%w: neither a token label nor a slot given", ErrHSMToken)
+		return nil, fmt.Errorf("%w: neither a token label nor a slot given", ErrToken)
 	case cfg.TokenLabel != "" && cfg.Slot != nil:
-		return nil, fmt.Errorf("%w: both a token label and a slot given; set one", ErrHSMToken)
+		return nil, fmt.Errorf("%w: both a token label and a slot given; set one", ErrToken)
 	case cfg.KeyLabel == "":
-		return nil, fmt.Errorf("%w: no key label given", ErrHSMKey)
+		return nil, fmt.Errorf("%w: no key label given", ErrKey)
 	}
 	mod, shared, err := loadModule(ctx, cfg.Library)
 	if err != nil {
@@ -64,7 +64,7 @@ func OpenHSM(ctx context.Context, cfg PKCS11Config) (*HSM, error) {
 	}
 	h := &HSM{cfg: cfg, mod: mod, sem: make(chan struct{}, 1)}
 	broken, gaveUp, err := h.openSession(ctx)
-	if !gaveUp && (errors.Is(err, ErrHSMToken) || broken) && shared && mod.owned {
+	if !gaveUp && (errors.Is(err, ErrToken) || broken) && shared && mod.owned {
 		// The token may have come back since the library was initialized
 		// (or an earlier re-initialization failed).
 		if gaveUp, err = mod.reinitialize(ctx); err == nil {
@@ -115,7 +115,7 @@ func (h *HSM) open() error {
 	}
 	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
-		return fmt.Errorf("%w: opening a session on %s: %v", ErrHSMUnavailable, h.Describe(), err)
+		return fmt.Errorf("%w: opening a session on %s: %v", ErrUnavailable, h.Describe(), err)
 	}
 	// No C_Logout on the failure paths below (nor in Close): it would log
 	// out every other session of this process on the token. Closing the
@@ -123,9 +123,9 @@ func (h *HSM) open() error {
 	if err := p.Login(s, pkcs11.CKU_USER, h.cfg.PIN); err != nil && !isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		p.CloseSession(s)
 		if isCode(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_LEN_RANGE, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED) {
-			return fmt.Errorf("%w (%s: %v)", ErrHSMPIN, h.Describe(), err)
+			return fmt.Errorf("%w (%s: %v)", ErrPIN, h.Describe(), err)
 		}
-		return fmt.Errorf("%w: logging in to %s: %v", ErrHSMUnavailable, h.Describe(), err)
+		return fmt.Errorf("%w: logging in to %s: %v", ErrUnavailable, h.Describe(), err)
 	}
 	key, err := h.findKey(s)
 	if err != nil {
@@ -140,7 +140,7 @@ func (h *HSM) findSlot() (uint, error) {
 	p := h.mod.ctx
 	slots, err := p.GetSlotList(true)
 	if err != nil {
-		return 0, fmt.Errorf("%w: listing slots: %v", ErrHSMUnavailable, err)
+		return 0, fmt.Errorf("%w: listing slots: %v", ErrUnavailable, err)
 	}
 	var present []string // initialized tokens, for the error
 	for _, s := range slots {
@@ -159,9 +159,9 @@ func (h *HSM) findSlot() (uint, error) {
 		have = strings.Join(present, ", ")
 	}
 	if h.cfg.Slot != nil {
-		return 0, fmt.Errorf("%w: no initialized token in slot %d (tokens present: %s)", ErrHSMToken, *h.cfg.Slot, have)
+		return 0, fmt.Errorf("%w: no initialized token in slot %d (tokens present: %s)", ErrToken, *h.cfg.Slot, have)
 	}
-	return 0, fmt.Errorf("%w: no token labelled %q (tokens present: %s)", ErrHSMToken, h.cfg.TokenLabel, have)
+	return 0, fmt.Errorf("%w: no token labelled %q (tokens present: %s)", ErrToken, h.cfg.TokenLabel, have)
 }
 
 func (h *HSM) findKey(s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
@@ -171,17 +171,17 @@ func (h *HSM) findKey(s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, h.cfg.KeyLabel),
 	}
 	if err := p.FindObjectsInit(s, tmpl); err != nil {
-		return 0, fmt.Errorf("%w: searching for key %q: %v", ErrHSMUnavailable, h.cfg.KeyLabel, err)
+		return 0, fmt.Errorf("%w: searching for key %q: %v", ErrUnavailable, h.cfg.KeyLabel, err)
 	}
 	objs, _, err := p.FindObjects(s, 2)
 	p.FindObjectsFinal(s)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("%w: searching for key %q: %v", ErrHSMUnavailable, h.cfg.KeyLabel, err)
+		return 0, fmt.Errorf("%w: searching for key %q: %v", ErrUnavailable, h.cfg.KeyLabel, err)
 	case len(objs) == 0:
-		return 0, fmt.Errorf("%w: no secret key labelled %q on %s", ErrHSMKey, h.cfg.KeyLabel, h.Describe())
+		return 0, fmt.Errorf("%w: no secret key labelled %q on %s", ErrKey, h.cfg.KeyLabel, h.Describe())
 	case len(objs) > 1:
-		return 0, fmt.Errorf("%w: more than one secret key labelled %q on %s", ErrHSMKey, h.cfg.KeyLabel, h.Describe())
+		return 0, fmt.Errorf("%w: more than one secret key labelled %q on %s", ErrKey, h.cfg.KeyLabel, h.Describe())
 	}
 	attrs, err := p.GetAttributeValue(s, objs[0], []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil),
@@ -190,16 +190,16 @@ func (h *HSM) findKey(s pkcs11.SessionHandle) (pkcs11.ObjectHandle, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, nil),
 	})
 	if err != nil || len(attrs) != 4 {
-		return 0, fmt.Errorf("%w: reading the attributes of key %q: %v", ErrHSMKey, h.cfg.KeyLabel, err)
+		return 0, fmt.Errorf("%w: reading the attributes of key %q: %v", ErrKey, h.cfg.KeyLabel, err)
 	}
 	if kt := bytesToUint(attrs[0].Value); kt != pkcs11.CKK_AES {
-		return 0, fmt.Errorf("%w: key %q is not an AES key", ErrHSMKey, h.cfg.KeyLabel)
+		return 0, fmt.Errorf("%w: key %q is not an AES key", ErrKey, h.cfg.KeyLabel)
 	}
 	if n := bytesToUint(attrs[1].Value); n != 32 {
-		return 0, fmt.Errorf("%w: key %q is AES-%d, not AES-256", ErrHSMKey, h.cfg.KeyLabel, n*8)
+		return 0, fmt.Errorf("%w: key %q is AES-%d, not AES-256", ErrKey, h.cfg.KeyLabel, n*8)
 	}
 	if bytesToUint(attrs[2].Value) == 0 || bytesToUint(attrs[3].Value) == 0 {
-		return 0, fmt.Errorf("%w: key %q may not encrypt and decrypt (CKA_ENCRYPT and CKA_DECRYPT must be true)", ErrHSMKey, h.cfg.KeyLabel)
+		return 0, fmt.Errorf("%w: key %q may not encrypt and decrypt (CKA_ENCRYPT and CKA_DECRYPT must be true)", ErrKey, h.cfg.KeyLabel)
 	}
 	return objs[0], nil
 }
@@ -233,17 +233,17 @@ func (h *HSM) wrap(ctx context.Context, what string, plaintext []byte) ([]byte, 
 }
 
 // Unwrap undoes Wrap. A blob that does not decrypt under this key is
-// ErrHSMUnwrap; a token that does not answer is ErrHSMUnavailable.
+// ErrUnwrap; a token that does not answer is ErrUnavailable.
 func (h *HSM) Unwrap(ctx context.Context, blob []byte) ([]byte, error) {
 	return h.unwrap(ctx, "an unwrap", blob)
 }
 
 func (h *HSM) unwrap(ctx context.Context, what string, blob []byte) ([]byte, error) {
 	if len(blob) < 1+gcmIVSize+gcmTagBits/8 {
-		return nil, fmt.Errorf("%w: the wrapped key is %d bytes, too short", ErrHSMUnwrap, len(blob))
+		return nil, fmt.Errorf("%w: the wrapped key is %d bytes, too short", ErrUnwrap, len(blob))
 	}
 	if blob[0] != wrapVersion {
-		return nil, fmt.Errorf("%w: the wrapped key has format version %d; this version reads %d", ErrHSMUnwrap, blob[0], wrapVersion)
+		return nil, fmt.Errorf("%w: the wrapped key has format version %d; this version reads %d", ErrUnwrap, blob[0], wrapVersion)
 	}
 	var out []byte
 	err := h.do(ctx, what, func() error {
@@ -260,7 +260,7 @@ func (h *HSM) unwrap(ctx context.Context, what string, blob []byte) ([]byte, err
 		if _, perr := h.gcm(true, iv, nil); perr != nil {
 			return h.classify(perr)
 		}
-		return fmt.Errorf("%w (%s: %v)", ErrHSMUnwrap, h.Describe(), err)
+		return fmt.Errorf("%w (%s: %v)", ErrUnwrap, h.Describe(), err)
 	})
 	if err != nil {
 		return nil, err
@@ -283,7 +283,7 @@ func (h *HSM) do(ctx context.Context, what string, f func() error) error {
 	}
 	if h.closed {
 		h.unlock()
-		return fmt.Errorf("%w: the session on %s is closed", ErrHSMUnavailable, h.Describe())
+		return fmt.Errorf("%w: the session on %s is closed", ErrUnavailable, h.Describe())
 	}
 	if err := ctx.Err(); err != nil {
 		h.unlock()
@@ -297,7 +297,7 @@ func (h *HSM) do(ctx context.Context, what string, f func() error) error {
 		if h.gen != h.mod.gen {
 			// The old session ended with the old initialization.
 			if err := h.open(); err != nil {
-				return fmt.Errorf("%w: opening a new session after the library was re-initialized: %w", ErrHSMUnavailable, err)
+				return fmt.Errorf("%w: opening a new session after the library was re-initialized: %w", ErrUnavailable, err)
 			}
 		}
 		return f()
@@ -383,12 +383,12 @@ func (h *HSM) classify(err error) error {
 	case err == nil:
 		return nil
 	case isCode(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID):
-		return fmt.Errorf("%w (%s: %v)", ErrHSMKey, h.Describe(), err)
+		return fmt.Errorf("%w (%s: %v)", ErrKey, h.Describe(), err)
 	default:
 		// CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,
 		// CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, ...: the session or
-		// the key is gone; a new OpenHSM may find them again.
-		return fmt.Errorf("%w: %s: %v", ErrHSMUnavailable, h.Describe(), err)
+		// the key is gone; a new Open may find them again.
+		return fmt.Errorf("%w: %s: %v", ErrUnavailable, h.Describe(), err)
 	}
 }
 
@@ -405,7 +405,7 @@ func (h *HSM) Check(ctx context.Context) error {
 		return err
 	}
 	if string(back) != string(probe) {
-		return fmt.Errorf("%w: %s returned a wrong probe", ErrHSMUnavailable, h.Describe())
+		return fmt.Errorf("%w: %s returned a wrong probe", ErrUnavailable, h.Describe())
 	}
 	return nil
 }
@@ -472,7 +472,7 @@ func (h *HSM) closeSession(ctx context.Context) error {
 }
 
 // Describe names the token and key for messages; never the PIN.
-func (h *HSM) Describe() string { return describe(h.cfg) }
+func (h *HSM) Describe() string { return h.cfg.Describe() }
 
 func isCode(err error, codes ...uint) bool {
 	var e pkcs11.Error

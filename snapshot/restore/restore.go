@@ -1,4 +1,11 @@
-package appliance
+// Package restore builds a new cluster's first node from a snapshot,
+// offline, into a stopped node's empty data dir (`snapshot restore
+// --new-cluster`, and the drill's throwaway cluster). Restoring into a
+// running cluster is the API's, not this package's.
+//
+// It is a package of its own, not part of snapshot, because it writes a
+// data dir through datadir, and datadir reads snapshots.
+package restore
 
 import (
 	"errors"
@@ -16,7 +23,7 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/snapshot"
 )
 
-// RestoreNewCluster builds a new cluster's first node from a snapshot,
+// NewCluster builds a new cluster's first node from a snapshot,
 // offline: the node is stopped and its data dir holds no Raft data. The
 // snapshot's storage becomes the node's FSM (as a snapshot a leader sends
 // is installed), and raft/peers.json makes the node the only voter, so
@@ -25,7 +32,7 @@ import (
 // and every secret and token of the snapshot is there; other nodes join
 // it as usual. This is how a lost cluster is rebuilt, and a drill's
 // throwaway one.
-func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) {
+func NewCluster(cfg *config.Config, path string) (*snapshot.Info, error) {
 	info, err := snapshot.InspectFile(path)
 	if err != nil {
 		return nil, err
@@ -71,8 +78,8 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 	if err != nil {
 		return nil, err
 	}
-	// The address the node will advertise when it starts (see
-	// resolveClusterAddr): the one other nodes dial.
+	// The address the node will advertise when it starts (see the
+	// appliance's resolveClusterAddr): the one other nodes dial.
 	addr, err := config.RaftAddr(cfg.GeoDerived().ClusterAddr)
 	if err != nil {
 		addr = config.Advertisable(cfg.Cluster.Address)
@@ -114,7 +121,7 @@ func RestoreNewCluster(cfg *config.Config, path string) (*snapshot.Info, error) 
 }
 
 // chownTree gives what an offline command made under dir to dir's owner
-// (see ownLikeDir).
+// (see datadir.OwnLikeDir).
 func chownTree(dir string) error {
 	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {

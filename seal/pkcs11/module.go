@@ -1,6 +1,6 @@
 //go:build cgo
 
-package seal
+package pkcs11
 
 import (
 	"context"
@@ -62,7 +62,7 @@ var modules = struct {
 // already open.
 func loadModule(ctx context.Context, path string) (m *module, shared bool, err error) {
 	if path == "" {
-		return nil, false, fmt.Errorf("%w: no library path given", ErrHSMLibrary)
+		return nil, false, fmt.Errorf("%w: no library path given", ErrLibrary)
 	}
 	// The same library under two names (a symlink) is one library: dlopen
 	// returns the same copy, and one C_Finalize would end both.
@@ -71,12 +71,12 @@ func loadModule(ctx context.Context, path string) (m *module, shared bool, err e
 		canon, err = filepath.Abs(canon)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
+		return nil, false, fmt.Errorf("%w: %s: %v", ErrLibrary, path, unwrapPath(err))
 	}
 	if st, err := os.Stat(canon); err != nil {
-		return nil, false, fmt.Errorf("%w: %s: %v", ErrHSMLibrary, path, unwrapPath(err))
+		return nil, false, fmt.Errorf("%w: %s: %v", ErrLibrary, path, unwrapPath(err))
 	} else if !st.Mode().IsRegular() {
-		return nil, false, fmt.Errorf("%w: %s is not a file", ErrHSMLibrary, path)
+		return nil, false, fmt.Errorf("%w: %s is not a file", ErrLibrary, path)
 	}
 
 	select {
@@ -91,13 +91,13 @@ func loadModule(ctx context.Context, path string) (m *module, shared bool, err e
 	}
 	ctx11 := pkcs11.New(canon)
 	if ctx11 == nil {
-		return nil, false, fmt.Errorf("%w: %s is not a loadable PKCS#11 module", ErrHSMLibrary, path)
+		return nil, false, fmt.Errorf("%w: %s is not a loadable PKCS#11 module", ErrLibrary, path)
 	}
 	owned := true
 	if err := ctx11.Initialize(); err != nil {
 		if !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 			ctx11.Destroy()
-			return nil, false, fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMLibrary, path, err)
+			return nil, false, fmt.Errorf("%w: %s: C_Initialize: %v", ErrLibrary, path, err)
 		}
 		owned = false // another part of this process (e.g. OpenBao's own pkcs11 seal) initialized it
 	}
@@ -264,7 +264,7 @@ func (m *module) reinitialize(ctx context.Context) (gaveUp bool, err error) {
 		err := m.ctx.Initialize()
 		m.broken = err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)
 		if m.broken {
-			return fmt.Errorf("%w: %s: C_Initialize: %v", ErrHSMUnavailable, m.path, err)
+			return fmt.Errorf("%w: %s: C_Initialize: %v", ErrUnavailable, m.path, err)
 		}
 		return nil
 	}, func(_ error, gaveUp bool) {

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package seal
+package pkcs11
 
 import (
 	"bytes"
@@ -22,26 +22,26 @@ import (
 
 // softHSM makes a SoftHSM2 token with one AES-256 key, "kek", made the way
 // an operator would, and points this process at it.
-func softHSM(t *testing.T) (*harness.SoftHSM, PKCS11Config) {
+func softHSM(t *testing.T) (*harness.SoftHSM, Config) {
 	t.Helper()
 	s := harness.NewSoftHSM(t, "appliance")
 	s.GenerateAESKey(t, "kek")
 	t.Setenv("SOFTHSM2_CONF", s.Conf)
-	return s, PKCS11Config{Library: s.Library, TokenLabel: s.TokenLabel, PIN: s.PIN, KeyLabel: "kek"}
+	return s, Config{Library: s.Library, TokenLabel: s.TokenLabel, PIN: s.PIN, KeyLabel: "kek"}
 }
 
 // privateKey adds an AES-256 key that can be seen and used only when
 // logged in, as real HSMs make them, and returns cfg naming it.
-func privateKey(t *testing.T, s *harness.SoftHSM, cfg PKCS11Config, label string) PKCS11Config {
+func privateKey(t *testing.T, s *harness.SoftHSM, cfg Config, label string) Config {
 	t.Helper()
 	s.PKCS11Tool(t, "--keygen", "--key-type", "AES:32", "--label", label, "--private", "--sensitive")
 	cfg.KeyLabel = label
 	return cfg
 }
 
-func openHSM(t *testing.T, cfg PKCS11Config) *HSM {
+func openHSM(t *testing.T, cfg Config) *HSM {
 	t.Helper()
-	h, err := OpenHSM(context.Background(), cfg)
+	h, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +84,8 @@ func TestHSMWrapUnwrap(t *testing.T) {
 		t.Fatalf("Describe: %q", d)
 	}
 
-	// What does not decrypt under this key is ErrHSMUnwrap, never
-	// ErrHSMUnavailable: the token is fine.
+	// What does not decrypt under this key is ErrUnwrap, never
+	// ErrUnavailable: the token is fine.
 	other := openHSM(t, privateKey(t, s, cfg, "other"))
 	fromOther, err := other.Wrap(ctx, kek)
 	if err != nil {
@@ -103,8 +103,8 @@ func TestHSMWrapUnwrap(t *testing.T) {
 		"plaintext as is": append([]byte{1}, bytes.Repeat(kek, 2)...),
 	} {
 		_, err := h.Unwrap(ctx, blob)
-		if !errors.Is(err, ErrHSMUnwrap) || errors.Is(err, ErrHSMUnavailable) {
-			t.Errorf("%s blob: want ErrHSMUnwrap, got %v", name, err)
+		if !errors.Is(err, ErrUnwrap) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s blob: want ErrUnwrap, got %v", name, err)
 		}
 	}
 	// And the session is still good after those failures.
@@ -149,7 +149,7 @@ func TestHSMConcurrentUse(t *testing.T) {
 		bad := cfg
 		bad.TokenLabel = "absent"
 		for range 5 {
-			if h, err := OpenHSM(ctx, bad); !errors.Is(err, ErrHSMToken) {
+			if h, err := Open(ctx, bad); !errors.Is(err, ErrToken) {
 				if h != nil {
 					h.Close()
 				}
@@ -200,32 +200,32 @@ func TestHSMOpenErrors(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		mutate func(c *PKCS11Config)
+		mutate func(c *Config)
 		want   error
 		text   string
 	}{
-		{"wrong PIN", func(c *PKCS11Config) { c.PIN = "wrong-pin-4711" }, ErrHSMPIN, "check the PIN"},
-		{"PIN too long", func(c *PKCS11Config) { c.PIN = strings.Repeat("9", 300) }, ErrHSMPIN, "check the PIN"},
-		{"wrong key label", func(c *PKCS11Config) { c.KeyLabel = "nokey" }, ErrHSMKey, `no secret key labelled "nokey"`},
-		{"no key label", func(c *PKCS11Config) { c.KeyLabel = "" }, ErrHSMKey, "no key label"},
-		{"AES-128 key", func(c *PKCS11Config) { c.KeyLabel = "aes128" }, ErrHSMKey, "is AES-128, not AES-256"},
-		{"not an AES key", func(c *PKCS11Config) { c.KeyLabel = "generic" }, ErrHSMKey, "not an AES key"},
-		{"two keys with the label", func(c *PKCS11Config) { c.KeyLabel = "twice" }, ErrHSMKey, "more than one"},
-		{"key may not encrypt", func(c *PKCS11Config) { c.KeyLabel = "wrap-only" }, ErrHSMKey, "may not encrypt and decrypt"},
-		{"wrong token label", func(c *PKCS11Config) { c.TokenLabel = "other" }, ErrHSMToken, `tokens present: "appliance" in slot`},
-		{"no such slot", func(c *PKCS11Config) { c.TokenLabel = ""; c.Slot = &noSlot }, ErrHSMToken, `no initialized token in slot 987654 (tokens present: "appliance"`},
-		{"label and slot", func(c *PKCS11Config) { c.Slot = &slot }, ErrHSMToken, "both a token label and a slot"},
-		{"neither label nor slot", func(c *PKCS11Config) { c.TokenLabel = "" }, ErrHSMToken, "neither"},
-		{"missing library", func(c *PKCS11Config) { c.Library = "/nonexistent/libpkcs11.so" }, ErrHSMLibrary, "no such file"},
-		{"no library", func(c *PKCS11Config) { c.Library = "" }, ErrHSMLibrary, "no library path"},
-		{"library is a directory", func(c *PKCS11Config) { c.Library = s.Dir }, ErrHSMLibrary, "is not a file"},
-		{"not a module", func(c *PKCS11Config) { c.Library = notModule }, ErrHSMLibrary, "not a loadable PKCS#11 module"},
+		{"wrong PIN", func(c *Config) { c.PIN = "wrong-pin-4711" }, ErrPIN, "check the PIN"},
+		{"PIN too long", func(c *Config) { c.PIN = strings.Repeat("9", 300) }, ErrPIN, "check the PIN"},
+		{"wrong key label", func(c *Config) { c.KeyLabel = "nokey" }, ErrKey, `no secret key labelled "nokey"`},
+		{"no key label", func(c *Config) { c.KeyLabel = "" }, ErrKey, "no key label"},
+		{"AES-128 key", func(c *Config) { c.KeyLabel = "aes128" }, ErrKey, "is AES-128, not AES-256"},
+		{"not an AES key", func(c *Config) { c.KeyLabel = "generic" }, ErrKey, "not an AES key"},
+		{"two keys with the label", func(c *Config) { c.KeyLabel = "twice" }, ErrKey, "more than one"},
+		{"key may not encrypt", func(c *Config) { c.KeyLabel = "wrap-only" }, ErrKey, "may not encrypt and decrypt"},
+		{"wrong token label", func(c *Config) { c.TokenLabel = "other" }, ErrToken, `tokens present: "appliance" in slot`},
+		{"no such slot", func(c *Config) { c.TokenLabel = ""; c.Slot = &noSlot }, ErrToken, `no initialized token in slot 987654 (tokens present: "appliance"`},
+		{"label and slot", func(c *Config) { c.Slot = &slot }, ErrToken, "both a token label and a slot"},
+		{"neither label nor slot", func(c *Config) { c.TokenLabel = "" }, ErrToken, "neither"},
+		{"missing library", func(c *Config) { c.Library = "/nonexistent/libpkcs11.so" }, ErrLibrary, "no such file"},
+		{"no library", func(c *Config) { c.Library = "" }, ErrLibrary, "no library path"},
+		{"library is a directory", func(c *Config) { c.Library = s.Dir }, ErrLibrary, "is not a file"},
+		{"not a module", func(c *Config) { c.Library = notModule }, ErrLibrary, "not a loadable PKCS#11 module"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
 			tc.mutate(&cfg)
-			h, err := OpenHSM(ctx, cfg)
+			h, err := Open(ctx, cfg)
 			if err == nil {
 				h.Close()
 			}
@@ -265,14 +265,14 @@ func TestHSMCloseLeavesOthersUsable(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := a.Wrap(ctx, kek); !errors.Is(err, ErrHSMUnavailable) {
+	if _, err := a.Wrap(ctx, kek); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Wrap after Close: %v", err)
 	}
 	// A failed open (the key is not there) must not log the others out
 	// either.
 	bad := pcfg
 	bad.KeyLabel = "absent"
-	if _, err := OpenHSM(ctx, bad); !errors.Is(err, ErrHSMKey) {
+	if _, err := Open(ctx, bad); !errors.Is(err, ErrKey) {
 		t.Fatal(err)
 	}
 	if err := b.Check(ctx); err != nil {
@@ -281,14 +281,14 @@ func TestHSMCloseLeavesOthersUsable(t *testing.T) {
 }
 
 // A token that goes away under an open handle: its calls fail with
-// ErrHSMUnavailable (not ErrHSMUnwrap, and without hanging), a new open
+// ErrUnavailable (not ErrUnwrap, and without hanging), a new open
 // says the token is missing; once it is back, a new open works, even
 // while the old handle still holds the library, and the old handle works
 // again.
 func TestHSMTokenRemovedAndRestored(t *testing.T) {
 	s, cfg := softHSM(t)
 	ctx := context.Background()
-	for name, cfg := range map[string]PKCS11Config{"public key": cfg, "private key": privateKey(t, s, cfg, "kek-private")} {
+	for name, cfg := range map[string]Config{"public key": cfg, "private key": privateKey(t, s, cfg, "kek-private")} {
 		t.Run(name, func(t *testing.T) {
 			old := openHSM(t, cfg)
 			w, err := old.Wrap(ctx, kek)
@@ -297,19 +297,19 @@ func TestHSMTokenRemovedAndRestored(t *testing.T) {
 			}
 
 			s.RemoveToken(t)
-			if err := old.Check(ctx); !errors.Is(err, ErrHSMUnavailable) {
+			if err := old.Check(ctx); !errors.Is(err, ErrUnavailable) {
 				t.Errorf("Check with the token gone: %v", err)
 			}
-			if _, err := old.Unwrap(ctx, w); !errors.Is(err, ErrHSMUnavailable) || errors.Is(err, ErrHSMUnwrap) {
+			if _, err := old.Unwrap(ctx, w); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrUnwrap) {
 				t.Errorf("Unwrap with the token gone: %v", err)
 			}
-			if _, err := old.Wrap(ctx, kek); !errors.Is(err, ErrHSMUnavailable) {
+			if _, err := old.Wrap(ctx, kek); !errors.Is(err, ErrUnavailable) {
 				t.Errorf("Wrap with the token gone: %v", err)
 			}
-			if h, err := OpenHSM(ctx, cfg); err == nil {
+			if h, err := Open(ctx, cfg); err == nil {
 				h.Close()
 				t.Fatal("opened a removed token")
-			} else if !errors.Is(err, ErrHSMToken) || !strings.Contains(err.Error(), "tokens present: none") {
+			} else if !errors.Is(err, ErrToken) || !strings.Contains(err.Error(), "tokens present: none") {
 				t.Fatalf("open with the token gone: %v", err)
 			}
 
@@ -327,7 +327,7 @@ func TestHSMTokenRemovedAndRestored(t *testing.T) {
 	// With no handle open the library is finalized, and the next open
 	// initializes it afresh.
 	s.RemoveToken(t)
-	if _, err := OpenHSM(ctx, cfg); !errors.Is(err, ErrHSMToken) {
+	if _, err := Open(ctx, cfg); !errors.Is(err, ErrToken) {
 		t.Fatalf("open with the token gone: %v", err)
 	}
 	s.RestoreToken(t)
@@ -341,8 +341,8 @@ func TestHSMContext(t *testing.T) {
 	h := openHSM(t, cfg)
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := OpenHSM(done, cfg); !errors.Is(err, context.Canceled) {
-		t.Fatalf("OpenHSM with a cancelled context: %v", err)
+	if _, err := Open(done, cfg); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Open with a cancelled context: %v", err)
 	}
 	if _, err := h.Wrap(done, kek); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wrap with a cancelled context: %v", err)
@@ -351,7 +351,7 @@ func TestHSMContext(t *testing.T) {
 	h.sem <- struct{}{}
 	err := h.Check(done)
 	<-h.sem
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrHSMUnavailable) {
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Check behind a busy session: %v", err)
 	}
 	if err := h.Check(context.Background()); err != nil {

@@ -1,6 +1,7 @@
-package appliance
+package quietlog
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,9 @@ import (
 // stays unreachable come back at their level after the grace; anything
 // else keeps its level.
 func TestQuietLogger(t *testing.T) {
-	var out syncBuffer
+	var out bytes.Buffer
 	now := time.Unix(1_700_000_000, 0)
-	l := newQuietLogger(hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	l := New(hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})).(quietLogger)
 	l.q.now = func() time.Time { return now }
 	raft := l.Named("storage.raft")
 

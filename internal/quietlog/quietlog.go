@@ -1,4 +1,8 @@
-package appliance
+// Package quietlog is the hclog wrapper the appliance logs through: it
+// lowers the warnings and errors that OpenBao and hashicorp/raft log on
+// every healthy start, join, unseal and planned restart, and keeps the
+// real ones at their level.
+package quietlog
 
 import (
 	"fmt"
@@ -51,9 +55,10 @@ var quietRules = []quietRule{
 	// A first election (no leader before).
 	{msg: "heartbeat timeout reached, starting election", args: map[string]string{"last-leader-id": ""}, level: hclog.Info},
 	// A restarted or joining node: its first heartbeat timeout (the
-	// configured one, see tuneRaft) may pass before the leader reached
-	// it. A non-voter or a node not yet in the configuration stands
-	// nowhere; a pre-vote it sends is refused by nodes that have a leader.
+	// configured one, see appliance.tuneRaft) may pass before the leader
+	// reached it. A non-voter or a node not yet in the configuration
+	// stands nowhere; a pre-vote it sends is refused by nodes that have a
+	// leader.
 	{msg: "heartbeat timeout reached, not part of a stable configuration or a non-voter", level: hclog.Info},
 	{msg: "rejecting pre-vote request since we have a leader", level: hclog.Info},
 	// Raft bringing a new or restarted follower up to date.
@@ -163,7 +168,8 @@ type quietLogger struct {
 	q *quieter
 }
 
-func newQuietLogger(l hclog.InterceptLogger) quietLogger {
+// New is l logging through quieter's levels.
+func New(l hclog.InterceptLogger) hclog.InterceptLogger {
 	return quietLogger{l, &quieter{streaks: map[string][2]time.Time{}, now: time.Now}}
 }
 
