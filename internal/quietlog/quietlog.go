@@ -75,14 +75,20 @@ var quietRules = []quietRule{
 	{msg: "failed to retry join raft cluster", args: map[string]string{"err": "the seal's key is not available"}, level: hclog.Info},
 }
 
-// peerMessages are about a peer that does not answer; the arg names the peer.
+// peerMessages are about a peer that does not answer; the arg names the
+// peer. A failed election is one too: a restarted node whose heartbeat
+// timeout passed before the leader reached it stands for election, the
+// others refuse its pre-vote (they have a leader), and its election times
+// out once or twice until the leader's heartbeat arrives; a node whose
+// elections keep failing for peerGrace is a real problem.
 var peerMessages = map[string]string{
-	"failed to appendEntries to":        "peer",
-	"failed to heartbeat to":            "peer",
-	"failed to make requestVote RPC":    "target",
-	"failed to contact":                 "server-id",
-	"failed to get raft challenge":      "leader_addr",
-	"failed to retry join raft cluster": "err",
+	"Election timeout reached, restarting election": "",
+	"failed to appendEntries to":                    "peer",
+	"failed to heartbeat to":                        "peer",
+	"failed to make requestVote RPC":                "target",
+	"failed to contact":                             "server-id",
+	"failed to get raft challenge":                  "leader_addr",
+	"failed to retry join raft cluster":             "err",
 }
 
 // quieter holds the unreachable-peer streaks, shared by every logger

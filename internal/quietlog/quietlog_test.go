@@ -31,6 +31,17 @@ func TestQuietLogger(t *testing.T) {
 	// 15 s unreachable, failing every 3 s: a real problem now.
 	raft.Error("failed to appendEntries to", "peer", "{Voter gitlab-2 10.0.0.2:8201}", "error", "connection refused")
 	l.Error("something else went wrong")
+	// A restarted node's election refused while the others have a leader:
+	// info at first, a warning once it keeps failing for 15 s.
+	for range 2 {
+		raft.Warn("Election timeout reached, restarting election")
+		now = now.Add(2 * time.Second)
+	}
+	now = now.Add(time.Minute) // the streak ended: the node followed
+	for range 9 {
+		raft.Warn("Election timeout reached, restarting election")
+		now = now.Add(2 * time.Second)
+	}
 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	want := []string{
@@ -46,6 +57,17 @@ func TestQuietLogger(t *testing.T) {
 		"[INFO]  storage.raft: failed to appendEntries to",
 		"[ERROR] storage.raft: failed to appendEntries to",
 		"[ERROR] something else went wrong",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached", // a new streak: 0 s
+		"[INFO]  storage.raft: Election timeout reached", // 2 s
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached",
+		"[INFO]  storage.raft: Election timeout reached", // 14 s
+		"[WARN]  storage.raft: Election timeout reached", // 16 s: failing for longer than peerGrace
 	}
 	var got []string
 	for _, w := range want {
