@@ -54,7 +54,7 @@ type Appliance struct {
 	raft        *raft.RaftBackend
 	raftH       *raftx.Handle          // the hashicorp/raft instance inside raft
 	geo         *reconciler.Reconciler // the Geo topology and reconciler; nil without a geo block
-	leaders     *leaderWatch           // cancels forwards to a leader that is no longer it
+	leaders     *raftx.LeaderWatch     // cancels forwards to a leader that is no longer it
 	disk        *datadir.DiskGuard     // refuses writes before the data dir is full
 	storage     *datadir.Report        // the data dir as the start found it (startCheck)
 	snaps       *snapshot.Schedule     // the snapshot schedule, nil without a snapshot block
@@ -110,7 +110,6 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		cfg = cfg.WithGeo(topo)
 	}
 	a = &Appliance{
-		leaders: newLeaderWatch(),
 		disk:    datadir.NewDiskGuard(cfg.DataDir),
 		cfg:     cfg,
 		started: time.Now(),
@@ -142,6 +141,9 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 		Output:     out,
 		JSONFormat: cfg.LogFormat == "json",
 	}))
+	// The leader watch sets Raft's timeouts to raft.heartbeat_timeout (validated).
+	heartbeat, _ := time.ParseDuration(cfg.Raft.HeartbeatTimeout)
+	a.leaders = raftx.NewLeaderWatch(raftx.TuneTimeouts(heartbeat, time.Duration(cfg.Raft.PerformanceMultiplier)*time.Second, a.logger))
 	if ignored := scrubEnvironment(); len(ignored) > 0 {
 		a.logger.Warn("ignoring OpenBao/Vault environment variables: the appliance takes its settings from its config file only",
 			"variables", strings.Join(ignored, ","))
@@ -341,11 +343,10 @@ func Start(ctx context.Context, cfg *config.Config) (a *Appliance, err error) {
 			a.geo.LeaseLoop(bgCtx)
 		}()
 	}
-	a.leaders.tune = a.tuneRaft
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		a.leaders.run(bgCtx, a.raftH)
+		a.leaders.Run(bgCtx, a.raftH)
 	}()
 	a.bg.Add(1)
 	go func() {

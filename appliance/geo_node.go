@@ -38,10 +38,10 @@ func (n geoNode) Readiness() (bool, string) {
 	return rd.Ready, rd.Reason
 }
 
-func (n geoNode) LeaderChanged() <-chan struct{} { return n.a.leaders.changed() }
+func (n geoNode) LeaderChanged() <-chan struct{} { return n.a.leaders.Changed() }
 
 func (n geoNode) LeaderConfirmed() bool {
-	ok, _ := n.a.leaders.confirmedWithin(n.a.leaseDuration())
+	ok, _ := n.a.leaders.ConfirmedWithin(n.a.leaseDuration())
 	return ok
 }
 

@@ -34,12 +34,12 @@ type httpNode struct{ *Appliance }
 func (n httpNode) Readiness() httpapi.Readiness   { return n.readiness() }
 func (n httpNode) State() string                  { return n.state() }
 func (n httpNode) LeaseDuration() time.Duration   { return n.leaseDuration() }
-func (n httpNode) SoleVoter() bool                { return n.leaders.soleVoter.Load() }
-func (n httpNode) LeaderChanged() <-chan struct{} { return n.leaders.changed() }
+func (n httpNode) SoleVoter() bool                { return n.leaders.SoleVoter() }
+func (n httpNode) LeaderChanged() <-chan struct{} { return n.leaders.Changed() }
 func (n httpNode) Context() context.Context       { return n.bgCtx }
 
 func (n httpNode) LeadershipConfirmed() time.Time {
-	return time.Unix(0, n.leaders.confirmed.Load())
+	return n.leaders.Confirmed()
 }
 
 func (n httpNode) LastContact() time.Time {

@@ -14,8 +14,8 @@ import (
 func TestSoleVoterIsAlwaysReady(t *testing.T) {
 	a := startNode(t, testConfig(t, &syncBuffer{}))
 	initAndUnseal(t, a)
-	harness.Eventually(t, time.Minute, "the node to see it is the only voter", a.leaders.soleVoter.Load)
-	a.leaders.confirmed.Store(1) // last confirmed in 1970
+	harness.Eventually(t, time.Minute, "the node to see it is the only voter", a.leaders.SoleVoter)
+	a.leaders.Expire() // last confirmed in 1970
 	if rd := a.readiness(); !rd.Ready || !rd.Active {
 		t.Fatalf("a single node with an old confirmation is not ready: %+v", rd)
 	}

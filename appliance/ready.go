@@ -67,7 +67,7 @@ func (a *Appliance) readiness() httpapi.Readiness {
 		lease := a.leaseDuration()
 		// The only voter is its own quorum: nobody else can be elected,
 		// however slow this process runs.
-		if ok, age := a.leaders.confirmedWithin(lease); !ok && !a.leaders.soleVoter.Load() {
+		if ok, age := a.leaders.ConfirmedWithin(lease); !ok && !a.leaders.SoleVoter() {
 			return notReady("confirming its leadership with a quorum (last confirmed %s ago)", age.Round(time.Millisecond))
 		}
 		return httpapi.Readiness{Ready: true, Active: true}

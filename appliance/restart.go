@@ -68,7 +68,7 @@ func (a *Appliance) requestRestart(ctx context.Context, token string, handOver b
 	if !slices.Contains(caps, "root") && !slices.Contains(caps, "sudo") {
 		return false, ErrRestartUnauthorized
 	}
-	if a.state() == client.StateActive && !a.leaders.soleVoter.Load() {
+	if a.state() == client.StateActive && !a.leaders.SoleVoter() {
 		if !handOver {
 			return false, ErrRestartActive
 		}

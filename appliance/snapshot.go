@@ -29,6 +29,6 @@ func (a *Appliance) snapshotActive() bool {
 	if err != nil || !isLeader {
 		return false
 	}
-	ok, _ := a.leaders.confirmedWithin(a.leaseDuration())
+	ok, _ := a.leaders.ConfirmedWithin(a.leaseDuration())
 	return ok
 }

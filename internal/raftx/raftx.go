@@ -2,7 +2,10 @@
 // Raft backend and of hashicorp/raft: the *raft.Raft instance OpenBao 2.4
 // keeps to itself, and the network transport's in-flight limit. The field
 // layout is that of the pinned versions; New checks it, and
-// TestLayoutOfThePinnedVersions fails if an upgrade changes it.
+// TestLayoutOfThePinnedVersions fails if an upgrade changes it. On that
+// Handle runs the node's LeaderWatch: Raft's state and leader as the
+// requests need them, the quorum's confirmations of a leader, and the
+// node's Raft timing (TuneTimeouts).
 package raftx
 
 import (

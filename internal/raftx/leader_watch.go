@@ -1,4 +1,4 @@
-package appliance
+package raftx
 
 import (
 	"context"
@@ -7,10 +7,9 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	"gitlab.com/gitlab-org/gitlab-secrets-appliance/internal/raftx"
 )
 
-// leaderWatch tells the requests a standby forwards that the leader they
+// LeaderWatch tells the requests a standby forwards that the leader they
 // were forwarded to is no longer it: when this node's Raft state or leader
 // changes, every request bound to the old leader is cancelled. Without
 // this, a forward to a leader that stopped answering (paused, cut off)
@@ -18,12 +17,12 @@ import (
 // which the node needs to become active if it is the new leader: the whole
 // cluster then waits for the slowest client's timeout. (httpapi binds the
 // requests to changed and asks it for the leadership's confirmation.)
-type leaderWatch struct {
+type LeaderWatch struct {
 	mu     sync.Mutex
 	ch     chan struct{} // closed at the next change
 	state  hraft.RaftState
 	leader hraft.ServerID
-	tune   func(r *hraft.Raft) // called at every look (see tuneRaft)
+	tune   func(r *hraft.Raft) // called at every look (see NewLeaderWatch)
 
 	// While this node leads, a quorum confirms its leadership every
 	// verifyEvery (Raft's VerifyLeader: a round of heartbeats); confirmed
@@ -40,20 +39,36 @@ type leaderWatch struct {
 // verifyEvery is how often a leader has a quorum confirm its leadership.
 const verifyEvery = 100 * time.Millisecond
 
-// confirmedWithin reports whether a quorum confirmed this node's
-// leadership within d.
-func (w *leaderWatch) confirmedWithin(d time.Duration) (bool, time.Duration) {
+// ConfirmedWithin reports whether a quorum confirmed this node's
+// leadership within d, and how long ago it last did.
+func (w *LeaderWatch) ConfirmedWithin(d time.Duration) (bool, time.Duration) {
 	age := time.Since(time.Unix(0, w.confirmed.Load()))
 	return age <= d, age
 }
 
-func newLeaderWatch() *leaderWatch { return &leaderWatch{ch: make(chan struct{})} }
+// NewLeaderWatch is a watch that calls tune (if not nil) with the running
+// Raft at every look: the node's hook to adjust Raft's timing (see
+// TuneTimeouts).
+func NewLeaderWatch(tune func(r *hraft.Raft)) *LeaderWatch {
+	return &LeaderWatch{ch: make(chan struct{}), tune: tune}
+}
+
+// Confirmed is when the last round that confirmed this node's leadership
+// started (the zero Unix time if none did).
+func (w *LeaderWatch) Confirmed() time.Time { return time.Unix(0, w.confirmed.Load()) }
+
+// SoleVoter: this node leads and is the only voter of its configuration.
+func (w *LeaderWatch) SoleVoter() bool { return w.soleVoter.Load() }
+
+// Expire makes the last confirmation as old as it can be: the leadership
+// counts as unconfirmed until the next round (the tests of readiness).
+func (w *LeaderWatch) Expire() { w.confirmed.Store(1) }
 
 // leaderPoll is how often the watch looks at Raft.
 const leaderPoll = 20 * time.Millisecond
 
-// run watches a's Raft until ctx ends.
-func (w *leaderWatch) run(ctx context.Context, h *raftx.Handle) {
+// Run watches h's Raft until ctx ends.
+func (w *LeaderWatch) Run(ctx context.Context, h *Handle) {
 	t := time.NewTicker(leaderPoll)
 	defer t.Stop()
 	for {
@@ -86,13 +101,13 @@ func (w *leaderWatch) run(ctx context.Context, h *raftx.Handle) {
 
 // verify starts a leadership confirmation if this node leads and none is
 // running or recent.
-func (w *leaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
+func (w *LeaderWatch) verify(r *hraft.Raft, state hraft.RaftState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if state != hraft.Leader || w.verifying {
 		return
 	}
-	if ok, _ := w.confirmedWithin(verifyEvery); ok {
+	if ok, _ := w.ConfirmedWithin(verifyEvery); ok {
 		return
 	}
 	w.verifying = true
@@ -128,8 +143,8 @@ func soleVoter(r *hraft.Raft) bool {
 	return voters == 1
 }
 
-// changed is closed at the next change of Raft's state or leader.
-func (w *leaderWatch) changed() <-chan struct{} {
+// Changed is closed at the next change of Raft's state or leader.
+func (w *LeaderWatch) Changed() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ch
