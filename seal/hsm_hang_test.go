@@ -51,15 +51,7 @@ func hungHSM(t *testing.T) (*harness.HangingHSM, pkcs11.Config) {
 // hangDetector.
 func within[T any](t *testing.T, what string, f func() T) T {
 	t.Helper()
-	done := make(chan T, 1)
-	go func() { done <- f() }()
-	select {
-	case v := <-done:
-		return v
-	case <-time.After(hangDetector):
-		t.Fatalf("%s hung (no return within %s)", what, hangDetector)
-		panic("unreachable")
-	}
+	return harness.Within(t, hangDetector, what, f)
 }
 
 // eventually polls cond until it holds, or fails the test.

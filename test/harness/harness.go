@@ -118,6 +118,21 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
+// Within runs f and fails the test if it has not returned after timeout:
+// a call that must not hang (it returns at its own, shorter, bounds).
+func Within[T any](t testing.TB, timeout time.Duration, what string, f func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- f() }()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("%s hung (no return within %s)", what, timeout)
+		panic("unreachable")
+	}
+}
+
 // Buffer is a goroutine-safe output sink.
 type Buffer struct {
 	mu sync.Mutex
