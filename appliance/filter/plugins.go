@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Rows for the builtin plugins the appliance ships (plugins.go). Each
+// Rows for the builtin plugins the appliance ships (internal/bao/plugins.go). Each
 // looks at one path shape inside a mount, whatever the mount's type: a
 // write elsewhere that happens to have that shape and those fields (a KV
 // v1 secret at keys/<name> with type rsa-2048 and derived true) is refused

@@ -55,7 +55,7 @@ var quietRules = []quietRule{
 	// A first election (no leader before).
 	{msg: "heartbeat timeout reached, starting election", args: map[string]string{"last-leader-id": ""}, level: hclog.Info},
 	// A restarted or joining node: its first heartbeat timeout (the
-	// configured one, see appliance.tuneRaft) may pass before the leader
+	// configured one, see raftx.TuneTimeouts) may pass before the leader
 	// reached it. A non-voter or a node not yet in the configuration
 	// stands nowhere; a pre-vote it sends is refused by nodes that have a
 	// leader.
