@@ -9,20 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // A node that does not answer: the client gives up at its deadline and
 // says which node did not answer within how long.
 func TestCallDeadline(t *testing.T) {
-	release := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer hung.Close()
-	defer close(release)
+	hung := harness.HungServer(t)
 	cl := New("", Options{HTTPClient: &http.Client{Timeout: time.Hour}}).With(hung.URL, 200*time.Millisecond)
 	_, err := cl.Status(t.Context())
 	var ue *UnreachableError
@@ -34,15 +28,7 @@ func TestCallDeadline(t *testing.T) {
 // A caller's context deadline bounds the call as the client's own does,
 // and the error names it (a Geo poll's client has no timeout of its own).
 func TestContextDeadline(t *testing.T) {
-	release := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer hung.Close()
-	defer close(release)
+	hung := harness.HungServer(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	_, err := New(hung.URL, Options{HTTPClient: &http.Client{}}).GeoPeer(ctx)

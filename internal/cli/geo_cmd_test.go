@@ -10,21 +10,14 @@ import (
 	"time"
 
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/client"
+	"gitlab.com/gitlab-org/gitlab-secrets-appliance/test/harness"
 )
 
 // geo status asks the node at --address and follows it to the leader it
 // knows of; when that leader does not answer (paused, or gone in a
 // disaster), the node asked answers with its own view and a note.
 func TestGeoStatusLeaderSilent(t *testing.T) {
-	release := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer hung.Close()
-	defer close(release)
+	hung := harness.HungServer(t)
 	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(client.Status{NodeID: "b1", State: client.StateStandby, LeaderAPIAddr: hung.URL, Geo: &client.GeoStatus{Site: "site-b"}})
 	}))

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,6 +133,23 @@ func Within[T any](t testing.TB, timeout time.Duration, what string, f func() T)
 		t.Fatalf("%s hung (no return within %s)", what, timeout)
 		panic("unreachable")
 	}
+}
+
+// HungServer is an HTTP server that never answers: each request waits
+// until its client gives up or the test ends.
+func HungServer(t testing.TB) *httptest.Server {
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		close(release)
+		hung.Close()
+	})
+	return hung
 }
 
 // Buffer is a goroutine-safe output sink.
