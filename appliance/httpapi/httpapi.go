@@ -23,8 +23,17 @@ import (
 	"gitlab.com/gitlab-org/gitlab-secrets-appliance/seal"
 )
 
-// Node is what the handlers ask of the running node.
+// Node is what the handlers ask of the running node: what the gates in
+// front of OpenBao look at (Gate) and the operations the endpoints run
+// (Operations).
 type Node interface {
+	Gate
+	Operations
+}
+
+// Gate is the node as the gates see it: its readiness, its leadership
+// and how recently a quorum confirmed it, its Geo lease, its disk.
+type Gate interface {
 	// Readiness is whether the node can answer API requests now; it
 	// never blocks on another node.
 	Readiness() Readiness
@@ -48,15 +57,20 @@ type Node interface {
 	// GeoLease is why the node cannot vouch for an answer now because of
 	// its Geo epoch ("" when it can); geo is false without Geo.
 	GeoLease() (reason string, geo bool)
-	// GeoPeer is this node's PeerStatus, or the error that it has no Geo.
-	GeoPeer(ctx context.Context) (client.PeerStatus, error)
-	// AuthorizeSudo checks that token has sudo (or root) on path; denied
-	// is the error when it does not.
-	AuthorizeSudo(ctx context.Context, token, path string, denied error) error
 	// CheckDisk looks at the data dir's free space; DiskFull marks it
 	// low (a write found no space left).
 	CheckDisk() client.DiskStatus
 	DiskFull()
+	// AuthorizeSudo checks that token has sudo (or root) on path; denied
+	// is the error when it does not (the key ceremonies' gate).
+	AuthorizeSudo(ctx context.Context, token, path string, denied error) error
+}
+
+// Operations are what the /appliance/v1 and bao-compatible endpoints run
+// on the node.
+type Operations interface {
+	// GeoPeer is this node's PeerStatus, or the error that it has no Geo.
+	GeoPeer(ctx context.Context) (client.PeerStatus, error)
 	// OperatorSeal runs seal (OpenBao's sys/seal) excluding the node's own
 	// unseal, and makes the node forget its seal key if it sealed it.
 	OperatorSeal(seal func())
