@@ -249,7 +249,20 @@ func (t *target) mountKV() error {
 	if err != nil || (code != 204 && code != 200) {
 		return fmt.Errorf("%s: mounting KV v2 answered %d: %v", t.name, code, err)
 	}
-	return nil
+	// A new KV v2 mount answers 400 ("upgrading ...") until its backend
+	// has set itself up: wait for it, as the dev node does, on both
+	// servers alike.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, err := t.request("GET", "/v1/secret/config", nil, nil)
+		if err == nil && code == 200 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: KV v2 at secret/ not ready after a minute: %d %v", t.name, code, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // rssBytes is the server process's resident set size now.
