@@ -28,10 +28,7 @@ func (n geoNode) Sealed() bool { return n.a.core.Sealed() }
 
 func (n geoNode) Initialized(ctx context.Context) (bool, error) { return n.a.core.Initialized(ctx) }
 
-func (n geoNode) CoreActive() bool {
-	isLeader, _, _, err := n.a.core.Leader()
-	return err == nil && isLeader
-}
+func (n geoNode) CoreActive() bool { return n.a.coreActive() }
 
 func (n geoNode) Readiness() (bool, string) {
 	rd := n.a.readiness()
@@ -40,9 +37,6 @@ func (n geoNode) Readiness() (bool, string) {
 
 func (n geoNode) LeaderChanged() <-chan struct{} { return n.a.leaders.Changed() }
 
-func (n geoNode) LeaderConfirmed() bool {
-	ok, _ := n.a.leaders.ConfirmedWithin(n.a.leaseDuration())
-	return ok
-}
+func (n geoNode) LeaderConfirmed() bool { return n.a.leaderConfirmed() }
 
 func (n geoNode) Fail(err error) { n.a.fail(err) }

@@ -22,13 +22,18 @@ func (a *Appliance) snapshotNode() snapshot.Node {
 // snapshotActive: the active node, with its leadership confirmed by a
 // quorum.
 func (a *Appliance) snapshotActive() bool {
-	if a.core.Sealed() {
-		return false
-	}
+	return !a.core.Sealed() && a.coreActive() && a.leaderConfirmed()
+}
+
+// coreActive: this node's core holds OpenBao's HA lock.
+func (a *Appliance) coreActive() bool {
 	isLeader, _, _, err := a.core.Leader()
-	if err != nil || !isLeader {
-		return false
-	}
+	return err == nil && isLeader
+}
+
+// leaderConfirmed: a quorum confirmed this node's leadership within its
+// lease.
+func (a *Appliance) leaderConfirmed() bool {
 	ok, _ := a.leaders.ConfirmedWithin(a.leaseDuration())
 	return ok
 }
